@@ -1,0 +1,34 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LAB ?= demo-lab
+
+.PHONY: setup demo demo-full test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e ".[dev,report]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/reuse-console --lab $(LAB) demo --quick
+
+demo-full: $(STAMP)
+	$(BIN)/reuse-console --lab $(LAB) demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/lab_listing.py
+
+clean:
+	rm -rf $(LAB) .pytest_cache

@@ -1,0 +1,112 @@
+"""Atomic HDF5 writing, provenance stamps and tensor <-> dataset conversion.
+
+Finished objects are written to a temporary file in the target folder, flushed, fsynced and
+`os.replace`d into place, so a killed writer never leaves a half object under a real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+TMP_PREFIX = ".tmp-"
+
+
+def tool_version() -> str:
+    """The installed reuse-console version, stamped into every file."""
+    from reuse_console import __version__
+
+    return __version__
+
+
+def now_iso() -> str:
+    """UTC time in ISO 8601 with seconds, the format of every `created` attribute."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_h5(path: Path, *, libver: str | None = None) -> Iterator[h5py.File]:
+    """Write an HDF5 file all-or-nothing: yield a temp file, then fsync and rename it to `path`.
+
+    If the body raises, the temp file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
+    try:
+        with h5py.File(tmp, "w", libver=libver) as f:
+            yield f
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def stamp(f: h5py.File, kind: str, provenance: Mapping[str, Any] | None = None) -> None:
+    """Write the attributes every lab file carries: schema, kind, created, version, provenance."""
+    f.attrs["schema"] = SCHEMA_VERSION
+    f.attrs["kind"] = kind
+    f.attrs["created"] = now_iso()
+    f.attrs["version"] = tool_version()
+    prov = {"command": " ".join(sys.argv), "host": socket.gethostname()}
+    prov.update(dict(provenance or {}))
+    f.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
+
+
+def set_json(obj: h5py.HLObject, name: str, value: Any) -> None:
+    """Store a JSON-serialisable value as a string attribute."""
+    obj.attrs[name] = json.dumps(value, sort_keys=True, default=str)
+
+
+def get_json(obj: h5py.HLObject, name: str, default: Any = None) -> Any:
+    """Read a JSON string attribute written by `set_json`."""
+    if name not in obj.attrs:
+        return default
+    raw = obj.attrs[name]
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    return json.loads(raw)
+
+
+def attr_str(obj: h5py.HLObject, name: str, default: str = "") -> str:
+    """A string attribute, decoded whatever h5py returns."""
+    raw = obj.attrs.get(name, default)
+    if isinstance(raw, bytes):
+        return raw.decode()
+    return str(raw)
+
+
+def write_strings(group: h5py.Group, name: str, values: list[str]) -> None:
+    """A 1-D dataset of UTF-8 strings (readable by h5dump)."""
+    dt = h5py.string_dtype("utf-8")
+    group.create_dataset(name, data=np.array(values, dtype=object), dtype=dt)
+
+
+def read_strings(ds: h5py.Dataset) -> list[str]:
+    """Decode a dataset written by `write_strings`."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in ds[()]]

@@ -1,0 +1,188 @@
+"""The lab directory: one folder per kind, one HDF5 file per object, ids, listing and lookup.
+
+Listing reads only each file's root attributes, so it stays fast for thousands of objects, and
+an unreadable file is listed with its reason instead of breaking the listing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from .errors import NotFound, UserError
+from .h5 import TMP_PREFIX, attr_str, get_json
+
+KINDS: tuple[str, ...] = (
+    "datasets",
+    "checkpoints",
+    "runs",
+    "scans",
+    "comparisons",
+    "plans",
+    "experiments",
+    "jobs",
+)
+SUFFIX = ".h5"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+DEFAULT_ROOT = "lab"
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it can be an object id, else raise a UserError saying what is allowed."""
+    if not _ID.match(name) or name.endswith(SUFFIX):
+        raise UserError(
+            f"invalid name {name!r}: use letters, digits, '.', '_', '+' or '-' (at most 100, "
+            "starting with a letter or digit)"
+        )
+    return name
+
+
+def open_h5(path: Path) -> h5py.File:
+    """Open a lab file read-only; live (SWMR) run files are opened in SWMR read mode."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError:
+        return h5py.File(path, "r", swmr=True, libver="latest", locking=False)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object of the lab as listing sees it: where it is and its root attributes."""
+
+    id: str
+    kind: str
+    path: Path
+    created: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def read_entry(kind: str, path: Path) -> Entry:
+    """Read one file's root attributes; never raises for a damaged file."""
+    obj_id = path.name[: -len(SUFFIX)]
+    try:
+        with open_h5(path) as f:
+            return Entry(
+                id=obj_id,
+                kind=kind,
+                path=path,
+                created=attr_str(f, "created"),
+                summary=get_json(f, "summary", {}) or {},
+            )
+    except Exception as exc:  # a listing shows damage, it does not stop on it
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Entry(id=obj_id, kind=kind, path=path, error=f"unreadable: {reason}")
+
+
+class Lab:
+    """A lab directory. Creating a Lab object touches nothing; folders appear on first write."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).expanduser()
+
+    @classmethod
+    def from_option(cls, root: Path | str | None) -> Lab:
+        """The lab named by `--lab`, else `$REUSE_LAB`, else `./lab`."""
+        return cls(root or os.environ.get("REUSE_LAB") or DEFAULT_ROOT)
+
+    def folder(self, kind: str, *, create: bool = False) -> Path:
+        """The folder of one kind of object."""
+        if kind not in KINDS:
+            raise UserError(f"unknown kind {kind!r}: choose one of {', '.join(KINDS)}")
+        path = self.root / kind
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def path(self, kind: str, obj_id: str) -> Path:
+        """Where object `obj_id` of `kind` lives (whether or not it exists yet)."""
+        return self.folder(kind) / f"{check_name(obj_id)}{SUFFIX}"
+
+    def exists(self, kind: str, obj_id: str) -> bool:
+        return self.path(kind, obj_id).exists()
+
+    def ensure_new(self, kind: str, obj_id: str) -> Path:
+        """The path for a new object; refuses to overwrite an existing one."""
+        path = self.path(kind, obj_id)
+        if path.exists():
+            raise UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} (choose another --name)")
+        return path
+
+    def unique_name(self, kind: str, base: str) -> str:
+        """`base`, or `base-2`, `base-3`... whichever is free in `kind`."""
+        check_name(base)
+        name, n = base, 1
+        while self.path(kind, name).exists():
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    def files(self, kind: str) -> list[Path]:
+        """Finished object files of one kind, sorted by name (temporary files are skipped)."""
+        folder = self.folder(kind)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p for p in folder.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith(TMP_PREFIX)
+        )
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        """Every object of `kind` (or of all kinds), each with its summary or its error."""
+        kinds = (kind,) if kind else KINDS
+        return [read_entry(k, p) for k in kinds for p in self.files(k)]
+
+    def resolve(self, ref: str, kind: str | None = None) -> Entry:
+        """Find an object by `id` or `kind/id`; raise NotFound or say when an id is ambiguous."""
+        if "/" in ref:
+            kind, _, ref = ref.partition("/")
+        check_name(ref)
+        kinds = (kind,) if kind else KINDS
+        hits = [k for k in kinds if self.path(k, ref).exists()]
+        if not hits:
+            where = kind[:-1] if kind else "object"
+            raise NotFound(f"no {where} {ref!r} in lab {self.root} (see `reuse-console ls`)")
+        if len(hits) > 1:
+            options = ", ".join(f"{k}/{ref}" for k in hits)
+            raise UserError(f"{ref!r} is ambiguous: say which one ({options})")
+        return read_entry(hits[0], self.path(hits[0], ref))
+
+    def cleanup(self, older_than_s: float = 3600.0) -> list[Path]:
+        """Remove temporary files left by killed writers (their process gone, or old)."""
+        removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
+        for kind in KINDS:
+            folder = self.root / kind
+            if not folder.is_dir():
+                continue
+            for p in folder.glob(f"{TMP_PREFIX}*"):
+                if _writer_alive(p) and time.time() - p.stat().st_mtime < older_than_s:
+                    continue
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Temporary names carry the writer's pid: `.tmp-<pid>-<name>`."""
+    try:
+        pid = int(tmp.name[len(TMP_PREFIX) :].split("-", 1)[0])
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,90 @@
+"""The `reuse-console` command: every console action as a typer subcommand.
+
+With no subcommand it opens the Textual console. Heavy imports (torch, textual) happen inside
+commands so `--help` stays fast. A UserError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from reuse_console.store.errors import UserError
+
+from .commands import lab as lab_commands
+from .output import stderr
+
+app = typer.Typer(
+    name="reuse-console",
+    help=(
+        "Lab console for parameter-reuse studies of CNNs: train segmentation and auto-encoder "
+        "models, swap BN/Conv tensors between them, scan every layer and kind, compare by RMSE, "
+        "infer reusable layers and run transfer grids. Run with no command to open the console."
+    ),
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    lab: Annotated[
+        Optional[Path], typer.Option("--lab", envvar="REUSE_LAB", help="Lab directory (default ./lab).")
+    ] = None,
+    no_mouse: Annotated[bool, typer.Option("--no-mouse", help="Console: do not capture the mouse (SSH).")] = False,
+) -> None:
+    """Open the console when no command is given."""
+    if lab is not None:
+        os.environ["REUSE_LAB"] = str(lab)
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        from .app import run_console
+    except ModuleNotFoundError:
+        typer.echo(ctx.get_help())
+        return
+    run_console(lab, mouse=not no_mouse)
+
+
+lab_commands.register(app)
+
+
+def _register_optional() -> None:
+    """Register command groups that exist (each lives in its own module under tui/commands)."""
+    import importlib
+
+    for name in ("data", "models", "train", "swaps", "compare", "reuse", "jobs", "demo"):
+        try:
+            module = importlib.import_module(f"reuse_console.tui.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"reuse_console.tui.commands.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one clear line and exit code 2."""
+    try:
+        app(args=argv, prog_name="reuse-console", standalone_mode=True)
+    except UserError as exc:
+        stderr.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        stderr.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Output for the CLI: data on stdout (tables or JSON), diagnostics and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def emit_json(data: Any) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Format a number for a table cell (NaN and None shown as '-')."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:
+            return "-"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+@contextmanager
+def reporter(mode: str, *, quiet: bool = False) -> Iterator[Any]:
+    """Yield an event reporter for `--progress rich|jsonl|none` (see tui/progress.py)."""
+    from .progress import make_reporter
+
+    with make_reporter(mode) as report:
+        yield report
