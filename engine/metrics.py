@@ -1,0 +1,119 @@
+"""Dice per class per subject (3D, over all of a subject's slices), and MSE/PSNR.
+
+Definitions (the one Dice of the product):
+- Dice(c, subject) = 2|P∩G| / (|P| + |G|) over all voxels of the subject's evaluated slices,
+  where P are voxels predicted as class c and G voxels labelled c.
+- Empty G and empty P: 1.0 (nothing to find, nothing found). Empty G, non-empty P: 0.0.
+- Classes the data set lacks (`present[c]` False) are reported as absent (None), never as 0.
+- Class 0 (background) is included, as the paper reports it; `dice_fg` is the mean over present
+  foreground classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def dice_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-sample counts (B, 3, C): intersection, predicted and reference voxels per class.
+
+    `pred` and `target` are integer label maps of shape (B, ...).
+    """
+    b = pred.shape[0]
+    pred = pred.reshape(b, -1).long()
+    target = target.reshape(b, -1).long()
+    offsets = (torch.arange(b, device=pred.device) * num_classes).unsqueeze(1)
+    size = b * num_classes
+
+    def count(labels: torch.Tensor) -> torch.Tensor:
+        flat = labels.reshape(-1)
+        return torch.bincount(flat, minlength=size + 1)[:size].reshape(b, num_classes).to(torch.float64)
+
+    dump = torch.full_like(pred, size)  # voxels that disagree land in a bin that is dropped
+    inter = count(torch.where(pred == target, pred + offsets, dump))
+    return torch.stack([inter, count(pred + offsets), count(target + offsets)], dim=1)
+
+
+def dice_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Dice from summed counts (..., 3, C) with the empty-set rules of this module."""
+    inter, psum, tsum = counts[..., 0, :], counts[..., 1, :], counts[..., 2, :]
+    denom = psum + tsum
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(denom > 0, 2.0 * inter / np.maximum(denom, 1e-12), 1.0)
+    return dice
+
+
+class DiceAccumulator:
+    """Sums Dice counts per subject over batches of slices; read out per subject at the end."""
+
+    def __init__(self, num_classes: int, num_subjects: int) -> None:
+        self.num_classes = num_classes
+        self.counts = np.zeros((num_subjects, 3, num_classes), dtype=np.float64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, subject: torch.Tensor | np.ndarray) -> None:
+        """Add a batch: label maps (B, H, W) and each slice's subject index 0..S-1."""
+        per_slice = dice_counts(pred, target, self.num_classes).cpu().numpy()
+        np.add.at(self.counts, np.asarray(subject, dtype=np.int64), per_slice)
+
+    def per_subject(self) -> np.ndarray:
+        """Dice (S, C)."""
+        return dice_from_counts(self.counts)
+
+
+@dataclass
+class DiceResult:
+    """Dice of one evaluation: per subject and class, with means over subjects."""
+
+    classes: list[str]
+    present: list[bool]
+    subjects: list[str]
+    per_subject: np.ndarray  # (S, C)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.per_subject.mean(axis=0) if len(self.subjects) else np.full(len(self.classes), np.nan)
+
+    @property
+    def std(self) -> np.ndarray:
+        return self.per_subject.std(axis=0) if len(self.subjects) else np.full(len(self.classes), np.nan)
+
+    def by_class(self, values: np.ndarray | None = None) -> dict[str, float | None]:
+        """Class name -> mean Dice (None for absent classes)."""
+        values = self.mean if values is None else values
+        return {c: (float(v) if p else None) for c, v, p in zip(self.classes, values, self.present)}
+
+    @property
+    def dice_fg(self) -> float:
+        """Mean Dice over the present foreground classes (classes 1..C-1)."""
+        fg = [float(v) for c, (v, p) in enumerate(zip(self.mean, self.present)) if c > 0 and p]
+        return float(np.mean(fg)) if fg else float("nan")
+
+    @classmethod
+    def from_accumulator(
+        cls, acc: DiceAccumulator, classes: list[str], present: list[bool], subjects: list[str]
+    ) -> DiceResult:
+        return cls(classes=list(classes), present=list(present), subjects=list(subjects), per_subject=acc.per_subject())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: mean and std per class, and per-subject values."""
+        return {
+            "dice": self.by_class(),
+            "dice_std": self.by_class(self.std),
+            "dice_fg": self.dice_fg,
+            "per_subject": {
+                s: self.by_class(row) for s, row in zip(self.subjects, self.per_subject)
+            },
+        }
+
+
+def psnr(mse: float, peak: float) -> float:
+    """Peak signal-to-noise ratio in dB for a mean squared error and a signal peak-to-peak range."""
+    if mse <= 0:
+        return float("inf")
+    return 10.0 * math.log10(peak * peak / mse)
