@@ -32,8 +32,10 @@ def write_tensor(group: h5py.Group, name: str, tensor: torch.Tensor) -> h5py.Dat
 
 def read_tensor(ds: h5py.Dataset) -> torch.Tensor:
     """Read a dataset written by `write_tensor` back into a tensor of the same dtype."""
-    array = np.asarray(ds[()])
-    t = torch.from_numpy(np.ascontiguousarray(array))
+    array = ds[()]
+    if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
+        array = np.array(array)  # 0-d datasets read as numpy scalars; keep them 0-d
+    t = torch.from_numpy(array)
     name = ds.attrs.get("dtype")
     if isinstance(name, bytes):
         name = name.decode()
