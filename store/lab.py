@@ -44,11 +44,21 @@ def check_name(name: str) -> str:
 
 
 def open_h5(path: Path) -> h5py.File:
-    """Open a lab file read-only; live (SWMR) run files are opened in SWMR read mode."""
+    """Open a lab file read-only, whatever state it is in.
+
+    A run file being appended to (SWMR), or one left by a writer killed with SIGKILL, has its
+    superblock marked "open for writing" and refuses a normal open; SWMR read mode opens both.
+    Locking is off so readers never block (or are blocked by) a writer.
+    """
     try:
         return h5py.File(path, "r", locking=False)
-    except OSError:
-        return h5py.File(path, "r", swmr=True, libver="latest", locking=False)
+    except FileNotFoundError:
+        raise
+    except OSError as first:
+        try:
+            return h5py.File(path, "r", swmr=True, libver="latest", locking=False)
+        except OSError:
+            raise first from None
 
 
 @dataclass(frozen=True)
@@ -72,16 +82,20 @@ def read_entry(kind: str, path: Path) -> Entry:
     obj_id = path.name[: -len(SUFFIX)]
     try:
         with open_h5(path) as f:
-            return Entry(
-                id=obj_id,
-                kind=kind,
-                path=path,
-                created=attr_str(f, "created"),
-                summary=get_json(f, "summary", {}) or {},
-            )
+            summary = get_json(f, "summary", {}) or {}
+            if kind == "runs" and "status" in f:
+                summary = {**summary, **_run_progress(f)}
+            return Entry(id=obj_id, kind=kind, path=path, created=attr_str(f, "created"), summary=summary)
     except Exception as exc:  # a listing shows damage, it does not stop on it
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return Entry(id=obj_id, kind=kind, path=path, error=f"unreadable: {reason}")
+
+
+def _run_progress(f: h5py.File) -> dict[str, Any]:
+    """A run's live status and epoch count (they change, so they are datasets, not attributes)."""
+    from .runs import _rows, run_status
+
+    return {"status": run_status(f), "epochs_done": _rows(f)[1]}
 
 
 class Lab:
