@@ -315,10 +315,15 @@ def run_status(f: h5py.File) -> str:
     ds = f["status"]
     if f.swmr_mode:
         ds.refresh()
-    status = ds[()].decode() if isinstance(ds[()], bytes) else str(ds[()])
-    if status == "running":
-        writer = get_json(f, "writer", {}) or {}
-        if writer.get("host") == socket.gethostname() and not _pid_alive(int(writer.get("pid", 0))):
+    raw = ds[()]
+    status = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return effective_status(status, get_json(f, "writer", {}) or {})
+
+
+def effective_status(status: str, writer: Mapping[str, Any]) -> str:
+    """"running" as written, unless the writing process is known to be gone: then "lost"."""
+    if status == "running" and writer.get("host") == socket.gethostname():
+        if not _pid_alive(int(writer.get("pid", 0))):
             return "lost"
     return status
 
