@@ -1,0 +1,61 @@
+"""Training losses of the two tasks: seg (cross-entropy + soft Dice) and ae (MSE to the input).
+
+Choice for the soft Dice term (documented in the train help and SCHEMA): it is averaged over the
+*present foreground* classes only. A data set that labels only some classes (t1: MYO, rvsc: RV)
+still uses the 4 canonical classes, so its unlabelled structures are background in the labels.
+A Dice term for such a class would only say "never predict it", which the cross-entropy over all
+C classes already teaches; background is left to the cross-entropy as well (as nnU-Net does),
+so the Dice term stays focused on the small structures the paper scores.
+
+The Dice is a *batch* Dice: sums run over every pixel of the batch, as if the batch were one
+volume, with a smoothing term `smooth` in numerator and denominator (so a class missing from the
+whole batch and not predicted scores 1, and a batch never divides by zero).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, classes: Sequence[int], smooth: float = 1.0
+) -> torch.Tensor:
+    """1 - mean over `classes` of (2 sum(p*g) + s) / (sum(p) + sum(g) + s), p = softmax(logits).
+
+    `logits` (B, C, H, W), `target` (B, H, W) integer labels. Zero when `classes` is empty.
+    """
+    if not classes:
+        return logits.sum() * 0.0
+    probs = torch.softmax(logits.float(), dim=1)
+    idx = torch.as_tensor(list(classes), device=logits.device)
+    p = probs.index_select(1, idx)  # (B, K, H, W)
+    g = (target.unsqueeze(1) == idx.view(1, -1, 1, 1)).to(p.dtype)
+    dims = (0, 2, 3)
+    inter = (p * g).sum(dims)
+    denom = p.sum(dims) + g.sum(dims)
+    dice = (2.0 * inter + smooth) / (denom + smooth)
+    return 1.0 - dice.mean()
+
+
+def dice_classes(present: Sequence[bool]) -> list[int]:
+    """The classes the soft Dice term averages over: present foreground classes (1..C-1)."""
+    return [c for c, p in enumerate(present) if c > 0 and p]
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Cross-entropy over all C classes plus the soft Dice loss over `classes` (see module doc)."""
+    ce = F.cross_entropy(logits.float(), target)
+    return ce + soft_dice_loss(logits, target, classes)
+
+
+def ae_target(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """The auto-encoder's target: the input image repeated on each of the C output channels."""
+    return images.expand(-1, channels, -1, -1)
+
+
+def ae_loss(output: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of every output channel against the (single-channel) input."""
+    return F.mse_loss(output.float(), ae_target(images.float(), output.shape[1]))
