@@ -1,0 +1,161 @@
+"""The lab console: a keyboard-driven Textual app over the lab and the engine.
+
+One mode per top-level screen (Lab, Layers, Swap lab, Scan view, Jobs), each keeping its state
+while another is shown; digits switch screens, Ctrl+P opens the command palette. The app only
+asks and shows: every number on screen comes from the engine or the store, read in workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from reuse_console.store.lab import Lab
+
+from .screens.base import ConsoleScreen, PaletteCommand
+from .screens.jobs import JobsScreen
+from .screens.lab import LabListing, LabScreen
+from .screens.layers import LayersScreen
+from .screens.scans import ScanScreen
+from .screens.swap import SwapScreen
+from .widgets.nav import SCREENS
+
+SCREEN_GROUP = Binding.Group("screens", compact=True)
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """How the console runs. Tests build one with fixed values (no polling noise, no clock)."""
+
+    lab: Lab
+    mouse: bool = True
+    lab_label: str | None = None  # shown instead of the lab path (snapshot tests)
+    lab_poll_s: float = 5.0  # re-read the lab listing
+    job_poll_s: float = 0.5  # follow running jobs (a few redraws a second at most)
+    system_stats: bool = True  # CPU/RAM or GPU use in the job view
+
+
+class ConsoleCommands(Provider):
+    """Command palette: go to a screen, open any object of the lab, and the screen's own commands."""
+
+    def _commands(self) -> list[PaletteCommand]:
+        app = self.app
+        assert isinstance(app, ConsoleApp)
+        out: list[PaletteCommand] = []
+        for key, mode, label in SCREENS:
+            out.append((f"Go to {label}", f"Show the {label} screen (key {key})", lambda m=mode: app.goto(m)))
+        screen = self.screen
+        if isinstance(screen, ConsoleScreen):
+            out.extend(screen.palette_commands())
+        listing = app.listing
+        if listing is not None:
+            openers = {
+                "checkpoints": ("Layers of", app.open_layers),
+                "scans": ("Scan", app.open_scan),
+                "comparisons": ("Comparison", app.open_comparison),
+                "jobs": ("Job", app.open_job),
+            }
+            for kind, (verb, opener) in openers.items():
+                for row in listing.rows.get(kind, []):
+                    out.append((f"{verb} {row.id}", f"Open {kind[:-1]} {row.id}", lambda o=opener, r=row.id: o(r)))
+        return out
+
+    async def discover(self) -> Hits:
+        for name, help_text, callback in self._commands():
+            if not name.startswith(("Layers of", "Scan ", "Comparison ", "Job ")):
+                yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+class ConsoleApp(App[None]):
+    """reuse-console's console."""
+
+    CSS_PATH = "console.tcss"
+    TITLE = "reuse-console"
+    MODES: ClassVar = {
+        "lab": LabScreen,
+        "layers": LayersScreen,
+        "swap": SwapScreen,
+        "scans": ScanScreen,
+        "jobs": JobsScreen,
+    }
+    DEFAULT_MODE = "lab"
+    COMMANDS: ClassVar = App.COMMANDS | {ConsoleCommands}
+    BINDINGS: ClassVar = [
+        *(
+            Binding(key, f"goto('{mode}')", label, id=f"app.screen.{mode}", group=SCREEN_GROUP)
+            for key, mode, label in SCREENS
+        ),
+        Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True, id="app.palette"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="app.quit"),
+        Binding("ctrl+c", "help_quit", show=False, system=True, id="app.help_quit"),
+    ]
+
+    def __init__(self, config: ConsoleConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.listing: LabListing | None = None  # the Lab screen's latest read, for the palette
+
+    @property
+    def lab(self) -> Lab:
+        return self.config.lab
+
+    @property
+    def lab_label(self) -> str:
+        if self.config.lab_label is not None:
+            return self.config.lab_label
+        root = self.lab.root
+        try:
+            return str(root.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(root).replace(str(Path.home()), "~", 1)
+
+    def on_mount(self) -> None:
+        self.theme = "textual-dark"
+
+    # -- navigation ----------------------------------------------------------------------------
+
+    def action_goto(self, mode: str) -> None:
+        self.goto(mode)
+
+    def goto(self, mode: str, method: str | None = None, *args: Any) -> None:
+        """Show the screen of `mode`; then call `method(*args)` on it once it is mounted."""
+
+        async def go() -> None:
+            await self.switch_mode(mode)
+            if method is not None:
+                getattr(self.screen, method)(*args)
+
+        self.call_later(go)
+
+    def open_layers(self, checkpoint: str, compare_with: str | None = None) -> None:
+        self.goto("layers", "open_checkpoint", checkpoint, compare_with)
+
+    def open_scan(self, scan: str) -> None:
+        self.goto("scans", "open_scan", scan)
+
+    def open_comparison(self, comparison: str) -> None:
+        self.goto("scans", "open_comparison", comparison)
+
+    def open_job(self, job: str) -> None:
+        self.goto("jobs", "open_job", job)
+
+    def open_swap(self, recipient: str | None = None, donor: str | None = None, data: str | None = None) -> None:
+        self.goto("swap", "preset", recipient, donor, data)
+
+
+def run_console(lab: Path | None, mouse: bool = True) -> None:
+    """Open the console on `lab` (else $REUSE_LAB, else ./lab); `mouse=False` for --no-mouse."""
+    config = ConsoleConfig(lab=Lab.from_option(lab), mouse=mouse)
+    ConsoleApp(config).run(mouse=mouse)

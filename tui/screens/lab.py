@@ -1,0 +1,336 @@
+"""The Lab screen: every object in the lab as tables, one tab per kind; type to filter, Enter opens.
+
+Listing reads HDF5 root attributes, so it runs in a thread worker and comes back as one message;
+a slow timer re-reads the lab so objects made elsewhere (a job, another terminal) appear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import ContentSwitcher, DataTable, Input, TabbedContent, TabPane
+
+from reuse_console.store.lab import Entry, Lab
+
+from ..widgets.empty_lab import EmptyLab
+from .base import ConsoleScreen
+from .detail import DetailModal
+
+KIND_TABS: tuple[tuple[str, str], ...] = (
+    ("datasets", "Data sets"),
+    ("checkpoints", "Checkpoints"),
+    ("runs", "Runs"),
+    ("scans", "Scans"),
+    ("comparisons", "Comparisons"),
+    ("jobs", "Jobs"),
+)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "datasets": ("id", "summary", "created"),
+    "checkpoints": ("id", "arch", "task", "data", "epoch", "Dice/PSNR", "created"),
+    "runs": ("id", "summary", "created"),
+    "scans": ("id", "summary", "created"),
+    "comparisons": ("id", "summary", "created"),
+    "jobs": ("id", "status", "command", "started"),
+}
+
+
+def short_time(iso: str) -> str:
+    """`2025-01-02T03:04:05+00:00` -> `2025-01-02 03:04` (what a table has room for)."""
+    return iso.replace("T", " ")[:16] if iso else ""
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """Scalar summary fields as `k=v` pairs."""
+    parts = []
+    for key, value in summary.items():
+        if isinstance(value, (dict, list)) or key == "kind":
+            continue
+        if isinstance(value, float):
+            value = f"{value:.3f}"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def checkpoint_score(summary: dict[str, Any]) -> str:
+    """Dice (foreground mean) for segmentation checkpoints, PSNR for auto-encoders."""
+    if isinstance(summary.get("dice_fg"), (int, float)):
+        return f"Dice {summary['dice_fg']:.3f}"
+    if isinstance(summary.get("psnr"), (int, float)):
+        return f"PSNR {summary['psnr']:.1f}"
+    return "-"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: the object's id, its cells, and the text the filter matches against."""
+
+    kind: str
+    id: str
+    cells: tuple[str, ...]
+    error: str | None = None
+
+    @property
+    def haystack(self) -> str:
+        return " ".join(self.cells).lower()
+
+
+def entry_row(entry: Entry) -> Row:
+    """The table row for one lab object."""
+    if entry.error:
+        return Row(entry.kind, entry.id, (entry.id, entry.error, ""), error=entry.error)
+    s = entry.summary
+    if entry.kind == "checkpoints":
+        cells = (
+            entry.id,
+            str(s.get("arch", "")),
+            str(s.get("task", "")),
+            str(s.get("data", "")),
+            str(s.get("epoch", "")),
+            checkpoint_score(s),
+            short_time(entry.created),
+        )
+    else:
+        cells = (entry.id, summary_text(s), short_time(entry.created))
+    return Row(entry.kind, entry.id, cells)
+
+
+def job_row(job: Any) -> Row:
+    """The table row for one job (an `engine.jobs.Job`)."""
+    command = "reuse-console " + " ".join(job.argv)
+    return Row("jobs", job.id, (job.id, job.status, command, short_time(job.started)))
+
+
+@dataclass
+class LabListing:
+    """What the lab holds, read off the UI thread."""
+
+    root: str
+    exists: bool
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.rows.values())
+
+
+def read_listing(lab: Lab) -> LabListing:
+    """Read every object's root attributes and the job list (HDF5 and files: worker thread only)."""
+    rows: dict[str, list[Row]] = {kind: [] for kind, _ in KIND_TABS}
+    for entry in lab.entries():
+        if entry.kind in rows and entry.kind != "jobs":
+            rows[entry.kind].append(entry_row(entry))
+    try:
+        from reuse_console.engine.jobs import list_jobs
+    except ModuleNotFoundError:
+        list_jobs = None
+    if list_jobs is not None and lab.root.is_dir():
+        rows["jobs"] = [job_row(job) for job in list_jobs(lab)]
+    return LabListing(root=str(lab.root), exists=lab.root.is_dir(), rows=rows)
+
+
+class LabTable(DataTable):
+    """A kind's table. Letters typed here start the filter; left/right switch the kind."""
+
+    BINDINGS: ClassVar = [
+        Binding("enter", "select_cursor", "Open", id="lab.open"),
+        Binding("left", "screen.kind(-1)", "Prev kind", show=False, id="lab.prev_kind"),
+        Binding("right", "screen.kind(1)", "Next kind", show=False, id="lab.next_kind"),
+    ]
+
+    class TypedToFilter(Message):
+        """A printable character typed on the table, meant for the filter box."""
+
+        def __init__(self, character: str) -> None:
+            super().__init__()
+            self.character = character
+
+    def on_key(self, event: Any) -> None:
+        char = event.character
+        if char and event.is_printable and (char.isalpha() or char in "-_.+"):
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.TypedToFilter(char))
+
+
+class LabScreen(ConsoleScreen):
+    """Data sets, checkpoints, runs, scans, comparisons and jobs of the lab."""
+
+    MODE = "lab"
+    BINDINGS: ClassVar = [
+        Binding("slash", "focus_filter", "Filter", id="lab.filter"),
+        Binding("ctrl+r", "reload", "Reload", id="lab.reload"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="lab.clear_filter"),
+    ]
+
+    class Loaded(Message):
+        """The lab was read."""
+
+        def __init__(self, listing: LabListing) -> None:
+            super().__init__()
+            self.listing = listing
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, LabScreen.Loaded)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listing: LabListing | None = None
+        self._shown: dict[str, tuple[Row, ...]] = {}
+
+    def compose_body(self) -> ComposeResult:
+        with ContentSwitcher(initial="lab-tables", id="lab-switcher"):
+            with Vertical(id="lab-tables"):
+                yield Input(placeholder="type to filter (ids, arch, data set...)", id="lab-filter", compact=True, select_on_focus=False)
+                with TabbedContent(id="lab-tabs"):
+                    for kind, label in KIND_TABS:
+                        with TabPane(label, id=f"tab-{kind}"):
+                            yield LabTable(id=f"table-{kind}", cursor_type="row", zebra_stripes=True)
+            yield EmptyLab(self.console.lab, id="lab-empty")
+
+    def on_mount(self) -> None:
+        for kind, _ in KIND_TABS:
+            table = self.query_one(f"#table-{kind}", LabTable)
+            for column in COLUMNS[kind]:
+                table.add_column(column, key=column)
+        self.reload()
+        self.set_interval(self.console.config.lab_poll_s, self.reload, name="lab poll")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="lab-read", name="reading the lab")
+    def reload(self) -> None:
+        """Read the lab in a thread and post what it holds."""
+        self.post_message(self.Loaded(read_listing(self.console.lab)))
+
+    @on(Loaded)
+    def _loaded(self, message: Loaded) -> None:
+        self.listing = message.listing
+        switcher = self.query_one("#lab-switcher", ContentSwitcher)
+        if message.listing.empty:
+            switcher.current = "lab-empty"
+            self.query_one(EmptyLab).show(message.listing.exists)
+            return
+        first_fill = switcher.current != "lab-tables" or not self._shown
+        switcher.current = "lab-tables"
+        self._fill()
+        if first_fill:
+            self._focus_first_nonempty()
+
+    def _fill(self) -> None:
+        """Put the filtered rows in each table, keeping the cursor on the same object."""
+        if self.listing is None:
+            return
+        words = self.query_one("#lab-filter", Input).value.lower().split()
+        tabs = self.query_one("#lab-tabs", TabbedContent)
+        for kind, label in KIND_TABS:
+            rows = tuple(r for r in self.listing.rows.get(kind, []) if all(w in r.haystack for w in words))
+            tabs.get_tab(f"tab-{kind}").label = f"{label} {len(rows)}"
+            if self._shown.get(kind) == rows:
+                continue
+            self._shown[kind] = rows
+            table = self.query_one(f"#table-{kind}", LabTable)
+            keep = self._cursor_id(table)
+            table.clear()
+            for row in rows:
+                cells = [Text(c, style="red") if row.error and i == 1 else c for i, c in enumerate(row.cells)]
+                table.add_row(*cells, key=row.id)
+            if keep is not None and keep in {r.id for r in rows}:
+                table.move_cursor(row=table.get_row_index(keep))
+
+    @staticmethod
+    def _cursor_id(table: DataTable) -> str | None:
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+
+    def _focus_first_nonempty(self) -> None:
+        for kind, _ in KIND_TABS:
+            if self._shown.get(kind):
+                self.show_kind(kind)
+                return
+
+    # -- navigation ----------------------------------------------------------------------------
+
+    def show_kind(self, kind: str) -> None:
+        """Show one kind's tab and focus its table."""
+        self.query_one("#lab-tabs", TabbedContent).active = f"tab-{kind}"
+        self.query_one(f"#table-{kind}", LabTable).focus()
+
+    @property
+    def current_kind(self) -> str:
+        active = self.query_one("#lab-tabs", TabbedContent).active
+        return active.removeprefix("tab-") or KIND_TABS[0][0]
+
+    def action_kind(self, step: int) -> None:
+        kinds = [k for k, _ in KIND_TABS]
+        self.show_kind(kinds[(kinds.index(self.current_kind) + step) % len(kinds)])
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.query_one(f"#table-{self.current_kind}", LabTable).focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#lab-filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#lab-filter", Input)
+        box.value = ""
+        self.query_one(f"#table-{self.current_kind}", LabTable).focus()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    @on(LabTable.TypedToFilter)
+    def _typed(self, message: LabTable.TypedToFilter) -> None:
+        box = self.query_one("#lab-filter", Input)
+        box.focus()
+        box.insert_text_at_cursor(message.character)
+
+    @on(Input.Changed, "#lab-filter")
+    def _filter_changed(self) -> None:
+        self._fill()
+
+    @on(Input.Submitted, "#lab-filter")
+    def _filter_done(self) -> None:
+        self.query_one(f"#table-{self.current_kind}", LabTable).focus()
+
+    def on_key(self, event: Any) -> None:
+        """Down or Enter in the filter box goes back to the table."""
+        if event.key == "down" and self.focused is self.query_one("#lab-filter", Input):
+            event.stop()
+            self.query_one(f"#table-{self.current_kind}", LabTable).focus()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.open_object(self.current_kind, str(event.row_key.value))
+
+    def open_object(self, kind: str, obj_id: str) -> None:
+        """Checkpoints open their layers, scans and comparisons the scan view, jobs the job view."""
+        app = self.console
+        if kind == "checkpoints":
+            app.open_layers(obj_id)
+        elif kind == "scans":
+            app.open_scan(obj_id)
+        elif kind == "comparisons":
+            app.open_comparison(obj_id)
+        elif kind == "jobs":
+            app.open_job(obj_id)
+        else:
+            self.app.push_screen(DetailModal(self.console.lab, kind, obj_id))
+
+    def palette_commands(self):
+        for kind, label in KIND_TABS:
+            yield (f"Lab: show {label.lower()}", f"List the lab's {label.lower()}", lambda k=kind: self.show_kind(k))
+        yield ("Lab: reload", "Read the lab again", self.reload)
