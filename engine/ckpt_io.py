@@ -60,7 +60,9 @@ def read_state_file(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         wanted = _GLOBAL.search(str(exc))
         if wanted is None:  # not a pickle torch can read safely at all (damaged, or not torch)
-            raise UserError(f"cannot read {path.name} as a PyTorch state dict: it is damaged or not a torch file") from None
+            raise UserError(
+                f"cannot read {path.name} as a PyTorch state dict: it is damaged or not a torch file"
+            ) from None
         raise UserError(
             f"refused {path.name}: it needs unpickling code ({wanted.group(1)}), not just tensors, and "
             "loading it could run that code; save a plain state dict (model.state_dict()) instead"
@@ -171,7 +173,8 @@ def import_checkpoint(
         if len(classes) != out_channels:
             raise UserError(f"--classes names {len(classes)} classes but the model has {out_channels} outputs")
     else:
-        classes = list(CARDIAC_CLASSES) if out_channels == len(CARDIAC_CLASSES) else [f"class{i}" for i in range(out_channels)]
+        cardiac = out_channels == len(CARDIAC_CLASSES)
+        classes = list(CARDIAC_CLASSES) if cardiac else [f"class{i}" for i in range(out_channels)]
     config = rebuild_config(config)  # the tensors come from the file
     model = build_model(arch, config)
     check_state_dict(model.state_dict(), state, file.name, arch)
@@ -205,7 +208,8 @@ def export_checkpoint(lab: Lab, ref: str, out: Path, fmt: str | None = None, *, 
         if fmt == "safetensors":
             from safetensors.torch import save_file
 
-            metadata = {"arch": meta.arch, "arch_config": json.dumps(meta.arch_config, sort_keys=True), "task": meta.task}
+            config = json.dumps(meta.arch_config, sort_keys=True)
+            metadata = {"arch": meta.arch, "arch_config": config, "task": meta.task}
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
         else:
             torch.save(state, tmp)

@@ -41,7 +41,9 @@ def layers(
     arch_config: ArchConfigOpt = None,
     in_channels: Annotated[int, typer.Option("--in-channels", help="Input channels of a fresh --arch model.")] = 1,
     out_channels: Annotated[int, typer.Option("--out-channels", help="Output channels of a fresh --arch model.")] = 4,
-    size: Annotated[int, typer.Option("--size", help="Side of the dummy input for the forward pass (UNet: a multiple of 16).")] = 64,
+    size: Annotated[
+        int, typer.Option("--size", help="Side of the dummy input for the forward pass (UNet: a multiple of 16).")
+    ] = 64,
     lab: LabOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -131,7 +133,9 @@ def ckpt_import(
         classes=class_list,
     )
     if json_out:
-        emit_json({"id": name, "path": str(path), "arch": meta.arch, "arch_config": meta.arch_config, "task": meta.task})
+        emit_json(
+            {"id": name, "path": str(path), "arch": meta.arch, "arch_config": meta.arch_config, "task": meta.task}
+        )
         return
     stderr.print(f"imported {file} as checkpoint [bold]{name}[/bold] ({meta.arch}, {meta.task}) -> {path}")
 
