@@ -1,0 +1,340 @@
+"""Readers of labelled volume collections on disk: ACDC, nnU-Net v2 raw, and image/label folders.
+
+A reader only finds files and their declared label names (`Source`); voxels are read later, one
+volume at a time, by `load_pair`, which checks everything a bad file can get wrong and says
+which file and what, in one line. Label names are mapped to the canonical cardiac classes by
+alias, so an nnU-Net set labelled {"background": 0, "myocardium": 1} lands on MYO = 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reuse_console.store.errors import UserError
+
+from .slices import CARDIAC_CLASSES
+
+FORMATS = ("acdc", "nnunet", "folders")
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+_FRAME = re.compile(r"^(?P<subject>.+?)_(?:frame\d+|ed|es)$", re.IGNORECASE)
+_PATIENT = re.compile(r"^patient\d+$")
+
+ALIASES: dict[str, tuple[str, ...]] = {
+    "background": ("background", "bg", "bkg", "none", "clear label", "0"),
+    "RV": ("rv", "rv cavity", "rvc", "right ventricle", "right ventricular cavity", "right ventricle cavity", "rv blood pool", "rv endocardium"),
+    "MYO": ("myo", "myocardium", "lv myocardium", "lvm", "lv myo", "left ventricular myocardium", "myocard", "lv wall", "myocardial wall"),
+    "LV": ("lv", "lv cavity", "lvc", "left ventricle", "left ventricular cavity", "left ventricle cavity", "lv blood pool", "lv bloodpool", "lv endocardium"),
+}
+_ALIAS_TO_CLASS = {alias: cls for cls, names in ALIASES.items() for alias in names}
+
+
+def canonical_class(name: str) -> str | None:
+    """The canonical cardiac class a label name means, or None ('RV cavity' -> 'RV')."""
+    key = re.sub(r"[\s_\-]+", " ", name.strip().lower())
+    return _ALIAS_TO_CLASS.get(key)
+
+
+@dataclass
+class ClassMap:
+    """Where raw label values go: `lut[raw]` is the stored class index."""
+
+    classes: list[str]
+    present: list[bool]
+    lut: np.ndarray  # uint8 (256,)
+    declared: dict[int, str]
+
+    def describe(self) -> str:
+        return ", ".join(f"{v} {n}" for v, n in sorted(self.declared.items()))
+
+
+def map_classes(declared: dict[int, str]) -> ClassMap:
+    """Map declared {raw value: name} to classes.
+
+    If every name is a cardiac class (by alias), the classes are the canonical four with
+    `present` flags for those declared; otherwise the declared names are kept as they are,
+    which then must be the values 0..K-1.
+    """
+    if not declared:
+        raise UserError("no label classes declared")
+    bad = [v for v in declared if not 0 <= v <= 255]
+    if bad:
+        raise UserError(f"label values must be 0..255, got {bad}")
+    lut = np.zeros(256, dtype=np.uint8)
+    mapped = {v: canonical_class(n) for v, n in declared.items()}
+    if all(c is not None for c in mapped.values()):
+        seen: dict[str, int] = {}
+        for v, c in sorted(mapped.items()):
+            if c in seen:
+                raise UserError(f"label values {seen[c]} and {v} both name class {c}")
+            seen[c] = v  # type: ignore[index]
+            lut[v] = CARDIAC_CLASSES.index(c)  # type: ignore[arg-type]
+        present = [c in seen or c == "background" for c in CARDIAC_CLASSES]
+        return ClassMap(list(CARDIAC_CLASSES), present, lut, dict(declared))
+    values = sorted(declared)
+    if values != list(range(len(values))):
+        raise UserError(f"non-cardiac classes must use the values 0..{len(values) - 1}, got {values}")
+    lut[: len(values)] = np.arange(len(values), dtype=np.uint8)
+    return ClassMap([declared[v] for v in values], [True] * len(values), lut, dict(declared))
+
+
+@dataclass
+class VolumeRef:
+    """One labelled 3D volume on disk."""
+
+    subject: str
+    volume: str
+    image: Path
+    label: Path
+
+
+@dataclass
+class Source:
+    """What a reader found: the volumes in subject order, declared labels, and metadata."""
+
+    format: str
+    root: Path
+    volumes: list[VolumeRef]
+    declared: dict[int, str]
+    present_from_labels: bool = False  # ACDC declares no per-set classes: look at the labels
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(dict.fromkeys(v.subject for v in self.volumes))
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_ENDINGS))
+
+
+def _stem(path: Path) -> str:
+    for ending in NIFTI_ENDINGS:
+        if path.name.endswith(ending):
+            return path.name[: -len(ending)]
+    return path.name
+
+
+def subject_of(case: str) -> str:
+    """Group frames of one heart: 'patient001_frame01' and 'patient001_ES' -> 'patient001'."""
+    m = _FRAME.match(case)
+    return m.group("subject") if m else case
+
+
+def _with_ending(folder: Path, stem: str) -> Path | None:
+    for ending in NIFTI_ENDINGS:
+        p = folder / f"{stem}{ending}"
+        if p.exists():
+            return p
+    return None
+
+
+def parse_info_cfg(path: Path) -> dict[str, str]:
+    """ACDC's Info.cfg: 'Key: value' lines."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from exc
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        if ":" in line:
+            key, _, value = line.partition(":")
+            info[key.strip()] = value.strip()
+    return info
+
+
+def read_acdc(root: Path) -> Source:
+    """ACDC training layout: patientNNN/ with Info.cfg, frameXX(+_gt) for ED and ES (4D ignored)."""
+    candidates = [root] + [root / sub for sub in ("training", "testing")]
+    patients = sorted(
+        {p for c in candidates if c.is_dir() for p in c.iterdir() if p.is_dir() and _PATIENT.match(p.name)},
+        key=lambda p: (p.name, str(p)),
+    )
+    if not patients:
+        raise UserError(f"{root}: no ACDC patient folders (patientNNN/ with Info.cfg) found; is --format right?")
+    volumes: list[VolumeRef] = []
+    infos: dict[str, dict[str, str]] = {}
+    for folder in patients:
+        cfg = folder / "Info.cfg"
+        if not cfg.exists():
+            raise UserError(f"{cfg}: missing (ACDC needs it for the ED and ES frame numbers)")
+        info = parse_info_cfg(cfg)
+        frames: dict[str, int] = {}
+        for phase in ("ED", "ES"):
+            try:
+                frames[phase] = int(float(info[phase]))
+            except (KeyError, ValueError):
+                raise UserError(f"{cfg}: no valid '{phase}: <frame number>' line") from None
+        infos[folder.name] = info
+        for phase, number in frames.items():
+            if phase == "ES" and number == frames["ED"]:
+                continue  # a single-frame subject (a map, not a cine)
+            stem = f"{folder.name}_frame{number:02d}"
+            image = _with_ending(folder, stem)
+            if image is None:
+                raise UserError(f"{folder / (stem + '.nii.gz')}: missing image for {phase} (frame {number} in Info.cfg)")
+            label = _with_ending(folder, f"{stem}_gt")
+            if label is None:
+                raise UserError(f"{folder / (stem + '_gt.nii.gz')}: missing label file for {phase}")
+            volumes.append(VolumeRef(folder.name, f"{folder.name}_{phase}", image, label))
+    declared = dict(enumerate(CARDIAC_CLASSES))
+    return Source("acdc", root, volumes, declared, present_from_labels=True, info={"patients": infos})
+
+
+def read_nnunet(root: Path) -> Source:
+    """nnU-Net v2 raw: dataset.json, imagesTr/{case}_0000{ending}, labelsTr/{case}{ending}."""
+    meta_path = root / "dataset.json"
+    if not meta_path.exists():
+        raise UserError(f"{meta_path}: missing (nnU-Net v2 raw data needs dataset.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{meta_path}: not valid JSON ({exc})") from exc
+    for key in ("channel_names", "labels", "file_ending"):
+        if key not in meta:
+            raise UserError(f"{meta_path}: no '{key}' entry")
+    ending = str(meta["file_ending"])
+    if ending not in NIFTI_ENDINGS:
+        raise UserError(f"{meta_path}: file_ending {ending!r} is not NIfTI (.nii.gz or .nii)")
+    declared: dict[int, str] = {}
+    for label_name, value in dict(meta["labels"]).items():
+        if isinstance(value, (list, tuple)):
+            raise UserError(f"{meta_path}: region-based label {label_name!r} is not supported; use plain integer labels")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"{meta_path}: label {label_name!r} has value {value!r}, expected an integer")
+        if value in declared:
+            raise UserError(f"{meta_path}: labels {declared[value]!r} and {label_name!r} share value {value}")
+        declared[value] = str(label_name)
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        raise UserError(f"{images_dir}: missing folder")
+    suffix = f"_0000{ending}"
+    images = sorted(p for p in images_dir.iterdir() if p.name.endswith(suffix))
+    if not images:
+        raise UserError(f"{images_dir}: empty folder (no *{suffix} images)")
+    volumes: list[VolumeRef] = []
+    for image in images:
+        case = image.name[: -len(suffix)]
+        label = labels_dir / f"{case}{ending}"
+        if not label.exists():
+            raise UserError(f"{label}: missing label file for {image.name}")
+        volumes.append(VolumeRef(subject_of(case), case, image, label))
+    volumes.sort(key=lambda v: (v.subject, v.volume))
+    channels = dict(meta["channel_names"])
+    info = {"dataset_json": {k: meta[k] for k in ("channel_names", "labels", "numTraining", "file_ending", "name") if k in meta}}
+    if len(channels) > 1:
+        info["note"] = f"{len(channels)} channels declared; only channel 0000 is imported"
+    return Source("nnunet", root, volumes, declared, info=info)
+
+
+def read_folders(root: Path, classes: list[str] | None = None) -> Source:
+    """images/ and labels/ holding NIfTI files with matching names; classes by value order."""
+    images_dir, labels_dir = root / "images", root / "labels"
+    for folder in (images_dir, labels_dir):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: missing folder (the folders format needs images/ and labels/)")
+    images = _nifti_files(images_dir)
+    if not images:
+        raise UserError(f"{images_dir}: empty folder (no .nii.gz or .nii files)")
+    label_names = {p.name for p in _nifti_files(labels_dir)}
+    volumes: list[VolumeRef] = []
+    for image in images:
+        if image.name not in label_names:
+            raise UserError(f"{labels_dir / image.name}: missing label file for {image}")
+        stem = _stem(image)
+        volumes.append(VolumeRef(subject_of(stem), stem, image, labels_dir / image.name))
+    orphans = sorted(label_names - {p.name for p in images})
+    if orphans:
+        raise UserError(f"{labels_dir / orphans[0]}: label file with no image in {images_dir}")
+    volumes.sort(key=lambda v: (v.subject, v.volume))
+    names = list(classes) if classes else list(CARDIAC_CLASSES)
+    return Source("folders", root, volumes, dict(enumerate(names)))
+
+
+def detect_format(root: Path) -> str:
+    """Guess the layout of `root` from what is in it."""
+    if (root / "dataset.json").exists():
+        return "nnunet"
+    if (root / "images").is_dir() and (root / "labels").is_dir():
+        return "folders"
+    for c in (root, root / "training"):
+        if c.is_dir() and any(p.is_dir() and _PATIENT.match(p.name) for p in c.iterdir()):
+            return "acdc"
+    raise UserError(f"{root}: cannot tell its layout; give --format acdc, nnunet or folders")
+
+
+def read_source(root: Path, fmt: str = "auto", classes: list[str] | None = None) -> Source:
+    """Find the volumes of a collection in one of FORMATS (or detect it)."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder")
+    if not any(root.iterdir()):
+        raise UserError(f"{root}: empty folder")
+    if fmt == "auto":
+        fmt = detect_format(root)
+    if classes is not None and fmt != "folders":
+        raise UserError("--classes applies to --format folders only (the other formats declare their labels)")
+    if fmt == "acdc":
+        return read_acdc(root)
+    if fmt == "nnunet":
+        return read_nnunet(root)
+    if fmt == "folders":
+        return read_folders(root, classes)
+    raise UserError(f"unknown format {fmt!r}: choose acdc, nnunet or folders")
+
+
+def load_nifti(path: Path, *, integer: bool = False) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A 3D volume (x, y, slice) and its voxel size in mm; 2D images become one slice.
+
+    Errors name the file: unreadable or truncated NIfTI, a 4D series, other dimensions.
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj) if integer else img.get_fdata(dtype=np.float32)
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+    except Exception as exc:  # nibabel, gzip and zlib raise many types for a damaged file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: cannot read NIfTI ({reason})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+        zooms = zooms[:2] + (1.0,)
+    if data.ndim == 4:
+        raise UserError(f"{path}: 4D image of shape {data.shape} where a 3D volume is expected (give single frames)")
+    if data.ndim != 3:
+        raise UserError(f"{path}: {data.ndim}D data of shape {data.shape}; expected a 3D volume")
+    spacing = tuple(z if z > 0 else 1.0 for z in (zooms + (1.0, 1.0, 1.0))[:3])
+    return data, spacing  # type: ignore[return-value]
+
+
+def load_pair(ref: VolumeRef, class_map: ClassMap) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Image (float32) and label (uint8, mapped to class indices) of one volume, both checked."""
+    image, spacing = load_nifti(ref.image)
+    raw, _ = load_nifti(ref.label, integer=True)
+    if raw.shape != image.shape:
+        raise UserError(f"{ref.label}: label shape {raw.shape} does not match image shape {image.shape} of {ref.image.name}")
+    if not np.issubdtype(raw.dtype, np.integer) and not np.issubdtype(raw.dtype, np.bool_):
+        raw_f = np.asarray(raw, dtype=np.float64)
+        off = ~np.isclose(raw_f, np.rint(raw_f), atol=1e-3)
+        if off.any() or not np.isfinite(raw_f).all():
+            example = raw_f[off | ~np.isfinite(raw_f)].flat[0]
+            raise UserError(f"{ref.label}: non-integer label values (e.g. {example:g}); labels must be whole numbers")
+        raw = np.rint(raw_f).astype(np.int64)
+    values = np.unique(raw)
+    outside = [int(v) for v in values if int(v) not in class_map.declared]
+    if outside:
+        raise UserError(f"{ref.label}: label values {outside[:8]} outside the declared classes ({class_map.describe()})")
+    label = class_map.lut[np.asarray(raw, dtype=np.int64)]
+    if not np.isfinite(image).all():
+        image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+    return image, label, spacing
