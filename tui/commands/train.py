@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -26,13 +28,18 @@ TRAIN_HELP = (
 )
 
 
-def _sigterm_to_interrupt() -> None:
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
     """A cancelled job gets SIGTERM: end like Ctrl-C, so the run file says "cancelled"."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train(
@@ -77,8 +84,7 @@ def train(
     from ..progress import make_reporter
 
     the_lab = Lab.from_option(lab)
-    _sigterm_to_interrupt()
-    with make_reporter(progress) as report:
+    with _sigterm_as_interrupt(), make_reporter(progress) as report:
         if resume:
             result = resume_training(the_lab, resume, device=device, precision=precision, workers=workers, report=report)
         else:
