@@ -26,10 +26,43 @@ _FRAME = re.compile(r"^(?P<subject>.+?)_(?:frame\d+|ed|es)$", re.IGNORECASE)
 _PATIENT = re.compile(r"^patient\d+$")
 
 ALIASES: dict[str, tuple[str, ...]] = {
-    "background": ("background", "bg", "bkg", "none", "clear label", "0"),
-    "RV": ("rv", "rv cavity", "rvc", "right ventricle", "right ventricular cavity", "right ventricle cavity", "rv blood pool", "rv endocardium"),
-    "MYO": ("myo", "myocardium", "lv myocardium", "lvm", "lv myo", "left ventricular myocardium", "myocard", "lv wall", "myocardial wall"),
-    "LV": ("lv", "lv cavity", "lvc", "left ventricle", "left ventricular cavity", "left ventricle cavity", "lv blood pool", "lv bloodpool", "lv endocardium"),
+    "background": ("background", "bg", "bkg", "none", "clear label"),
+    "RV": (
+        "rv",
+        "rv cavity",
+        "rvc",
+        "right ventricle",
+        "right ventricular cavity",
+        "right ventricle cavity",
+        "rv blood pool",
+        "rvbp",
+        "rv endocardium",
+    ),
+    "MYO": (
+        "myo",
+        "myocardium",
+        "lv myocardium",
+        "lvm",
+        "mlv",
+        "left ventricle myocardium",
+        "lv myo",
+        "left ventricular myocardium",
+        "myocard",
+        "lv wall",
+        "myocardial wall",
+    ),
+    "LV": (
+        "lv",
+        "lv cavity",
+        "lvc",
+        "left ventricle",
+        "left ventricular cavity",
+        "left ventricle cavity",
+        "lv blood pool",
+        "lv bloodpool",
+        "lvbp",
+        "lv endocardium",
+    ),
 }
 _ALIAS_TO_CLASS = {alias: cls for cls, names in ALIASES.items() for alias in names}
 
@@ -177,7 +210,9 @@ def read_acdc(root: Path) -> Source:
             stem = f"{folder.name}_frame{number:02d}"
             image = _with_ending(folder, stem)
             if image is None:
-                raise UserError(f"{folder / (stem + '.nii.gz')}: missing image for {phase} (frame {number} in Info.cfg)")
+                raise UserError(
+                    f"{folder / (stem + '.nii.gz')}: missing image for {phase} (frame {number} in Info.cfg)"
+                )
             label = _with_ending(folder, f"{stem}_gt")
             if label is None:
                 raise UserError(f"{folder / (stem + '_gt.nii.gz')}: missing label file for {phase}")
@@ -204,7 +239,9 @@ def read_nnunet(root: Path) -> Source:
     declared: dict[int, str] = {}
     for label_name, value in dict(meta["labels"]).items():
         if isinstance(value, (list, tuple)):
-            raise UserError(f"{meta_path}: region-based label {label_name!r} is not supported; use plain integer labels")
+            raise UserError(
+                f"{meta_path}: region-based label {label_name!r} is not supported; use plain integer labels"
+            )
         if not isinstance(value, int) or isinstance(value, bool):
             raise UserError(f"{meta_path}: label {label_name!r} has value {value!r}, expected an integer")
         if value in declared:
@@ -226,7 +263,11 @@ def read_nnunet(root: Path) -> Source:
         volumes.append(VolumeRef(subject_of(case), case, image, label))
     volumes.sort(key=lambda v: (v.subject, v.volume))
     channels = dict(meta["channel_names"])
-    info = {"dataset_json": {k: meta[k] for k in ("channel_names", "labels", "numTraining", "file_ending", "name") if k in meta}}
+    info = {
+        "dataset_json": {
+            k: meta[k] for k in ("channel_names", "labels", "numTraining", "file_ending", "name") if k in meta
+        }
+    }
     if len(channels) > 1:
         info["note"] = f"{len(channels)} channels declared; only channel 0000 is imported"
     return Source("nnunet", root, volumes, declared, info=info)
@@ -322,7 +363,9 @@ def load_pair(ref: VolumeRef, class_map: ClassMap) -> tuple[np.ndarray, np.ndarr
     image, spacing = load_nifti(ref.image)
     raw, _ = load_nifti(ref.label, integer=True)
     if raw.shape != image.shape:
-        raise UserError(f"{ref.label}: label shape {raw.shape} does not match image shape {image.shape} of {ref.image.name}")
+        raise UserError(
+            f"{ref.label}: label shape {raw.shape} does not match image shape {image.shape} of {ref.image.name}"
+        )
     if not np.issubdtype(raw.dtype, np.integer) and not np.issubdtype(raw.dtype, np.bool_):
         raw_f = np.asarray(raw, dtype=np.float64)
         off = ~np.isclose(raw_f, np.rint(raw_f), atol=1e-3)
@@ -333,7 +376,9 @@ def load_pair(ref: VolumeRef, class_map: ClassMap) -> tuple[np.ndarray, np.ndarr
     values = np.unique(raw)
     outside = [int(v) for v in values if int(v) not in class_map.declared]
     if outside:
-        raise UserError(f"{ref.label}: label values {outside[:8]} outside the declared classes ({class_map.describe()})")
+        raise UserError(
+            f"{ref.label}: label values {outside[:8]} outside the declared classes ({class_map.describe()})"
+        )
     label = class_map.lut[np.asarray(raw, dtype=np.int64)]
     if not np.isfinite(image).all():
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)

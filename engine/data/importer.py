@@ -108,12 +108,20 @@ def import_dataset(
         "format": source.format,
         "path": str(Path(path).resolve()),
         "declared_labels": {str(k): v for k, v in sorted(source.declared.items())},
-        "options": {"size": size, "spacing": spacing, "val_subjects": val_subjects, "val_fraction": val_fraction, "seed": seed},
+        "options": {
+            "size": size,
+            "spacing": spacing,
+            "val_subjects": val_subjects,
+            "val_fraction": val_fraction,
+            "seed": seed,
+        },
         "spacing_range": [[float(sp[:, i].min()), float(sp[:, i].max())] for i in range(2)],
         **{k: v for k, v in source.info.items() if k != "patients"},
     }
     if spacing is None and np.ptp(sp, axis=0).max() > 0.05 * sp.max():
-        report(Message(f"pixel sizes vary from {sp.min():.2f} to {sp.max():.2f} mm; --spacing MM resamples them to one"))
+        report(
+            Message(f"pixel sizes vary from {sp.min():.2f} to {sp.max():.2f} mm; --spacing MM resamples them to one")
+        )
     write_slices(target, slices, source=source_info, provenance={"data": source_info["path"], "seed": seed})
     report(Finished(what=f"import {name}", result=name, seconds=time.monotonic() - started))
     return slices

@@ -62,7 +62,14 @@ class PhantomSubject:
 
     def info(self) -> dict[str, Any]:
         """The Info.cfg fields."""
-        return {"ED": self.ed, "ES": self.es, "Group": self.group, "Height": self.height, "NbFrame": self.nb_frame, "Weight": self.weight}
+        return {
+            "ED": self.ed,
+            "ES": self.es,
+            "Group": self.group,
+            "Height": self.height,
+            "NbFrame": self.nb_frame,
+            "Weight": self.weight,
+        }
 
     def cine(self) -> np.ndarray:
         """A short 4D cine (x, y, slice, frame): frames blended between ED and ES and back."""
@@ -186,7 +193,9 @@ def make_phantom(
         else:
             write_nnunet_subject(out, subject)
         nx, ny, nz = subject.frames[0].image.shape
-        report(Message(f"{subject.name}: {subject.group}, {len(subject.frames)} frame(s) of {nx}x{ny}x{nz} at {subject.spacing[0]:.2f} mm"))
+        frames = len(subject.frames)
+        text = f"{subject.name}: {subject.group}, {frames} frame(s) of {nx}x{ny}x{nz} at {subject.spacing[0]:.2f} mm"
+        report(Message(text))
         for frame in subject.frames:
             frame.image = frame.image[:0]
             frame.label = frame.label[:0]

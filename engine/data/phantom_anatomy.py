@@ -123,7 +123,11 @@ def sample_anatomy(rng: np.random.Generator, preset: Preset, *, scale: float = 1
         t0 = u(-0.2, 0.8)
         blobs.append(("vessel", x + body["cx"], y, u(2.0, 5.0), t0, t0 + u(0.15, 0.5)))
     liver = {"cx": u(-85.0, -50.0), "cy": u(15.0, 45.0), "ax": u(75.0, 100.0), "ay": u(60.0, 80.0), "t0": u(0.2, 0.6)}
-    pericardial = {"width": u(1.5, 4.5) if rng.random() < 0.75 else 0.0, "angle": u(0, 2 * math.pi), "cover": u(-0.3, 0.5)}
+    pericardial = {
+        "width": u(1.5, 4.5) if rng.random() < 0.75 else 0.0,
+        "angle": u(0, 2 * math.pi),
+        "cover": u(-0.3, 0.5),
+    }
     tissue = {k: v * (1.0 + rng.normal(0.0, preset.jitter)) for k, v in preset.intensity.items()}
     tissue["blood"] = preset.intensity["blood"]
     tissue["air"] = preset.intensity["air"]
@@ -212,7 +216,9 @@ def render(anat: Anatomy, phase: float) -> tuple[np.ndarray, np.ndarray]:
     paint("fat", _soft((rho_body - 1.0) * mean_axis, pix))
     paint("body", _soft((rho_body - 1.0) * mean_axis + b["fat"], pix))
     front = np.clip((b["cy"] - 20.0 - py) / 30.0, 0.0, 1.0)
-    shell = _soft((rho_body - 1.0) * mean_axis + b["fat"], pix) - _soft((rho_body - 1.0) * mean_axis + b["fat"] + b["muscle"], pix)
+    shell = _soft((rho_body - 1.0) * mean_axis + b["fat"], pix) - _soft(
+        (rho_body - 1.0) * mean_axis + b["fat"] + b["muscle"], pix
+    )
     paint("muscle", np.clip(shell, 0, 1) * front)
     for side in (-1.0, 1.0):
         lx = b["cx"] + side * b["lung_x"]
@@ -279,7 +285,9 @@ def render(anat: Anatomy, phase: float) -> tuple[np.ndarray, np.ndarray]:
     for sign in (-1.0, 1.0):
         ang = rv["psi"] + math.pi + sign * 0.9 + lv["pap_angle"]
         pr = r_cav * 0.62
-        dist = np.sqrt((px - hx - pr * math.cos(ang)) ** 2 + (py - hy - pr * math.sin(ang)) ** 2) - lv["papillary"] * (1 - 0.3 * phase)
+        dist = np.sqrt((px - hx - pr * math.cos(ang)) ** 2 + (py - hy - pr * math.sin(ang)) ** 2) - lv["papillary"] * (
+            1 - 0.3 * phase
+        )
         paint("myo", _soft(dist, pix) * pap_on * (r_cav > 8.0))
 
     label = np.zeros((nx, ny, nz), dtype=np.uint8)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from reuse_console.store.errors import NotFound, UserError
@@ -199,14 +198,18 @@ def dataset_summary(slices: SliceSet, source_format: str) -> dict[str, Any]:
     }
 
 
-def write_slices(path: Path, slices: SliceSet, *, source: dict[str, Any], provenance: dict[str, Any] | None = None) -> Path:
+def write_slices(
+    path: Path, slices: SliceSet, *, source: dict[str, Any], provenance: dict[str, Any] | None = None
+) -> Path:
     """Write a data set file atomically (a killed import leaves no data set behind)."""
     n, h, w = slices.images.shape
     with atomic_h5(path) as f:
         stamp(f, KIND, provenance)
         chunk = (1, h, w) if n else None
         f.create_dataset("images", data=slices.images.astype(np.float32), chunks=chunk)
-        f.create_dataset("labels", data=slices.labels.astype(np.uint8), chunks=chunk, compression="gzip", compression_opts=1)
+        f.create_dataset(
+            "labels", data=slices.labels.astype(np.uint8), chunks=chunk, compression="gzip", compression_opts=1
+        )
         f.create_dataset("subject", data=slices.subject.astype(np.int32))
         write_strings(f, "subjects", list(slices.subjects))
         write_strings(f, "split", list(slices.split))

@@ -30,7 +30,9 @@ def _save(path: Path, data: np.ndarray, zooms: tuple[float, ...] = (1.5, 1.5, 8.
     return path
 
 
-def _folders(root: Path, n: int = 2, shape: tuple[int, ...] = (20, 18, 3), labels: tuple[int, ...] = (0, 1, 2, 3)) -> Path:
+def _folders(
+    root: Path, n: int = 2, shape: tuple[int, ...] = (20, 18, 3), labels: tuple[int, ...] = (0, 1, 2, 3)
+) -> Path:
     """images/ + labels/ with `n` small volumes whose labels use the values `labels`."""
     rng = np.random.default_rng(0)
     for i in range(n):
@@ -57,7 +59,7 @@ def test_phantom_imports_back_with_the_same_labels(tmp_path: Path, lab, layout: 
     slices = import_dataset(lab, out, fmt=layout, name=f"ph-{layout}", size=size, val_subjects=1)
     assert slices.subjects == ["patient001", "patient002", "patient003"]
     assert slices.classes == ["background", "RV", "MYO", "LV"] and slices.present == [True] * 4
-    for i, name in enumerate(slices.subjects):
+    for i in range(len(slices.subjects)):
         generated = make_subject("acdc", SEED, i, scale=SCALE)
         expected = sum(_crop_counts(f.label, size) for f in generated.frames)
         mine = slices.slice_indices("all", [i])
@@ -82,12 +84,15 @@ def test_split_keeps_subjects_whole(tmp_path: Path, lab) -> None:
         assert names == {f"{s.subjects[i]}_ED", f"{s.subjects[i]}_ES"}
 
 
-@pytest.mark.parametrize(("preset", "layout", "present", "values"), [
-    ("t1", "nnunet", [True, False, True, False], {0, 2}),
-    ("t1", "acdc", [True, False, True, False], {0, 2}),
-    ("rvsc", "acdc", [True, True, False, False], {0, 1}),
-    ("rvsc", "nnunet", [True, True, False, False], {0, 1}),
-])
+@pytest.mark.parametrize(
+    ("preset", "layout", "present", "values"),
+    [
+        ("t1", "nnunet", [True, False, True, False], {0, 2}),
+        ("t1", "acdc", [True, False, True, False], {0, 2}),
+        ("rvsc", "acdc", [True, True, False, False], {0, 1}),
+        ("rvsc", "nnunet", [True, True, False, False], {0, 1}),
+    ],
+)
 def test_partial_label_sets_land_on_cardiac_classes(tmp_path: Path, lab, preset, layout, present, values) -> None:
     out = tmp_path / "p"
     make_phantom(out, preset=preset, subjects=2, layout=layout, seed=0, scale=SCALE, cine=False)
@@ -120,6 +125,7 @@ def test_folders_with_named_classes(tmp_path: Path, lab) -> None:
 def test_class_aliases() -> None:
     assert canonical_class("Myocardium") == "MYO" and canonical_class("RV_cavity") == "RV"
     assert canonical_class("left ventricle") == "LV" and canonical_class("liver") is None
+    assert canonical_class("MLV") == "MYO" and canonical_class("LVC") == "LV"  # nnU-Net's ACDC names
     cm = map_classes({0: "background", 1: "myocardium", 2: "RV"})
     assert list(cm.lut[:3]) == [0, 2, 1] and cm.present == [True, True, True, False]
     with pytest.raises(UserError, match="both name class MYO"):
@@ -200,7 +206,9 @@ def test_empty_folders(tmp_path: Path, lab) -> None:
 def test_4d_image_where_3d_expected(tmp_path: Path, lab) -> None:
     root = _folders(tmp_path / "f")
     _save(root / "images" / "case00.nii.gz", np.zeros((20, 18, 3, 5), dtype=np.float32), (1.5, 1.5, 8.0, 0.03))
-    _assert_rejected(lab, root, r"images/case00\.nii\.gz: 4D image of shape \(20, 18, 3, 5\) where a 3D volume is expected")
+    _assert_rejected(
+        lab, root, r"images/case00\.nii\.gz: 4D image of shape \(20, 18, 3, 5\) where a 3D volume is expected"
+    )
 
 
 def test_existing_data_set_name(tmp_path: Path, lab) -> None:

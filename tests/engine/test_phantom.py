@@ -21,7 +21,9 @@ def test_same_seed_same_subject_other_seed_other_subject() -> None:
     c = make_subject("acdc", 6, 0, scale=SCALE)
     np.testing.assert_array_equal(a.frames[0].image, b.frames[0].image)
     np.testing.assert_array_equal(a.frames[1].label, b.frames[1].label)
-    assert a.frames[0].image.shape != c.frames[0].image.shape or not np.array_equal(a.frames[0].image, c.frames[0].image)
+    assert a.frames[0].image.shape != c.frames[0].image.shape or not np.array_equal(
+        a.frames[0].image, c.frames[0].image
+    )
 
 
 def test_subjects_vary_in_size_spacing_and_slices() -> None:
@@ -33,7 +35,9 @@ def test_subjects_vary_in_size_spacing_and_slices() -> None:
     assert all(5.0 <= s.spacing[2] <= 10.0 for s in subjects)
 
 
-@pytest.mark.parametrize(("preset", "values", "frames"), [("acdc", {0, 1, 2, 3}, 2), ("t1", {0, 2}, 1), ("rvsc", {0, 1}, 2)])
+@pytest.mark.parametrize(
+    ("preset", "values", "frames"), [("acdc", {0, 1, 2, 3}, 2), ("t1", {0, 2}, 1), ("rvsc", {0, 1}, 2)]
+)
 def test_labels_per_preset(preset: str, values: set[int], frames: int) -> None:
     found: set[int] = set()
     for i in range(3):

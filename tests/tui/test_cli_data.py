@@ -25,14 +25,41 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_phantom_then_import_then_list(tmp_path: Path, capsys) -> None:
     lab = str(tmp_path / "lab")
     out = tmp_path / "ph"
-    code, stdout, _ = run(capsys, "data", "phantom", "--subjects", "3", "--scale", "0.3", "--out", str(out), "--json", "--progress", "none")
+    code, stdout, _ = run(
+        capsys,
+        "data",
+        "phantom",
+        "--subjects",
+        "3",
+        "--scale",
+        "0.3",
+        "--out",
+        str(out),
+        "--json",
+        "--progress",
+        "none",
+    )
     assert code == 0
     made = json.loads(stdout)
     assert [s["name"] for s in made["subjects"]] == ["patient001", "patient002", "patient003"]
     assert (out / "patient003" / "Info.cfg").exists()
 
     code, stdout, _ = run(
-        capsys, "--lab", lab, "data", "import", str(out), "--name", "acdc", "--size", "32", "--val-subjects", "1", "--json", "--progress", "none"
+        capsys,
+        "--lab",
+        lab,
+        "data",
+        "import",
+        str(out),
+        "--name",
+        "acdc",
+        "--size",
+        "32",
+        "--val-subjects",
+        "1",
+        "--json",
+        "--progress",
+        "none",
     )
     assert code == 0
     result = json.loads(stdout)
@@ -45,8 +72,24 @@ def test_phantom_then_import_then_list(tmp_path: Path, capsys) -> None:
 
 def test_import_progress_as_json_lines(tmp_path: Path, capsys) -> None:
     out = tmp_path / "ph"
-    run(capsys, "data", "phantom", "--subjects", "2", "--scale", "0.3", "--out", str(out), "--layout", "nnunet", "--progress", "none")
-    code, stdout, _ = run(capsys, "--lab", str(tmp_path / "lab"), "data", "import", str(out), "--size", "32", "--progress", "jsonl")
+    run(
+        capsys,
+        "data",
+        "phantom",
+        "--subjects",
+        "2",
+        "--scale",
+        "0.3",
+        "--out",
+        str(out),
+        "--layout",
+        "nnunet",
+        "--progress",
+        "none",
+    )
+    code, stdout, _ = run(
+        capsys, "--lab", str(tmp_path / "lab"), "data", "import", str(out), "--size", "32", "--progress", "jsonl"
+    )
     assert code == 0
     events = [json.loads(line) for line in stdout.splitlines()]
     assert events[0]["type"] == "started" and events[0]["total"] == 4 and events[0]["unit"] == "volumes"
@@ -57,7 +100,21 @@ def test_import_progress_as_json_lines(tmp_path: Path, capsys) -> None:
 def test_default_name_does_not_overwrite(tmp_path: Path, capsys) -> None:
     out = tmp_path / "ph"
     lab = str(tmp_path / "lab")
-    run(capsys, "data", "phantom", "--subjects", "1", "--preset", "t1", "--scale", "0.3", "--out", str(out), "--progress", "none")
+    run(
+        capsys,
+        "data",
+        "phantom",
+        "--subjects",
+        "1",
+        "--preset",
+        "t1",
+        "--scale",
+        "0.3",
+        "--out",
+        str(out),
+        "--progress",
+        "none",
+    )
     for _ in range(2):
         code, _, _ = run(capsys, "--lab", lab, "data", "import", str(out), "--size", "32", "--progress", "none")
         assert code == 0
@@ -77,18 +134,42 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, case: str) -> 
         p = root / "images" / "a.nii.gz"
         p.write_bytes(p.read_bytes()[:40])
     if case == "existing":
-        assert run(capsys, "--lab", str(lab), "data", "import", str(root), "--name", "d", "--size", "16", "--progress", "none")[0] == 0
-    code, stdout, stderr = run(capsys, "--lab", str(lab), "data", "import", str(root), "--name", "d", "--size", "16", "--progress", "none")
+        assert (
+            run(
+                capsys,
+                "--lab",
+                str(lab),
+                "data",
+                "import",
+                str(root),
+                "--name",
+                "d",
+                "--size",
+                "16",
+                "--progress",
+                "none",
+            )[0]
+            == 0
+        )
+    code, stdout, stderr = run(
+        capsys, "--lab", str(lab), "data", "import", str(root), "--name", "d", "--size", "16", "--progress", "none"
+    )
     assert code == 2
     assert stderr.startswith("error:") and "Traceback" not in stderr
-    expected = {"mismatch": "labels/a.nii.gz: label shape", "truncated": "images/a.nii.gz: cannot read NIfTI", "existing": "already exists"}[case]
+    expected = {
+        "mismatch": "labels/a.nii.gz: label shape",
+        "truncated": "images/a.nii.gz: cannot read NIfTI",
+        "existing": "already exists",
+    }[case]
     assert expected in " ".join(stderr.split())
     files = sorted(p.name for p in (lab / "datasets").iterdir()) if (lab / "datasets").exists() else []
     assert files == (["d.h5"] if case == "existing" else [])
 
 
 def test_phantom_bad_preset_exit_2(tmp_path: Path, capsys) -> None:
-    code, _, stderr = run(capsys, "data", "phantom", "--preset", "ct", "--out", str(tmp_path / "x"), "--progress", "none")
+    code, _, stderr = run(
+        capsys, "data", "phantom", "--preset", "ct", "--out", str(tmp_path / "x"), "--progress", "none"
+    )
     assert code == 2 and "unknown phantom preset 'ct'" in stderr
     assert not (tmp_path / "x").exists()
 

@@ -41,7 +41,9 @@ IMPORT_HELP = (
 def phantom(
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", help="Folder to write (must be new or empty). Default: phantom/<preset>.", show_default=False),
+        typer.Option(
+            "--out", help="Folder to write (must be new or empty). Default: phantom/<preset>.", show_default=False
+        ),
     ] = None,
     preset: Annotated[
         str,
@@ -52,13 +54,23 @@ def phantom(
     ] = "acdc",
     subjects: Annotated[int, typer.Option("--subjects", help="Number of subjects (patient001...).", min=1)] = 20,
     layout: Annotated[
-        str, typer.Option("--layout", help="acdc (patientNNN/ with Info.cfg, frameXX, _gt, _4d) or nnunet (nnU-Net v2 raw).")
+        str,
+        typer.Option(
+            "--layout", help="acdc (patientNNN/ with Info.cfg, frameXX, _gt, _4d) or nnunet (nnU-Net v2 raw)."
+        ),
     ] = "acdc",
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same subjects (subject i does not depend on --subjects).")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Same seed, same subjects (subject i does not depend on --subjects).")
+    ] = 0,
     scale: Annotated[
-        float, typer.Option("--scale", help="Matrix size factor, same field of view (0.5 = half the pixels, for quick tests).")
+        float,
+        typer.Option(
+            "--scale", help="Matrix size factor, same field of view (0.5 = half the pixels, for quick tests)."
+        ),
     ] = 1.0,
-    cine: Annotated[bool, typer.Option("--cine/--no-cine", help="acdc layout: also write patientNNN_4d.nii.gz.")] = True,
+    cine: Annotated[
+        bool, typer.Option("--cine/--no-cine", help="acdc layout: also write patientNNN_4d.nii.gz.")
+    ] = True,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
 ) -> None:
@@ -67,14 +79,17 @@ def phantom(
 
     target = out if out is not None else Path("phantom") / preset
     with reporter(progress) as report:
-        made = make_phantom(target, preset=preset, subjects=subjects, layout=layout, seed=seed, scale=scale, cine=cine, report=report)
+        made = make_phantom(
+            target, preset=preset, subjects=subjects, layout=layout, seed=seed, scale=scale, cine=cine, report=report
+        )
     result = {
         "out": str(target),
         "preset": preset,
         "layout": layout,
         "seed": seed,
         "subjects": [
-            {"name": s.name, "group": s.group, "frames": [f.number for f in s.frames], "spacing": list(s.spacing)} for s in made
+            {"name": s.name, "group": s.group, "frames": [f.number for f in s.frames], "spacing": list(s.spacing)}
+            for s in made
         ],
     }
     if json_out:
@@ -95,18 +110,24 @@ def import_(
         ),
     ] = "auto",
     name: Annotated[
-        Optional[str], typer.Option("--name", help="Data set id in the lab (default: the folder's name).", show_default=False)
+        Optional[str],
+        typer.Option("--name", help="Data set id in the lab (default: the folder's name).", show_default=False),
     ] = None,
-    size: Annotated[int, typer.Option("--size", help="Slices are centre-cropped or padded to SIZE x SIZE pixels.")] = 128,
+    size: Annotated[
+        int, typer.Option("--size", help="Slices are centre-cropped or padded to SIZE x SIZE pixels.")
+    ] = 128,
     spacing: Annotated[
         Optional[float],
-        typer.Option("--spacing", help="Resample in-plane to this pixel size in mm first (default: keep).", show_default=False),
+        typer.Option(
+            "--spacing", help="Resample in-plane to this pixel size in mm first (default: keep).", show_default=False
+        ),
     ] = None,
     val_subjects: Annotated[
         Optional[int], typer.Option("--val-subjects", help="Number of validation subjects.", show_default=False)
     ] = None,
     val_fraction: Annotated[
-        Optional[float], typer.Option("--val-fraction", help="Fraction of subjects for validation (default 0.2).", show_default=False)
+        Optional[float],
+        typer.Option("--val-fraction", help="Fraction of subjects for validation (default 0.2).", show_default=False),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the subject split.")] = 0,
     classes: Annotated[
@@ -163,7 +184,8 @@ def import_(
         labelled = ", ".join(c for c, p in zip(slices.classes, slices.present) if p)
         stdout.print(
             f"data set {name}: {result['subjects']} subjects ({result['train']} train, {result['val']} val), "
-            f"{result['slices']} slices of {slices.size}x{slices.size} at {slices.spacing[0]:.2f} mm; classes {labelled}"
+            f"{result['slices']} slices of {slices.size}x{slices.size} at {slices.spacing[0]:.2f} mm; "
+            f"classes {labelled}"
         )
 
 
