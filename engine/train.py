@@ -52,6 +52,9 @@ class TrainSpec:
     size: int | None = None  # resample slices to size x size; None = the data set's size
     augment: bool = True
     frozen: list[str] = field(default_factory=list)  # state-dict keys kept at their initial values
+    init: str | None = None  # transfer: donor checkpoint whose `plan` tensors start the model
+    plan: str | None = None  # transfer: reuse plan id (engine/reuse.py)
+    mode: str | None = None  # transfer: freeze | finetune (engine/transfer.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,6 +112,11 @@ def train(
     from .models.registry import build_model, default_config
 
     spec.check()
+    if spec.init or spec.plan:
+        from .transfer import transfer_init
+
+        spec, donor_state = transfer_init(lab, spec)
+        init_state = {**(init_state or {}), **donor_state}
     name = spec.name or default_name(lab, spec)
     for kind in ("runs", "checkpoints"):
         if lab.path(kind, name).exists():
@@ -230,6 +238,10 @@ class _Session:
             raise UserError(f"frozen tensor {unknown[0]!r} is not in this model")
         self.frozen = {k: own[k].detach().clone() for k in self.spec.frozen}
         self.frozen_refs = {k: own[k] for k in self.spec.frozen}
+        if self.spec.frozen:
+            from .transfer import freeze
+
+            self.freeze = freeze(self.model, self.spec.frozen)  # no gradients, no BN stat updates
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.spec.lr, fused=fused or None)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None

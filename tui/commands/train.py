@@ -24,7 +24,11 @@ TRAIN_HELP = (
     "epoch), checkpoints/NAME.last.h5 (last epoch, resumable) and runs/NAME.h5 (history, readable while it "
     "grows). --resume NAME continues after the last finished epoch; on CPU the result is bit-identical to an "
     "uninterrupted run.\n\n"
-    "Example: reuse-console train --arch unet --task seg --data acdc --subjects 10 --epochs 20"
+    "Example: reuse-console train --arch unet --task seg --data acdc --subjects 10 --epochs 20\n\n"
+    "Transfer (the paper's experiment 3): --init DONOR --plan PLAN loads the plan's reusable tensors from "
+    "checkpoint DONOR; --mode freeze keeps them fixed (no gradient, no optimizer update, BN running statistics "
+    "not updated), --mode finetune trains them like the rest. Example: reuse-console train --data acdc "
+    "--subjects 10 --init unet-ae-t1 --plan t1-ae --mode freeze"
 )
 
 
@@ -69,6 +73,13 @@ def train(
     workers: Annotated[
         Optional[int], typer.Option("--workers", help="Data loader processes for augmentation (default 4 on CUDA, 0 on CPU).")
     ] = None,
+    init: Annotated[
+        Optional[str], typer.Option("--init", help="Transfer: start from donor checkpoint DONOR's tensors named by --plan.")
+    ] = None,
+    plan: Annotated[Optional[str], typer.Option("--plan", help="Transfer: reuse plan id (see `reuse-console plan --help`).")] = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="Transfer: freeze (the plan's tensors never change) or finetune (they only start the model).")
+    ] = "finetune",
     progress: ProgressOpt = "rich",
     resume: Annotated[
         Optional[str], typer.Option("--resume", help="Continue run NAME after its last finished epoch (other options but device, precision, workers and progress are ignored).")
@@ -92,7 +103,7 @@ def train(
                 raise UserError("--data is required (a data set id; see `reuse-console ls datasets`)")
             spec = TrainSpec(data=data, arch=arch, arch_config=parse_arch_config(arch_config), task=task,
                              subjects=subjects, epochs=epochs, batch=batch, lr=lr, seed=seed, name=name, size=size,
-                             augment=augment)
+                             augment=augment, init=init, plan=plan, mode=mode if (init or plan) else None)
             result = run_training(the_lab, spec, device=device, precision=precision or "fp32", workers=workers,
                                   report=report)
     if progress != "jsonl":
