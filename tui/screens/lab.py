@@ -163,6 +163,7 @@ class LabScreen(ConsoleScreen):
     """Data sets, checkpoints, runs, scans, comparisons and jobs of the lab."""
 
     MODE = "lab"
+    AUTO_FOCUS = "LabTable"
     BINDINGS: ClassVar = [
         Binding("slash", "focus_filter", "Filter", id="lab.filter"),
         Binding("ctrl+r", "reload", "Reload", id="lab.reload"),

@@ -1,0 +1,199 @@
+"""Forms that build a `reuse-console` command line for a job (train, scan) and show it live.
+
+A form only assembles argv from what the user chose; the command itself validates everything
+(and its errors show in the job's log), so the console and the shell behave the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Select, Static
+
+Options = list[tuple[str, str]]  # (id, description)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One form row: `flag` is the CLI option (or a positional when it starts with '@')."""
+
+    flag: str
+    label: str
+    kind: str = "text"  # text | int | float | choice
+    default: str = ""
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    hint: str = ""
+
+
+class JobForm(ModalScreen[list[str] | None]):
+    """Dismisses with the argv to run (without `reuse-console`), or None."""
+
+    COMMAND: ClassVar[str] = ""
+    TITLE_TEXT: ClassVar[str] = ""
+    BINDINGS: ClassVar = [
+        Binding("ctrl+s", "start", "Start", id="form.start"),
+        Binding("escape", "cancel", "Cancel", id="form.cancel"),
+    ]
+
+    def __init__(self, fields: list[Field], options: dict[str, Options]) -> None:
+        super().__init__(classes="modal")
+        self.fields = fields
+        self.options = options
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="form-box", classes="modal-box"):
+            with Grid(id="form-grid"):
+                for f in self.fields:
+                    yield Label(f.label, classes="form-label")
+                    yield self._widget(f)
+            yield Static("", id="form-command")
+            yield Static("Ctrl+S starts the job   Esc cancels   Tab next field", classes="modal-hint")
+
+    def _widget(self, f: Field) -> Input | Select:
+        wid = f"f-{f.flag.strip('-@').replace('-', '_')}"
+        if f.kind == "choice":
+            source = self.options.get(f.flag)
+            if source is not None:
+                opts = [(f"{i}  {d}" if d else i, i) for i, d in source]
+            else:
+                opts = [(c, c) for c in f.choices]
+            values = [v for _, v in opts]
+            value = f.default if f.default in values else (values[0] if values else Select.NULL)
+            return Select(opts, id=wid, allow_blank=not values, value=value, compact=True, prompt=f.hint or "none")
+        box = Input(value=f.default, placeholder=f.hint, id=wid, compact=True, select_on_focus=False)
+        if f.kind == "int":
+            box.type = "integer"
+        elif f.kind == "float":
+            box.type = "number"
+        return box
+
+    def on_mount(self) -> None:
+        self.query_one("#form-box").border_title = self.TITLE_TEXT
+        self._preview()
+        self.query_one("#form-grid").children[1].focus()
+
+    def values(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for f in self.fields:
+            widget = self.query_one(f"#f-{f.flag.strip('-@').replace('-', '_')}")
+            if isinstance(widget, Select):
+                value = widget.value
+                out[f.flag] = "" if value is Select.NULL or value is None else str(value)
+            else:
+                out[f.flag] = widget.value.strip()
+        return out
+
+    def argv(self) -> list[str]:
+        """The command's arguments; raises ValueError naming the first bad field."""
+        values = self.values()
+        for f in self.fields:
+            value = values[f.flag]
+            if f.required and not value:
+                raise ValueError(f"{f.label} is required")
+            if value and f.kind == "int":
+                int(value)
+            if value and f.kind == "float":
+                float(value)
+        return self.build(values)
+
+    def build(self, values: dict[str, str]) -> list[str]:
+        """Positional fields first (flag '@name'), then `--flag value` for every non-empty field."""
+        args = [self.COMMAND]
+        args += [values[f.flag] for f in self.fields if f.flag.startswith("@")]
+        for f in self.fields:
+            if not f.flag.startswith("@") and values[f.flag]:
+                args += [f.flag, values[f.flag]]
+        return args
+
+    def _preview(self) -> None:
+        line = self.query_one("#form-command", Static)
+        try:
+            argv = self.argv()
+        except ValueError as exc:
+            line.update(Text(f"! {exc}", style="bold red"))
+            return
+        line.update(Text("$ " + shlex.join(["reuse-console", *argv]), style="cyan"))
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    def _changed(self) -> None:
+        self._preview()
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_start()
+
+    def action_start(self) -> None:
+        try:
+            argv = self.argv()
+        except ValueError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.dismiss(argv)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class TrainForm(JobForm):
+    """`reuse-console train ...`"""
+
+    COMMAND = "train"
+    TITLE_TEXT = "New training job"
+
+    def __init__(self, datasets: Options) -> None:
+        fields = [
+            Field("--data", "data set", "choice", required=True, hint="no data sets: import one first"),
+            Field("--arch", "arch", "choice", "unet", ("unet", "pspnet")),
+            Field("--task", "task", "choice", "seg", ("seg", "ae")),
+            Field("base_width", "UNet width", "int", "", hint="blank: 32 (the paper's)"),
+            Field("--epochs", "epochs", "int", "10"),
+            Field("--batch", "batch", "int", "16"),
+            Field("--lr", "learning rate", "float", "0.001"),
+            Field("--subjects", "subjects", "int", "", hint="blank: all training subjects"),
+            Field("--seed", "seed", "int", "0"),
+            Field("--name", "name", "text", "", hint="blank: derived"),
+            Field("--device", "device", "choice", "auto", ("auto", "cpu", "cuda")),
+            Field("--precision", "precision", "choice", "fp32", ("fp32", "bf16", "fp16")),
+        ]
+        super().__init__(fields, {"--data": datasets})
+
+    def build(self, values: dict[str, str]) -> list[str]:
+        width = values.get("base_width", "")
+        args = super().build({**values, "base_width": ""})
+        if width and values.get("--arch") == "unet":
+            args += ["--arch-config", json.dumps({"base_width": int(width)})]
+        return args
+
+
+class ScanForm(JobForm):
+    """`reuse-console scan RECIPIENT DONOR --data ...`"""
+
+    COMMAND = "scan"
+    TITLE_TEXT = "New scan job"
+
+    def __init__(self, checkpoints: Options, datasets: Options, recipient: str | None = None) -> None:
+        fields = [
+            Field("@recipient", "recipient", "choice", recipient or "", required=True, hint="no checkpoints"),
+            Field("@donor", "donor", "choice", "", required=True, hint="no checkpoints"),
+            Field("--data", "data set", "choice", required=True, hint="no data sets"),
+            Field("--layers", "layers", "text", "all", hint="all, 1-5,9, head"),
+            Field("--kinds", "kinds", "text", "all", hint="all, bn, conv, RM,RV"),
+            Field("--alphas", "alphas", "text", "1", hint="1 or 0,0.25,0.5,0.75,1"),
+            Field("--precision", "precision", "choice", "fp32", ("fp32", "bf16")),
+            Field("--device", "device", "choice", "auto", ("auto", "cpu", "cuda")),
+            Field("--name", "name", "text", "", hint="blank: derived"),
+        ]
+        donor_default = next((i for i, _ in checkpoints if i != recipient), "")
+        fields[1] = Field("@donor", "donor", "choice", donor_default, required=True, hint="no checkpoints")
+        super().__init__(fields, {"@recipient": checkpoints, "@donor": checkpoints, "--data": datasets})
