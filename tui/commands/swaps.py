@@ -1,0 +1,177 @@
+"""`swap` and `scan`: replace recipient tensors with a donor's and measure Dice, without retraining."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..options import DataOpt, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
+from ..output import emit_json, fmt, stderr, stdout
+
+Recipient = Annotated[str, typer.Argument(help="Recipient checkpoint id (a seg model; see `reuse-console ls checkpoints`).")]
+Donor = Annotated[str, typer.Argument(help="Donor checkpoint id (same architecture and tensor shapes, any task).")]
+BatchOpt = Annotated[int, typer.Option("--batch", help="Validation slices per forward pass.")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Subjects to evaluate on: val, train or all.")]
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A cancelled job gets SIGTERM: stop like Ctrl-C (finished chunks stay in the progress file)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def swap(
+    recipient: Recipient,
+    donor: Donor,
+    data: DataOpt,
+    layers: Annotated[str, typer.Option("--layers", help="Layers: numbers and ranges (1-5,9), names (head, up1), module paths, or all.")],
+    kinds: Annotated[str, typer.Option("--kinds", help="Kinds: RM RV RW RB (BN running mean/var, weight, bias), W B (conv weight/bias), bn, conv or all; comma-separated.")],
+    alpha: Annotated[float, typer.Option("--alpha", help="Interpolation: tensor = (1-alpha)*recipient + alpha*donor; 1 swaps, 0 keeps.")] = 1.0,
+    name: NameOpt = None,
+    batch: BatchOpt = 32,
+    split: SplitOpt = "val",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    progress: ProgressOpt = "rich",
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """Swap some recipient tensors for the donor's and compare Dice per class with the unswapped baseline.
+
+    All the named (layer, kind) tensors change at once, in place, and are restored exactly afterwards;
+    Dice is computed per subject over all of its validation slices (3D) and averaged. The result is kept
+    in the lab as a one-variant scan (`reuse-console show NAME`).
+
+    Example: reuse-console swap unet-seg unet-ae --data acdc --layers 1-5 --kinds RM,RV
+    """
+    from reuse_console.engine.scan_lab import run_swap
+    from reuse_console.store.lab import Lab
+
+    from ..progress import make_reporter
+
+    with _sigterm_as_interrupt(), make_reporter(progress) as report:
+        result = run_swap(Lab.from_option(lab), recipient, donor, data, layers=layers, kinds=kinds, alpha=alpha,
+                          precision=precision, device=device, name=name, batch=batch, split=split, report=report)
+    out = result.to_json()
+    out["swap"] = result.options.get("swap", {})
+    if json_out:
+        emit_json(out)
+        return
+    if progress == "jsonl":
+        return
+    v = out["variants"][0]
+    spec = out["swap"]
+    title = (f"{recipient} with {donor}'s {','.join(spec.get('kinds', []))} in layers {', '.join(spec.get('layers', []))}"
+             f" (alpha {v['alpha']:g}) on {data}: {len(result.subjects)} subjects")
+    table = Table(title=title, title_justify="left")
+    for col in ("class", "baseline", "swapped", "delta"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c in result.classes:
+        base, new, delta = out["baseline"]["dice"][c], v["dice"][c], v["delta"][c]
+        table.add_row(c, fmt(base), fmt(new), _delta(delta))
+    stdout.print(table)
+    stderr.print(f"stored as scan {result.name} ({result.seconds:.1f} s)")
+
+
+def _delta(value: float | None) -> str:
+    if value is None or value != value:
+        return "-"
+    colour = "red" if value < -0.005 else "green" if value > 0.005 else "dim"
+    return f"[{colour}]{value:+.3f}[/{colour}]"
+
+
+def scan(
+    recipient: Recipient,
+    donor: Donor,
+    data: DataOpt,
+    layers: Annotated[str, typer.Option("--layers", help="Layers to scan: all, numbered, 1-5,9, head ...")] = "all",
+    kinds: Annotated[str, typer.Option("--kinds", help="Kinds to scan: all, bn, conv, or a list such as RM,RV,W.")] = "all",
+    alphas: Annotated[str, typer.Option("--alphas", help="Interpolation factors: 1 (the paper's swap) or a list such as 0,0.25,0.5,0.75,1.")] = "1",
+    name: NameOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed scan (same options; --name if you gave one), keeping its finished variants.")] = False,
+    batch: BatchOpt = 32,
+    split: SplitOpt = "val",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    full_forward: Annotated[bool, typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking.")] = False,
+    progress: ProgressOpt = "rich",
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """Swap every single (layer, kind[, alpha]) tensor in turn and measure Dice per class: the paper's experiment 1.
+
+    Each variant changes one recipient tensor towards the donor's, is evaluated on the validation subjects and
+    restored. The fast path runs each batch once through the unchanged model and re-runs only the layers after
+    the changed one from cached activations (torch.fx; models that do not trace fall back to a full forward).
+    fp32 is exact (the naive loop's Dice); bf16 is faster on CPUs with bf16 support and GPUs.
+
+    Stored as scans/NAME.h5 (default name RECIPIENT-vs-DONOR): baseline and per-variant Dice per class and
+    subject. A killed scan keeps its finished variants: rerun the same command with --resume.
+
+    Example: reuse-console scan unet-seg unet-ae --data acdc --kinds RM,RV,W --alphas 0,0.5,1
+    """
+    from reuse_console.engine.scan_lab import run_scan
+    from reuse_console.engine.swap import parse_alphas
+    from reuse_console.store.lab import Lab
+
+    from ..progress import make_reporter
+
+    values = parse_alphas(alphas)
+    with _sigterm_as_interrupt(), make_reporter(progress) as report:
+        result = run_scan(Lab.from_option(lab), recipient, donor, data, layers=layers, kinds=kinds, alphas=values,
+                          precision=precision, device=device, name=name, resume=resume, batch=batch, split=split,
+                          partial=not full_forward, report=report)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    if progress == "jsonl":
+        return
+    print_scan(result)
+    rate = len(result.variants) / result.seconds if result.seconds > 0 else float("nan")
+    stderr.print(f"stored as scan {result.name}: {len(result.variants)} variants in {result.seconds:.1f} s "
+                 f"({rate:.2f}/s, {result.engine})")
+
+
+def print_scan(result: Any) -> None:
+    """Baseline per class, then mean foreground Dice (and its change) per layer and kind/alpha."""
+    base = result.baseline_mean
+    fg = [c for c in range(1, len(result.classes)) if result.present[c]] or list(range(len(result.classes)))
+    base_fg = float(base[fg].mean())
+    line = "  ".join(f"{c} {fmt(float(b))}" for c, b, p in zip(result.classes, base, result.present) if p)
+    stdout.print(f"baseline {result.recipient} on {result.data}: {line}  (fg mean {base_fg:.3f})")
+    kinds = list(dict.fromkeys(v.kind for v in result.variants))
+    many_alphas = len({v.alpha for v in result.variants}) > 1
+    table = Table(title=f"mean foreground Dice after swapping in {result.donor}'s tensor (red: drop > 0.05, "
+                  "yellow: > 0.005)", title_justify="left")
+    table.add_column("layer" + (" @alpha" if many_alphas else ""), no_wrap=True)
+    for kind in kinds:
+        table.add_column(kind, justify="right", no_wrap=True)
+    rows: dict[str, dict[str, str]] = {}
+    for v, m in zip(result.variants, result.mean):
+        value = float(m[fg].mean())
+        drop = base_fg - value
+        style = "red" if drop > 0.05 else "yellow" if drop > 0.005 else ""
+        row = f"{v.layer} @{v.alpha:g}" if many_alphas else v.layer
+        rows.setdefault(row, {})[v.kind] = f"[{style}]{value:.3f}[/{style}]" if style else f"{value:.3f}"
+    for row, cells in rows.items():
+        table.add_row(row, *(cells.get(kind, "") for kind in kinds))
+    stdout.print(table)
+    stdout.print("per-class and per-subject values: add --json, or read the scan file")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("swap")(swap)
+    app.command("scan")(scan)
