@@ -29,6 +29,7 @@ from .layers import KINDS, Layer, LayerIndex
 
 KIND = "plan"
 COMBINE = ("and", "or")
+TOLERANCE = 1e-9  # a drop printed as 0.050 passes --max-dice-drop 0.05 despite float rounding
 
 
 @dataclass(frozen=True)
@@ -201,16 +202,17 @@ def infer_plan(
     if layers is not None:
         tensors = universe(layers)
     else:
-        keys = list(dict.fromkeys([*drops, *errors]))
+        scanned = [v.keys[0] for v in scan.variants if v.alpha == 1.0 and len(v.keys) == 1] if scan is not None else []
+        keys = list(dict.fromkeys([*scanned, *errors]))
         tensors = [_bare_tensor(k, scan) for k in keys]
     out: list[PlanTensor] = []
     for t in tensors:
         drop, err = drops.get(t.key), errors.get(t.key)
         checks = []
         if use_dice:
-            checks.append(drop is not None and drop <= max_dice_drop)
+            checks.append(drop is not None and drop <= max_dice_drop + TOLERANCE)
         if use_rmse:
-            checks.append(err is not None and math.isfinite(err) and err <= max_rmse)
+            checks.append(err is not None and math.isfinite(err) and err <= max_rmse + TOLERANCE)
         ok = all(checks) if combine == "and" else any(checks)
         out.append(replace(t, reusable=bool(ok), dice_drop=drop, rmse=err))
     criteria = {
