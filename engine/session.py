@@ -1,15 +1,18 @@
 """An interactive swap session: recipient, donor and validation batches loaded once, swaps on demand.
 
 The console's Swap lab tries one swap set after another. Loading the models and the data set
-and computing the baseline happen once, when the session opens; each `evaluate` then applies
+(`engine.scan_lab.load_inputs`, the same checks as `reuse-console swap`) and computing the
+baseline happen once, when the session opens; each `evaluate` then applies
 the swap in place (`engine.swap.Swap`), runs the validation batches through the recipient
 (`engine.evaluate.evaluate_seg`), and restores the recipient bit-exactly. So one try costs one
-evaluation of the model, the same as a single variant of a naive scan.
+evaluation of the model, the same as a single variant of a naive scan. A session is used from
+one thread at a time (the console runs one evaluation after another).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +23,7 @@ from reuse_console.store.errors import UserError
 
 from .layers import KINDS, Layer, LayerIndex
 from .metrics import DiceResult
-from .swap import Swap, check_alpha, check_compatible, donor_like, model_tensors
+from .swap import Swap, SwapSpec, check_alpha, donor_like
 
 Target = tuple[str, str]  # (layer name, kind)
 
@@ -64,43 +67,24 @@ class SwapSession:
         precision: str = "fp32",
         batch: int = 32,
     ) -> None:
-        from .batches import resize_slices
-        from .data.slices import load_slices
-        from .device import check_precision, memory_format, pick_device
-        from .evaluate import eval_batches
-        from .models.registry import load_model, model_in_channels
+        from reuse_console.store.checkpoints import read_meta
+
+        from .models.registry import checkpoint_path
+        from .scan_lab import load_inputs
 
         self.lab = lab
         self.recipient_ref, self.donor_ref = recipient, donor
-        self.device = pick_device(device)
-        self.precision = check_precision(precision, self.device)
-        self.model, self.meta = load_model(lab, recipient, device=self.device)
-        if self.meta.task != "seg":
-            raise UserError(f"recipient {recipient!r} is a {self.meta.task} model: the Swap lab measures Dice, choose a seg model")
-        donor_model, donor_meta = load_model(lab, donor, device=self.device)
-        check_compatible(
-            self.model.state_dict(), donor_model.state_dict(),
-            recipient_arch=self.meta.arch, donor_arch=donor_meta.arch, names=(recipient, donor),
-        )
-        self.donor = {k: v.detach() for k, v in model_tensors(donor_model).items()}
-        self.donor_meta = donor_meta
-        self.index = LayerIndex.from_model(self.model, model_in_channels(self.meta.arch_config))
-        self.model = self.model.to(memory_format=memory_format(self.device))
-        self.data = data or self.meta.data
-        if not self.data:
-            raise UserError(f"recipient {recipient!r} does not say which data set it was trained on: choose one")
-        slices = load_slices(lab, self.data)
-        out = self.meta.arch_config.get("out_channels")
-        if out is not None and int(out) != len(slices.classes):
-            raise UserError(f"{recipient!r} predicts {out} classes but data set {self.data!r} has {len(slices.classes)}")
-        size = self.meta.extra.get("size")
-        if size and int(size) != slices.size:
-            slices = resize_slices(slices, int(size))
-        self.split = split
-        self.classes, self.present = list(slices.classes), list(slices.present)
-        self.batches, self.subjects = eval_batches(slices, split, batch=batch)
-        if not self.subjects:
-            raise UserError(f"data set {self.data!r} has no {split} subjects")
+        if data is None:
+            data = read_meta(checkpoint_path(lab, recipient)).data
+            if not data:
+                raise UserError(f"recipient {recipient!r} does not say which data set it was trained on: choose one")
+        self.data, self.split = data, split
+        self.loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+        self.model, self.meta, self.index = self.loaded.model, self.loaded.meta, self.loaded.index
+        self.device, self.precision = self.loaded.device, self.loaded.precision
+        self.donor = self.loaded.donor
+        self.classes, self.present = self.loaded.classes, self.loaded.present
+        self.batches, self.subjects = self.loaded.batches, self.loaded.subjects
         self.history: list[SwapOutcome] = []
         self.baseline = self._outcome(0, (), 1.0, *self._run((), 1.0))
 
@@ -143,3 +127,34 @@ class SwapSession:
         outcome = self._outcome(len(self.history) + 1, chosen, alpha, *self._run(chosen, alpha))
         self.history.append(outcome)
         return outcome
+
+    def save(self, outcome: SwapOutcome, name: str | None = None) -> str:
+        """Keep `outcome` in the lab as a one-variant scan, as `reuse-console swap` does; returns its id."""
+        from .scan import ScanResult, swap_variant
+        from .scan_store import write_scan
+
+        if not outcome.targets:
+            raise UserError("the baseline is not a swap: evaluate one first")
+        if name is None:
+            name = self.lab.unique_name("scans", f"swap-{_stem(self.recipient_ref)}-vs-{_stem(self.donor_ref)}")
+        path = self.lab.ensure_new("scans", name)
+        label = ",".join(dict.fromkeys(layer for layer, _ in outcome.targets))
+        variant = swap_variant(self.index.layers, outcome.targets, outcome.alpha, label)
+        spec = SwapSpec(self.recipient_ref, self.donor_ref, outcome.targets, outcome.alpha)
+        options = {"recipient": self.recipient_ref, "donor": self.donor_ref, "data": self.data, "layers": label,
+                   "kinds": variant.kind, "alphas": [outcome.alpha], "precision": self.precision, "split": self.split,
+                   "batch": self.loaded.extra.get("batch"), "size": self.loaded.extra.get("size"),
+                   "swap": spec.describe(), "source": "console swap lab"}
+        result = ScanResult(name, self.recipient_ref, self.donor_ref, self.data, self.classes, self.present,
+                            self.subjects, self.baseline.result.per_subject, [variant],
+                            outcome.result.per_subject[None, ...], self.precision, str(self.device),
+                            "swap session (full forward)", outcome.seconds, options)
+        write_scan(path, result, provenance={"recipient": self.recipient_ref, "donor": self.donor_ref,
+                                             "data": self.data, "options": options})
+        return name
+
+
+def _stem(ref: str) -> str:
+    """A checkpoint reference as an id part (`checkpoints/x.h5` -> `x`)."""
+    name = Path(ref).name
+    return name[:-3] if name.endswith(".h5") else name

@@ -115,3 +115,22 @@ def test_bad_requests_are_user_errors(swap_lab, session) -> None:
         SwapSession(swap_lab, "unet-ae", "unet-seg", device="cpu")
     with pytest.raises(UserError, match="differs"):
         SwapSession(swap_lab, "unet-seg", "unet-wide", device="cpu")
+
+
+def test_same_numbers_as_the_swap_command_and_saved_like_it(swap_lab, session) -> None:
+    from reuse_console.engine.scan_lab import run_swap
+    from reuse_console.engine.scan_store import load_scan
+
+    outcome = session.evaluate([("1", "RM"), ("1", "RV")])
+    command = run_swap(swap_lab, "unet-seg", "unet-ae", "acdc", layers="1", kinds="RM,RV", device="cpu")
+    np.testing.assert_allclose(command.dice[0], outcome.result.per_subject, atol=1e-12)
+    np.testing.assert_allclose(command.baseline, session.baseline.result.per_subject, atol=1e-12)
+    name = session.save(outcome, "kept-swap")
+    saved = load_scan(swap_lab, name)
+    assert (saved.recipient, saved.donor, saved.data) == ("unet-seg", "unet-ae", "acdc")
+    assert [(v.layer, v.kind, v.alpha) for v in saved.variants] == [("1", "RM,RV", 1.0)]
+    assert saved.variants[0].keys == command.variants[0].keys
+    np.testing.assert_array_equal(saved.dice[0], outcome.result.per_subject)
+    with pytest.raises(UserError, match="already exists"):
+        session.save(outcome, "kept-swap")
+    assert session.save(outcome).startswith("swap-unet-seg-vs-unet-ae")
