@@ -58,6 +58,7 @@ class Job:
     pgid: int = 0
     ended: str | None = None
     error: str | None = None  # set when the job file itself is unreadable (status "unreadable")
+    process_created: float = 0.0  # the runner's start time, to tell it from a reused pid
 
     @property
     def active(self) -> bool:
@@ -289,6 +290,7 @@ def _job_from_info(folder: Path, job_id: str, info: dict[str, Any]) -> Job:
         host=str(info.get("host", "")),
         pgid=int(info.get("pgid", 0)),
         ended=ended,
+        process_created=float(info.get("process_created", 0.0)),
     )
 
 
@@ -385,13 +387,40 @@ def read_log_tail(job: Job, lines: int = 20) -> list[str]:
 # -- cancelling --------------------------------------------------------------------------------
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid`: the runner, the command, its workers."""
+    if pgid <= 0:
+        return []
+    try:
+        import psutil
+    except ImportError:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
+                members.append(proc.info["pid"])
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
 def _wait_until_done(lab: Lab, job: Job, seconds: float) -> Job:
+    """Poll until the job has ended and every process of its group is gone (or `seconds` pass)."""
     deadline = time.monotonic() + seconds
     while True:
         job = get_job(lab, job.id)
-        if not job.active or time.monotonic() >= deadline:
+        if not job.active and not group_members(job.pgid):
             return job
-        time.sleep(0.05)
+        if time.monotonic() >= deadline:
+            return job
+        time.sleep(0.1)
 
 
 def cancel_job(lab: Lab, ref: str, grace_s: float = 5.0) -> Job:
@@ -409,8 +438,9 @@ def cancel_job(lab: Lab, ref: str, grace_s: float = 5.0) -> Job:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(job.pgid, signal.SIGTERM)
     job = _wait_until_done(lab, job, grace_s)
-    if job.active:
+    if job.active or group_members(job.pgid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pgid, signal.SIGKILL)
         job = _wait_until_done(lab, job, 5.0)
+    _reap()  # if this process started the job, its runner is now a zombie until reaped here
     return job

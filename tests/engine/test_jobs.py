@@ -18,7 +18,15 @@ import psutil
 import pytest
 
 from reuse_console.engine.events import Finished, Started, StepEnd
-from reuse_console.engine.jobs import Job, cancel_job, get_job, list_jobs, read_events, read_log_tail, start_job
+from reuse_console.engine.jobs import (
+    Job,
+    cancel_job,
+    get_job,
+    list_jobs,
+    read_events,
+    read_log_tail,
+    start_job,
+)
 from reuse_console.store.errors import NotFound, UserError
 from reuse_console.store.h5 import atomic_h5, set_json, stamp
 from reuse_console.store.lab import Lab
@@ -44,16 +52,19 @@ def _wait_for_event(job: Job, kind: type, timeout: float = 90.0) -> None:
     raise AssertionError(f"no {kind.__name__} event from job {job.id}")
 
 
-def _group_alive(pgid: int) -> list[int]:
-    """Pids of live (non-zombie) processes in process group `pgid`."""
-    alive = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if os.getpgid(proc.info["pid"]) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                alive.append(proc.info["pid"])
-        except (ProcessLookupError, psutil.Error):
+def _group_gone(pgid: int) -> bool:
+    """No live process is left in process group `pgid` (zombies waiting for init do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
             continue
-    return alive
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, group = stat.rpartition(")")[2].split()[:3]
+        if int(group) == pgid and state != "Z":
+            return False
+    return True
 
 
 def test_job_runs_to_the_end_and_its_events_are_tailed(lab: Lab) -> None:
@@ -112,11 +123,13 @@ def test_command_without_progress_option_uses_the_jobs_lab(lab: Lab) -> None:
 def test_cancel_stops_the_whole_process_group(lab: Lab) -> None:
     job = start_job(lab, ["jobs", "sleep", "120", "--tick", "0.2"], name="long")
     _wait_for_event(job, StepEnd)
-    assert len(_group_alive(job.pgid)) == 2  # the runner and the command
+    runner = psutil.Process(job.pid)
+    (command,) = runner.children()  # the runner and the command, one process group
+    assert os.getpgid(command.pid) == job.pgid == job.pid
     cancelled = cancel_job(lab, "long", grace_s=10)
     assert cancelled.status == "cancelled"
     assert cancelled.returncode == -signal.SIGTERM  # the command died of SIGTERM; the runner recorded it
-    assert _group_alive(job.pgid) == []
+    assert _group_gone(job.pgid)
     assert cancel_job(lab, "long").status == "cancelled"  # cancelling again changes nothing
 
 
@@ -125,7 +138,7 @@ def test_cancel_escalates_to_sigkill(lab: Lab) -> None:
     _wait_for_event(job, StepEnd)
     cancelled = cancel_job(lab, job.id, grace_s=0.5)
     assert cancelled.status == "cancelled" and cancelled.returncode is None  # runner killed too: no exit file
-    assert _group_alive(job.pgid) == []
+    assert _group_gone(job.pgid)
 
 
 def test_killed_runner_is_lost(lab: Lab) -> None:
@@ -133,7 +146,7 @@ def test_killed_runner_is_lost(lab: Lab) -> None:
     _wait_for_event(job, StepEnd)
     os.killpg(job.pgid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while _group_alive(job.pgid) and time.monotonic() < deadline:
+    while not _group_gone(job.pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert get_job(lab, "doomed").status == "lost"
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from reuse_console.store.errors import UserError
+from reuse_console.store.inspect import describe
 from reuse_console.store.lab import Lab
 from reuse_console.store.runs import RunWriter, read_run
 
@@ -119,6 +120,7 @@ def test_resume_after_writer_killed(lab: Lab) -> None:
     np.testing.assert_array_equal(dead.epochs["dice/RV"], [0.25, 0.5, 0.75])
     (entry,) = lab.entries("runs")
     assert entry.summary["status"] == "lost" and entry.summary["epochs_done"] == 3
+    assert {d["path"] for d in describe(path)["datasets"]} == {"/steps", "/epochs", "/rows", "/status"}  # `show`
 
     with pytest.raises(UserError, match="has 3 finished epochs"):
         RunWriter.resume(path, keep_epochs=4)
