@@ -20,6 +20,8 @@ from reuse_console.store.errors import UserError
 
 from .layers import Layer, LayerIndex
 
+_COUNTERS = ("num_batches_tracked",)  # BN step counters: not a kind, unused in eval, often not exported
+
 
 @dataclass(frozen=True)
 class SwapSpec:
@@ -81,25 +83,34 @@ def check_compatible(
     *,
     recipient_arch: str = "",
     donor_arch: str = "",
-    names: tuple[str, str] = ("recipient", "donor"),
+    names: tuple[str, str] = ("the recipient", "the donor"),
 ) -> None:
-    """Raise one clear UserError naming the first tensor where the two state dicts differ."""
+    """Raise one clear UserError naming the first tensor (in the recipient's order) that differs.
+
+    BN step counters (`num_batches_tracked`) are ignored: they are no kind and play no part in eval.
+    """
     a, b = names
     if recipient_arch and donor_arch and recipient_arch != donor_arch:
-        raise UserError(f"{a} is a {recipient_arch} but {b} is a {donor_arch}: swaps need the same architecture")
+        raise UserError(f"{a} is a {recipient_arch} but {b} is a {donor_arch}: they need the same architecture")
     for key, tensor in recipient.items():
+        if key.endswith(_COUNTERS):
+            continue
         if key not in donor:
-            raise UserError(f"{b} has no tensor {key} (shape {tuple(tensor.shape)} in the {a})")
+            raise UserError(f"{b} has no tensor {key} (shape {tuple(tensor.shape)} in {a})")
         other = donor[key]
         if tuple(other.shape) != tuple(tensor.shape):
-            raise UserError(
-                f"tensor {key} differs: shape {tuple(tensor.shape)} in the {a}, {tuple(other.shape)} in the {b}"
-            )
+            raise UserError(f"tensor {key} differs: shape {tuple(tensor.shape)} in {a}, {tuple(other.shape)} in {b}")
         if other.dtype != tensor.dtype:
-            raise UserError(f"tensor {key} differs: dtype {tensor.dtype} in the {a}, {other.dtype} in the {b}")
+            raise UserError(f"tensor {key} differs: dtype {tensor.dtype} in {a}, {other.dtype} in {b}")
     for key in donor:
-        if key not in recipient:
-            raise UserError(f"{a} has no tensor {key} (the {b} has one)")
+        if key not in recipient and not key.endswith(_COUNTERS):
+            raise UserError(f"{a} has no tensor {key} ({b} has one)")
+
+
+def in_model_order(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """`state` (e.g. read from a file, in any order) with the model's keys first, in forward definition order."""
+    order = [k for k in model.state_dict() if k in state]
+    return {**{k: state[k] for k in order}, **{k: v for k, v in state.items() if k not in order}}
 
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -60,7 +60,7 @@ def test_check_compatible_names_first_mismatching_tensor() -> None:
     fewer = {k: v for k, v in b.items() if k != "enc2.bn1.running_var"}
     with pytest.raises(UserError, match="donor has no tensor enc2.bn1.running_var"):
         check_compatible(a, fewer)
-    with pytest.raises(UserError, match="recipient is a unet but donor is a pspnet"):
+    with pytest.raises(UserError, match="the recipient is a unet but the donor is a pspnet"):
         check_compatible(a, b, recipient_arch="unet", donor_arch="pspnet")
     no_bias = UNet(1, 4, base_width=4, conv_bias=False).state_dict()
     with pytest.raises(UserError, match="donor has no tensor enc1.conv1.bias"):
