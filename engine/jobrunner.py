@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from reuse_console.engine.jobs import write_json_atomic
+from reuse_console.engine.processes import write_json_atomic
 from reuse_console.store.h5 import now_iso
 
 

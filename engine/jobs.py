@@ -33,8 +33,10 @@ from typing import Any
 
 from reuse_console.engine.events import Event, from_dict
 from reuse_console.store.errors import NotFound, UserError
-from reuse_console.store.h5 import TMP_PREFIX, _fsync_dir, attr_str, atomic_h5, get_json, now_iso, set_json, stamp
+from reuse_console.store.h5 import attr_str, atomic_h5, get_json, now_iso, set_json, stamp
 from reuse_console.store.lab import Lab, check_name, open_h5
+
+from .processes import alive, group_members, process_created, read_json, reap, spawned, write_json_atomic
 
 KIND = "job"
 STATUSES = ("running", "finished", "failed", "cancelled", "lost")
@@ -82,29 +84,6 @@ def events_path(lab: Lab, job_id: str) -> Path:
     return _side(lab.folder("jobs"), job_id, ".events.jsonl")
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write a small JSON file all-or-nothing (temp file in the same folder, fsync, rename)."""
-    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 # -- starting ----------------------------------------------------------------------------------
 
 
@@ -149,23 +128,6 @@ def _new_id(folder: Path, argv: list[str], name: str | None) -> str:
     raise UserError(f"too many jobs named {base!r}")
 
 
-# Runners started by this process: polled now and then so finished ones do not linger as
-# zombies in a long-lived console (the jobs themselves never depend on this list).
-_spawned: list[subprocess.Popen] = []
-
-
-def _reap() -> None:
-    _spawned[:] = [p for p in _spawned if p.poll() is None]
-
-
-def _process_created(pid: int) -> float:
-    with contextlib.suppress(Exception):
-        import psutil
-
-        return float(psutil.Process(pid).create_time())
-    return 0.0
-
-
 def start_job(
     lab: Lab,
     argv: list[str],
@@ -208,7 +170,7 @@ def start_job(
         "pgid": proc.pid,  # session leader: its pid is the process group id
         "host": socket.gethostname(),
         "cwd": os.getcwd(),
-        "process_created": _process_created(proc.pid),
+        "process_created": process_created(proc.pid),
     }
     try:
         _write_job_file(folder, job_id, info)
@@ -216,7 +178,7 @@ def start_job(
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         raise
-    _spawned.append(proc)
+    spawned.append(proc)
     return _job_from_info(folder, job_id, info)
 
 
@@ -236,31 +198,10 @@ def _write_job_file(folder: Path, job_id: str, info: dict[str, Any]) -> None:
 # -- status ------------------------------------------------------------------------------------
 
 
-def _alive(pid: int, created: float) -> bool:
-    """Is `pid` still the runner we started (not a zombie, not a reused pid)?"""
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return not created or abs(proc.create_time() - created) < 1.0
-    except ImportError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    except Exception:  # NoSuchProcess, AccessDenied
-        return False
-
-
 def _status(folder: Path, job_id: str, info: dict[str, Any]) -> tuple[str, int | None, str | None]:
     cancelled = _side(folder, job_id, ".cancel").exists()
     for attempt in range(2):
-        done = _read_json(_side(folder, job_id, ".exit.json"))
+        done = read_json(_side(folder, job_id, ".exit.json"))
         if done is not None:
             rc = done.get("returncode")
             status = "finished" if rc == 0 else ("cancelled" if cancelled else "failed")
@@ -269,7 +210,7 @@ def _status(folder: Path, job_id: str, info: dict[str, Any]) -> tuple[str, int |
             break
         if info.get("host") != socket.gethostname():
             return "running", None, None  # another machine's job: only its exit file can end it
-        if _alive(int(info.get("pid", 0)), float(info.get("process_created", 0.0))):
+        if alive(int(info.get("pid", 0)), float(info.get("process_created", 0.0))):
             return "running", None, None
         # the runner just ended: look once more for the exit file it writes before exiting
     return ("cancelled" if cancelled else "lost"), None, None
@@ -319,7 +260,7 @@ def _load(folder: Path, path: Path) -> Job:
 
 def list_jobs(lab: Lab) -> list[Job]:
     """Every job of the lab, oldest first."""
-    _reap()
+    reap()
     folder = lab.folder("jobs")
     jobs = [_load(folder, p) for p in lab.files("jobs")]
     return sorted(jobs, key=lambda j: (j.started, j.id))
@@ -327,7 +268,7 @@ def list_jobs(lab: Lab) -> list[Job]:
 
 def get_job(lab: Lab, ref: str) -> Job:
     """A job by id (`jobs/` prefix allowed) or by a prefix that names exactly one job."""
-    _reap()
+    reap()
     ref = ref.removeprefix("jobs/")
     check_name(ref)
     folder = lab.folder("jobs")
@@ -387,30 +328,6 @@ def read_log_tail(job: Job, lines: int = 20) -> list[str]:
 # -- cancelling --------------------------------------------------------------------------------
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`: the runner, the command, its workers."""
-    if pgid <= 0:
-        return []
-    try:
-        import psutil
-    except ImportError:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
-    members = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
-                members.append(proc.info["pid"])
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return members
-
-
 def _wait_until_done(lab: Lab, job: Job, seconds: float) -> Job:
     """Poll until the job has ended and every process of its group is gone (or `seconds` pass)."""
     deadline = time.monotonic() + seconds
@@ -442,5 +359,5 @@ def cancel_job(lab: Lab, ref: str, grace_s: float = 5.0) -> Job:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pgid, signal.SIGKILL)
         job = _wait_until_done(lab, job, 5.0)
-    _reap()  # if this process started the job, its runner is now a zombie until reaped here
+    reap()  # if this process started the job, its runner is now a zombie until reaped here
     return job

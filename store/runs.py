@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from .errors import UserError
-from .h5 import TMP_PREFIX, _fsync_dir, attr_str, get_json, set_json, stamp
+from .h5 import TMP_PREFIX, attr_str, fsync_dir, get_json, set_json, stamp
 
 KIND = "run"
 STATUSES = ("running", "finished", "failed", "cancelled")
@@ -269,7 +269,7 @@ def _build(
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -1,0 +1,105 @@
+"""Process facts for detached jobs, kept apart from the job bookkeeping in jobs.py.
+
+Whether a pid is still the runner we started (not a zombie, not a reused pid), which live
+processes a process group has, reaping runners this process started, and the small JSON side
+files that are written all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from reuse_console.store.h5 import TMP_PREFIX, fsync_dir
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write a small JSON file all-or-nothing (temp file in the same folder, fsync, rename)."""
+    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON side file, or None while it does not exist (or is not JSON)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+# Runners started by this process: polled now and then so finished ones do not linger as
+# zombies in a long-lived console (the jobs themselves never depend on this list).
+spawned: list[subprocess.Popen] = []
+
+
+def reap() -> None:
+    """Collect the exit status of finished runners this process started."""
+    spawned[:] = [p for p in spawned if p.poll() is None]
+
+
+def process_created(pid: int) -> float:
+    """A process's start time (Unix seconds), 0.0 when unknown: with the pid, it names one process."""
+    with contextlib.suppress(Exception):
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    return 0.0
+
+
+def alive(pid: int, created: float) -> bool:
+    """Is `pid` still the runner we started (not a zombie, not a reused pid)?"""
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return not created or abs(proc.create_time() - created) < 1.0
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    except Exception:  # NoSuchProcess, AccessDenied
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid`: the runner, the command, its workers."""
+    if pgid <= 0:
+        return []
+    try:
+        import psutil
+    except ImportError:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
+                members.append(proc.info["pid"])
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
