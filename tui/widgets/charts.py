@@ -7,7 +7,7 @@ fixed 0..1 scale beside its baseline, so these render rich Text directly.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 
@@ -57,13 +57,13 @@ def level_rows(
     height: int = 2,
     lo: float = 0.0,
     hi: float = 1.0,
-    baseline: float | None = None,
+    style_of: Callable[[float], str] | None = None,
     width: int = 1,
 ) -> list[Text]:
     """A sparkline `height` rows tall on the fixed scale lo..hi, one column (x `width`) per value.
 
-    Each column is coloured by how far the value falls below `baseline`; missing values are
-    drawn as '·'. Rows are returned top first.
+    `style_of(value)` colours each column (e.g. by the drop from a baseline); missing values
+    are drawn as '·'. Rows are returned top first.
     """
     levels = height * 8
     rows = [Text() for _ in range(height)]
@@ -74,7 +74,7 @@ def level_rows(
             continue
         frac = 0.0 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
         filled = max(1, round(frac * levels))
-        style = drop_style(None if baseline is None else baseline - value)
+        style = style_of(value) if style_of is not None else ""
         for r in range(height):
             below = (height - 1 - r) * 8  # levels under this row
             part = min(8, max(0, filled - below))
