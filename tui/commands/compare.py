@@ -1,0 +1,110 @@
+"""`rmse` and `bn`: compare models' tensors without running them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from ..options import JsonOpt, LabOpt, NameOpt
+from ..output import emit_json, stderr, stdout
+
+
+def rmse(
+    checkpoints: Annotated[list[str], typer.Argument(help="Two or more checkpoint ids of one architecture.")],
+    layers: Annotated[str, typer.Option("--layers", help="Layers: all, 1-5,9, head ...")] = "all",
+    kinds: Annotated[str, typer.Option("--kinds", help="Kinds: all, bn, conv, or a list such as RM,RV,W.")] = "all",
+    name: NameOpt = None,
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """RMSE between the models' tensors per layer and kind, for every pair (the paper's figures 6, 10-12).
+
+    RMSE(a, b) = sqrt(mean((a - b)^2)) over a tensor's elements; "rel" divides it by the RMS of the first
+    model's tensor, so layers of different scale compare. With N checkpoints all N(N-1)/2 pairs are computed.
+    Stored as comparisons/NAME.h5 (default rmse-A-B...).
+
+    Example: reuse-console rmse unet-seg unet-ae --kinds RM,RV,W
+    """
+    from reuse_console.engine.compare import run_rmse
+    from reuse_console.store.lab import Lab
+
+    comp = run_rmse(Lab.from_option(lab), checkpoints, layers=layers, kinds=kinds, name=name)
+    if json_out:
+        emit_json(comp.to_json())
+        return
+    for p, (a, b) in enumerate(comp.pairs):
+        table = Table(title=f"RMSE {comp.models[a]} vs {comp.models[b]} (in brackets: / RMS of {comp.models[a]})",
+                      title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+        table.add_column("layer", no_wrap=True)
+        for kind in comp.kinds:
+            table.add_column(kind, justify="right")
+        for li, layer in enumerate(comp.layers):
+            cells = []
+            for ki in range(len(comp.kinds)):
+                value, rel = comp.rmse[p, li, ki], comp.relative[p, li, ki]
+                cells.append("" if value != value else f"{value:.3g} {_rel(rel)}")
+            table.add_row(layer, *cells)
+        stdout.print(table)
+    stderr.print(f"stored as comparison {comp.name}")
+
+
+def _rel(value: float) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        return "[dim](-)[/dim]"
+    style = "red" if value > 1.0 else "yellow" if value > 0.3 else "dim"
+    return f"[{style}]({value:.2f})[/{style}]"
+
+
+def bn(
+    recipient: Annotated[str, typer.Argument(help="Recipient checkpoint id.")],
+    donor: Annotated[str, typer.Argument(help="Donor checkpoint id (same architecture).")],
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """BN scale and shift per layer, and what swapping one BN tensor does to them (the paper's theory).
+
+    In eval mode BN is y = s*x + t per channel, s = RW/sqrt(RV+eps), t = RB - RM*s. For each single-kind
+    replacement of a recipient tensor by the donor's, the table shows the change of s as a ratio s'/s
+    (geometric mean over channels; RM and RB leave s alone) and the change of t as the mean |t' - t|.
+
+    Example: reuse-console bn unet-seg unet-ae --json
+    """
+    from reuse_console.engine.bn import run_bn
+    from reuse_console.store.lab import Lab
+
+    layers = run_bn(Lab.from_option(lab), recipient, donor)
+    rows = [layer.summary() for layer in layers]
+    if json_out:
+        emit_json({"recipient": recipient, "donor": donor, "layers": rows})
+        return
+    table = Table(title=f"BN scale s and shift t of {recipient} (r) and {donor} (d); swapping one tensor r <- d",
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for col in ("layer", "s r", "s d", "t r", "t d", "RV s'/s", "RW s'/s", "RM |dt|", "RV |dt|", "RW |dt|", "RB |dt|"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for row in rows:
+        swaps = row["swaps"]
+        table.add_row(
+            str(row["layer"]),
+            _g(row["s"]["recipient"]["mean"]), _g(row["s"]["donor"]["mean"]),
+            _g(row["t"]["recipient"]["mean"]), _g(row["t"]["donor"]["mean"]),
+            _g(_get(swaps, "RV", "scale_ratio_geomean")), _g(_get(swaps, "RW", "scale_ratio_geomean")),
+            *(_g(_get(swaps, k, "shift_diff_mean_abs")) for k in ("RM", "RV", "RW", "RB")),
+        )
+    stdout.print(table)
+    stdout.print("s, t: channel means; s'/s: geometric mean over channels; |dt|: mean |t' - t| (--json: min/max too)")
+
+
+def _get(swaps: dict[str, Any], kind: str, field: str) -> float | None:
+    return swaps.get(kind, {}).get(field)
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}" if 0.01 <= abs(value) < 100 or value == 0 else f"{value:.0e}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rmse")(rmse)
+    app.command("bn")(bn)
