@@ -38,6 +38,7 @@ class ConsoleConfig:
     lab_poll_s: float = 5.0  # re-read the lab listing
     job_poll_s: float = 0.5  # follow running jobs (a few redraws a second at most)
     system_stats: bool = True  # CPU/RAM or GPU use in the job view
+    timings: bool = True  # show wall-clock times (snapshot tests turn them off: no clock)
 
 
 class ConsoleCommands(Provider):

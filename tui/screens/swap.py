@@ -332,10 +332,13 @@ class SwapScreen(ConsoleScreen):
 
     def _show_result(self, outcome: Any) -> None:
         self.last = outcome
-        title = Text.assemble((f"#{outcome.number} ", "bold"), outcome.describe(), (f"  {outcome.seconds:.2f} s", "dim"))
+        title = Text.assemble((f"#{outcome.number} ", "bold"), outcome.describe(), (f"  {self._seconds(outcome)} s", "dim"))
         self.query_one("#swap-result", Static).update(
             _group(title, dice_table(outcome, self.session.baseline))
         )
+
+    def _seconds(self, outcome: Any) -> str:
+        return f"{outcome.seconds:.2f}" if self.console.config.timings else "-"
 
     def _add_history(self, outcome: Any) -> None:
         history = self.query_one("#swap-history", DataTable)
@@ -346,7 +349,7 @@ class SwapScreen(ConsoleScreen):
             outcome.describe(),
             f"{outcome.dice_fg:.4f}",
             Text(f"{d:+.4f}", style=drop_style(-d)),
-            f"{outcome.seconds:.2f}",
+            self._seconds(outcome),
             key=str(outcome.number),
         )
         history.move_cursor(row=history.row_count - 1)

@@ -1,0 +1,243 @@
+"""The console driven with Textual's Pilot: what a user sees after each key, checked against the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from console_lab import console_lab
+from rich.console import Console
+
+from reuse_console.store.lab import Lab
+from reuse_console.tui.app import ConsoleApp, ConsoleConfig
+
+
+def run_async(test: Callable) -> Callable:
+    """Run an async test body with asyncio (no async pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def make_app(lab: Lab, **overrides) -> ConsoleApp:
+    config = dict(lab=lab, lab_label="test-lab", system_stats=False, job_poll_s=0.2, lab_poll_s=1.0)
+    config.update(overrides)
+    return ConsoleApp(ConsoleConfig(**config))
+
+
+async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    """Let the app run until `predicate()` holds (workers and timers keep going meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or predicate}")
+        await pilot.pause(0.05)
+
+
+def plain(widget) -> str:
+    """What a Static shows, as plain text."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text()
+
+
+@pytest.fixture
+def test_lab(tmp_path: Path) -> Lab:
+    return console_lab(tmp_path / "lab")
+
+
+# -- empty lab -----------------------------------------------------------------------------
+
+
+@run_async
+async def test_empty_lab_shows_how_to_start_and_keys_still_work(tmp_path: Path) -> None:
+    app = make_app(Lab(tmp_path / "missing"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        from reuse_console.tui.widgets.empty_lab import EmptyLab
+
+        await wait_until(pilot, lambda: app.screen.query_one("#lab-switcher").current == "lab-empty", 10, "the guide")
+        text = plain(app.screen.query_one(EmptyLab))
+        assert "does not exist yet" in text
+        assert "demo --quick" in text and "data phantom" in text
+        await pilot.press("5")
+        assert type(app.screen).__name__ == "JobsScreen"
+        await wait_until(pilot, lambda: "No jobs yet" in plain(app.screen.query_one("#job-view")), 10)
+
+
+# -- lab and layers ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@run_async
+async def test_lab_lists_filters_and_opens_a_checkpoints_layer_tree(test_lab: Lab) -> None:
+    from reuse_console.engine.layers import LayerIndex
+    from reuse_console.engine.models.registry import load_model
+
+    app = make_app(test_lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#table-checkpoints")
+        await wait_until(pilot, lambda: table.row_count == 4, 20, "checkpoints listed")
+        assert app.screen.query_one("#table-scans").row_count == 1
+        assert app.screen.query_one("#table-datasets").row_count == 1
+        app.screen.show_kind("checkpoints")
+        await pilot.press("a", "e")  # typing on a table starts the filter
+        assert app.screen.query_one("#lab-filter").value == "ae"
+        assert table.row_count == 2  # unet-ae and unet-ae.last
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "LayersScreen", 10, "the Layers screen")
+        tree = app.screen.query_one("#layers-tree")
+        await wait_until(pilot, lambda: app.screen.data is not None, 30, "the layers")
+        model, _ = load_model(test_lab, "unet-ae")
+        index = LayerIndex.from_model(model, 1)
+        names = [str(node.data.name) for node in tree.root.children]
+        assert names == [layer.name for layer in index.layers]
+        assert names[:18] == [str(i) for i in range(1, 19)] and names[-1] == "head"
+        first = tree.root.children[0]
+        assert [k.data.kind for k in first.children] == ["RM", "RV", "RW", "RB", "W", "B"]
+
+
+@pytest.mark.slow
+@run_async
+async def test_layer_statistics_and_rmse_are_the_engines(test_lab: Lab) -> None:
+    from reuse_console.engine.compare import run_rmse
+    from reuse_console.engine.models.registry import load_model
+    from reuse_console.engine.stats import tensor_stats
+
+    app = make_app(test_lab)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.open_layers("unet-seg", "unet-ae")
+        await wait_until(pilot, lambda: getattr(app.screen, "data", None) is not None, 30, "the layers")
+        tree = app.screen.query_one("#layers-tree")
+        layer3 = tree.root.children[2]
+        weight = next(node for node in layer3.children if node.data.kind == "W")
+        model, _ = load_model(test_lab, "unet-seg")
+        expected = tensor_stats(model.state_dict()[weight.data.key])
+        assert weight.data.stats == expected
+        layer3.expand()
+        await pilot.pause()
+        tree.move_cursor(weight)
+        await pilot.pause()
+        detail = plain(app.screen.query_one("#layers-detail"))
+        assert f"mean {expected.mean:+.4g}" in detail and f"L2 {expected.l2:.4g}" in detail
+        comparison = run_rmse(test_lab, ["unet-seg", "unet-ae"], layers="3", kinds="W", name="check")
+        assert weight.data.rmse == pytest.approx(float(comparison.rmse[0, 0, 0]), rel=1e-12)
+        assert "RMSE to unet-ae" in detail
+
+
+# -- swap lab ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@run_async
+async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
+    from reuse_console.engine.scan_lab import run_swap
+
+    app = make_app(test_lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.session is not None and not screen.busy, 60, "the swap session")
+        assert (screen.recipient, screen.donor, screen.data) == ("unet-seg", "unet-ae", "acdc")
+        await pilot.press("m", "v", "down", "W", "B")  # layer 1: RM RV; layer 2: conv W and B
+        assert screen.ticked == {("1", "RM"), ("1", "RV"), ("2", "W"), ("2", "B")}
+        await pilot.press("w", "w")  # ticking twice unticks
+        assert ("2", "RW") not in screen.ticked
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(screen.session.history) == 1 and not screen.busy, 60, "the evaluation")
+        engine = run_swap(test_lab, "unet-seg", "unet-ae", "acdc", layers="1-2", kinds="RM,RV,W,B", device="cpu",
+                          name="check")
+        # run_swap swaps every listed kind of both layers; the same targets in the Swap lab:
+        outcome = screen.session.evaluate([("1", k) for k in ("RM", "RV", "W", "B")] + [("2", k) for k in ("RM", "RV", "W", "B")])
+        np.testing.assert_allclose(outcome.result.per_subject, engine.dice[0], atol=1e-12)
+        shown = screen.session.history[0]
+        text = plain(screen.query_one("#swap-result"))
+        for cls, value in shown.dice.items():
+            assert f"{value:.4f}" in text, cls
+        history = screen.query_one("#swap-history")
+        assert history.row_count == 2  # baseline and the swap
+        assert "1 RM,RV; 2 W,B" in text
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def _train_form_fill(pilot, epochs: str, name: str):
+    async def fill() -> None:
+        screen = pilot.app.screen
+        screen.query_one("#f-base_width").value = "4"
+        screen.query_one("#f-epochs").value = epochs
+        screen.query_one("#f-batch").value = "8"
+        screen.query_one("#f-name").value = name
+        screen.query_one("#f-device").value = "cpu"
+        await pilot.pause()
+
+    return fill
+
+
+@pytest.mark.slow
+@run_async
+async def test_start_a_training_job_and_follow_it_to_the_end(test_lab: Lab) -> None:
+    from reuse_console.engine.jobs import get_job
+
+    app = make_app(test_lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5", "t")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainForm", 10, "the form")
+        await _train_form_fill(pilot, "2", "job-seg")()
+        assert app.screen.argv()[:3] == ["train", "--data", "acdc"]
+        await pilot.press("ctrl+s")
+        screen = app.screen
+        assert type(screen).__name__ == "JobsScreen"
+        await wait_until(pilot, lambda: screen.snapshot is not None and screen.snapshot.status == "finished", 240,
+                         "the job to finish")
+        snap = screen.snapshot
+        assert snap.done == snap.total > 0
+        assert [row["epoch"] for row in snap.epoch_rows] == [1, 2]
+        assert snap.result == "job-seg"
+        assert get_job(test_lab, snap.id).returncode == 0
+        view = plain(screen.query_one("#job-view"))
+        assert "finished" in view and "100.0%" in view and "reuse-console train --data acdc" in view
+        await pilot.press("y")
+        assert app.clipboard == snap.command
+        await pilot.press("o")  # the result opens in the Layers screen
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "LayersScreen", 10)
+        await wait_until(pilot, lambda: app.screen.checkpoint == "job-seg", 10)
+
+
+@pytest.mark.slow
+@run_async
+async def test_keys_work_while_a_job_runs_and_a_job_can_be_cancelled(test_lab: Lab) -> None:
+    from reuse_console.engine.jobs import get_job
+
+    app = make_app(test_lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5", "t")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainForm", 10, "the form")
+        await _train_form_fill(pilot, "200", "long-job")()
+        await pilot.press("ctrl+s")
+        jobs = app.screen
+        await wait_until(pilot, lambda: jobs.snapshot is not None and jobs.snapshot.done > 0, 120, "the first steps")
+        job_id = jobs.snapshot.id
+        # a keypress changes the screen while the job runs
+        await pilot.press("1")
+        assert type(app.screen).__name__ == "LabScreen"
+        assert get_job(test_lab, job_id).status == "running"
+        await pilot.press("5")
+        assert app.screen is jobs
+        await pilot.press("x")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ConfirmModal", 5, "the confirmation")
+        await pilot.press("n")  # no: nothing happens
+        await pilot.pause(0.3)
+        assert get_job(test_lab, job_id).status == "running"
+        await pilot.press("x", "y")
+        await wait_until(pilot, lambda: jobs.snapshot is not None and jobs.snapshot.status == "cancelled", 30, "cancel")
+        assert get_job(test_lab, job_id).status == "cancelled"
