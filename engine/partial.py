@@ -170,6 +170,10 @@ class PartialForward:
         self._output = next(n for n in gm.graph.nodes if n.op == "output")
         self._pos = {n: i for i, n in enumerate(self._nodes)}
         self._pos[self._output] = len(self._nodes)
+        placeholders = [n for n in self._nodes if n.op == "placeholder"]
+        if not placeholders or any(not n.args for n in placeholders[1:]):
+            raise NotPartial(f"the traced model takes {len(placeholders)} required inputs, expected 1")
+        self._defaults = {n: n.args[0] for n in placeholders[1:]}  # optional inputs keep their defaults
         for name, keys in self.group_keys.items():
             self.groups[name] = self._group(name, keys)
 
@@ -185,6 +189,8 @@ class PartialForward:
 
     def _group(self, name: str, keys: tuple[str, ...]) -> Group:
         affected = self._starts(keys)
+        if not affected:  # reached under another name, or not at all: re-run everything to be safe
+            affected = {n for n in self._nodes if n.op != "placeholder"}
         for node in self._nodes:  # topological order: one pass collects every descendant
             if node not in affected and any(a in affected for a in node.all_input_nodes):
                 affected.add(node)
@@ -234,6 +240,30 @@ class PartialForward:
                 del env[a]
         return self._outputs(env)
 
+    def verify(self, x: Any, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+        """Check the traced graph against the model's own forward on `x`; fall back if they differ.
+
+        Tracing can silently fix values a forward computes in Python; one comparison on real
+        input catches that. Returns whether partial re-execution is still on.
+        """
+        if self._gm is None:
+            return False
+        from torch.utils._pytree import tree_flatten
+
+        traced, traced_spec = tree_flatten(self.run(x, lambda name, part: None, [], to_end=True))
+        own, own_spec = tree_flatten(self.model(x))
+        same = traced_spec == own_spec and all(
+            torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol)
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+            else a == b
+            for a, b in zip(traced, own)
+        )
+        if not same:
+            self._gm = None
+            self.groups = {}
+            self.reason = "the traced graph disagrees with the model's forward"
+        return same
+
     def run(self, x: Any, visit: Visit, names: Sequence[str] | None = None, *, to_end: bool = True) -> Any:
         """One baseline pass on input `x`, calling `visit(name, downstream)` for each group.
 
@@ -259,16 +289,16 @@ class PartialForward:
         if to_end:
             for a in self._output.all_input_nodes:
                 keep[a] = len(self._nodes)
-        placeholders = [n for n in self._nodes if n.op == "placeholder"]
-        if len(placeholders) != 1:
-            raise NotPartial(f"the traced model takes {len(placeholders)} inputs, expected 1")
         free_at: dict[int, list[fx.Node]] = {}
         for node, last in keep.items():
             free_at.setdefault(last, []).append(node)
         env: dict[fx.Node, Any] = {}
         g = 0
         for i, node in enumerate(self._nodes[: stop + 1]):
-            env[node] = x if node.op == "placeholder" else self._call(node, env)
+            if node.op == "placeholder":
+                env[node] = self._defaults.get(node, x)
+            else:
+                env[node] = self._call(node, env)
             while g < len(groups) and groups[g].ready == i:
                 visit(groups[g].name, Downstream(self, groups[g], env, x))
                 g += 1

@@ -223,6 +223,10 @@ def evaluate_variants(
         groups.setdefault(v.group, [])
         groups[v.group].extend(k for k in v.keys if k not in groups[v.group])
     engine = PartialForward(model, groups, trace=partial)
+    if engine.partial and batches:
+        with _scan_mode(model), torch.inference_mode(), autocast(device, precision):
+            engine.verify(batches[0].images.to(device).contiguous(memory_format=fmt),
+                          **({} if precision == "fp32" else {"rtol": 0.05, "atol": 0.05}))
     how = f"partial re-execution of {len(groups)} groups" if engine.partial else f"full forward per variant ({engine.reason})"
     report(Message(f"{len(todo)} of {len(variants)} variants to evaluate: {how}"))
     by_group: dict[str, list[int]] = {}

@@ -116,3 +116,47 @@ def test_inplace_relu_modules_are_left_as_the_user_built_them() -> None:
     PartialForward(recipient, _groups(recipient))
     assert recipient.block1.relu.inplace is True
     assert all(t.is_leaf for t in model_tensors(recipient).values())
+
+
+class OptionalInput(MiniUNet):
+    """A second forward argument with a default: traced as a placeholder that keeps it."""
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        return super().forward(x) * gain
+
+
+class PythonScale(MiniUNet):
+    """Multiplies by a Python float: tracing bakes the value in at trace time."""
+
+    scale = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.scale
+
+
+def test_optional_inputs_keep_their_defaults() -> None:
+    recipient, donor = pair(OptionalInput)
+    engine = PartialForward(recipient, {"dec": ["dec.1.running_mean"]})
+    assert engine.partial
+    x = torch.randn(2, 1, 16, 16)
+    got = {}
+
+    def visit(name: str, downstream) -> None:
+        with Swap(recipient, donor.state_dict(), ["dec.1.running_mean"]):
+            got[name] = downstream.run()
+
+    with torch.inference_mode():
+        engine.run(x, visit)
+    want = naive_output(recipient, donor.state_dict(), ["dec.1.running_mean"], 1.0, x)
+    assert torch.allclose(got["dec"], want, atol=1e-6)
+
+
+def test_verify_falls_back_when_the_trace_went_stale() -> None:
+    recipient, _ = pair(PythonScale)
+    engine = PartialForward(recipient, _groups(recipient))
+    x = torch.randn(2, 1, 16, 16)
+    with torch.inference_mode():
+        assert engine.verify(x) and engine.partial
+        recipient.scale = 2.0  # the graph still multiplies by 1.0
+        assert not engine.verify(x)
+    assert not engine.partial and "disagrees" in engine.reason
