@@ -39,6 +39,7 @@ class ConsoleConfig:
     job_poll_s: float = 0.5  # follow running jobs (a few redraws a second at most)
     system_stats: bool = True  # CPU/RAM or GPU use in the job view
     timings: bool = True  # show wall-clock times (snapshot tests turn them off: no clock)
+    cursor_blink: bool = True
 
 
 class ConsoleCommands(Provider):

@@ -19,6 +19,8 @@ from textual.containers import Grid, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 
+from ..widgets.inputs import ConsoleInput
+
 Options = list[tuple[str, str]]  # (id, description)
 
 
@@ -70,7 +72,7 @@ class JobForm(ModalScreen[list[str] | None]):
             values = [v for _, v in opts]
             value = f.default if f.default in values else (values[0] if values else Select.NULL)
             return Select(opts, id=wid, allow_blank=not values, value=value, compact=True, prompt=f.hint or "none")
-        box = Input(value=f.default, placeholder=f.hint, id=wid, compact=True, select_on_focus=False)
+        box = ConsoleInput(value=f.default, placeholder=f.hint, id=wid, compact=True, select_on_focus=False)
         if f.kind == "int":
             box.type = "integer"
         elif f.kind == "float":

@@ -20,6 +20,7 @@ from textual.widgets import ContentSwitcher, DataTable, Input, TabbedContent, Ta
 from reuse_console.store.lab import Entry, Lab
 
 from ..widgets.empty_lab import EmptyLab
+from ..widgets.inputs import ConsoleInput
 from .base import ConsoleScreen
 from .detail import DetailModal
 
@@ -188,7 +189,7 @@ class LabScreen(ConsoleScreen):
     def compose_body(self) -> ComposeResult:
         with ContentSwitcher(initial="lab-tables", id="lab-switcher"):
             with Vertical(id="lab-tables"):
-                yield Input(placeholder="type to filter (ids, arch, data set...)", id="lab-filter", compact=True, select_on_focus=False)
+                yield ConsoleInput(placeholder="type to filter (ids, arch, data set...)", id="lab-filter", compact=True, select_on_focus=False)
                 with TabbedContent(id="lab-tabs"):
                     for kind, label in KIND_TABS:
                         with TabPane(label, id=f"tab-{kind}"):

@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from ..widgets.inputs import ConsoleInput
+
 Choice = tuple[str, str]  # (id, one-line description)
 
 
@@ -33,7 +35,7 @@ class PickModal(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="pick-box", classes="modal-box"):
-            yield Input(placeholder="type to filter", id="pick-filter", compact=True, select_on_focus=False)
+            yield ConsoleInput(placeholder="type to filter", id="pick-filter", compact=True, select_on_focus=False)
             yield OptionList(id="pick-options")
             yield Static("Enter picks   Esc cancels", classes="modal-hint")
 

@@ -11,6 +11,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from ..widgets.inputs import ConsoleInput
+
 
 class PromptModal(ModalScreen[str | None]):
     """Dismisses with the typed text, or None on Esc."""
@@ -24,7 +26,7 @@ class PromptModal(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box", classes="modal-box"):
-            yield Input(value=self.value, id="prompt-input", compact=True)
+            yield ConsoleInput(value=self.value, id="prompt-input", compact=True)
             yield Static("Enter answers   Esc cancels", classes="modal-hint")
 
     def on_mount(self) -> None:
