@@ -13,8 +13,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,72 +28,11 @@ from .device import autocast, check_precision, memory_format, memory_mb, pick_de
 from .evaluate import eval_batches, evaluate_ae, evaluate_seg
 from .events import EpochEnd, Finished, Message, Reporter, Started, StepEnd, silent
 from .losses import ae_loss, dice_classes, seg_loss
+from .train_spec import TASKS, TrainResult, TrainSpec, default_name
 
-TASKS = ("seg", "ae")
+__all__ = ["TASKS", "TrainResult", "TrainSpec", "default_name", "resume_training", "train"]
+
 STEP_FLUSH_S = 0.5  # how often step losses are read back from the device and reported
-
-
-@dataclass
-class TrainSpec:
-    """What defines a run (stored in its files; `--resume` reads it back)."""
-
-    data: str
-    arch: str = "unet"
-    arch_config: dict[str, Any] = field(default_factory=dict)  # overrides of the arch defaults
-    task: str = "seg"
-    subjects: int | None = None  # training subjects picked by seed; None = all
-    epochs: int = 10
-    batch: int = 16
-    lr: float = 1e-3
-    seed: int = 0
-    name: str | None = None
-    size: int | None = None  # resample slices to size x size; None = the data set's size
-    augment: bool = True
-    frozen: list[str] = field(default_factory=list)  # state-dict keys kept at their initial values
-    init: str | None = None  # transfer: donor checkpoint whose `plan` tensors start the model
-    plan: str | None = None  # transfer: reuse plan id (engine/reuse.py)
-    mode: str | None = None  # transfer: freeze | finetune (engine/transfer.py)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainSpec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def check(self) -> None:
-        if self.task not in TASKS:
-            raise UserError(f"unknown task {self.task!r}: use seg or ae")
-        for label, value in (("--epochs", self.epochs), ("--batch", self.batch)):
-            if value < 1:
-                raise UserError(f"{label} must be at least 1 (got {value})")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be a positive number (got {self.lr})")
-
-
-@dataclass
-class TrainResult:
-    """Where a finished run put its files, and its best epoch."""
-
-    name: str
-    run_path: Path
-    best_path: Path
-    last_path: Path
-    epochs: int
-    best_epoch: int
-    best_metrics: dict[str, Any]
-
-
-def default_name(lab: Any, spec: TrainSpec) -> str:
-    """e.g. unet-seg-acdc, or unet-seg-acdc-2 when that is taken (by a run or a checkpoint)."""
-    arch = spec.arch.rsplit(":", 1)[-1].lower()
-    base = f"{arch}-{spec.task}-{spec.data.split('/')[-1]}"
-    name, n = base, 1
-    while lab.path("runs", name).exists() or lab.path("checkpoints", name).exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name
 
 
 def train(
