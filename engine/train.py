@@ -106,6 +106,8 @@ def resume_training(
     model, _ = load_model(lab, last_name(run))
     session.attach(model, meta.arch_config)
     load_optimizer(session.optimizer, read_optimizer(lab, run), meta.extra.get("optimizer_groups", []))
+    if session.scaler is not None and meta.extra.get("grad_scaler"):
+        session.scaler.load_state_dict(meta.extra["grad_scaler"])
     writer = RunWriter.resume(run_path, keep_epochs=meta.epoch)
     report(Message(f"resuming {run} after epoch {meta.epoch} of {spec.epochs}"))
     best = meta.extra.get("best")
@@ -181,7 +183,7 @@ class _Session:
             self.freeze = freeze(self.model, self.spec.frozen)  # no gradients, no BN stat updates
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.spec.lr, fused=fused or None)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
     # -- what the run files say -----------------------------------------------------------------
 
@@ -236,6 +238,7 @@ class _Session:
                 "precision": self.precision,
                 "global_step": global_step,
                 "best": best,
+                "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             },
         )
 
