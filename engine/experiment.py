@@ -130,7 +130,7 @@ class Experiment:
 
     def table_cells(self, digits: int = 3) -> tuple[list[str], list[list[str]]]:
         """Header and rows of text: "0.812 ± 0.013 (+0.021)" per column, diff to random in brackets."""
-        header = ["source", "mode", "subjects", "seeds", *self.columns]
+        header = ["source", "mode", "subjects", "seeds", *self.columns[:-1], "mean fg"]
         rows = []
         for r in self.table():
             cells = [r.source, r.mode, "all" if r.subjects is None else str(r.subjects), str(r.seeds)]
