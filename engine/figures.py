@@ -197,8 +197,7 @@ def plan_map(path: Path, *, title: str, layers: Sequence[str], kinds: Sequence[s
     fig = _figure(max(6.0, 0.42 * len(layers) + 1.5), 3.2)
     ax = fig.subplots()
     grid = reusable.astype(float).T  # (K, L): 1 reused, 0 not, NaN absent
-    cmap = ListedColormap(["#e57373", "#81c784"])
-    cmap.set_bad("#eeeeee")
+    cmap = ListedColormap(["#e57373", "#81c784"]).with_extremes(bad="#eeeeee")
     ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     if drops is not None:
         for k in range(len(kinds)):
