@@ -1,8 +1,8 @@
 """Tensor statistics for browsing a model's layers: mean, std, min, max, L2 norm and a histogram.
 
 The console's Layers screen shows these per tensor (layer x kind) and, when a second checkpoint
-is chosen, each tensor's RMSE to it. They are computed here, not in the UI, so the CLI and
-scripts see the same numbers. Statistics are over all elements in float64; std is the
+is chosen, each tensor's RMSE to it (from engine.compare). They are computed here, not in the
+UI, so the CLI and scripts see the same numbers. Statistics are over all elements in float64; std is the
 population standard deviation (divide by n), so a one-element tensor has std 0.
 """
 
@@ -17,7 +17,7 @@ import torch
 
 from reuse_console.store.errors import UserError
 
-from .layers import LayerIndex
+from .layers import KINDS, LayerIndex
 
 HIST_BINS = 16
 
@@ -71,14 +71,6 @@ def tensor_stats(tensor: torch.Tensor, bins: int = HIST_BINS) -> TensorStats:
     )
 
 
-def tensor_rmse(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Root mean squared difference of two tensors of the same shape (float64)."""
-    if tuple(a.shape) != tuple(b.shape):
-        raise UserError(f"cannot compare tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    d = a.detach().to("cpu", torch.float64) - b.detach().to("cpu", torch.float64)
-    return float(torch.sqrt(torch.mean(d * d))) if d.numel() else math.nan
-
-
 @dataclass(frozen=True)
 class KindStats:
     """One tensor of one layer: its kind, state-dict key, shape, statistics, and RMSE to the other model."""
@@ -88,7 +80,7 @@ class KindStats:
     shape: tuple[int, ...]
     stats: TensorStats
     rmse: float | None = None
-    rel_rmse: float | None = None  # RMSE divided by this tensor's RMS (its L2 / sqrt(n))
+    rel_rmse: float | None = None  # RMSE divided by this tensor's RMS (None when that RMS is 0)
 
 
 @dataclass(frozen=True)
@@ -116,24 +108,32 @@ def layer_stats(
     """Statistics of every tensor of every layer of `index`, read from `state`.
 
     With `other` (a second model's state dict of the same architecture), each tensor also gets
-    its RMSE to the other model's tensor and that RMSE relative to its own RMS.
+    its RMSE to the other model's tensor and that RMSE relative to its own RMS, computed by
+    `engine.compare.compare_states` (the RMSE of `reuse-console rmse`).
     """
+    comparison = None
+    if other is not None:
+        from .compare import compare_states
+
+        comparison = compare_states([state, other], index.layers, KINDS, ["checkpoint", "compared"])
     out: list[LayerStats] = []
-    for layer in index.layers:
+    for li, layer in enumerate(index.layers):
         kinds: list[KindStats] = []
         for kind, key in layer.keys().items():
             tensor = state[key]
-            stats = tensor_stats(tensor, bins)
             rmse = rel = None
-            if other is not None:
-                if key not in other:
-                    raise UserError(f"the model compared with has no tensor {key}")
-                rmse = tensor_rmse(tensor, other[key])
-                rms = stats.l2 / math.sqrt(stats.numel) if stats.numel else math.nan
-                rel = rmse / rms if rms > 0 else (0.0 if rmse == 0 else math.inf)
-            kinds.append(KindStats(kind, key, tuple(tensor.shape), stats, rmse, rel))
+            if comparison is not None:
+                ki = comparison.kinds.index(kind)
+                rmse = _finite(comparison.rmse[0, li, ki])
+                rel = _finite(comparison.relative[0, li, ki])
+            kinds.append(KindStats(kind, key, tuple(tensor.shape), tensor_stats(tensor, bins), rmse, rel))
         out.append(LayerStats(layer.index, layer.name, tuple(layer.modules), tuple(kinds)))
     return out
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,9 @@ def checkpoint_layers(lab: Any, checkpoint: str, compare_with: str | None = None
     other_state = None
     if compare_with:
         other, other_meta = load_model(lab, compare_with, device="cpu")
+        if other_meta.arch != meta.arch:
+            raise UserError(f"{compare_with} is a {other_meta.arch} but {checkpoint} is a {meta.arch}: nothing to compare")
         other_state = other.state_dict()
-        mismatched = [k for k, v in state.items() if k in other_state and other_state[k].shape != v.shape]
-        if other_meta.arch != meta.arch or mismatched:
-            first = f" (first mismatch: {mismatched[0]})" if mismatched else ""
-            raise UserError(f"{compare_with} ({other_meta.arch}) does not match {checkpoint} ({meta.arch}){first}")
     return CheckpointLayers(
         checkpoint=checkpoint,
         arch=meta.arch,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from reuse_console.engine.layers import LayerIndex
-from reuse_console.engine.stats import layer_stats, tensor_rmse, tensor_stats
+from reuse_console.engine.stats import layer_stats, tensor_stats
 from reuse_console.store.errors import UserError
 
 
@@ -44,15 +44,6 @@ def test_constant_and_single_element_tensors() -> None:
     assert one.std == 0.0 and one.l2 == 2.0
 
 
-def test_rmse_by_hand_and_shape_check() -> None:
-    a = torch.tensor([0.0, 0.0, 3.0, 4.0])
-    b = torch.tensor([0.0, 0.0, 0.0, 0.0])
-    assert tensor_rmse(a, b) == pytest.approx(math.sqrt(25.0 / 4))
-    assert tensor_rmse(a, a) == 0.0
-    with pytest.raises(UserError):
-        tensor_rmse(a, torch.zeros(3))
-
-
 class TwoLayers(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -80,5 +71,8 @@ def test_layer_stats_cover_every_kind_with_rmse_to_other_model() -> None:
     # the BN running statistics start equal (0 and 1) in both fresh models
     assert rows[0].kinds[0].rmse == 0.0 and rows[0].kinds[1].rmse == 0.0
     assert rows[0].kinds[1].rel_rmse == 0.0
+    assert rows[0].kinds[0].rel_rmse is None  # RM is all zeros: no RMS to relate to
+    with pytest.raises(UserError, match="differs"):
+        layer_stats(index, a.state_dict(), {**b.state_dict(), "conv1.weight": torch.zeros(2, 1, 5, 5)})
     alone = layer_stats(index, a.state_dict())
     assert all(k.rmse is None for r in alone for k in r.kinds)
