@@ -175,8 +175,6 @@ class _Session:
         unknown = [k for k in self.spec.frozen if k not in own]
         if unknown:
             raise UserError(f"frozen tensor {unknown[0]!r} is not in this model")
-        self.frozen = {k: own[k].detach().clone() for k in self.spec.frozen}
-        self.frozen_refs = {k: own[k] for k in self.spec.frozen}
         if self.spec.frozen:
             from .transfer import freeze
 
@@ -340,10 +338,6 @@ class _Session:
         else:
             loss.backward()
             self.optimizer.step()
-        if self.frozen:
-            with torch.no_grad():
-                for key, value in self.frozen.items():
-                    self.frozen_refs[key].copy_(value)
         return loss.detach()
 
     def _validate(self) -> tuple[dict[str, float], dict[str, float], dict[str, Any], float]:
