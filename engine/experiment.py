@@ -128,8 +128,9 @@ class Experiment:
             for r in self.table()
         ]
 
-    def table_cells(self, digits: int = 3) -> tuple[list[str], list[list[str]]]:
-        """Header and rows of text: "0.812 ± 0.013 (+0.021)" per column, diff to random in brackets."""
+    def table_cells(self, digits: int = 3, sep: str = " ") -> tuple[list[str], list[list[str]]]:
+        """Header and rows of text: "0.812 ± 0.013 (+0.021)" per column, diff to random in brackets
+        (after `sep`: a newline puts it on a second line)."""
         header = ["source", "mode", "subjects", "seeds", *self.columns[:-1], "mean fg"]
         rows = []
         for r in self.table():
@@ -139,7 +140,7 @@ class Experiment:
                 if math.isfinite(r.std[i]):
                     text += f" ± {r.std[i]:.{digits}f}"
                 if math.isfinite(r.diff[i]):
-                    text += f" ({r.diff[i]:+.{digits}f})"
+                    text += f"{sep}({r.diff[i]:+.{digits}f})"
                 cells.append(text)
             rows.append(cells)
         return header, rows
@@ -148,7 +149,7 @@ class Experiment:
         header, rows = self.table_cells(digits)
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "--:" for i in range(len(header))) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-        note = (f"\nDice on the {len(self.subjects)} validation subjects of {self.target}: mean ± sample std over "
+        note = (f"\nDice on the {len(self.subjects)} validation subject(s) of {self.target}: mean ± sample std over "
                 f"seeds; in brackets the difference to random initialisation ({self.random_source}) with the "
                 "same number of training subjects.\n") if self.random_source else "\n"
         return "\n".join(lines) + "\n" + note

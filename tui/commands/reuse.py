@@ -1,0 +1,260 @@
+"""`plan`, `grid` and `report`: reuse plans, transfer grids (the paper's experiment 3) and figures."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
+from ..output import emit_json, stderr, stdout
+
+plan_app = typer.Typer(
+    help=(
+        "Reuse plans: which of a donor's tensors a new model can take over.\n\n"
+        "With --scan and/or --rmse: infer a plan and store it as plans/NAME.h5. A tensor (layer, kind) is "
+        "reusable when swapping the donor's tensor into the recipient costs at most --max-dice-drop Dice on "
+        "every present foreground class (scan) and/or its RMSE between the two models is at most --max-rmse "
+        "(comparison); --combine says whether both or either must hold. Tensors with no evidence are not "
+        "reusable. Prints the non-reusable tensors the way the paper does (\"RM: 1,17; W: 1,6,11; B: 1\"), the "
+        "share of tensors reused (each layer's each kind counts one) and the share of parameter elements.\n\n"
+        "Example: reuse-console plan --scan unet-seg-acdc-vs-unet-ae-acdc --max-dice-drop 0.05 --name acdc-ae\n\n"
+        "Then: reuse-console plan export acdc-ae --out acdc-ae.toml (edit it) and plan import acdc-ae.toml --name mine"
+    ),
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+def _sigterm_to_interrupt() -> None:
+    """A cancelled job gets SIGTERM: stop like Ctrl-C (finished cells are kept)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@plan_app.callback()
+def plan(
+    ctx: typer.Context,
+    scan: Annotated[Optional[str], typer.Option("--scan", help="Scan id: Dice of the recipient with each donor tensor swapped in.")] = None,
+    rmse: Annotated[Optional[str], typer.Option("--rmse", help="Comparison id (`reuse-console rmse`): RMSE per tensor.")] = None,
+    max_dice_drop: Annotated[float, typer.Option("--max-dice-drop", help="Largest Dice drop on any foreground class that still counts as reusable.")] = 0.05,
+    max_rmse: Annotated[Optional[float], typer.Option("--max-rmse", help="Largest RMSE that counts as reusable (needed with --rmse).")] = None,
+    combine: Annotated[str, typer.Option("--combine", help="With both --scan and --rmse: and (both must hold) or or (either).")] = "and",
+    name: NameOpt = None,
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    if scan is None and rmse is None:
+        stdout.print(ctx.get_help())
+        raise typer.Exit(0)
+    from reuse_console.engine.plan_lab import plan_from_lab
+    from reuse_console.store.lab import Lab
+
+    result = plan_from_lab(Lab.from_option(lab), scan=scan, rmse=rmse, max_dice_drop=max_dice_drop,
+                           max_rmse=max_rmse, combine=combine, name=name)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    print_plan(result)
+    stderr.print(f"stored as plan {result.name}")
+
+
+def print_plan(plan: Any) -> None:
+    """The plan as a layer x kind table (reused / not, with the evidence), then its summary."""
+    from reuse_console.engine.layers import KINDS
+    from reuse_console.engine.reuse import format_not_reusable
+
+    kinds = [k for k in KINDS if any(t.kind == k for t in plan.tensors)]
+    evidence = "dice drop" if any(t.dice_drop is not None for t in plan.tensors) else "rmse"
+    table = Table(title=f"plan {plan.name}: reused tensors (green) and not (red); numbers: {evidence}",
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table.add_column("layer", no_wrap=True)
+    for kind in kinds:
+        table.add_column(kind, justify="right")
+    layers = list(dict.fromkeys(t.layer for t in plan.tensors))
+    cells = {(t.layer, t.kind): t for t in plan.tensors}
+    for layer in layers:
+        row = []
+        for kind in kinds:
+            t = cells.get((layer, kind))
+            if t is None:
+                row.append("")
+                continue
+            value = t.dice_drop if evidence == "dice drop" else t.rmse
+            text = "-" if value is None else f"{value:.3f}"
+            row.append(f"[green]{text}[/green]" if t.reusable else f"[red]{text} x[/red]")
+        table.add_row(layer, *row)
+    stdout.print(table)
+    reused = sum(t.reusable for t in plan.tensors)
+    stdout.print(f"not reusable: {format_not_reusable(plan) or '(none)'}")
+    stdout.print(f"reused: {reused} of {len(plan.tensors)} tensors ({100 * plan.tensor_share():.1f}%), "
+                 f"{100 * plan.element_share():.1f}% of parameter elements")
+
+
+@plan_app.command("show")
+def plan_show(
+    plan_id: Annotated[str, typer.Argument(help="Plan id (see `reuse-console ls plans`).")],
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """Show a stored plan: its layer x kind table and the non-reusable tensors.
+
+    Example: reuse-console plan show acdc-ae
+    """
+    from reuse_console.engine.reuse import load_plan
+    from reuse_console.store.lab import Lab
+
+    result = load_plan(Lab.from_option(lab), plan_id)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    print_plan(result)
+
+
+@plan_app.command("export")
+def plan_export(
+    plan_id: Annotated[str, typer.Argument(help="Plan id (see `reuse-console ls plans`).")],
+    out: Annotated[Path, typer.Option("--out", help="TOML file to write (refuses to replace one unless --force).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    lab: LabOpt = None,
+) -> None:
+    """Write a plan as commented TOML to read and hand-edit; store the edit with `plan import`.
+
+    The file lists the non-reusable tensors per kind ([not_reusable] RM = [1, 17] ...) above the plan's
+    universe (every layer, its tensors' sizes and the evidence). Edit only [not_reusable].
+
+    Example: reuse-console plan export acdc-ae --out acdc-ae.toml
+    """
+    from reuse_console.engine.plan_toml import export_plan_toml
+    from reuse_console.engine.reuse import load_plan
+    from reuse_console.store.lab import Lab
+
+    path = export_plan_toml(load_plan(Lab.from_option(lab), plan_id), out, overwrite=force)
+    stderr.print(f"wrote {path}")
+
+
+@plan_app.command("import")
+def plan_import(
+    file: Annotated[Path, typer.Argument(help="Plan TOML file (as `plan export` writes it, possibly edited).")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Id of the new plan (default: the file's `name`).")] = None,
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """Store a (hand-edited) plan TOML file as a new plan in the lab.
+
+    Example: reuse-console plan import acdc-ae.toml --name acdc-ae-edited
+    """
+    from reuse_console.engine.plan_toml import import_plan_toml
+    from reuse_console.engine.reuse import save_plan
+    from reuse_console.store.lab import Lab
+
+    plan_obj = import_plan_toml(file, name=name)
+    save_plan(Lab.from_option(lab), plan_obj)
+    if json_out:
+        emit_json(plan_obj.to_json())
+        return
+    print_plan(plan_obj)
+    stderr.print(f"stored as plan {plan_obj.name}")
+
+
+def grid(
+    study: Annotated[Path, typer.Argument(help="Study TOML file (see examples/study.toml).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted grid: train only the missing cells.")] = False,
+    devices: Annotated[
+        Optional[str],
+        typer.Option("--devices", help="Run cells concurrently, one worker process per device: cuda:0,cuda:1 or all (every visible GPU)."),
+    ] = None,
+    name: NameOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Data loader processes per cell (default 4 on CUDA, 0 on CPU).")] = None,
+    progress: ProgressOpt = "rich",
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """Train a transfer grid: every (subjects, source, mode, seed) cell of a study, then its table.
+
+    Each cell trains a segmentation model on the study's target data set from random initialisation or from a
+    donor's reusable tensors (its plan), frozen or fine-tuned, and is scored on the validation subjects. The
+    experiment (experiments/NAME.h5) holds the paper's Table 3: Dice per class, mean ± std over seeds, and the
+    difference to random initialisation; with a `reference` in the study also RMSE per layer of every cell's
+    model against it (figures 13/14: `reuse-console report NAME`). Cells are runs named NAME.CELL, so a killed
+    grid keeps its finished cells: rerun with --resume.
+
+    Example: reuse-console grid examples/study.toml --devices all
+    """
+    from reuse_console.engine.grid import parse_devices, run_grid
+    from reuse_console.engine.study import load_study
+    from reuse_console.store.lab import Lab
+
+    from ..progress import make_reporter
+
+    the_study = load_study(study)
+    chosen = parse_devices(devices)
+    _sigterm_to_interrupt()
+    with make_reporter(progress) as report:
+        exp = run_grid(Lab.from_option(lab), the_study, name=name, resume=resume, device=device, devices=chosen,
+                       precision=precision, workers=workers, report=report)
+    if json_out:
+        emit_json(exp.to_json())
+        return
+    if progress == "jsonl":
+        return
+    print_table(exp)
+    stderr.print(f"stored as experiment {exp.name} (figures: reuse-console report {exp.name} --out DIR)")
+
+
+def print_table(exp: Any) -> None:
+    header, rows = exp.table_cells(sep="\n")
+    n = len(exp.subjects)
+    table = Table(title=f"experiment {exp.name}: Dice on {exp.target} ({n} validation subject{'s' if n != 1 else ''})",
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for i, col in enumerate(header):
+        table.add_column({"subjects": "n", "background": "bg"}.get(col, col), justify="left" if i < 2 else "right",
+                         no_wrap=i < 4, min_width=len(col) if i < 2 else None)
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)
+    if exp.random_source:
+        stdout.print(f"mean ± sample std over seeds; (brackets): difference to {exp.random_source} with the same subjects")
+
+
+def report(
+    ids: Annotated[list[str], typer.Argument(help="Scan, comparison, plan or experiment ids (or kind/id).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNG, CSV and Markdown files (created).")],
+    json_out: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """Paper-style figures and tables as files: PNG (matplotlib), CSV, Markdown, and an index.md.
+
+    scan: Dice per layer, one panel per kind, with the unswapped baseline (figs 3/4/7/8). comparison: RMSE per
+    layer per kind (figs 6/10-12) and, for two models, BN scale/shift (figs 5/9). plan: a layer x kind map.
+    experiment: the table (PNG, CSV, Markdown), foreground Dice bars, and RMSE after reuse against the
+    reference per subject count (figs 13/14). Needs matplotlib (pip install 'reuse-console[report]').
+
+    Example: reuse-console report my-scan my-rmse acdc-reuse --out figures/
+    """
+    from reuse_console.engine.report import make_report
+    from reuse_console.store.lab import Lab
+
+    files = make_report(Lab.from_option(lab), ids, out)
+    if json_out:
+        emit_json({"files": [str(p) for p in files]})
+        return
+    for path in files:
+        stdout.print(str(path))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(plan_app, name="plan")
+    app.command("grid")(grid)
+    app.command("report")(report)
