@@ -241,3 +241,24 @@ async def test_keys_work_while_a_job_runs_and_a_job_can_be_cancelled(test_lab: L
         await pilot.press("x", "y")
         await wait_until(pilot, lambda: jobs.snapshot is not None and jobs.snapshot.status == "cancelled", 30, "cancel")
         assert get_job(test_lab, job_id).status == "cancelled"
+
+
+@pytest.mark.slow
+@run_async
+async def test_command_palette_reaches_screens_and_objects(test_lab: Lab) -> None:
+    app = make_app(test_lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.listing is not None, 20, "the lab listing")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"go to jobs")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "JobsScreen", 10, "the Jobs screen")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"scan seg-vs-ae")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ScanScreen", 10, "the Scan view")
+        await wait_until(pilot, lambda: app.screen.grid is not None, 20, "the scan")
+        assert app.screen.ref == "seg-vs-ae"
+        assert app.screen.query_one("#scan-table").row_count == len(app.screen.grid.rows) == 23

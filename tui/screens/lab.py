@@ -214,6 +214,7 @@ class LabScreen(ConsoleScreen):
     @on(Loaded)
     def _loaded(self, message: Loaded) -> None:
         self.listing = message.listing
+        self.console.listing = message.listing  # the command palette offers these objects
         switcher = self.query_one("#lab-switcher", ContentSwitcher)
         if message.listing.empty:
             switcher.current = "lab-empty"
