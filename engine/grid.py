@@ -213,9 +213,9 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
                                  evaluated_checkpoint(study, name, c), blank.copy()) for c in cells],
                      study=study.to_dict(), status="running", random_source=random, reference=study.reference)
     states = [cell_state(lab, i, study.train.epochs) for i in ids]
-    todo = [k for k, s in enumerate(states) if s != DONE]
+    to_train = [k for k, s in enumerate(states) if s != DONE]
     report(Started(what=f"grid {name}", total=len(cells), unit="cells",
-                   info={"experiment": name, "cells": len(cells), "to_train": len(todo),
+                   info={"experiment": name, "cells": len(cells), "to_train": len(to_train),
                          "devices": list(devices) or [device]}))
     first = devices[0] if devices else device
     finished = 0
@@ -233,11 +233,11 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
         if s == DONE:
             report(Message(f"cell {cells[k].name} was trained before: kept"))
             record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
-    if len(devices) > 1 and len(todo) > 1:
-        _run_parallel(lab, study, name, cells, todo, devices, precision, workers, classes, record, report)
+    if len(devices) > 1 and len(to_train) > 1:
+        _run_parallel(lab, study, name, cells, to_train, devices, precision, workers, classes, record, report)
     else:
-        for n, k in enumerate(todo, start=1):
-            report(Message(f"cell {cells[k].name} ({n}/{len(todo)} to train) on {first}"))
+        for n, k in enumerate(to_train, start=1):
+            report(Message(f"cell {cells[k].name} ({n}/{len(to_train)} to train) on {first}"))
             train_cell(lab, study, name, cells[k], device=first, precision=precision, workers=workers,
                        report=_forward_events(report))
             record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
@@ -258,7 +258,7 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
 # -- one worker process per device -----------------------------------------------------------------
 
 
-def _run_parallel(lab: Any, study: Study, name: str, cells: list[Cell], todo: list[int], devices: Sequence[str],
+def _run_parallel(lab: Any, study: Study, name: str, cells: list[Cell], to_train: list[int], devices: Sequence[str],
                   precision: str, workers: int | None, classes: list[str],
                   record: Callable[[int, np.ndarray], None], report: Reporter) -> None:
     import multiprocessing as mp
@@ -266,14 +266,14 @@ def _run_parallel(lab: Any, study: Study, name: str, cells: list[Cell], todo: li
     ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
     inboxes = [ctx.Queue() for _ in devices]
-    n_workers = min(len(devices), len(todo))
+    n_workers = min(len(devices), len(to_train))
     procs = [
         ctx.Process(target=_worker_main, name=f"grid-{name}-{w}",
                     args=(str(lab.root), study.to_dict(), name, devices[w], precision, workers, classes,
                           inboxes[w], results, w, os.getpid(), n_workers))
         for w in range(n_workers)
     ]
-    pending = list(todo)
+    pending = list(to_train)
     busy: dict[int, int] = {}
     errors: list[str] = []
 
