@@ -134,6 +134,7 @@ def _stat_guard(leaves: list[str]):
     kept: dict[str, torch.Tensor] = {}
 
     def before(mod: nn.Module, _inputs: Any) -> None:
+        after(mod, None, None)  # a forward that raised never ran `after`: put the frozen buffers back first
         if mod.training:
             for leaf in leaves:
                 kept[leaf] = getattr(mod, leaf)

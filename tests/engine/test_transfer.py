@@ -151,3 +151,15 @@ def test_freeze_means_no_gradient_and_no_update_even_with_weight_decay() -> None
 def test_freeze_refuses_a_tensor_that_is_no_parameter_or_running_statistic() -> None:
     with pytest.raises(UserError, match="cannot freeze"):
         freeze(_Net(), ["bn1.num_batches_tracked"])
+
+
+def test_a_failed_forward_does_not_lose_the_frozen_statistics() -> None:
+    net = _Net()
+    frozen_rm = net.bn1.running_mean
+    before = frozen_rm.clone()
+    freeze(net, ["bn1.running_mean"])
+    net.train()
+    with pytest.raises(RuntimeError):
+        net.bn1(torch.randn(4, 5, 8, 8))  # 5 channels into a 3-channel BN: raises inside the forward
+    net.bn1(torch.randn(4, 3, 8, 8) + 3)
+    assert net.bn1.running_mean is frozen_rm and torch.equal(frozen_rm, before)
