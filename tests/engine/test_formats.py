@@ -238,3 +238,15 @@ def test_bad_size_and_undetectable_layout(tmp_path: Path, lab) -> None:
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "notes.txt").write_text("hi")
     _assert_rejected(lab, tmp_path / "odd", "cannot tell its layout", fmt="auto")
+
+
+def test_acdc_database_folder_and_format_detection(tmp_path: Path, lab) -> None:
+    """Real ACDC unpacks to database/training/patientNNN: the parent folder works too."""
+    make_phantom(tmp_path / "database" / "training", subjects=2, seed=0, scale=SCALE, cine=False)
+    make_phantom(tmp_path / "nn", subjects=1, layout="nnunet", seed=0, scale=SCALE)
+    _folders(tmp_path / "f")
+    assert import_dataset(lab, tmp_path / "database", name="a", size=32).subjects == ["patient001", "patient002"]
+    assert load_slices(lab, "a").attrs["source"]["format"] == "acdc"
+    import_dataset(lab, tmp_path / "nn", name="n", size=32)
+    import_dataset(lab, tmp_path / "f", name="f", size=32)
+    assert [load_slices(lab, n).attrs["source"]["format"] for n in ("n", "f")] == ["nnunet", "folders"]
