@@ -184,7 +184,9 @@ class ScanForm(JobForm):
     COMMAND = "scan"
     TITLE_TEXT = "New scan job"
 
-    def __init__(self, checkpoints: Options, datasets: Options, recipient: str | None = None) -> None:
+    def __init__(
+        self, checkpoints: Options, datasets: Options, recipient: str | None = None, donor: str | None = None
+    ) -> None:
         fields = [
             Field("@recipient", "recipient", "choice", recipient or "", required=True, hint="no checkpoints"),
             Field("@donor", "donor", "choice", "", required=True, hint="no checkpoints"),
@@ -196,6 +198,6 @@ class ScanForm(JobForm):
             Field("--device", "device", "choice", "auto", ("auto", "cpu", "cuda")),
             Field("--name", "name", "text", "", hint="blank: derived"),
         ]
-        donor_default = next((i for i, _ in checkpoints if i != recipient), "")
-        fields[1] = Field("@donor", "donor", "choice", donor_default, required=True, hint="no checkpoints")
+        donor = donor or next((i for i, _ in checkpoints if i != recipient), "")
+        fields[1] = Field("@donor", "donor", "choice", donor, required=True, hint="no checkpoints")
         super().__init__(fields, {"@recipient": checkpoints, "@donor": checkpoints, "--data": datasets})

@@ -24,7 +24,7 @@ from .base import ConsoleScreen
 from .job_forms import ScanForm, TrainForm
 from .lab import short_time
 from .modals import ConfirmModal
-from .pick import entry_choices
+from .pick import entry_choices, suggest_pair
 
 NO_JOBS = (
     "No jobs yet. t starts a training job, s a scan.\n\n"
@@ -58,13 +58,18 @@ class JobsScreen(ConsoleScreen):
             return isinstance(message, JobsScreen.Polled)
 
     class FormOptions(Message):
-        """Lab objects a form offers, read in a worker."""
+        """Lab objects a form offers, read in a worker, with a suggested recipient and donor."""
 
-        def __init__(self, form: str, datasets: list[tuple[str, str]], checkpoints: list[tuple[str, str]]) -> None:
+        def __init__(
+            self, form: str, datasets: list[tuple[str, str]], checkpoints: list[tuple[str, str]],
+            recipient: str | None = None, donor: str | None = None,
+        ) -> None:
             super().__init__()
             self.form = form
             self.datasets = datasets
             self.checkpoints = checkpoints
+            self.recipient = recipient
+            self.donor = donor
 
     class JobStarted(Message):
         def __init__(self, job: Any) -> None:
@@ -191,7 +196,11 @@ class JobsScreen(ConsoleScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="jobs-form", name="listing the lab")
     def read_form_options(self, form: str) -> None:
         lab = self.console.lab
-        self.post_message(self.FormOptions(form, entry_choices(lab.entries("datasets")), entry_choices(lab.entries("checkpoints"))))
+        pair = suggest_pair(lab) if form == "scan" else None
+        self.post_message(self.FormOptions(
+            form, entry_choices(lab.entries("datasets")), entry_choices(lab.entries("checkpoints")),
+            *(pair or (None, None)),
+        ))
 
     def action_new_train(self) -> None:
         self.read_form_options("train")
@@ -201,7 +210,10 @@ class JobsScreen(ConsoleScreen):
 
     @on(FormOptions)
     def _form_options(self, message: FormOptions) -> None:
-        form = TrainForm(message.datasets) if message.form == "train" else ScanForm(message.checkpoints, message.datasets)
+        if message.form == "train":
+            form: TrainForm | ScanForm = TrainForm(message.datasets)
+        else:
+            form = ScanForm(message.checkpoints, message.datasets, message.recipient, message.donor)
 
         def submitted(argv: list[str] | None) -> None:
             if argv:

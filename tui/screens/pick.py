@@ -95,3 +95,22 @@ def entry_choices(entries: list[Any]) -> list[Choice]:
         row = entry_row(entry)
         out.append((entry.id, "  ".join(c for c in row.cells[1:-1] if c)))
     return out
+
+
+def suggest_pair(lab: Any) -> tuple[str, str] | None:
+    """A seg recipient and a donor built the same way (arch and config), an ae one first.
+
+    Reads checkpoint metadata: call from a worker thread.
+    """
+    from reuse_console.store.checkpoints import read_meta
+
+    entries = [e for e in lab.entries("checkpoints") if e.ok and not e.id.endswith(".last")]
+    metas = {e.id: read_meta(e.path) for e in entries}
+    for rec_id, rec in metas.items():
+        if rec.task != "seg":
+            continue
+        same = [i for i, m in metas.items() if i != rec_id and m.arch == rec.arch and m.arch_config == rec.arch_config]
+        same.sort(key=lambda i: (metas[i].task != "ae", metas[i].data != rec.data))
+        if same:
+            return rec_id, same[0]
+    return None

@@ -23,7 +23,7 @@ from reuse_console.engine.layers import KINDS
 
 from ..widgets.charts import drop_style
 from .base import ConsoleScreen
-from .pick import PickModal, entry_choices
+from .pick import PickModal, entry_choices, suggest_pair
 from .prompt import PromptModal
 
 KIND_GROUP = Binding.Group("kinds", compact=True)
@@ -147,20 +147,10 @@ class SwapScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="swap-list", name="listing checkpoints")
     def auto_pick(self) -> None:
-        """Preselect a seg recipient and a donor built the same way (arch and config), ae first."""
-        from reuse_console.store.checkpoints import read_meta
-
-        entries = [e for e in self.console.lab.entries("checkpoints") if e.ok and not e.id.endswith(".last")]
-        metas = {e.id: read_meta(e.path) for e in entries}
-        for rec_id, rec in metas.items():
-            if rec.task != "seg":
-                continue
-            same = [i for i, m in metas.items() if i != rec_id and m.arch == rec.arch and m.arch_config == rec.arch_config]
-            same.sort(key=lambda i: (metas[i].task != "ae", metas[i].data != rec.data))
-            if same:
-                if not self.recipient:
-                    self.app.call_from_thread(self.preset, rec_id, same[0], None)
-                return
+        """Preselect a seg recipient and a donor built the same way (ae first)."""
+        pair = suggest_pair(self.console.lab)
+        if pair is not None and not self.recipient:
+            self.app.call_from_thread(self.preset, pair[0], pair[1], None)
 
     def action_pick(self, purpose: str) -> None:
         if self.busy:
