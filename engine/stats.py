@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from reuse_console.store.errors import UserError
 
-from .layers import KINDS, LayerIndex
+if TYPE_CHECKING:  # torch is imported where it is used, so the console starts without it
+    import torch
+
+    from .layers import LayerIndex
 
 HIST_BINS = 16
 
@@ -48,6 +49,8 @@ class TensorStats:
 
 def tensor_stats(tensor: torch.Tensor, bins: int = HIST_BINS) -> TensorStats:
     """Statistics of `tensor` (any shape and float dtype, any device)."""
+    import torch
+
     x = tensor.detach().reshape(-1).to(device="cpu", dtype=torch.float64)
     n = x.numel()
     if n == 0:
@@ -111,6 +114,8 @@ def layer_stats(
     its RMSE to the other model's tensor and that RMSE relative to its own RMS, computed by
     `engine.compare.compare_states` (the RMSE of `reuse-console rmse`).
     """
+    from .layers import KINDS
+
     comparison = None
     if other is not None:
         from .compare import compare_states
@@ -150,6 +155,7 @@ class CheckpointLayers:
 
 def checkpoint_layers(lab: Any, checkpoint: str, compare_with: str | None = None) -> CheckpointLayers:
     """Load a checkpoint (and optionally a second one), index its layers and compute statistics."""
+    from .layers import LayerIndex
     from .models.registry import load_model, model_in_channels
 
     model, meta = load_model(lab, checkpoint, device="cpu")

@@ -37,7 +37,7 @@ def layer_label(layer: LayerStats, compared: bool) -> Text:
     text.append(" ".join(k.kind for k in layer.kinds), style="cyan")
     if compared:
         worst = layer.max_rel_rmse
-        text.append(f"  rel RMSE ≤ {worst:.3g}" if worst is not None else "", style=ratio_style(worst))
+        text.append(f"  max rel RMSE {worst:.3g}" if worst is not None else "", style=ratio_style(worst))
     return text
 
 
@@ -61,7 +61,7 @@ def kind_detail(kind: KindStats, compare_with: str | None) -> Text:
     text.append(f"mean {s.mean:+.4g}  std {s.std:.4g}  min {s.min:+.4g}  max {s.max:+.4g}  L2 {s.l2:.4g}")
     if kind.rmse is not None and compare_with:
         rel = f" (rel {kind.rel_rmse:.3g})" if kind.rel_rmse is not None else ""
-        text.append(f"  RMSE to {compare_with} {kind.rmse:.4g}{rel}", style=ratio_style(kind.rel_rmse))
+        text.append(f"\nRMSE to {compare_with} {kind.rmse:.4g}{rel}", style=ratio_style(kind.rel_rmse))
     return text
 
 

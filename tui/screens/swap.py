@@ -19,8 +19,6 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from reuse_console.engine.layers import KINDS
-
 from ..widgets.charts import drop_style
 from .base import ConsoleScreen
 from .pick import PickModal, entry_choices, suggest_pair
@@ -116,10 +114,6 @@ class SwapScreen(ConsoleScreen):
         yield DataTable(id="swap-history", cursor_type="row")
 
     def on_mount(self) -> None:
-        layers = self.query_one("#swap-layers", DataTable)
-        layers.add_column("layer", key="layer", width=5)
-        for kind in KINDS:
-            layers.add_column(kind, key=kind, width=2)
         history = self.query_one("#swap-history", DataTable)
         for col, width in (("#", 3), ("swap", 34), ("fg Dice", 8), ("Δ fg", 8), ("s", 6)):
             history.add_column(col, key=col, width=width)
@@ -201,8 +195,13 @@ class SwapScreen(ConsoleScreen):
         self.ticked.clear()
         self.last = None
         self.busy = ""
+        from reuse_console.engine.layers import KINDS  # torch is loaded by now (the session's worker)
+
         table = self.query_one("#swap-layers", DataTable)
-        table.clear()
+        table.clear(columns=True)
+        table.add_column("layer", key="layer", width=5)
+        for kind in KINDS:
+            table.add_column(kind, key=kind, width=2)
         for layer in self.session.layers:
             table.add_row(*self._layer_cells(layer), key=layer.name)
         self.query_one("#swap-history", DataTable).clear()
@@ -213,6 +212,8 @@ class SwapScreen(ConsoleScreen):
         table.focus()
 
     def _layer_cells(self, layer: Any) -> list[Any]:
+        from reuse_console.engine.layers import KINDS
+
         cells: list[Any] = [Text(layer.name, style="bold")]
         for kind in KINDS:
             if kind not in layer.kinds:
@@ -248,6 +249,8 @@ class SwapScreen(ConsoleScreen):
         return self.session.layers[table.cursor_row]
 
     def _refresh_row(self, layer: Any) -> None:
+        from reuse_console.engine.layers import KINDS
+
         table = self.query_one("#swap-layers", DataTable)
         for kind, cell in zip(KINDS, self._layer_cells(layer)[1:]):
             table.update_cell(layer.name, kind, cell)

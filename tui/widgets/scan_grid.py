@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 from rich.text import Text
 
-from reuse_console.engine.layers import KINDS
-
 from .charts import drop_style, level_rows, ratio_style
 
 
@@ -73,6 +71,8 @@ def _num(value: Any) -> float | None:
 
 
 def _columns(labels: Sequence[str]) -> tuple[str, ...]:
+    from reuse_console.engine.layers import KINDS
+
     known = [k for k in KINDS if k in labels]
     return tuple(known + [k for k in dict.fromkeys(labels) if k not in known])
 
@@ -134,7 +134,7 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
         title.append(f"  α={alpha:g} (a: next)", style="yellow")
     return Grid(
         title=title, rows=rows, columns=columns, cells=cells, details=details, panels=tuple(panels), axis=axis,
-        legend="cells: mean foreground Dice after the swap; green ≈ baseline, red = large drop",
+        legend="mean foreground Dice after each swap; colour: drop from the baseline",
         choices=tuple(f"{a:g}" for a in alphas), choice=alpha_choice,
         extra={"recipient": result.recipient, "donor": result.donor},
     )
