@@ -133,10 +133,14 @@ def make_subject(preset: Preset | str, seed: int, index: int, *, scale: float = 
     intensity = rng.uniform(*preset.scale)
     nb_frame = 1 if preset.frames == 1 else int(rng.integers(8, 13))
     es_number = 1 if preset.frames == 1 else int(round(nb_frame * rng.uniform(0.33, 0.45))) + 1
+    ghost = rng.uniform(*preset.ghost) if rng.random() < 0.6 else 0.0
+    ghost_shift = int(anat.shape[1] * rng.uniform(0.25, 0.45))
     phases = [("ED", 1, 0.0)] + ([("ES", es_number, 1.0)] if preset.frames > 1 else [])
     frames = []
     for phase, number, value in phases:
         signal, label = render(anat, value)
+        if ghost > 0:  # breathing or arrhythmia ghosts: faint copies shifted along y
+            signal = signal + ghost * (np.roll(signal, ghost_shift, axis=1) + np.roll(signal, -ghost_shift, axis=1))
         signal = _blur(signal * bias, sigma_blur)
         noise = sigma_noise * rng.standard_normal((2,) + signal.shape, dtype=np.float32)
         magnitude = np.sqrt((signal + noise[0]) ** 2 + noise[1] ** 2)
@@ -151,7 +155,12 @@ def make_subject(preset: Preset | str, seed: int, index: int, *, scale: float = 
         nb_frame=nb_frame,
         height=float(round(rng.uniform(150.0, 195.0), 1)),
         weight=float(round(rng.uniform(50.0, 110.0), 1)),
-        extra={"noise": float(sigma_noise), "blur": float(sigma_blur), "scale": float(intensity)},
+        extra={
+            "noise": float(sigma_noise),
+            "blur": float(sigma_blur),
+            "scale": float(intensity),
+            "ghost": float(ghost),
+        },
     )
 
 

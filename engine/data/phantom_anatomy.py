@@ -76,6 +76,10 @@ def sample_anatomy(rng: np.random.Generator, preset: Preset, *, scale: float = 1
         "papillary": u(2.5, 4.0),
         "pap_angle": u(-0.4, 0.4),
         "blood_apex": u(0.05, 0.25),
+        "flow": u(0.0, 0.2),  # in-flow / slow-flow signal variation across the blood pool
+        "flow_angle": u(0, 2 * math.pi),
+        "flow_wave": u(25.0, 60.0),
+        "flow_phase": u(0, 2 * math.pi),
     }
     lv_harm = np.stack([rng.normal(0.0, 0.035, size=(2, 3)), rng.uniform(0, 2 * math.pi, size=(2, 3))], axis=-1)
     if group == "MINF":  # a thinned infarct region
@@ -275,7 +279,9 @@ def render(anat: Anatomy, phase: float) -> tuple[np.ndarray, np.ndarray]:
         outer = np.minimum(d_epi, d_rv - rv["wall"])
         paint("fat", np.clip(_soft(outer - peri["width"], pix) - _soft(outer, pix), 0, 1) * side)
     paint("myo", rv_wall)
-    blood = tis["blood"] * (1.0 - lv["blood_apex"] * t)
+    wave = math.cos(lv["flow_angle"]) * px + math.sin(lv["flow_angle"]) * py
+    flow = 1.0 + lv["flow"] * np.cos(wave * (2 * math.pi / lv["flow_wave"]) + lv["flow_phase"])
+    blood = tis["blood"] * (1.0 - lv["blood_apex"] * t) * flow
     paint("blood", rv_cav, blood)
     m_epi = _soft(d_epi, pix)
     paint("myo", m_epi)

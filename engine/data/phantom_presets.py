@@ -35,6 +35,7 @@ class Preset:
     bias: float = 0.3  # amplitude of the smooth multiplicative bias field
     scale: tuple[float, float] = (150.0, 700.0)  # stored value of signal 1.0, per subject
     blur: tuple[float, float] = (0.5, 0.9)  # partial-volume blur sigma in pixels
+    ghost: tuple[float, float] = (0.0, 0.0)  # amplitude of motion ghosts along the phase-encoding axis
 
 
 PRESETS: dict[str, Preset] = {
@@ -60,6 +61,9 @@ PRESETS: dict[str, Preset] = {
             "myo": 0.27,
             "blood": 1.0,
         },
+        jitter=0.2,
+        noise=(0.03, 0.14),
+        ghost=(0.0, 0.12),
     ),
     "t1": Preset(
         name="t1",
@@ -111,8 +115,9 @@ PRESETS: dict[str, Preset] = {
             "myo": 0.34,
             "blood": 1.0,
         },
-        noise=(0.04, 0.12),
+        noise=(0.04, 0.14),
         bias=0.4,
+        ghost=(0.0, 0.12),
         scale=(800.0, 2500.0),
     ),
 }
