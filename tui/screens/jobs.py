@@ -155,7 +155,7 @@ class JobsScreen(ConsoleScreen):
             return
         if [r[0] for r in rows] == [r[0] for r in self._rows]:
             for job in jobs:
-                table.update_cell(job.id, "status", Text(job.status, style=STATUS_STYLE.get(job.status, "")))
+                table.update_cell(job.id, "status", Text(job.status, style=STATUS_STYLE.get(job.status, "")), update_width=True)
         else:
             table.clear()
             for job in jobs:

@@ -73,13 +73,22 @@ class ScanScreen(ConsoleScreen):
     # -- opening -------------------------------------------------------------------------------
 
     def open_scan(self, ref: str) -> None:
+        self._reading(f"reading scan {ref}...")
         self.load("scan", ref, None, 0)
 
     def open_comparison(self, ref: str) -> None:
+        self._reading(f"reading comparison {ref}...")
         self.load("comparison", ref, None, 0)
 
     def open_bn(self, recipient: str, donor: str) -> None:
+        self._reading(f"computing BN scale and shift of {recipient} and {donor}...")
         self.load("bn", f"{recipient}|{donor}", None, 0)
+
+    def _reading(self, text: str) -> None:
+        self.query_one("#scan-head", Static).update(Text(text, style="yellow"))
+
+    def worker_failed(self, worker: Any) -> None:
+        self.query_one("#scan-head", Static).update(self.grid.title if self.grid else Text(EMPTY, style="dim"))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-load", name="reading the results")
     def load(self, kind: str, ref: str, source: Any, choice: int) -> None:
