@@ -7,7 +7,8 @@ asks and shows: every number on screen comes from the engine or the store, read 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,6 +41,7 @@ class ConsoleConfig:
     system_stats: bool = True  # CPU/RAM or GPU use in the job view
     timings: bool = True  # show wall-clock times (snapshot tests turn them off: no clock)
     cursor_blink: bool = True
+    keymap: dict[str, str] = field(default_factory=dict)  # binding id -> key(s), e.g. {"app.screen.lab": "f1"}
 
 
 class ConsoleCommands(Provider):
@@ -125,6 +127,8 @@ class ConsoleApp(App[None]):
 
     def on_mount(self) -> None:
         self.theme = "textual-dark"
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
 
     # -- navigation ----------------------------------------------------------------------------
 
@@ -157,7 +161,26 @@ class ConsoleApp(App[None]):
         self.goto("swap", "preset", recipient, donor, data)
 
 
+def parse_keymap(text: str) -> dict[str, str]:
+    """`REUSE_KEYMAP="app.screen.lab=f1,swap.evaluate=e"` -> {binding id: key}; bad items are a UserError."""
+    from reuse_console.store.errors import UserError
+
+    keymap: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        binding_id, sep, key = item.partition("=")
+        if not sep or not binding_id.strip() or not key.strip():
+            raise UserError(f"REUSE_KEYMAP item {item!r}: write BINDING_ID=KEY (ids are listed in docs/console.md)")
+        keymap[binding_id.strip()] = key.strip()
+    return keymap
+
+
 def run_console(lab: Path | None, mouse: bool = True) -> None:
-    """Open the console on `lab` (else $REUSE_LAB, else ./lab); `mouse=False` for --no-mouse."""
-    config = ConsoleConfig(lab=Lab.from_option(lab), mouse=mouse)
+    """Open the console on `lab` (else $REUSE_LAB, else ./lab); `mouse=False` for --no-mouse.
+
+    Keys can be remapped by binding id with $REUSE_KEYMAP (see `parse_keymap`).
+    """
+    keymap = parse_keymap(os.environ.get("REUSE_KEYMAP", ""))
+    config = ConsoleConfig(lab=Lab.from_option(lab), mouse=mouse, keymap=keymap)
     ConsoleApp(config).run(mouse=mouse)

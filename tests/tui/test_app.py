@@ -272,3 +272,20 @@ def test_the_console_starts_without_torch() -> None:
     code = "import sys, reuse_console.tui.app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@run_async
+async def test_keys_can_be_remapped_by_binding_id(tmp_path: Path) -> None:
+    from reuse_console.store.errors import UserError
+    from reuse_console.tui.app import parse_keymap
+
+    keymap = parse_keymap("app.screen.jobs=f5, app.screen.lab=f1")
+    assert keymap == {"app.screen.jobs": "f5", "app.screen.lab": "f1"}
+    with pytest.raises(UserError):
+        parse_keymap("app.screen.jobs")
+    app = make_app(Lab(tmp_path / "lab"), keymap=keymap)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f5")
+        assert type(app.screen).__name__ == "JobsScreen"
+        await pilot.press("f1")
+        assert type(app.screen).__name__ == "LabScreen"

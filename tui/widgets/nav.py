@@ -33,7 +33,10 @@ class NavBar(Static):
 
     def _text(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
+        config = getattr(self.app, "config", None)
+        keymap = getattr(config, "keymap", None) or {}
         for key, mode, label in SCREENS:
+            key = keymap.get(f"app.screen.{mode}", key).split(",")[0]
             style = "bold reverse" if mode == self.current else ""
             text.append(f" {key}", style="bold " + style if style else "bold")
             text.append(f" {label} ", style=style)
