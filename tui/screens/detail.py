@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,6 +18,7 @@ from textual.widgets import Static
 from reuse_console.store.inspect import describe
 from reuse_console.store.lab import Lab
 
+from ..widgets.job_view import STATUS_STYLE, epoch_table, loss_line
 from .base import WorkerErrors
 
 
@@ -62,8 +65,42 @@ class DetailModal(WorkerErrors, ModalScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="detail", name="reading the object")
     def read(self) -> None:
-        self.post_message(self.Described(describe(self.lab.path(self.kind, self.obj_id))))
+        path = self.lab.path(self.kind, self.obj_id)
+        info = describe(path)
+        if self.kind == "runs":
+            from reuse_console.store.runs import read_run
+
+            info["history"] = read_run(path)
+        self.post_message(self.Described(info))
 
     @on(Described)
     def _described(self, message: Described) -> None:
-        self.query_one("#detail-body", Static).update(detail_table(message.info))
+        body = detail_table(message.info)
+        history = message.info.get("history")
+        self.query_one("#detail-body", Static).update(run_view(history, body) if history is not None else body)
+
+
+def run_view(history: Any, attributes: Table) -> Group:
+    """A run's status, loss curve and per-epoch validation table, then its attributes."""
+    rows = []
+    epochs = history.epochs
+    for i in range(history.n_epochs):
+        row: dict[str, Any] = {
+            "epoch": int(epochs["epoch"][i]) if "epoch" in epochs else i + 1,
+            "loss": float(epochs["train_loss"][i]) if "train_loss" in epochs else float("nan"),
+            "best": bool(epochs["best"][i]) if "best" in epochs else False,
+            "img/s": float(epochs["images_per_s"][i]) if "images_per_s" in epochs else float("nan"),
+            "s": float(epochs["seconds"][i]) if "seconds" in epochs else float("nan"),
+        }
+        for key, values in epochs.items():
+            if key.startswith("val_"):
+                name = key.removeprefix("val_dice_").removeprefix("val_")
+                row[name] = None if values[i] != values[i] else float(values[i])
+        rows.append(row)
+    losses = tuple(float(v) for v in history.steps.get("loss", ()))
+    head = Text.assemble(("status ", "dim"), (history.status, STATUS_STYLE.get(history.status, "")),
+                         (f"  {history.n_epochs} epochs, {history.n_steps} steps", "dim"))
+    parts: list[Any] = [head, loss_line(losses, 70)]
+    if rows:
+        parts += [Text(""), epoch_table(tuple(rows), 50)]
+    return Group(*parts, Text(""), attributes)
