@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LAB ?= demo-lab
 
-.PHONY: setup demo demo-full test test-fast bench clean
+.PHONY: setup demo demo-quick test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/reuse-console --lab $(LAB) demo --quick
-
-demo-full: $(STAMP)
 	$(BIN)/reuse-console --lab $(LAB) demo
+
+demo-quick: $(STAMP)
+	$(BIN)/reuse-console --lab $(LAB)-quick demo --quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -31,4 +31,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/lab_listing.py
 
 clean:
-	rm -rf $(LAB) .pytest_cache
+	rm -rf $(LAB) $(LAB)-quick .pytest_cache

@@ -91,14 +91,13 @@ def print_summary(lab: Lab, result: DemoResult) -> None:
         )
         models.add_row(ref, meta.task, meta.data, str(meta.epoch), score)
     stdout.print(models)
-    plans = Table(title="reuse plans (max Dice drop per swap 0.05)", title_justify="left")
-    for col in ("plan", "not reusable", "tensors reused", "elements reused"):
-        plans.add_column(col)
+    stdout.print("[bold]reuse plans[/bold] (a tensor is reusable when swapping it in costs at most 0.05 Dice)")
     for ref in result.plans:
         s = load_plan(lab, ref).summary()
-        plans.add_row(ref, s["not_reusable"] or "none", f"{100 * (s['tensor_share'] or 0):.0f}%",
-                      f"{100 * (s['element_share'] or 0):.0f}%")
-    stdout.print(plans)
+        stdout.print(
+            f"  {ref}: {100 * (s['tensor_share'] or 0):.0f}% of tensors, {100 * (s['element_share'] or 0):.0f}% of "
+            f"elements reused; not reusable: {s['not_reusable'] or 'none'}"
+        )
     print_table(load_experiment(lab, result.experiment))
     stderr.print(
         f"demo finished in {result.seconds:.0f} s; lab {result.lab}; figures: "

@@ -1,0 +1,249 @@
+"""The demo: the whole study on the embedded phantom, from no data to the paper's figures.
+
+phantom (acdc, t1, rvsc) -> import -> seg + ae UNet on acdc, seg + ae on t1, seg on rvsc ->
+scan, RMSE and BN of the acdc seg vs ae models -> a reuse plan per donor -> a small transfer grid
+-> report. Every step is skipped when its result is already in the lab, so a second run (or a
+run after a kill) only does what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reuse_console.store.lab import Lab
+
+from .events import Finished, Message, Reporter, silent
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of one demo flavour; `quick` fits CI (about 3 minutes on 2 CPU cores)."""
+
+    subjects: dict[str, int]
+    size: int
+    base_width: int
+    epochs: int
+    grid_epochs: int
+    grid_subjects: tuple[int, ...]
+    grid_seeds: tuple[int, ...]
+    max_dice_drop: float = 0.05
+    batch: int = 16
+
+    @classmethod
+    def choose(cls, quick: bool) -> DemoConfig:
+        if quick:
+            return cls(subjects={"acdc": 12, "t1": 8, "rvsc": 8}, size=64, base_width=8, epochs=4,
+                       grid_epochs=2, grid_subjects=(4,), grid_seeds=(0,))
+        return cls(subjects={"acdc": 36, "t1": 24, "rvsc": 16}, size=64, base_width=8, epochs=12,
+                   grid_epochs=6, grid_subjects=(4, 16), grid_seeds=(0, 1))
+
+
+# (id, data set, task) of the models the study needs; the first two are the paper's pair.
+MODELS: tuple[tuple[str, str, str], ...] = (
+    ("unet-seg-acdc", "acdc", "seg"),
+    ("unet-ae-acdc", "acdc", "ae"),
+    ("unet-seg-t1", "t1", "seg"),
+    ("unet-ae-t1", "t1", "ae"),
+    ("unet-seg-rvsc", "rvsc", "seg"),
+)
+# Grid sources: (source name, donor checkpoint, plan id), as in the paper's Table 3.
+DONORS: tuple[tuple[str, str, str], ...] = (
+    ("auto2seg", "unet-ae-t1", "plan-t1-ae"),
+    ("seg2seg", "unet-seg-t1", "plan-t1-seg"),
+    ("rvsc2acdc", "unet-seg-rvsc", "plan-rvsc-seg"),
+)
+SCAN = "scan-seg-vs-ae-acdc"
+RMSE = "rmse-models"
+EXPERIMENT = "acdc-reuse"
+
+
+@dataclass
+class DemoResult:
+    """Ids of everything the demo made, for the summary the CLI prints."""
+
+    lab: Path
+    datasets: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    scans: list[str] = field(default_factory=list)
+    comparison: str = ""
+    plans: list[str] = field(default_factory=list)
+    experiment: str = ""
+    figures: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _stage(report: Reporter, text: str) -> None:
+    report(Message(f"[demo] {text}"))
+
+
+def make_datasets(lab: Lab, cfg: DemoConfig, sources: Path, seed: int, report: Reporter) -> list[str]:
+    """Generate each phantom preset (NIfTI, ACDC layout) and import it at the demo's size."""
+    from .data.importer import import_dataset
+    from .data.phantom import make_phantom
+
+    done = []
+    for preset, count in cfg.subjects.items():
+        if not lab.path("datasets", preset).exists():
+            folder = sources / f"phantom-{preset}"
+            if not (folder.is_dir() and any(folder.iterdir())):
+                _stage(report, f"phantom {preset}: {count} subjects -> {folder}")
+                make_phantom(folder, preset=preset, subjects=count, layout="acdc", seed=seed, cine=False,
+                             report=report)
+            _stage(report, f"import {preset} at {cfg.size} px")
+            import_dataset(lab, folder, fmt="acdc", name=preset, size=cfg.size, seed=seed, report=report)
+        done.append(preset)
+    return done
+
+
+def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> list[str]:
+    """Train the study's five models (skipping finished ones, resuming interrupted ones)."""
+    from .checkpointing import last_name
+    from .train import TrainSpec, resume_training, train
+
+    for name, data, task in MODELS:
+        last = lab.path("checkpoints", last_name(name))
+        if last.exists():
+            from reuse_console.store.checkpoints import read_meta
+
+            if read_meta(last).epoch >= cfg.epochs:
+                continue
+            _stage(report, f"resume {name}")
+            resume_training(lab, name, device=device, report=report)
+            continue
+        for kind in ("runs", "checkpoints"):
+            lab.path(kind, name).unlink(missing_ok=True)  # killed before its first epoch ended: redo
+        _stage(report, f"train {name} ({task} on {data}, {cfg.epochs} epochs)")
+        spec = TrainSpec(data=data, arch="unet", arch_config={"base_width": cfg.base_width}, task=task,
+                         epochs=cfg.epochs, batch=cfg.batch, seed=0, name=name)
+        train(lab, spec, device=device, precision=precision, report=report)
+    return [m[0] for m in MODELS]
+
+
+def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> tuple[list[str], str]:
+    """Experiment 1 (scan seg vs ae), donor scans for the plans, and RMSE of all five models."""
+    from .compare import run_rmse
+    from .scan_lab import run_scan
+    from .scan_store import progress_path
+
+    scans = []
+    pairs = [(SCAN, "unet-seg-acdc", "unet-ae-acdc")]
+    pairs += [(f"scan-{donor}", "unet-seg-acdc", donor) for _, donor, _ in DONORS]
+    for name, recipient, donor in pairs:
+        if not lab.path("scans", name).exists():
+            _stage(report, f"scan {recipient} <- {donor}: every layer and kind")
+            run_scan(lab, recipient, donor, "acdc", precision=precision, device=device, name=name,
+                     resume=progress_path(lab, name).exists(), report=report)
+        scans.append(name)
+    if not lab.path("comparisons", RMSE).exists():
+        _stage(report, "RMSE of every pair of models")
+        run_rmse(lab, [m[0] for m in MODELS], name=RMSE)
+    return scans, RMSE
+
+
+def make_plans(lab: Lab, cfg: DemoConfig, report: Reporter) -> list[str]:
+    """One reuse plan per donor, from the scan of the acdc seg model with that donor's tensors."""
+    from .plan_lab import plan_from_lab
+
+    plans = []
+    for _, donor, plan in DONORS:
+        if not lab.path("plans", plan).exists():
+            made = plan_from_lab(lab, scan=f"scan-{donor}", max_dice_drop=cfg.max_dice_drop, name=plan)
+            _stage(report, f"{plan}: not reusable {made.summary()['not_reusable'] or 'none'}")
+        plans.append(plan)
+    return plans
+
+
+def study_for(cfg: DemoConfig) -> Any:
+    """The demo's transfer grid: random init vs each donor, freeze and finetune (the paper's Table 3)."""
+    from .study import Study
+
+    return Study.from_dict(
+        {
+            "name": EXPERIMENT,
+            "target": "acdc",
+            "subjects": list(cfg.grid_subjects),
+            "seeds": list(cfg.grid_seeds),
+            "modes": ["freeze", "finetune"],
+            "reference": "unet-seg-acdc",
+            "train": {"arch": "unet", "arch_config": {"base_width": cfg.base_width}, "epochs": cfg.grid_epochs,
+                      "batch": cfg.batch, "augment": True},
+            "sources": [{"name": "random"}]
+            + [{"name": source, "donor": donor, "plan": plan} for source, donor, plan in DONORS],
+        },
+        where="demo study",
+    )
+
+
+def run_transfer_grid(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> str:
+    """Train every cell of the demo study (resuming a grid a previous demo left unfinished)."""
+    from .experiment import read_experiment
+    from .grid import run_grid
+
+    path = lab.path("experiments", EXPERIMENT)
+    if path.exists() and read_experiment(path).status == "complete":
+        return EXPERIMENT
+    study = study_for(cfg)
+    _stage(report, f"transfer grid: {len(study.cells())} cells")
+    run_grid(lab, study, name=EXPERIMENT, resume=True, device=device, precision=precision, report=report)
+    return EXPERIMENT
+
+
+def make_report_files(lab: Lab, result: DemoResult, out: Path, report: Reporter) -> list[Path]:
+    """The paper's figures and tables for the demo's scan, comparison, plans and experiment."""
+    from .report import make_report
+
+    _stage(report, f"report -> {out}")
+    refs = [SCAN, result.comparison, *result.plans, result.experiment]
+    return make_report(lab, refs, out, report=report)
+
+
+def elapsed_since(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def run_demo(
+    lab: Lab,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str | None = None,
+    figures: Path | None = None,
+    report: Reporter = silent,
+) -> DemoResult:
+    """Run the whole demo into `lab`; returns the ids it made. Safe to run again."""
+    from .device import pick_device
+
+    start = time.perf_counter()
+    cfg = DemoConfig.choose(quick)
+    dev = pick_device(device)
+    precision = precision or ("bf16" if dev.type in ("cpu", "cuda") else "fp32")
+    result = DemoResult(lab=lab.root)
+    lab.root.mkdir(parents=True, exist_ok=True)
+    result.datasets = make_datasets(lab, cfg, lab.root / "sources", seed, report)
+    result.models = train_models(lab, cfg, device=device, precision=precision, report=report)
+    result.scans, result.comparison = analyse(lab, cfg, device=device, precision="fp32", report=report)
+    result.plans = make_plans(lab, cfg, report)
+    result.experiment = run_transfer_grid(lab, cfg, device=device, precision=precision, report=report)
+    result.figures = make_report_files(lab, result, figures or lab.root / "figures", report)
+    result.seconds = elapsed_since(start)
+    report(Finished(what="demo", result=result.experiment, seconds=result.seconds))
+    return result
+
+
+def summary(result: DemoResult) -> dict[str, Any]:
+    """JSON-able summary of a demo run."""
+    return {
+        "lab": str(result.lab),
+        "datasets": result.datasets,
+        "models": result.models,
+        "scans": result.scans,
+        "comparison": result.comparison,
+        "plans": result.plans,
+        "experiment": result.experiment,
+        "figures": [str(p) for p in result.figures],
+        "seconds": round(result.seconds, 1),
+    }
