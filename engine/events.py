@@ -46,6 +46,16 @@ class Message(Event):
 
 
 @dataclass(frozen=True)
+class Progress(Event):
+    """Some units of the current work are done (subjects generated, volumes imported)."""
+
+    type: ClassVar[str] = "progress"
+    done: int
+    total: int
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class StepEnd(Event):
     """One optimisation step finished."""
 
@@ -111,7 +121,7 @@ class Finished(Event):
 Reporter = Callable[[Event], None]
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls for cls in (Started, Message, StepEnd, EpochEnd, VariantDone, CellDone, Finished)
+    cls.type: cls for cls in (Started, Message, Progress, StepEnd, EpochEnd, VariantDone, CellDone, Finished)
 }
 
 

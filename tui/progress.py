@@ -6,7 +6,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from reuse_console.engine.events import (
     CellDone,
@@ -14,6 +15,7 @@ from reuse_console.engine.events import (
     Event,
     Finished,
     Message,
+    Progress,
     Reporter,
     Started,
     StepEnd,
@@ -34,7 +36,7 @@ def _jsonl(event: Event) -> None:
 class RichReporter:
     """One bar per `Started` event; epochs and variants printed as lines above it."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: RichProgress) -> None:
         self.progress = progress
         self.task: int | None = None
 
@@ -64,6 +66,8 @@ class RichReporter:
             dice = " ".join(f"{k} {v:.3f}" for k, v in event.dice.items())
             p.console.print(f"cell {event.index}/{event.total} {event.cell}: {dice}")
             p.update(self.task, completed=event.index)
+        elif isinstance(event, Progress) and self.task is not None:
+            p.update(self.task, completed=event.done, total=event.total, status=event.text)
         elif isinstance(event, Message):
             p.console.print(event.text)
         elif isinstance(event, Finished) and self.task is not None:
@@ -82,7 +86,7 @@ def make_reporter(mode: str) -> Iterator[Reporter]:
     if mode == "none":
         yield lambda event: None
         return
-    progress = Progress(
+    progress = RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from reuse_console.engine.events import Finished, Message, Reporter, Started, silent
+from reuse_console.engine.events import Finished, Message, Progress, Reporter, Started, silent
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
 
@@ -82,8 +82,8 @@ def import_dataset(
         spacings.append(row_col)
         per_subject[ref.subject] += img.shape[0]
         last_of_subject = v + 1 == len(source.volumes) or source.volumes[v + 1].subject != ref.subject
-        if last_of_subject:
-            report(Message(f"{ref.subject}: {per_subject[ref.subject]} slices"))
+        text = f"{ref.subject}: {per_subject[ref.subject]} slices" if last_of_subject else ref.subject
+        report(Progress(done=v + 1, total=len(source.volumes), text=text))
 
     present = list(class_map.present)
     if source.present_from_labels:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from reuse_console.engine.events import Finished, Message, Reporter, Started, silent
+from reuse_console.engine.events import Finished, Progress, Reporter, Started, silent
 from reuse_console.store.errors import UserError
 
 from .phantom_anatomy import Anatomy, render, sample_anatomy
@@ -204,7 +204,7 @@ def make_phantom(
         nx, ny, nz = subject.frames[0].image.shape
         frames = len(subject.frames)
         text = f"{subject.name}: {subject.group}, {frames} frame(s) of {nx}x{ny}x{nz} at {subject.spacing[0]:.2f} mm"
-        report(Message(text))
+        report(Progress(done=i + 1, total=subjects, text=text))
         for frame in subject.frames:
             frame.image = frame.image[:0]
             frame.label = frame.label[:0]

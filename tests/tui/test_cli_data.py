@@ -94,7 +94,8 @@ def test_import_progress_as_json_lines(tmp_path: Path, capsys) -> None:
     events = [json.loads(line) for line in stdout.splitlines()]
     assert events[0]["type"] == "started" and events[0]["total"] == 4 and events[0]["unit"] == "volumes"
     assert events[-1]["type"] == "finished" and events[-1]["result"] == "ph"  # name derived from the folder
-    assert sum(e["type"] == "message" for e in events) >= 2
+    progress = [e for e in events if e["type"] == "progress"]
+    assert [e["done"] for e in progress] == [1, 2, 3, 4] and all(e["total"] == 4 for e in progress)
 
 
 def test_default_name_does_not_overwrite(tmp_path: Path, capsys) -> None:
