@@ -1,12 +1,17 @@
-"""The console tests' lab: built once per test process with the engine APIs, copied per test.
+"""The console tests' labs: built once per test process with the engine APIs, copied per test.
 
-A 3-subject phantom at 64 px, a base-width-4 UNet trained 1 epoch for each task, a scan of one
-against the other and their RMSE comparison. Every file's `created` stamp is fixed, so screens
-that list the lab render the same way on every run (snapshot tests).
+`console_lab`: a 3-subject phantom at 64 px, a base-width-4 UNet trained 1 epoch for each task,
+a scan of one against the other and their RMSE comparison (Pilot tests, which check what they
+see against the engine at run time).
+
+`snapshot_lab`: the same objects, but from a fixed synthetic data set written here and seeded,
+untrained UNets, so its numbers do not move when the phantom or the training loop changes
+(snapshot tests compare pixels). Every file's `created` stamp is fixed in both.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import tempfile
@@ -17,6 +22,12 @@ from reuse_console.store.lab import Lab
 
 FIXED_TIME = "2025-01-02T03:04:05+00:00"
 _BUILT: dict[str, Path] = {}
+
+
+@atexit.register
+def _remove_built() -> None:
+    for root in _BUILT.values():
+        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -52,6 +63,72 @@ def _build(root: Path) -> Path:
         run_scan(lab, "unet-seg", "unet-ae", "acdc", device="cpu", name="seg-vs-ae")
         run_rmse(lab, ["unet-seg", "unet-ae"], name="seg-vs-ae-rmse")
     return lab.root
+
+
+def _discs(n_subjects: int = 3, per_subject: int = 4, size: int = 64):
+    """LV disc in a myocardium ring beside an RV disc, with noise: every class present."""
+    import numpy as np
+
+    from reuse_console.engine.data.slices import CARDIAC_CLASSES, SliceSet
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    images, labels, subject = [], [], []
+    for s in range(n_subjects):
+        for _ in range(per_subject):
+            cy, cx = size / 2 + rng.normal(0, 3, 2)
+            r = size * (0.12 + 0.03 * rng.random())
+            d = np.hypot(yy - cy, xx - cx)
+            lab = np.zeros((size, size), np.uint8)
+            lab[d < r * 1.4] = 2
+            lab[d < r] = 3
+            lab[(np.hypot(yy - cy, xx - (cx - r * 2.2)) < r * 0.8) & (lab == 0)] = 1
+            img = np.array([0.0, 0.8, 0.3, 1.0], np.float32)[lab] + rng.normal(0, 0.1, (size, size))
+            images.append(((img - img.mean()) / img.std()).astype(np.float32))
+            labels.append(lab)
+            subject.append(s)
+    return SliceSet(
+        name="acdc", images=np.stack(images), labels=np.stack(labels), subject=np.asarray(subject, np.int32),
+        subjects=[f"patient{i + 1:03d}" for i in range(n_subjects)], split=["train"] * (n_subjects - 1) + ["val"],
+        classes=list(CARDIAC_CLASSES), present=[True] * 4, spacing=(1.5, 1.5),
+    )
+
+
+def _build_fixed(root: Path) -> Path:
+    import torch
+
+    from reuse_console.engine.compare import run_rmse
+    from reuse_console.engine.data.slices import write_slices
+    from reuse_console.engine.evaluate import evaluate_checkpoint
+    from reuse_console.engine.models.registry import build_model, default_config, save_model
+    from reuse_console.engine.scan_lab import run_scan
+    from reuse_console.store.checkpoints import CheckpointMeta
+
+    torch.set_num_threads(1)
+    lab = Lab(root / "lab")
+    slices = _discs()
+    with fixed_clock():
+        write_slices(lab.path("datasets", "acdc"), slices, source={"format": "synthetic discs"})
+        for seed, task in enumerate(("seg", "ae")):
+            torch.manual_seed(seed)
+            config = default_config("unet", 1, 4, base_width=4)
+            model = build_model("unet", config)
+            meta = CheckpointMeta("unet", config, task, "acdc", list(slices.classes), epoch=0, seed=seed)
+            save_model(lab, f"unet-{task}", model, meta)
+            result = evaluate_checkpoint(lab, f"unet-{task}", device="cpu")
+            meta.metrics = {k: result[k] for k in ("dice", "dice_fg", "mse", "psnr") if k in result}
+            save_model(lab, f"unet-{task}", model, meta)
+        run_scan(lab, "unet-seg", "unet-ae", "acdc", device="cpu", name="seg-vs-ae")
+        run_rmse(lab, ["unet-seg", "unet-ae"], name="seg-vs-ae-rmse")
+    return lab.root
+
+
+def snapshot_lab(dest: Path) -> Lab:
+    """A fresh copy of the fixed lab for snapshots (built once per process, a few seconds)."""
+    if "fixed" not in _BUILT:
+        _BUILT["fixed"] = _build_fixed(Path(tempfile.mkdtemp(prefix="console-snapshots-")))
+    shutil.copytree(_BUILT["fixed"], dest)
+    return Lab(dest)
 
 
 def console_lab(dest: Path) -> Lab:

@@ -1,7 +1,8 @@
 """Snapshots of every screen at 80x24 and 160x48 (pytest-textual-snapshot; `--snapshot-update` to accept).
 
-Deterministic by construction: a fixed test lab (fixed `created` stamps), a fixed theme, no clock
-(timings hidden), no cursor blink, no polling while the screenshot is taken.
+Deterministic by construction: a fixed test lab (seeded untrained models on a synthetic data set
+written by the test, fixed `created` stamps), a fixed theme, no clock (timings hidden), no cursor
+blink, no polling while the screenshot is taken.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from console_lab import console_lab
+from console_lab import snapshot_lab
 
 from reuse_console.store.lab import Lab
 from reuse_console.tui.app import ConsoleApp, ConsoleConfig
@@ -56,7 +57,7 @@ def press(*keys: str) -> Callable:
 
 @pytest.fixture
 def test_lab(tmp_path: Path) -> Lab:
-    return console_lab(tmp_path / "lab")
+    return snapshot_lab(tmp_path / "lab")
 
 
 @pytest.mark.parametrize("size", SIZES)
