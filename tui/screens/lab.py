@@ -25,11 +25,13 @@ from .base import ConsoleScreen
 from .detail import DetailModal
 
 KIND_TABS: tuple[tuple[str, str], ...] = (
-    ("datasets", "Data sets"),
+    ("datasets", "Data"),
     ("checkpoints", "Checkpoints"),
     ("runs", "Runs"),
     ("scans", "Scans"),
-    ("comparisons", "Comparisons"),
+    ("comparisons", "RMSE"),
+    ("plans", "Plans"),
+    ("experiments", "Grids"),
     ("jobs", "Jobs"),
 )
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -38,6 +40,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "runs": ("id", "summary", "created"),
     "scans": ("id", "summary", "created"),
     "comparisons": ("id", "summary", "created"),
+    "plans": ("id", "summary", "created"),
+    "experiments": ("id", "summary", "created"),
     "jobs": ("id", "status", "command", "started"),
 }
 
@@ -335,5 +339,5 @@ class LabScreen(ConsoleScreen):
 
     def palette_commands(self):
         for kind, label in KIND_TABS:
-            yield (f"Lab: show {label.lower()}", f"List the lab's {label.lower()}", lambda k=kind: self.show_kind(k))
+            yield (f"Lab: show {kind}", f"List the lab's {kind} ({label} tab)", lambda k=kind: self.show_kind(k))
         yield ("Lab: reload", "Read the lab again", self.reload)
