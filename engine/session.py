@@ -21,7 +21,7 @@ import torch
 
 from reuse_console.store.errors import UserError
 
-from .layers import KINDS, Layer, LayerIndex
+from .layers import KINDS, Layer
 from .metrics import DiceResult
 from .swap import Swap, SwapSpec, check_alpha, donor_like
 

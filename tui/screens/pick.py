@@ -98,7 +98,7 @@ def entry_choices(entries: list[Any]) -> list[Choice]:
 
 
 def suggest_pair(lab: Any) -> tuple[str, str] | None:
-    """A seg recipient and a donor built the same way (arch and config), an ae one first.
+    """The best seg recipient and a donor built the same way (arch and config), an ae one first.
 
     Reads checkpoint metadata: call from a worker thread.
     """
@@ -106,7 +106,13 @@ def suggest_pair(lab: Any) -> tuple[str, str] | None:
 
     entries = [e for e in lab.entries("checkpoints") if e.ok and not e.id.endswith(".last")]
     metas = {e.id: read_meta(e.path) for e in entries}
-    for rec_id, rec in metas.items():
+
+    def dice(ref: str) -> float:
+        value = metas[ref].metrics.get("dice_fg")
+        return float(value) if isinstance(value, (int, float)) else -1.0
+
+    for rec_id in sorted(metas, key=lambda ref: -dice(ref)):  # the best segmentation model first
+        rec = metas[rec_id]
         if rec.task != "seg":
             continue
         same = [i for i, m in metas.items() if i != rec_id and m.arch == rec.arch and m.arch_config == rec.arch_config]

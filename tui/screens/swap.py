@@ -10,48 +10,22 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from ..widgets.charts import drop_style
+from ..widgets.swap_tables import LayerTable, dice_table, subject_table
 from .base import ConsoleScreen
 from .pick import PickModal, entry_choices, suggest_pair
 from .prompt import PromptModal
 
 KIND_GROUP = Binding.Group("kinds", compact=True)
 KIND_KEYS = (("m", "RM"), ("v", "RV"), ("w", "RW"), ("b", "RB"), ("W", "W"), ("B", "B"))
-
-
-class LayerTable(DataTable):
-    """The recipient's layers; Enter evaluates the ticked set instead of selecting a row."""
-
-    BINDINGS: ClassVar = [Binding("enter", "screen.evaluate", "Evaluate", id="swap.evaluate")]
-
-
-def dice_table(outcome: Any, baseline: Any) -> Table:
-    """Dice per class: baseline, swapped, and the change, coloured by how much Dice dropped."""
-    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    for col, justify in (("class", "left"), ("baseline", "right"), ("swapped", "right"), ("Δ", "right")):
-        table.add_column(col, justify=justify)
-    rows = [(c, baseline.dice.get(c), outcome.dice.get(c), outcome.delta.get(c)) for c in outcome.dice]
-    rows.append(("mean fg", baseline.dice_fg, outcome.dice_fg, outcome.dice_fg - baseline.dice_fg))
-    for name, base, value, delta in rows:
-        if value is None:
-            table.add_row(name, "absent", "absent", "")
-            continue
-        table.add_row(
-            name,
-            f"{base:.4f}",
-            f"{value:.4f}",
-            Text(f"{delta:+.4f}", style=drop_style(None if delta is None else -delta)),
-        )
-    return table
 
 
 class SwapScreen(ConsoleScreen):
@@ -109,7 +83,7 @@ class SwapScreen(ConsoleScreen):
         yield Static("", id="swap-head")
         with Horizontal(id="swap-main"):
             yield LayerTable(id="swap-layers", cursor_type="row", zebra_stripes=True)
-            with Vertical(id="swap-side"):
+            with VerticalScroll(id="swap-side"):
                 yield Static("", id="swap-result")
         yield DataTable(id="swap-history", cursor_type="row")
 
@@ -327,7 +301,7 @@ class SwapScreen(ConsoleScreen):
         self.last = outcome
         title = Text.assemble((f"#{outcome.number} ", "bold"), outcome.describe(), (f"  {self._seconds(outcome)} s", "dim"))
         self.query_one("#swap-result", Static).update(
-            _group(title, dice_table(outcome, self.session.baseline))
+            _group(title, dice_table(outcome, self.session.baseline), Text(""), subject_table(outcome))
         )
 
     def _seconds(self, outcome: Any) -> str:

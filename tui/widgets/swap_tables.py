@@ -1,0 +1,51 @@
+"""The Swap lab's tables: the recipient's layers with ticked kinds, and Dice of one outcome."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from .charts import drop_style
+
+
+class LayerTable(DataTable):
+    """The recipient's layers; Enter evaluates the ticked set instead of selecting a row."""
+
+    BINDINGS: ClassVar = [Binding("enter", "screen.evaluate", "Evaluate", id="swap.evaluate")]
+
+
+def dice_table(outcome: Any, baseline: Any) -> Table:
+    """Dice per class: baseline, swapped, and the change, coloured by how much Dice dropped."""
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    for col, justify in (("class", "left"), ("baseline", "right"), ("swapped", "right"), ("Δ", "right")):
+        table.add_column(col, justify=justify)
+    rows = [(c, baseline.dice.get(c), outcome.dice.get(c), outcome.delta.get(c)) for c in outcome.dice]
+    rows.append(("mean fg", baseline.dice_fg, outcome.dice_fg, outcome.dice_fg - baseline.dice_fg))
+    for name, base, value, delta in rows:
+        if value is None:
+            table.add_row(name, "absent", "absent", "")
+            continue
+        table.add_row(
+            name,
+            f"{base:.4f}",
+            f"{value:.4f}",
+            Text(f"{delta:+.4f}", style=drop_style(None if delta is None else -delta)),
+        )
+    return table
+
+
+def subject_table(outcome: Any) -> Table:
+    """Dice per validation subject and class of one outcome (the means above come from these)."""
+    result = outcome.result
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    table.add_column("subject")
+    shown = [c for c, p in enumerate(result.present) if p]
+    for c in shown:
+        table.add_column(result.classes[c], justify="right")
+    for name, row in zip(result.subjects, result.per_subject):
+        table.add_row(name, *(f"{row[c]:.3f}" for c in shown))
+    return table
