@@ -80,7 +80,10 @@ class SwapSession:
                 raise UserError(f"recipient {recipient!r} does not say which data set it was trained on: choose one")
         self.data, self.split = data, split
         self.loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
-        self.model, self.meta, self.index = self.loaded.model, self.loaded.meta, self.loaded.index
+        from .device import memory_format
+
+        self.model = self.loaded.model.to(memory_format=memory_format(self.loaded.device))
+        self.meta, self.index = self.loaded.meta, self.loaded.index
         self.device, self.precision = self.loaded.device, self.loaded.precision
         self.donor = self.loaded.donor
         self.classes, self.present = self.loaded.classes, self.loaded.present
