@@ -29,16 +29,17 @@ class DemoConfig:
     grid_epochs: int
     grid_subjects: tuple[int, ...]
     grid_seeds: tuple[int, ...]
+    lr: float = 2e-3
     max_dice_drop: float = 0.05
     batch: int = 16
 
     @classmethod
     def choose(cls, quick: bool) -> DemoConfig:
         if quick:
-            return cls(subjects={"acdc": 12, "t1": 8, "rvsc": 8}, size=64, base_width=8, epochs=4,
-                       grid_epochs=2, grid_subjects=(4,), grid_seeds=(0,))
-        return cls(subjects={"acdc": 36, "t1": 24, "rvsc": 16}, size=64, base_width=8, epochs=12,
-                   grid_epochs=6, grid_subjects=(4, 16), grid_seeds=(0, 1))
+            return cls(subjects={"acdc": 10, "t1": 12, "rvsc": 10}, size=64, base_width=8, epochs=8,
+                       grid_epochs=10, grid_subjects=(4,), grid_seeds=(0,))
+        return cls(subjects={"acdc": 30, "t1": 40, "rvsc": 24}, size=64, base_width=8, epochs=15,
+                   grid_epochs=10, grid_subjects=(4, 20), grid_seeds=(0, 1))
 
 
 # (id, data set, task) of the models the study needs; the first two are the paper's pair.
@@ -117,7 +118,7 @@ def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, repo
             lab.path(kind, name).unlink(missing_ok=True)  # killed before its first epoch ended: redo
         _stage(report, f"train {name} ({task} on {data}, {cfg.epochs} epochs)")
         spec = TrainSpec(data=data, arch="unet", arch_config={"base_width": cfg.base_width}, task=task,
-                         epochs=cfg.epochs, batch=cfg.batch, seed=0, name=name)
+                         epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=0, name=name)
         train(lab, spec, device=device, precision=precision, report=report)
     return [m[0] for m in MODELS]
 
@@ -169,7 +170,7 @@ def study_for(cfg: DemoConfig) -> Any:
             "modes": ["freeze", "finetune"],
             "reference": "unet-seg-acdc",
             "train": {"arch": "unet", "arch_config": {"base_width": cfg.base_width}, "epochs": cfg.grid_epochs,
-                      "batch": cfg.batch, "augment": True},
+                      "batch": cfg.batch, "lr": cfg.lr, "augment": True},
             "sources": [{"name": "random"}]
             + [{"name": source, "donor": donor, "plan": plan} for source, donor, plan in DONORS],
         },

@@ -26,7 +26,13 @@ def demo(
         typer.Option("--precision", help="Training precision (default bf16 on CPU/CUDA; scans always run exact fp32)."),
     ] = None,
     threads: Annotated[
-        Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).", min=1)
+        Optional[int],
+        typer.Option(
+            "--threads",
+            help="CPU threads for torch. Default 1 on CPU: on a 2-core box two threads collapse whenever anything "
+            "else runs (10x slower measured), one thread does not.",
+            min=1,
+        ),
     ] = None,
     figures: Annotated[
         Optional[Path], typer.Option("--figures", help="Where the report goes (default LAB/figures).")
@@ -55,10 +61,12 @@ def demo(
 
     from ..progress import make_reporter
 
-    if threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    from reuse_console.engine.device import pick_device
+
+    if threads is not None or pick_device(device).type == "cpu":
+        torch.set_num_threads(threads or 1)
     the_lab = Lab.from_option(lab)
     with make_reporter("none" if json_out and progress == "rich" else progress) as report:
         result = run_demo(the_lab, quick=quick, seed=seed, device=device, precision=precision, figures=figures,
