@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reuse_console.store.h5 import TMP_PREFIX, fsync_dir
+from reuse_console.store.procs import pid_alive
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -62,23 +63,7 @@ def process_created(pid: int) -> float:
 
 def alive(pid: int, created: float) -> bool:
     """Is `pid` still the runner we started (not a zombie, not a reused pid)?"""
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return not created or abs(proc.create_time() - created) < 1.0
-    except ImportError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    except Exception:  # NoSuchProcess, AccessDenied
-        return False
+    return pid_alive(pid, created)
 
 
 def group_members(pgid: int) -> list[int]:

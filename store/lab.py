@@ -20,6 +20,7 @@ from h5py import h5a, h5d, h5f, h5p, h5s, h5t
 
 from .errors import NotFound, UserError
 from .h5 import TMP_PREFIX
+from .procs import pid_alive
 
 KINDS: tuple[str, ...] = (
     "datasets",
@@ -250,10 +251,4 @@ def _writer_alive(tmp: Path) -> bool:
         pid = int(tmp.name[len(TMP_PREFIX) :].split("-", 1)[0])
     except ValueError:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)

@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import UserError
 from .h5 import TMP_PREFIX, attr_str, fsync_dir, get_json, set_json, stamp
+from .procs import pid_alive
 
 KIND = "run"
 STATUSES = ("running", "finished", "failed", "cancelled")
@@ -63,25 +64,6 @@ def _scalar_summary(meta: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, (str, int, float, bool)) and len(out) < 10:
             out[key] = value
     return out
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        import psutil
-
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except ImportError:  # psutil is a dependency, but keep the check usable without it
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    except Exception:  # NoSuchProcess, AccessDenied on a foreign pid
-        return False
 
 
 class RunWriter:
@@ -323,7 +305,7 @@ def run_status(f: h5py.File) -> str:
 def effective_status(status: str, writer: Mapping[str, Any]) -> str:
     """"running" as written, unless the writing process is known to be gone: then "lost"."""
     if status == "running" and writer.get("host") == socket.gethostname():
-        if not _pid_alive(int(writer.get("pid", 0))):
+        if not pid_alive(int(writer.get("pid", 0))):
             return "lost"
     return status
 
