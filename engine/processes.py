@@ -14,24 +14,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from reuse_console.store.h5 import TMP_PREFIX, fsync_dir
+from reuse_console.store.h5 import atomic_path
 from reuse_console.store.procs import pid_alive
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write a small JSON file all-or-nothing (temp file in the same folder, fsync, rename)."""
-    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -49,18 +49,18 @@ _fsync_dir = fsync_dir  # older name
 
 
 @contextlib.contextmanager
-def atomic_h5(path: Path, *, libver: str | None = None) -> Iterator[h5py.File]:
-    """Write an HDF5 file all-or-nothing: yield a temp file, then fsync and rename it to `path`.
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Create a file all-or-nothing: yield a temp path in the same folder to write and close,
+    then fsync it, rename it to `path` and fsync the folder.
 
-    If the body raises, the temp file is removed and `path` is untouched.
+    If the body raises, the temp file is removed and `path` is untouched. The temp name carries
+    the writer's pid (`.tmp-<pid>-<name>`) so `Lab.cleanup` can tell abandoned ones.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
     try:
-        with h5py.File(tmp, "w", libver=libver) as f:
-            yield f
-            f.flush()
+        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -69,6 +69,17 @@ def atomic_h5(path: Path, *, libver: str | None = None) -> Iterator[h5py.File]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_h5(path: Path, *, libver: str | None = None) -> Iterator[h5py.File]:
+    """Write an HDF5 file all-or-nothing: yield a temp file, then fsync and rename it to `path`.
+
+    If the body raises, the temp file is removed and `path` is untouched.
+    """
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=libver) as f:
+        yield f
+        f.flush()
 
 
 def stamp(f: h5py.File, kind: str, provenance: Mapping[str, Any] | None = None) -> None:

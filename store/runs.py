@@ -14,7 +14,6 @@ Layout: see store/SCHEMA.md ("runs").
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -28,7 +27,7 @@ import h5py
 import numpy as np
 
 from .errors import UserError
-from .h5 import TMP_PREFIX, attr_str, fsync_dir, get_json, set_json, stamp
+from .h5 import atomic_h5, attr_str, get_json, set_json, stamp
 from .procs import pid_alive
 
 KIND = "run"
@@ -225,37 +224,26 @@ def _build(
     epochs: np.ndarray | None = None,
 ) -> None:
     """Write a complete, closed run file (status running) to a temp file and move it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
     steps = np.zeros(0, STEP_DTYPE) if steps is None else steps
     epochs = np.zeros(0, _epoch_dtype(columns)) if epochs is None else epochs
-    try:
-        with h5py.File(tmp, "w", libver="latest") as f:
-            stamp(f, KIND, provenance)
-            if created:
-                f.attrs["created"] = created
-            set_json(f, "meta", meta)
-            set_json(f, "epoch_columns", columns)
-            set_json(f, "summary", _scalar_summary(meta))
-            set_json(f, "writer", {"pid": os.getpid(), "host": socket.gethostname()})
-            n_s, n_e = len(steps), len(epochs)
-            f.create_dataset(
-                "steps", data=steps, maxshape=(None,), chunks=(_STEP_CHUNK,), dtype=STEP_DTYPE
-            )
-            f.create_dataset(
-                "epochs", data=epochs, maxshape=(None,), chunks=(_EPOCH_CHUNK,), dtype=_epoch_dtype(columns)
-            )
-            rows = f.create_dataset("rows", data=np.array([n_s, n_e], dtype="<i8"))
-            rows.attrs["columns"] = json.dumps(["steps", "epochs"])
-            f.create_dataset("status", data=np.bytes_(b"running"), dtype=_STATUS_DTYPE)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_h5(path, libver="latest") as f:
+        stamp(f, KIND, provenance)
+        if created:
+            f.attrs["created"] = created
+        set_json(f, "meta", meta)
+        set_json(f, "epoch_columns", columns)
+        set_json(f, "summary", _scalar_summary(meta))
+        set_json(f, "writer", {"pid": os.getpid(), "host": socket.gethostname()})
+        n_s, n_e = len(steps), len(epochs)
+        f.create_dataset(
+            "steps", data=steps, maxshape=(None,), chunks=(_STEP_CHUNK,), dtype=STEP_DTYPE
+        )
+        f.create_dataset(
+            "epochs", data=epochs, maxshape=(None,), chunks=(_EPOCH_CHUNK,), dtype=_epoch_dtype(columns)
+        )
+        rows = f.create_dataset("rows", data=np.array([n_s, n_e], dtype="<i8"))
+        rows.attrs["columns"] = json.dumps(["steps", "epochs"])
+        f.create_dataset("status", data=np.bytes_(b"running"), dtype=_STATUS_DTYPE)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from reuse_console.store.h5 import TMP_PREFIX, atomic_h5, get_json, read_strings, set_json, stamp, write_strings
+from reuse_console.store.h5 import TMP_PREFIX, atomic_h5, atomic_path, get_json, read_strings, set_json, stamp, write_strings
 from reuse_console.store.lab import Lab
 
 # Writes a ~64 MB dataset row by row, says when it is half way, then keeps going slowly.
@@ -87,6 +87,21 @@ def test_failed_body_leaves_target_untouched(lab: Lab) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["p1.h5"]
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["x"][()], np.arange(10.0))
+
+
+def test_atomic_path_replaces_a_plain_file_or_leaves_it_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "side.json"
+    with atomic_path(path) as tmp:
+        assert tmp.parent == path.parent and tmp.name.startswith(TMP_PREFIX)
+        tmp.write_text("one")
+        assert not path.exists()  # nothing under the real name until the body is done
+    assert path.read_text() == "one"
+    with pytest.raises(OSError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise OSError("disk full")
+    assert path.read_text() == "one"
+    assert [p.name for p in path.parent.iterdir()] == ["side.json"]
 
 
 def test_stamp_writes_the_attributes_every_file_carries(tmp_path: Path) -> None:
