@@ -8,25 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reuse_console.tui.cli import main
 
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_phantom_then_import_then_list(tmp_path: Path, capsys) -> None:
+def test_phantom_then_import_then_list(tmp_path: Path, cli) -> None:
     lab = str(tmp_path / "lab")
     out = tmp_path / "ph"
-    code, stdout, _ = run(
-        capsys,
+    code, stdout, _ = cli(
         "data",
         "phantom",
         "--subjects",
@@ -44,8 +30,7 @@ def test_phantom_then_import_then_list(tmp_path: Path, capsys) -> None:
     assert [s["name"] for s in made["subjects"]] == ["patient001", "patient002", "patient003"]
     assert (out / "patient003" / "Info.cfg").exists()
 
-    code, stdout, _ = run(
-        capsys,
+    code, stdout, _ = cli(
         "--lab",
         lab,
         "data",
@@ -65,15 +50,14 @@ def test_phantom_then_import_then_list(tmp_path: Path, capsys) -> None:
     result = json.loads(stdout)
     assert result["id"] == "acdc" and result["subjects"] == 3 and result["val"] == 1 and result["size"] == 32
 
-    code, stdout, _ = run(capsys, "--lab", lab, "ls", "datasets", "--json")
+    code, stdout, _ = cli("--lab", lab, "ls", "datasets", "--json")
     listed = json.loads(stdout)
     assert [e["id"] for e in listed] == ["acdc"] and listed[0]["summary"]["slices"] == result["slices"]
 
 
-def test_import_progress_as_json_lines(tmp_path: Path, capsys) -> None:
+def test_import_progress_as_json_lines(tmp_path: Path, cli) -> None:
     out = tmp_path / "ph"
-    run(
-        capsys,
+    cli(
         "data",
         "phantom",
         "--subjects",
@@ -87,8 +71,8 @@ def test_import_progress_as_json_lines(tmp_path: Path, capsys) -> None:
         "--progress",
         "none",
     )
-    code, stdout, _ = run(
-        capsys, "--lab", str(tmp_path / "lab"), "data", "import", str(out), "--size", "32", "--progress", "jsonl"
+    code, stdout, _ = cli(
+        "--lab", str(tmp_path / "lab"), "data", "import", str(out), "--size", "32", "--progress", "jsonl"
     )
     assert code == 0
     events = [json.loads(line) for line in stdout.splitlines()]
@@ -98,11 +82,10 @@ def test_import_progress_as_json_lines(tmp_path: Path, capsys) -> None:
     assert [e["done"] for e in progress] == [1, 2, 3, 4] and all(e["total"] == 4 for e in progress)
 
 
-def test_default_name_does_not_overwrite(tmp_path: Path, capsys) -> None:
+def test_default_name_does_not_overwrite(tmp_path: Path, cli) -> None:
     out = tmp_path / "ph"
     lab = str(tmp_path / "lab")
-    run(
-        capsys,
+    cli(
         "data",
         "phantom",
         "--subjects",
@@ -117,13 +100,13 @@ def test_default_name_does_not_overwrite(tmp_path: Path, capsys) -> None:
         "none",
     )
     for _ in range(2):
-        code, _, _ = run(capsys, "--lab", lab, "data", "import", str(out), "--size", "32", "--progress", "none")
+        code, _, _ = cli("--lab", lab, "data", "import", str(out), "--size", "32", "--progress", "none")
         assert code == 0
     assert sorted(p.name for p in (tmp_path / "lab" / "datasets").iterdir()) == ["ph-2.h5", "ph.h5"]
 
 
 @pytest.mark.parametrize("case", ["mismatch", "truncated", "existing"])
-def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, case: str) -> None:
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, cli, case: str) -> None:
     import nibabel as nib
 
     lab = tmp_path / "lab"
@@ -136,8 +119,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, case: str) -> 
         p.write_bytes(p.read_bytes()[:40])
     if case == "existing":
         assert (
-            run(
-                capsys,
+            cli(
                 "--lab",
                 str(lab),
                 "data",
@@ -152,8 +134,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, case: str) -> 
             )[0]
             == 0
         )
-    code, stdout, stderr = run(
-        capsys, "--lab", str(lab), "data", "import", str(root), "--name", "d", "--size", "16", "--progress", "none"
+    code, stdout, stderr = cli(
+        "--lab", str(lab), "data", "import", str(root), "--name", "d", "--size", "16", "--progress", "none"
     )
     assert code == 2
     assert stderr.startswith("error:") and "Traceback" not in stderr
@@ -167,16 +149,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, case: str) -> 
     assert files == (["d.h5"] if case == "existing" else [])
 
 
-def test_phantom_bad_preset_exit_2(tmp_path: Path, capsys) -> None:
-    code, _, stderr = run(
-        capsys, "data", "phantom", "--preset", "ct", "--out", str(tmp_path / "x"), "--progress", "none"
+def test_phantom_bad_preset_exit_2(tmp_path: Path, cli) -> None:
+    code, _, stderr = cli(
+        "data", "phantom", "--preset", "ct", "--out", str(tmp_path / "x"), "--progress", "none"
     )
     assert code == 2 and "unknown phantom preset 'ct'" in stderr
     assert not (tmp_path / "x").exists()
 
 
-def test_help_teaches_with_an_example(capsys) -> None:
-    code, stdout, _ = run(capsys, "data", "import", "--help")
+def test_help_teaches_with_an_example(cli) -> None:
+    code, stdout, _ = cli("data", "import", "--help")
     assert code == 0
     text = " ".join(stdout.split())
     assert "--val-subjects" in text and "Example" in text and "reuse-console data import" in text

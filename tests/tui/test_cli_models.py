@@ -12,18 +12,6 @@ from safetensors.torch import load_file
 
 from reuse_console.engine.models.registry import build_model, default_config, save_model
 from reuse_console.store.checkpoints import CheckpointMeta, read_checkpoint
-from reuse_console.tui.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI entry point in-process: exit code, stdout, stderr."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _unet_file(tmp_path: Path, base_width: int = 4) -> Path:
@@ -34,26 +22,26 @@ def _unet_file(tmp_path: Path, base_width: int = 4) -> Path:
     return path
 
 
-def test_layers_json_for_fresh_architectures(capsys) -> None:
-    code, out, _ = run(capsys, "layers", "--arch", "unet", "--arch-config", '{"base_width": 4}', "--json")
+def test_layers_json_for_fresh_architectures(cli) -> None:
+    code, out, _ = cli("layers", "--arch", "unet", "--arch-config", '{"base_width": 4}', "--json")
     rows = json.loads(out)
     assert code == 0
     assert [r["index"] for r in rows] == list(range(1, 19)) + [None] * 5
     assert [r["name"] for r in rows[18:]] == ["up1", "up2", "up3", "up4", "head"]
     assert rows[0]["shapes"]["W"] == [4, 1, 3, 3]
-    code, out, _ = run(capsys, "layers", "--arch", "pspnet", "--arch-config", '{"width": 0.125, "conv_bias": false}', "--json")
+    code, out, _ = cli("layers", "--arch", "pspnet", "--arch-config", '{"width": 0.125, "conv_bias": false}', "--json")
     rows = json.loads(out)
     assert code == 0 and sum(r["index"] is not None for r in rows) == 25
     assert rows[-1]["name"] == "head" and rows[-1]["kinds"] == ["W"]
 
 
-def test_layers_of_a_checkpoint_table(capsys, lab) -> None:
+def test_layers_of_a_checkpoint_table(cli, lab) -> None:
     config = default_config("unet", 2, 3, base_width=4)
     save_model(lab, "seg-small", build_model("unet", config), CheckpointMeta(arch="unet", arch_config=config, task="seg"))
-    code, out, _ = run(capsys, "layers", "seg-small", "--lab", str(lab.root))
+    code, out, _ = cli("layers", "seg-small", "--lab", str(lab.root))
     assert code == 0
     assert "18 numbered layers" in out and "up4" in out and "4x2x3x3" in out  # 2 input channels from the config
-    code, out, _ = run(capsys, "layers", "seg-small", "--lab", str(lab.root), "--json")
+    code, out, _ = cli("layers", "seg-small", "--lab", str(lab.root), "--json")
     assert json.loads(out)[-1]["shapes"]["W"] == [3, 4, 1, 1]
 
 
@@ -69,17 +57,17 @@ def test_layers_of_a_checkpoint_table(capsys, lab) -> None:
         (["layers", "missing-ckpt"], "no checkpoint 'missing-ckpt'"),
     ],
 )
-def test_layers_user_errors_are_one_line_exit_2(capsys, lab, argv: list[str], message: str) -> None:
-    code, out, err = run(capsys, *argv, "--lab", str(lab.root))
+def test_layers_user_errors_are_one_line_exit_2(cli, lab, argv: list[str], message: str) -> None:
+    code, out, err = cli(*argv, "--lab", str(lab.root))
     assert code == 2 and out == ""
     assert message in err and "Traceback" not in err
 
 
-def test_ckpt_import_export_round_trip(capsys, lab, tmp_path: Path) -> None:
+def test_ckpt_import_export_round_trip(cli, lab, tmp_path: Path) -> None:
     source = _unet_file(tmp_path)
     root = str(lab.root)
-    code, _, err = run(
-        capsys, "ckpt", "import", str(source), "--arch", "unet", "--task", "seg", "--name", "ext",
+    code, _, err = cli(
+        "ckpt", "import", str(source), "--arch", "unet", "--task", "seg", "--name", "ext",
         "--arch-config", '{"base_width": 4}', "--data", "acdc", "--lab", root,
     )
     assert code == 0 and "imported" in err
@@ -88,18 +76,18 @@ def test_ckpt_import_export_round_trip(capsys, lab, tmp_path: Path) -> None:
     assert meta.classes == ["background", "RV", "MYO", "LV"]
 
     out_file = tmp_path / "ext.safetensors"
-    code, out, _ = run(capsys, "ckpt", "export", "ext", "--format", "safetensors", "--out", str(out_file), "--lab", root)
+    code, out, _ = cli("ckpt", "export", "ext", "--format", "safetensors", "--out", str(out_file), "--lab", root)
     assert code == 0 and out.strip() == str(out_file)
     exported = load_file(str(out_file))
     original = torch.load(source, weights_only=True)
     assert exported.keys() == original.keys()
     assert all(torch.equal(exported[k], original[k]) for k in original)
 
-    code, _, err = run(capsys, "ckpt", "export", "ext", "--out", str(out_file), "--lab", root)
+    code, _, err = cli("ckpt", "export", "ext", "--out", str(out_file), "--lab", root)
     assert code == 2 and "--force" in err
 
 
-def test_ckpt_import_refuses_code_and_names_mismatches(capsys, lab, tmp_path: Path) -> None:
+def test_ckpt_import_refuses_code_and_names_mismatches(cli, lab, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
 
     class Payload:
@@ -109,14 +97,14 @@ def test_ckpt_import_refuses_code_and_names_mismatches(capsys, lab, tmp_path: Pa
     evil = tmp_path / "evil.pt"
     torch.save({"enc1.conv1.weight": Payload()}, evil)
     base = ["--arch", "unet", "--task", "seg", "--lab", str(lab.root)]
-    code, _, err = run(capsys, "ckpt", "import", str(evil), "--name", "evil", *base)
+    code, _, err = cli("ckpt", "import", str(evil), "--name", "evil", *base)
     assert code == 2 and "refused evil.pt" in err and not marker.exists()
 
-    code, _, err = run(capsys, "ckpt", "import", str(_unet_file(tmp_path, 8)), "--name", "w", *base,
+    code, _, err = cli("ckpt", "import", str(_unet_file(tmp_path, 8)), "--name", "w", *base,
                        "--arch-config", '{"base_width": 4}')
     assert code == 2 and "enc1.conv1.weight has shape (8, 1, 3, 3)" in err.replace("\n", "")
 
-    code, _, err = run(capsys, "ckpt", "import", str(_unet_file(tmp_path)), "--name", "c", *base,
+    code, _, err = cli("ckpt", "import", str(_unet_file(tmp_path)), "--name", "c", *base,
                        "--arch-config", '{"base_width": 4}', "--classes", "a,b")
     assert code == 2 and "names 2 classes" in err
     assert not lab.files("checkpoints")
