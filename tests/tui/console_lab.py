@@ -16,9 +16,12 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
+import sys
 from pathlib import Path
 
 from reuse_console.store.lab import Lab
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # toydata: the shared toy discs
 
 FIXED_TIME = "2025-01-02T03:04:05+00:00"
 _BUILT: dict[str, Path] = {}
@@ -66,32 +69,14 @@ def _build(root: Path) -> Path:
 
 
 def _discs(n_subjects: int = 3, per_subject: int = 4, size: int = 64):
-    """LV disc in a myocardium ring beside an RV disc, with noise: every class present."""
-    import numpy as np
+    """The engine tests' toy discs (LV, myocardium ring, RV; every class present) named "acdc",
+    at the square 1.5 mm spacing the snapshots were taken with."""
+    import dataclasses
 
-    from reuse_console.engine.data.slices import CARDIAC_CLASSES, SliceSet
+    from toydata import toy_slices
 
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    images, labels, subject = [], [], []
-    for s in range(n_subjects):
-        for _ in range(per_subject):
-            cy, cx = size / 2 + rng.normal(0, 3, 2)
-            r = size * (0.12 + 0.03 * rng.random())
-            d = np.hypot(yy - cy, xx - cx)
-            lab = np.zeros((size, size), np.uint8)
-            lab[d < r * 1.4] = 2
-            lab[d < r] = 3
-            lab[(np.hypot(yy - cy, xx - (cx - r * 2.2)) < r * 0.8) & (lab == 0)] = 1
-            img = np.array([0.0, 0.8, 0.3, 1.0], np.float32)[lab] + rng.normal(0, 0.1, (size, size))
-            images.append(((img - img.mean()) / img.std()).astype(np.float32))
-            labels.append(lab)
-            subject.append(s)
-    return SliceSet(
-        name="acdc", images=np.stack(images), labels=np.stack(labels), subject=np.asarray(subject, np.int32),
-        subjects=[f"patient{i + 1:03d}" for i in range(n_subjects)], split=["train"] * (n_subjects - 1) + ["val"],
-        classes=list(CARDIAC_CLASSES), present=[True] * 4, spacing=(1.5, 1.5),
-    )
+    slices = toy_slices(n_subjects=n_subjects, per_subject=per_subject, size=size, seed=0, name="acdc")
+    return dataclasses.replace(slices, spacing=(1.5, 1.5))
 
 
 def _build_fixed(root: Path) -> Path:
