@@ -148,6 +148,34 @@ class ScanResult:
         }
 
 
+_ALLOCATOR_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc malloc to reuse freed activation buffers instead of unmapping them.
+
+    A scan allocates and frees the same large activations (tens of MB each) thousands of times.
+    glibc serves blocks above its mmap threshold (at most 32 MiB by default) with fresh mmaps,
+    so every such activation costs page faults and zeroing; keeping freed memory in the heap
+    makes a CPU forward up to ~1.4x faster. Process-wide and one-way (the process keeps its
+    peak memory); a no-op off glibc. Returns whether it was applied.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
+    except (OSError, AttributeError):
+        ok = False
+    _ALLOCATOR_TUNED = ok
+    return ok
+
+
 @contextmanager
 def _scan_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and no parameter needing grad, given back after.
@@ -213,6 +241,8 @@ def evaluate_variants(
     is called after each chunk with everything known so far.
     """
     done = dict(done or {})
+    if device.type == "cpu":
+        keep_freed_memory()
     fmt = memory_format(device)
     model.to(memory_format=fmt)
     keys = sorted({k for v in variants for k in v.keys})

@@ -1,0 +1,246 @@
+"""How much faster is a scan than the naive loop, and how close to the hardware floor?
+
+One run, same models and data, for UNet and PSPNet:
+  naive            per variant: copy.deepcopy the recipient, load_state_dict with the swapped tensor,
+                   full forward of every validation batch (eval, no_grad, the default memory format),
+                   argmax, Dice. Timed on an evenly spread sample of the variants (every variant costs
+                   one full forward, so its rate does not depend on which ones).
+  naive+cl         the same through engine.evaluate.evaluate_seg (channels_last, inference_mode): shows
+                   how much of the gain is the memory format alone.
+  engine fp32      engine.scan.evaluate_variants on every variant: batches outside, partial re-execution
+                   from cached activations, in-place swaps.
+  engine bf16      the same with bf16 autocast.
+For each: variants/s, speedup over naive fp32, max |Dice difference| against the naive Dice (mean over
+subjects, every class, on the sampled variants), and the floor: the FLOPs the mode cannot avoid
+(torch.utils.flop_counter: naive = one full forward per variant; engine = the baseline forward plus
+each variant's downstream part), divided by the measured peak of a large matmul at that precision,
+as a percentage of the measured time.
+
+Models are trained here with the training engine on the synthetic ACDC phantom (128 px) and kept in
+--lab, so a second run skips training.
+
+    .venv/bin/python bench/scan.py [--lab bench-lab] [--archs unet,pspnet] [--naive-variants 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from reuse_console.engine.evaluate import evaluate_seg
+from reuse_console.engine.layers import KINDS
+from reuse_console.engine.metrics import DiceAccumulator
+from reuse_console.engine.partial import PartialForward
+from reuse_console.engine.scan import Variant, evaluate_variants, plan_variants
+from reuse_console.engine.scan_lab import Loaded, load_inputs
+from reuse_console.store.lab import Lab
+
+CPU = torch.device("cpu")
+CONFIGS = {"unet": {"base_width": 16}, "pspnet": {"width": 0.25}}
+
+
+def prepare(lab: Lab, args: argparse.Namespace) -> None:
+    """The phantom data set and a seg and an ae model per architecture (skipped when present)."""
+    from reuse_console.engine.data.importer import import_dataset
+    from reuse_console.engine.data.phantom import make_phantom
+    from reuse_console.engine.train import TrainSpec, train
+
+    if not lab.exists("datasets", "bench"):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_phantom(Path(tmp) / "acdc", preset="acdc", subjects=args.subjects, seed=0)
+            import_dataset(lab, Path(tmp) / "acdc", fmt="acdc", name="bench", size=128, val_subjects=args.val_subjects)
+    for arch in args.archs:
+        for task in ("seg", "ae"):
+            name = f"bench-{arch}-{task}"
+            if lab.exists("checkpoints", name):
+                continue
+            t0 = time.perf_counter()
+            spec = TrainSpec(data="bench", arch=arch, arch_config=CONFIGS[arch], task=task, epochs=args.epochs,
+                             batch=16, lr=2e-3, seed=1 if task == "seg" else 2, name=name)
+            result = train(lab, spec, device="cpu", precision=args.train_precision)
+            print(f"trained {name}: {args.epochs} epochs in {time.perf_counter() - t0:.0f} s, {result.best_metrics}")
+
+
+def naive_dice(loaded: Loaded, variant: Variant, *, channels_last: bool) -> np.ndarray:
+    """Mean Dice per class of one variant, the obvious way."""
+    model = copy.deepcopy(loaded.model).to(memory_format=torch.contiguous_format)
+    state = model.state_dict()
+    for key in variant.keys:
+        state[key] = torch.lerp(state[key], loaded.donor[key].to(state[key].dtype), variant.alpha)
+    model.load_state_dict(state)
+    if channels_last:
+        result = evaluate_seg(model.to(memory_format=torch.channels_last), loaded.batches, loaded.subjects,
+                              loaded.classes, loaded.present, CPU)
+        return result.mean
+    acc = DiceAccumulator(len(loaded.classes), len(loaded.subjects))
+    model.eval()
+    with torch.no_grad():
+        for b in loaded.batches:
+            acc.update(model(b.images).argmax(dim=1), b.labels, b.subject)
+    return acc.per_subject().mean(axis=0)
+
+
+def naive_part(root: str, arch: str, indices: list[int], channels_last: bool, threads: int) -> tuple[dict[int, np.ndarray], float, float]:
+    """Naive Dice of some variants, run in a child process: (dice by variant, seconds, fp32 peak)."""
+    torch.set_num_threads(threads)
+    loaded = load_inputs(Lab(root), f"bench-{arch}-seg", f"bench-{arch}-ae", "bench", device="cpu", batch=32)
+    variants = plan_variants(loaded.index.layers, KINDS, (1.0,))
+    peak = peak_flops("fp32")
+    t0 = time.perf_counter()
+    dice = {i: naive_dice(loaded, variants[i], channels_last=channels_last) for i in indices}
+    return dice, time.perf_counter() - t0, peak
+
+
+def peak_flops(precision: str, n: int = 2048, repeat: int = 5) -> float:
+    """FLOP/s of the best of `repeat` n x n matmuls at `precision`."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def count_flops(loaded: Loaded, variants: list[Variant]) -> tuple[float, float]:
+    """(full forward, engine) FLOPs over the whole validation set, counted on the first batch and
+    scaled by the number of slices (FLOPs are linear in the batch size)."""
+    model = loaded.model
+    groups: dict[str, list[str]] = {}
+    for v in variants:
+        groups.setdefault(v.group, [])
+        groups[v.group].extend(k for k in v.keys if k not in groups[v.group])
+    per_group = {g: sum(1 for v in variants if v.group == g) for g in groups}
+    engine = PartialForward(model, groups)
+    b = loaded.batches[0]
+    x = b.images.contiguous(memory_format=torch.channels_last)
+    downstream = 0.0
+
+    def visit(name: str, part: Any) -> None:
+        nonlocal downstream
+        with FlopCounterMode(display=False) as counter:
+            part.run()
+        downstream += counter.get_total_flops() * per_group[name]
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        full = counter.get_total_flops()
+        engine.run(x, visit)
+    scale = sum(int(b.images.shape[0]) for b in loaded.batches) / int(x.shape[0])
+    return full * scale, (full + downstream) * scale
+
+
+def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    loaded = load_inputs(lab, f"bench-{arch}-seg", f"bench-{arch}-ae", "bench", device="cpu", batch=32)
+    variants = plan_variants(loaded.index.layers, KINDS, (1.0,))
+    step = max(1, len(variants) // args.naive_variants)
+    sample = list(range(0, len(variants), step))[: args.naive_variants]
+    slices = sum(int(b.images.shape[0]) for b in loaded.batches)
+    print(f"{arch}: {len(variants)} variants, {len(loaded.subjects)} val subjects, {slices} slices of 128 px "
+          f"(load average {os.getloadavg()[0]:.1f}); "
+          f"naive on {len(sample)} of them")
+    flops_naive, flops_engine = count_flops(loaded, variants)
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    seconds: dict[str, float] = {}
+    naive: dict[str, dict[int, np.ndarray]] = {"naive fp32": {}, "naive+cl fp32": {}}
+    engine_dice: dict[str, np.ndarray] = {}
+    engine_used = ""
+
+    def run_naive(label: str, part: list[int]) -> None:
+        # in a fresh process: the engine tunes malloc process-wide, the obvious script does not
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            dice, spent, peak = pool.apply(naive_part, (str(lab.root), arch, part, label != "naive fp32", args.threads))
+        peaks["fp32"].append(peak)
+        naive[label].update(dice)
+        seconds[label] = seconds.get(label, 0.0) + spent
+
+    def run_engine(precision: str) -> None:
+        nonlocal engine_used
+        peaks[precision].append(peak_flops(precision))
+        t0 = time.perf_counter()
+        _, dice, engine_used = evaluate_variants(
+            loaded.model, loaded.donor, variants, loaded.batches, classes=loaded.classes, present=loaded.present,
+            num_subjects=len(loaded.subjects), device=CPU, precision=precision,
+        )
+        seconds[f"engine {precision}"] = time.perf_counter() - t0
+        peaks[precision].append(peak_flops(precision))
+        engine_dice[precision] = dice.mean(axis=1)[sample]
+
+    # the naive loops are split around the engine runs, so a change of machine load during the
+    # benchmark (other processes on a shared box) hits both sides alike
+    first, second = sample[::2], sample[1::2]
+    run_naive("naive fp32", first)
+    run_naive("naive+cl fp32", first)
+    run_engine("fp32")
+    run_engine("bf16")
+    run_naive("naive+cl fp32", second)
+    run_naive("naive fp32", second)
+    peaks["fp32"].append(peak_flops("fp32"))
+
+    reference = np.stack([naive["naive fp32"][i] for i in sample])
+    peak = {p: float(np.mean(v)) for p, v in peaks.items()}
+    base_rate = len(sample) / seconds["naive fp32"]
+    rows: list[dict[str, Any]] = []
+    for label in ("naive fp32", "naive+cl fp32"):
+        dice = np.stack([naive[label][i] for i in sample])
+        rate = len(sample) / seconds[label]
+        rows.append({"arch": arch, "mode": label, "variants": len(sample), "seconds": seconds[label], "rate": rate,
+                     "speedup": rate / base_rate, "ddice": float(np.abs(dice - reference).max()),
+                     "floor": 100 * flops_naive * len(sample) / peak["fp32"] / seconds[label]})
+    for precision in ("fp32", "bf16"):
+        label = f"engine {precision}"
+        rate = len(variants) / seconds[label]
+        rows.append({"arch": arch, "mode": label, "variants": len(variants), "seconds": seconds[label], "rate": rate,
+                     "speedup": rate / base_rate, "ddice": float(np.abs(engine_dice[precision] - reference).max()),
+                     "floor": 100 * flops_engine / peak[precision] / seconds[label], "engine": engine_used})
+    print(f"  peak matmul (mean of the runs): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} "
+          f"GFLOP/s; FLOPs per scan: naive {flops_naive * len(variants) / 1e12:.2f} T, engine "
+          f"{flops_engine / 1e12:.2f} T ({flops_naive * len(variants) / flops_engine:.2f}x fewer); load average "
+          f"{os.getloadavg()[0]:.1f}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lab", default="bench-lab", help="lab kept between runs (data set and trained models)")
+    parser.add_argument("--archs", default="unet,pspnet")
+    parser.add_argument("--naive-variants", type=int, default=12, help="variants timed on the naive loops")
+    parser.add_argument("--subjects", type=int, default=24, help="phantom subjects (training + validation)")
+    parser.add_argument("--val-subjects", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--train-precision", default="bf16", help="precision for training the models (fp32 or bf16)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    torch.set_num_threads(args.threads)
+    lab = Lab(args.lab)
+    prepare(lab, args)
+    rows: list[dict[str, Any]] = []
+    for arch in args.archs:
+        rows += bench_arch(lab, arch, args)
+    print(f"\n{'arch':8} {'mode':14} {'variants':>8} {'seconds':>8} {'var/s':>7} {'speedup':>8} {'max|dDice|':>11} {'floor':>7}")
+    for r in rows:
+        print(f"{r['arch']:8} {r['mode']:14} {r['variants']:>8} {r['seconds']:>8.1f} {r['rate']:>7.3f} "
+              f"{r.get('speedup', 1.0):>7.1f}x {r['ddice']:>11.2e} {r['floor']:>6.1f}%")
+    unet = {r["mode"]: r for r in rows if r["arch"] == "unet"} or {r["mode"]: r for r in rows}
+    fp32, bf16 = unet["engine fp32"], unet["engine bf16"]
+    print(f"scan speedup: fp32 {fp32['speedup']:.1f}x, bf16 {bf16['speedup']:.1f}x; "
+          f"max |dDice| fp32 {fp32['ddice']:.2g}, bf16 {bf16['ddice']:.2g}")
+
+
+if __name__ == "__main__":
+    main()
