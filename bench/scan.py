@@ -8,16 +8,19 @@ One run, same models and data, for UNet and PSPNet:
   naive+cl         the same through engine.evaluate.evaluate_seg (channels_last, inference_mode): shows
                    how much of the gain is the memory format alone.
   engine fp32      engine.scan.evaluate_variants on every variant: batches outside, partial re-execution
-                   from cached activations, in-place swaps.
+                   from cached activations, in-place swaps, freed activations kept in the heap.
   engine bf16      the same with bf16 autocast.
+The naive loops run in fresh processes (the engine tunes malloc process-wide), split in two halves
+around the engine runs, so a change of load on a shared machine hits both sides alike.
+
 For each: variants/s, speedup over naive fp32, max |Dice difference| against the naive Dice (mean over
 subjects, every class, on the sampled variants), and the floor: the FLOPs the mode cannot avoid
 (torch.utils.flop_counter: naive = one full forward per variant; engine = the baseline forward plus
-each variant's downstream part), divided by the measured peak of a large matmul at that precision,
-as a percentage of the measured time.
+each variant's downstream part) divided by the measured peak of a 2048^3 matmul at that precision,
+as a percentage of the measured time (100% = as fast as the hardware allows for those FLOPs).
 
-Models are trained here with the training engine on the synthetic ACDC phantom (128 px) and kept in
---lab, so a second run skips training.
+Models are trained here with the training engine on the synthetic ACDC phantom (128 px; UNet
+base width 16, PSPNet width 0.25) and kept in --lab, so a second run skips training.
 
     .venv/bin/python bench/scan.py [--lab bench-lab] [--archs unet,pspnet] [--naive-variants 12]
 """
