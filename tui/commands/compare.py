@@ -22,9 +22,7 @@ def rmse(
 ) -> None:
     """RMSE between the models' tensors per layer and kind, for every pair (the paper's figures 6, 10-12).
 
-    RMSE(a, b) = sqrt(mean((a - b)^2)) over a tensor's elements; "rel" divides it by the RMS of the first
-    model's tensor, so layers of different scale compare. With N checkpoints all N(N-1)/2 pairs are computed.
-    Stored as comparisons/NAME.h5 (default rmse-A-B...).
+    RMSE(a, b) = sqrt(mean((a - b)^2)) over a tensor's elements; "rel" divides it by the RMS of the first model's tensor, so layers of different scale compare. With N checkpoints all N(N-1)/2 pairs are computed. Stored as comparisons/NAME.h5 (default rmse-A-B...).
 
     Example: reuse-console rmse unet-seg unet-ae --kinds RM,RV,W
     """
@@ -66,9 +64,7 @@ def bn(
 ) -> None:
     """BN scale and shift per layer, and what swapping one BN tensor does to them (the paper's theory).
 
-    In eval mode BN is y = s*x + t per channel, s = RW/sqrt(RV+eps), t = RB - RM*s. For each single-kind
-    replacement of a recipient tensor by the donor's, the table shows the change of s as a ratio s'/s
-    (geometric mean over channels; RM and RB leave s alone) and the change of t as the mean |t' - t|.
+    In eval mode BN is y = s*x + t per channel, s = RW/sqrt(RV+eps), t = RB - RM*s. For each single-kind replacement of a recipient tensor by the donor's, the table shows the change of s as a ratio s'/s (geometric mean over channels; RM and RB leave s alone) and the change of t as the mean |t' - t|.
 
     Example: reuse-console bn unet-seg unet-ae --json
     """

@@ -51,9 +51,7 @@ def swap(
 ) -> None:
     """Swap some recipient tensors for the donor's and compare Dice per class with the unswapped baseline.
 
-    All the named (layer, kind) tensors change at once, in place, and are restored exactly afterwards;
-    Dice is computed per subject over all of its validation slices (3D) and averaged. The result is kept
-    in the lab as a one-variant scan (`reuse-console show NAME`).
+    All the named (layer, kind) tensors change at once, in place, and are restored exactly afterwards; Dice is computed per subject over all of its validation slices (3D) and averaged. The result is kept in the lab as a one-variant scan (`reuse-console show NAME`).
 
     Example: reuse-console swap unet-seg unet-ae --data acdc --layers 1-5 --kinds RM,RV
     """
@@ -113,13 +111,9 @@ def scan(
 ) -> None:
     """Swap every single (layer, kind[, alpha]) tensor in turn and measure Dice per class: the paper's experiment 1.
 
-    Each variant changes one recipient tensor towards the donor's, is evaluated on the validation subjects and
-    restored. The fast path runs each batch once through the unchanged model and re-runs only the layers after
-    the changed one from cached activations (torch.fx; models that do not trace fall back to a full forward).
-    fp32 is exact (the naive loop's Dice); bf16 is faster on CPUs with bf16 support and GPUs.
+    Each variant changes one recipient tensor towards the donor's, is evaluated on the validation subjects and restored. The fast path runs each batch once through the unchanged model and re-runs only the layers after the changed one from cached activations (torch.fx; models that do not trace fall back to a full forward). fp32 gives the naive loop's Dice; bf16 is faster on CPUs with bf16 support and GPUs.
 
-    Stored as scans/NAME.h5 (default name RECIPIENT-vs-DONOR): baseline and per-variant Dice per class and
-    subject. A killed scan keeps its finished variants: rerun the same command with --resume.
+    Stored as scans/NAME.h5 (default name RECIPIENT-vs-DONOR): baseline and per-variant Dice per class and subject. A killed scan keeps its finished variants: rerun the same command with --resume.
 
     Example: reuse-console scan unet-seg unet-ae --data acdc --kinds RM,RV,W --alphas 0,0.5,1
     """
@@ -146,7 +140,7 @@ def scan(
 
 
 def print_scan(result: Any) -> None:
-    """Baseline per class, then mean foreground Dice (and its change) per layer and kind/alpha."""
+    """Baseline per class, then mean foreground Dice per layer and kind (rows per alpha when several)."""
     base = result.baseline_mean
     fg = [c for c in range(1, len(result.classes)) if result.present[c]] or list(range(len(result.classes)))
     base_fg = float(base[fg].mean())
