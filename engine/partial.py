@@ -82,6 +82,14 @@ def _pure_graph(gm: fx.GraphModule) -> dict[str, nn.Module]:
     return modules
 
 
+_COMPUTE_OPS = ("call_module", "call_function", "call_method", "get_attr", "output")
+
+
+def _is_input(node: fx.Node) -> bool:
+    """A graph input (fx's op for a forward argument); every other op computes or returns."""
+    return node.op not in _COMPUTE_OPS
+
+
 def _fetch_attr(root: nn.Module, target: str) -> Any:
     obj: Any = root
     for part in target.split("."):
@@ -170,10 +178,10 @@ class PartialForward:
         self._output = next(n for n in gm.graph.nodes if n.op == "output")
         self._pos = {n: i for i, n in enumerate(self._nodes)}
         self._pos[self._output] = len(self._nodes)
-        placeholders = [n for n in self._nodes if n.op == "placeholder"]
-        if not placeholders or any(not n.args for n in placeholders[1:]):
-            raise NotPartial(f"the traced model takes {len(placeholders)} required inputs, expected 1")
-        self._defaults = {n: n.args[0] for n in placeholders[1:]}  # optional inputs keep their defaults
+        inputs = [n for n in self._nodes if _is_input(n)]
+        if not inputs or any(not n.args for n in inputs[1:]):
+            raise NotPartial(f"the traced model takes {len(inputs)} required inputs, expected 1")
+        self._defaults = {n: n.args[0] for n in inputs[1:]}  # optional inputs keep their defaults
         for name, keys in self.group_keys.items():
             self.groups[name] = self._group(name, keys)
 
@@ -190,7 +198,7 @@ class PartialForward:
     def _group(self, name: str, keys: tuple[str, ...]) -> Group:
         affected = self._starts(keys)
         if not affected:  # reached under another name, or not at all: re-run everything to be safe
-            affected = {n for n in self._nodes if n.op != "placeholder"}
+            affected = {n for n in self._nodes if not _is_input(n)}
         for node in self._nodes:  # topological order: one pass collects every descendant
             if node not in affected and any(a in affected for a in node.all_input_nodes):
                 affected.add(node)
@@ -295,7 +303,7 @@ class PartialForward:
         env: dict[fx.Node, Any] = {}
         g = 0
         for i, node in enumerate(self._nodes[: stop + 1]):
-            if node.op == "placeholder":
+            if _is_input(node):
                 env[node] = self._defaults.get(node, x)
             else:
                 env[node] = self._call(node, env)

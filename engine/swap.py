@@ -18,7 +18,7 @@ from torch import nn
 
 from reuse_console.store.errors import UserError
 
-from .layers import Layer, LayerIndex
+from .layers import LayerIndex
 
 _COUNTERS = ("num_batches_tracked",)  # BN step counters: not a kind, unused in eval, often not exported
 
@@ -172,12 +172,3 @@ class Swap:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
-
-
-def layer_of(index: LayerIndex, key: str) -> tuple[Layer, str]:
-    """The layer and kind that own state-dict `key`."""
-    for layer in index.layers:
-        for kind, k in layer.keys().items():
-            if k == key:
-                return layer, kind
-    raise UserError(f"tensor {key} is not a layer tensor (RM RV RW RB W B)")
