@@ -38,3 +38,18 @@ def reporter(mode: str, *, quiet: bool = False) -> Iterator[Any]:
 
     with make_reporter(mode) as report:
         yield report
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A cancelled job gets SIGTERM: stop like Ctrl-C, so runs say "cancelled" and finished work is kept."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

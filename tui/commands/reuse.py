@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
-from ..output import emit_json, stderr, stdout
+from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
 
 plan_app = typer.Typer(
     help=(
@@ -28,15 +27,6 @@ plan_app = typer.Typer(
     invoke_without_command=True,
     no_args_is_help=False,
 )
-
-
-def _sigterm_to_interrupt() -> None:
-    """A cancelled job gets SIGTERM: stop like Ctrl-C (finished cells are kept)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 @plan_app.callback()
@@ -200,8 +190,7 @@ def grid(
 
     the_study = load_study(study)
     chosen = parse_devices(devices)
-    _sigterm_to_interrupt()
-    with make_reporter(progress) as report:
+    with sigterm_as_interrupt(), make_reporter(progress) as report:
         exp = run_grid(Lab.from_option(lab), the_study, name=name, resume=resume, device=device, devices=chosen,
                        precision=precision, workers=workers, report=report)
     if json_out:

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Iterator
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ..options import DataOpt, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
-from ..output import emit_json, fmt, stderr, stdout
+from ..output import emit_json, fmt, sigterm_as_interrupt, stderr, stdout
 
 Recipient = Annotated[str, typer.Argument(help="Recipient checkpoint id (a seg model; see `reuse-console ls checkpoints`).")]
 Donor = Annotated[str, typer.Argument(help="Donor checkpoint id (same architecture and tensor shapes, any task).")]
 BatchOpt = Annotated[int, typer.Option("--batch", help="Validation slices per forward pass.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Subjects to evaluate on: val, train or all.")]
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A cancelled job gets SIGTERM: stop like Ctrl-C (finished chunks stay in the progress file)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def swap(
@@ -60,7 +43,7 @@ def swap(
 
     from ..progress import make_reporter
 
-    with _sigterm_as_interrupt(), make_reporter(progress) as report:
+    with sigterm_as_interrupt(), make_reporter(progress) as report:
         result = run_swap(Lab.from_option(lab), recipient, donor, data, layers=layers, kinds=kinds, alpha=alpha,
                           precision=precision, device=device, name=name, batch=batch, split=split, report=report)
     out = result.to_json()
@@ -124,7 +107,7 @@ def scan(
     from ..progress import make_reporter
 
     values = parse_alphas(alphas)
-    with _sigterm_as_interrupt(), make_reporter(progress) as report:
+    with sigterm_as_interrupt(), make_reporter(progress) as report:
         result = run_scan(Lab.from_option(lab), recipient, donor, data, layers=layers, kinds=kinds, alphas=values,
                           precision=precision, device=device, name=name, resume=resume, batch=batch, split=split,
                           partial=not full_forward, report=report)

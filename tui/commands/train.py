@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -12,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
-from ..output import emit_json, fmt, stderr, stdout
+from ..output import emit_json, fmt, sigterm_as_interrupt, stderr, stdout
 
 TRAIN_HELP = (
     "Train a segmentation (seg) or auto-encoder (ae) model on a lab data set.\n\n"
@@ -30,20 +27,6 @@ TRAIN_HELP = (
     "not updated), --mode finetune trains them like the rest. Example: reuse-console train --data acdc "
     "--subjects 10 --init unet-ae-t1 --plan t1-ae --mode freeze"
 )
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A cancelled job gets SIGTERM: end like Ctrl-C, so the run file says "cancelled"."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def train(
@@ -95,7 +78,7 @@ def train(
     from ..progress import make_reporter
 
     the_lab = Lab.from_option(lab)
-    with _sigterm_as_interrupt(), make_reporter(progress) as report:
+    with sigterm_as_interrupt(), make_reporter(progress) as report:
         if resume:
             result = resume_training(the_lab, resume, device=device, precision=precision, workers=workers, report=report)
         else:
