@@ -109,8 +109,9 @@ def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, repo
         if last.exists():
             from reuse_console.store.checkpoints import read_meta
 
-            if read_meta(last).epoch >= cfg.epochs:
-                continue
+            meta = read_meta(last)
+            if meta.epoch >= int(meta.extra.get("spec", {}).get("epochs", cfg.epochs)):
+                continue  # finished (possibly by an earlier demo with other sizes): keep it
             _stage(report, f"resume {name}")
             resume_training(lab, name, device=device, report=report)
             continue

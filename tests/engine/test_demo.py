@@ -1,0 +1,34 @@
+"""The demo wires every stage together and a second run redoes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from reuse_console.engine import demo
+from reuse_console.engine.events import Event, Message
+from reuse_console.engine.experiment import load_experiment
+
+
+@pytest.mark.slow
+def test_tiny_demo_makes_every_object_and_reruns_as_a_no_op(lab, monkeypatch) -> None:
+    tiny = demo.DemoConfig(subjects={"acdc": 5, "t1": 4, "rvsc": 4}, size=32, base_width=4, epochs=1,
+                           grid_epochs=1, grid_subjects=(2,), grid_seeds=(0,), batch=4)
+    monkeypatch.setattr(demo.DemoConfig, "choose", classmethod(lambda cls, quick: tiny))
+    events: list[Event] = []
+    result = demo.run_demo(lab, quick=True, device="cpu", precision="fp32", report=events.append)
+
+    assert result.datasets == ["acdc", "t1", "rvsc"]
+    for name, _, _ in demo.MODELS:
+        assert lab.path("checkpoints", name).exists()
+    assert all(lab.path("scans", s).exists() for s in result.scans) and len(result.scans) == 4
+    assert all(lab.path("plans", p).exists() for p in result.plans) and len(result.plans) == 3
+    exp = load_experiment(lab, result.experiment)
+    assert exp.status == "complete"
+    assert len(exp.cells) == 1 + 3 * 2  # random, then 3 donors x (freeze, finetune)
+    assert any(p.name.endswith(".png") for p in result.figures)
+    assert (lab.root / "figures" / "index.md").exists()
+
+    again: list[Event] = []
+    demo.run_demo(lab, quick=True, device="cpu", precision="fp32", report=again.append)
+    stages = [e.text for e in again if isinstance(e, Message) and e.text.startswith("[demo]")]
+    assert [t for t in stages if not t.startswith("[demo] report")] == []
