@@ -164,7 +164,7 @@ def start_job(
     info = {
         "argv": argv,
         "child_argv": child_argv,
-        "command": command_line(child_argv),
+        "command": command_line(argv),  # what the user asked for, pasteable by hand
         "started": started,
         "pid": proc.pid,
         "pgid": proc.pid,  # session leader: its pid is the process group id

@@ -70,7 +70,7 @@ def _group_gone(pgid: int) -> bool:
 def test_job_runs_to_the_end_and_its_events_are_tailed(lab: Lab) -> None:
     job = start_job(lab, ["jobs", "sleep", "0.3", "--tick", "0.1"], name="nap")
     assert job.id == "nap" and job.status == "running"
-    assert job.command == "reuse-console jobs sleep 0.3 --tick 0.1 --progress jsonl"
+    assert job.command == "reuse-console jobs sleep 0.3 --tick 0.1"  # the copyable command, no --progress
     done = _wait(lab, "nap")
     assert (done.status, done.returncode) == ("finished", 0)
     assert done.ended and done.ended >= done.started
@@ -204,7 +204,7 @@ def test_cli_start_show_cancel(lab: Lab) -> None:
 
     started = run("jobs", "start", "--name", "cli", "--json", "--", "jobs", "sleep", "60", "--tick", "0.2")
     assert started.returncode == 0, started.stderr
-    assert json.loads(started.stdout)["command"].endswith("jobs sleep 60 --tick 0.2 --progress jsonl")
+    assert json.loads(started.stdout)["command"].endswith("jobs sleep 60 --tick 0.2")
     _wait_for_event(get_job(lab, "cli"), StepEnd)
     shown = json.loads(run("jobs", "show", "cli", "--json", "-n", "1").stdout)
     assert shown["status"] == "running" and len(shown["events"]) == 1 and shown["event_count"] >= 2
