@@ -13,6 +13,7 @@ cell when they finish one, and send their progress events back to this process.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import time
@@ -186,6 +187,20 @@ def reference_rmse(lab: Any, study: Study, experiment: str, cells: Sequence[Cell
     return index, values
 
 
+def _holding_experiment(run: Any) -> Any:
+    """Run a grid only under its experiment's claim (store/claims.py): a second grid of the same
+    name, or a second --resume, is refused while one runs; a killed grid's claim is free. Its
+    cells are claimed as runs by whichever process trains them."""
+
+    @functools.wraps(run)
+    def held(lab: Any, study: Study, *, name: str | None = None, **kwargs: Any) -> Experiment:
+        with lab.claim("experiments", check_name(name or study.name)):
+            return run(lab, study, name=name, **kwargs)
+
+    return held
+
+
+@_holding_experiment
 def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = False, device: str = "auto",
              devices: Sequence[str] = (), precision: str = "fp32", workers: int | None = None,
              report: Reporter = silent) -> Experiment:
@@ -323,6 +338,18 @@ def _run_parallel(lab: Any, study: Study, name: str, cells: list[Cell], to_train
         raise UserError(f"{errors[0]} ({len(errors)} cell(s) failed; finished cells are kept: rerun with --resume)")
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this worker when the grid process dies (SIGKILL included), so
+    a resumed grid never meets an orphan still training (and claiming) one of its cells."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the grid died before the line above
+        os._exit(1)
+
+
 def _worker_main(root: str, study_dict: dict[str, Any], name: str, device: str, precision: str,
                  workers: int | None, classes: list[str], inbox: Any, results: Any, w: int, parent: int,
                  n_workers: int) -> None:
@@ -337,6 +364,7 @@ def _worker_main(root: str, study_dict: dict[str, Any], name: str, device: str, 
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    _die_with_parent(parent)
     if device.startswith("cpu"):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
     lab, study = Lab(Path(root)), Study.from_dict(study_dict)

@@ -58,6 +58,7 @@ def load_inputs(
     from .data.slices import load_slices
     from .device import check_precision, pick_device
     from .evaluate import eval_batches
+    from .ckpt_io import check_finite
     from .models.registry import checkpoint_path, load_model, model_in_channels
 
     dev = pick_device(device)
@@ -66,6 +67,7 @@ def load_inputs(
     if meta.task != "seg":
         raise UserError(f"recipient {recipient!r} is a {meta.task} model: scans measure Dice, so the recipient must be a seg checkpoint")
     donor_state, donor_meta = read_checkpoint(checkpoint_path(lab, donor))
+    check_finite(donor_state, f"checkpoint {donor!r}")
     check_compatible(model.state_dict(), donor_state, recipient_arch=meta.arch, donor_arch=donor_meta.arch)
     slices = load_slices(lab, data)
     if meta.classes and list(meta.classes) != list(slices.classes):
@@ -103,10 +105,16 @@ def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
             raise UserError(f"scan {base!r} is already finished: nothing to resume (drop --resume to start another)")
         raise UserError(f"no unfinished scan {base!r} to resume (give its --name)")
     candidate, n = base, 1
-    while lab.exists("scans", candidate) or progress_path(lab, candidate).exists():
+    while True:  # the next free name, claimed (a name another job claims meanwhile is skipped)
+        if not lab.exists("scans", candidate) and not progress_path(lab, candidate).exists():
+            try:
+                lab.ensure_new("scans", candidate)
+                return candidate
+            except UserError:
+                if not lab.claimed("scans", candidate):
+                    raise
         n += 1
         candidate = f"{base}-{n}"
-    return candidate
 
 
 def _resume_state(path: Path, options: dict[str, Any], variants: list[Variant]) -> tuple[np.ndarray | None, dict[str, np.ndarray], float]:
@@ -129,7 +137,23 @@ def evaluate_and_store(
     options: dict[str, Any], resume: bool = False, chunk_variants: int = 32, partial: bool = True,
     report: Reporter = silent,
 ) -> ScanResult:
-    """Evaluate `variants` (resuming from a progress file), write `scans/<name>.h5`."""
+    """Evaluate `variants` (resuming from a progress file), write `scans/<name>.h5`.
+
+    The scan's name is claimed for the whole evaluation (store/claims.py): a second scan or
+    resume of the same name is refused while this one runs.
+    """
+    with lab.claim("scans", name):
+        if resume and lab.exists("scans", name):
+            raise UserError(f"scan {name!r} is already finished: nothing to resume")
+        return _evaluate_and_store(lab, loaded, variants, name=name, recipient=recipient, donor=donor, data=data,
+                                   options=options, resume=resume, chunk_variants=chunk_variants, partial=partial,
+                                   report=report)
+
+
+def _evaluate_and_store(
+    lab: Lab, loaded: Loaded, variants: list[Variant], *, name: str, recipient: str, donor: str, data: str,
+    options: dict[str, Any], resume: bool, chunk_variants: int, partial: bool, report: Reporter,
+) -> ScanResult:
     progress = progress_path(lab, name)
     baseline, done, spent = (None, {}, 0.0)
     if resume:

@@ -10,6 +10,7 @@ same weights, bit for bit, as one that was never interrupted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from .device import autocast, check_precision, memory_format, memory_mb, pick_de
 from .evaluate import eval_batches, evaluate_ae, evaluate_seg
 from .events import EpochEnd, Finished, Message, Reporter, Started, StepEnd, silent
 from .losses import ae_loss, dice_classes, seg_loss
-from .train_spec import TASKS, TrainResult, TrainSpec, default_name
+from .train_spec import TASKS, TrainResult, TrainSpec, claim_run, default_name
 
 __all__ = ["TASKS", "TrainResult", "TrainSpec", "default_name", "resume_training", "train"]
 
@@ -54,29 +55,56 @@ def train(
 
         spec, donor_state = transfer_init(lab, spec)
         init_state = {**(init_state or {}), **donor_state}
-    name = spec.name or default_name(lab, spec)
-    for kind in ("runs", "checkpoints"):
-        if lab.path(kind, name).exists():
-            raise UserError(f"{kind[:-1]} {name!r} already exists (use --resume {name} to continue it, or another --name)")
-    spec = dataclasses.replace(spec, name=name)
-    session = _Session.open(lab, spec, device=device, precision=precision, workers=workers)
-    config = default_config(spec.arch, 1, len(session.slices.classes), **spec.arch_config)
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.arch, config)
-    if init_state:
-        _load_partial(model, init_state)
-    session.attach(model, config)
-    from reuse_console.store.runs import RunWriter
+    if spec.name:
+        held = claim_run(lab, spec.name, new=True)
+        name = spec.name
+    else:  # the default name: the next one free, skipping one another job claims meanwhile
+        while True:
+            name = default_name(lab, spec)
+            try:
+                held = claim_run(lab, name, new=True)
+                break
+            except UserError:
+                if lab.claimed("runs", name):
+                    continue
+                raise
+    with held:
+        spec = dataclasses.replace(spec, name=name)
+        session = _Session.open(lab, spec, device=device, precision=precision, workers=workers)
+        config = default_config(spec.arch, 1, len(session.slices.classes), **spec.arch_config)
+        torch.manual_seed(spec.seed)
+        model = build_model(spec.arch, config)
+        if init_state:
+            if spec.init:
+                from .transfer import check_fits
 
-    writer = RunWriter.create(
-        lab.folder("runs", create=True) / f"{name}.h5",
-        epoch_columns=session.epoch_columns(),
-        meta=session.run_meta(),
-        provenance=session.provenance(),
-    )
-    return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
+                check_fits(lab, spec, model, init_state, session.slices.classes)
+            _load_partial(model, init_state)
+        session.attach(model, config)
+        from reuse_console.store.runs import RunWriter
+
+        writer = RunWriter.create(
+            lab.folder("runs", create=True) / f"{name}.h5",
+            epoch_columns=session.epoch_columns(),
+            meta=session.run_meta(),
+            provenance=session.provenance(),
+        )
+        return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
 
 
+def _holding_run(resume: Any) -> Any:
+    """Resume only under the run's claim: two resumes of one run (or a resume of a run still
+    training) are refused; a killed writer's claim is free (store/claims.py)."""
+
+    @functools.wraps(resume)
+    def held(lab: Any, run: str, **kwargs: Any) -> TrainResult:
+        with claim_run(lab, run):
+            return resume(lab, run, **kwargs)
+
+    return held
+
+
+@_holding_run
 def resume_training(
     lab: Any,
     run: str,

@@ -6,6 +6,7 @@ console can rebuild the run from the lab alone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -71,11 +72,32 @@ class TrainResult:
 
 
 def default_name(lab: Any, spec: TrainSpec) -> str:
-    """e.g. unet-seg-acdc, or unet-seg-acdc-2 when that is taken (by a run or a checkpoint)."""
+    """e.g. unet-seg-acdc, or unet-seg-acdc-2 when that is taken (by a run or a checkpoint, or
+    claimed by a run another job is starting)."""
     arch = spec.arch.rsplit(":", 1)[-1].lower()
     base = f"{arch}-{spec.task}-{spec.data.split('/')[-1]}"
     name, n = base, 1
-    while lab.path("runs", name).exists() or lab.path("checkpoints", name).exists():
+    while lab.path("runs", name).exists() or lab.path("checkpoints", name).exists() or lab.claimed("runs", name):
         n += 1
         name = f"{base}-{n}"
     return name
+
+
+def claim_run(lab: Any, name: str, *, new: bool = False) -> contextlib.ExitStack:
+    """Hold every name run `name` writes (runs/R, checkpoints/R, checkpoints/R.last) for the
+    whole training, so a second `train --name R` or `train --resume R` is refused while it runs.
+    `new`: none of them may exist yet (checked after claiming, so two starts cannot both pass)."""
+    from .checkpointing import last_name
+
+    stack = contextlib.ExitStack()
+    try:
+        for kind, obj in (("runs", name), ("checkpoints", name), ("checkpoints", last_name(name))):
+            stack.enter_context(lab.claim(kind, obj, new=new))
+        if new:
+            for kind in ("runs", "checkpoints"):
+                if lab.path(kind, name).exists():
+                    raise UserError(f"{kind[:-1]} {name!r} already exists (use --resume {name} to continue it, or another --name)")
+    except BaseException:
+        stack.close()
+        raise
+    return stack

@@ -19,6 +19,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from . import claims
+
 SCHEMA_VERSION = 1
 TMP_PREFIX = ".tmp-"
 
@@ -57,17 +59,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
     the writer's pid (`.tmp-<pid>-<name>`) so `Lab.cleanup` can tell abandoned ones.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{path.name}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        claims.land(tmp, path)  # os.replace, or a no-replace link for a claimed new object
         fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        claims.abandon(path)
         raise
 
 

@@ -6,6 +6,7 @@ an unreadable file is listed with its reason instead of breaking the listing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,8 +19,9 @@ import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5p, h5s, h5t
 
-from .errors import NotFound, UserError
-from .h5 import TMP_PREFIX
+from . import claims
+from .errors import DamagedFile, NotFound, UserError
+from .h5 import SCHEMA_VERSION, TMP_PREFIX
 from .procs import pid_alive
 
 KINDS: tuple[str, ...] = (
@@ -52,17 +54,37 @@ def open_h5(path: Path) -> h5py.File:
 
     A run file being appended to (SWMR), or one left by a writer killed with SIGKILL, has its
     superblock marked "open for writing" and refuses a normal open; SWMR read mode opens both.
-    Locking is off so readers never block (or are blocked by) a writer.
+    Locking is off so readers never block (or are blocked by) a writer. A file that is no
+    readable HDF5 (truncated, overwritten) raises DamagedFile, one made by a newer release
+    (its `schema` attribute above SCHEMA_VERSION) a UserError: both name the file.
     """
     try:
-        return h5py.File(path, "r", locking=False)
+        f = h5py.File(path, "r", locking=False)
     except FileNotFoundError:
         raise
     except OSError as first:
         try:
-            return h5py.File(path, "r", swmr=True, libver="latest", locking=False)
+            f = h5py.File(path, "r", swmr=True, libver="latest", locking=False)
         except OSError:
-            raise first from None
+            reason = str(first).splitlines()[0] if str(first) else type(first).__name__
+            raise DamagedFile(
+                f"cannot read lab file {path}: {reason} (damaged or truncated: delete it or restore it from a backup)"
+            ) from None
+    try:
+        check_schema(f.attrs.get("schema"), path)
+    except UserError:
+        f.close()
+        raise
+    return f
+
+
+def check_schema(schema: Any, path: Path) -> None:
+    """Refuse a file written by a newer reuse-console: its layout may mean something else."""
+    if isinstance(schema, (int, np.integer)) and int(schema) > SCHEMA_VERSION:
+        raise UserError(
+            f"{path} was made by a newer reuse-console (schema {int(schema)} > {SCHEMA_VERSION}): "
+            "upgrade reuse-console to read it"
+        )
 
 
 @dataclass(frozen=True)
@@ -91,6 +113,7 @@ def read_entry(kind: str, path: Path) -> Entry:
     try:
         fid = _open_fid(path)
         try:
+            check_schema(_attr(fid, b"schema"), path)
             summary = json.loads(_attr(fid, b"summary") or "{}") or {}
             if kind == "runs" and b"status" in fid:
                 summary = {**summary, **_run_progress(fid)}
@@ -171,6 +194,8 @@ class Lab:
         """The folder of one kind of object."""
         if kind not in KINDS:
             raise UserError(f"unknown kind {kind!r}: choose one of {', '.join(KINDS)}")
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"lab {self.root} is not a folder: --lab (or $REUSE_LAB) must name a directory")
         path = self.root / kind
         if create:
             path.mkdir(parents=True, exist_ok=True)
@@ -184,20 +209,42 @@ class Lab:
         return self.path(kind, obj_id).exists()
 
     def ensure_new(self, kind: str, obj_id: str) -> Path:
-        """The path for a new object; refuses to overwrite an existing one."""
+        """The path for a new object, claimed by this process until its file lands (see
+        store/claims.py); refuses an existing object and one another live job is writing."""
         path = self.path(kind, obj_id)
+        claims.take(path, f"{kind[:-1]} {obj_id!r}", pin=False, new=True)
         if path.exists():
+            claims.abandon(path)
             raise UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} (choose another --name)")
         return path
 
+    def claim(self, kind: str, obj_id: str, *, new: bool = False) -> contextlib.AbstractContextManager[Any]:
+        """Hold the name `kind/obj_id` for a whole job (`with lab.claim(...)`): another process
+        claiming it meanwhile gets a UserError. `new`: the object must not exist yet, and its
+        first write will not replace a file."""
+        path = self.path(kind, obj_id)
+        self.folder(kind, create=True)
+        return claims.holding(path, f"{kind[:-1]} {obj_id!r}", new=new)
+
+    def claimed(self, kind: str, obj_id: str) -> bool:
+        """Is the name being written by a live job (this process included)?"""
+        return claims.is_live(claims.claim_path(self.path(kind, obj_id)))
+
     def unique_name(self, kind: str, base: str) -> str:
-        """`base`, or `base-2`, `base-3`... whichever is free in `kind`."""
+        """`base`, or `base-2`, `base-3`... whichever is free in `kind`, claimed by this process
+        like `ensure_new` (so two jobs choosing at once get different names)."""
         check_name(base)
         name, n = base, 1
-        while self.path(kind, name).exists():
+        while True:
+            path = self.path(kind, name)
+            if not path.exists() and not self.claimed(kind, name):
+                try:
+                    self.ensure_new(kind, name)
+                    return name
+                except UserError:
+                    pass  # taken a moment ago by another job: next
             n += 1
             name = f"{base}-{n}"
-        return name
 
     def files(self, kind: str) -> list[Path]:
         """Finished object files of one kind, sorted by name (temporary files are skipped)."""
@@ -229,7 +276,7 @@ class Lab:
         return read_entry(hits[0], self.path(hits[0], ref))
 
     def cleanup(self, older_than_s: float = 3600.0) -> list[Path]:
-        """Remove temporary files left by killed writers (their process gone, or old)."""
+        """Remove temporary files and claims left by killed writers (their process gone, or old)."""
         removed: list[Path] = []
         if not self.root.is_dir():
             return removed
@@ -242,6 +289,7 @@ class Lab:
                     continue
                 p.unlink(missing_ok=True)
                 removed.append(p)
+            removed.extend(p for p in folder.glob(f"{claims.CLAIM_PREFIX}*") if claims.remove_stale(p))
         return removed
 
 
