@@ -128,11 +128,14 @@ def run_bn(lab: Any, recipient: str, donor: str) -> list[BNLayer]:
     """BN scale/shift analysis of two checkpoints of one architecture."""
     from reuse_console.store.checkpoints import read_checkpoint
 
+    from .ckpt_io import check_finite
     from .models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
     from .swap import check_compatible, in_model_order
 
     r_state, r_meta = read_checkpoint(checkpoint_path(lab, recipient))
     d_state, d_meta = read_checkpoint(checkpoint_path(lab, donor))
+    check_finite(r_state, f"checkpoint {recipient!r}")
+    check_finite(d_state, f"checkpoint {donor!r}")
     model = build_model(r_meta.arch, rebuild_config(r_meta.arch_config))
     r_state = in_model_order(r_state, model)
     check_compatible(r_state, d_state, recipient_arch=r_meta.arch, donor_arch=d_meta.arch)

@@ -13,7 +13,7 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,17 @@ def check_state_dict(
         raise UserError(f"{source} does not fit {arch}: {problems[0]}{more}")
 
 
+def check_finite(state: Mapping[str, torch.Tensor], source: str, *, keys: Iterable[str] | None = None) -> None:
+    """Refuse a state dict with NaN or Inf in a floating-point tensor, naming the first such tensor:
+    a swap, scan, RMSE or training from it would give NaN results that look like findings."""
+    for key in state if keys is None else keys:
+        tensor = state[key]
+        if not (tensor.is_floating_point() or tensor.is_complex()) or bool(torch.isfinite(tensor).all()):
+            continue
+        what = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+        raise UserError(f"{source} holds {what} in tensor {key}: it cannot be used (retrain it, or import finite weights)")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -178,6 +189,7 @@ def import_checkpoint(
     config = rebuild_config(config)  # the tensors come from the file
     model = build_model(arch, config)
     check_state_dict(model.state_dict(), state, file.name, arch)
+    check_finite(state, str(file))
     model.load_state_dict(state, strict=False)
     digest = _sha256(file)
     meta = CheckpointMeta(

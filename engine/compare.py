@@ -137,6 +137,7 @@ def run_rmse(lab: Lab, refs: Sequence[str], *, layers: str = "all", kinds: str =
     """RMSE of checkpoints `refs` (all pairs), stored as `comparisons/<name>.h5`."""
     from reuse_console.store.checkpoints import read_checkpoint
 
+    from .ckpt_io import check_finite
     from .models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
 
     if len(refs) < 2:
@@ -144,6 +145,8 @@ def run_rmse(lab: Lab, refs: Sequence[str], *, layers: str = "all", kinds: str =
     if len(set(refs)) != len(refs):
         raise UserError("the same checkpoint is named twice")
     loaded = [read_checkpoint(checkpoint_path(lab, ref)) for ref in refs]
+    for ref, (state, _) in zip(refs, loaded):
+        check_finite(state, f"checkpoint {ref!r}")
     first_meta = loaded[0][1]
     for ref, (_, meta) in zip(refs[1:], loaded[1:]):
         if meta.arch != first_meta.arch:

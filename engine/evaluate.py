@@ -185,6 +185,8 @@ def evaluate_checkpoint(
     size = meta.extra.get("size")
     if size and int(size) != slices.size:
         slices = resize_slices(slices, int(size))
+    if save_predictions is not None and Path(save_predictions).exists() and not Path(save_predictions).is_dir():
+        raise UserError(f"--save-predictions {save_predictions} is not a folder: give a folder for the NIfTI files")
     if save_predictions is not None and meta.task != "seg":
         raise UserError("--save-predictions writes label maps: it needs a seg checkpoint")
     model = model.to(memory_format=memory_format(dev))

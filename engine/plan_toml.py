@@ -219,7 +219,11 @@ def import_plan_toml(path: Path, *, name: str | None = None) -> ReusePlan:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"plan file {path} not found")
-    plan = plan_from_toml(path.read_text(encoding="utf-8"), name=name, source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}): save the plan TOML as UTF-8") from exc
+    plan = plan_from_toml(text, name=name, source=str(path))
     if not plan.name:
         raise UserError(f"{path} names no plan: pass --name")
     plan.provenance = {**plan.provenance, "source": "imported", "file": str(path)}

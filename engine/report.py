@@ -36,6 +36,8 @@ def make_report(lab: Any, refs: Sequence[str], out: Path, *, report: Reporter = 
         if entry.kind not in makers:
             raise UserError(f"cannot report on a {entry.kind[:-1]} ({entry.id}): give scans, comparisons, plans or experiments")
     out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is not a folder: the report writes several files, give a folder")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     sections: list[str] = []

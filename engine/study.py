@@ -11,6 +11,7 @@ whole table rows finished first.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,8 @@ def load_study(path: Path) -> Study:
         raise UserError(f"study file {path} not found")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}): save the study TOML as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from exc
     data.setdefault("name", path.stem)
@@ -123,6 +126,11 @@ def _unknown(data: dict[str, Any], allowed: set[str], where: str) -> None:
     extra = sorted(set(data) - allowed)
     if extra:
         raise UserError(f"{where}: unknown field {extra[0]!r} (fields: {', '.join(sorted(allowed))})")
+
+
+def _whole(value: Any) -> bool:
+    """An integer, and not a TOML boolean (Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _int_list(value: Any, label: str, where: str, *, allow_all: bool = False) -> list[Any]:
@@ -157,6 +165,9 @@ def _parse(data: dict[str, Any], where: str) -> Study:
         _unknown(src, _SOURCE, f"{where}: source {src.get('name')!r}")
         sname = check_name(str(src["name"]))
         donor, plan = src.get("donor"), src.get("plan")
+        for label, value in (("donor", donor), ("plan", plan)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise UserError(f"{where}: source {sname!r}: {label} must be an id (text), got {value!r}")
         if (donor is None) != (plan is None):
             raise UserError(f"{where}: source {sname!r} needs both donor and plan (or neither, for random init)")
         sources.append(Source(sname, donor, plan))
@@ -192,12 +203,17 @@ def _train(data: Any, where: str) -> TrainSettings:
     settings = TrainSettings(**data)
     for label in ("epochs", "batch"):
         value = getattr(settings, label)
-        if not isinstance(value, int) or value < 1:
+        if not _whole(value) or value < 1:
             raise UserError(f"{where} [train]: {label} must be a whole number >= 1, got {value!r}")
-    if not isinstance(settings.lr, (int, float)) or settings.lr <= 0:
+    lr = settings.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise UserError(f"{where} [train]: lr must be a positive number, got {settings.lr!r}")
-    if settings.size is not None and (not isinstance(settings.size, int) or settings.size < 16):
+    if settings.size is not None and (not _whole(settings.size) or settings.size < 16):
         raise UserError(f"{where} [train]: size must be a whole number >= 16, got {settings.size!r}")
+    if not isinstance(settings.arch, str) or not settings.arch:
+        raise UserError(f"{where} [train]: arch must be a name such as \"unet\", got {settings.arch!r}")
+    if not isinstance(settings.augment, bool):
+        raise UserError(f"{where} [train]: augment must be true or false, got {settings.augment!r}")
     if not isinstance(settings.arch_config, dict):
         raise UserError(f"{where} [train]: arch_config must be a table such as {{ base_width = 16 }}")
     settings.lr = float(settings.lr)

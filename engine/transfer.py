@@ -41,6 +41,7 @@ def check_mode(mode: str | None) -> str:
 
 def donor_tensors(lab: Any, donor: str, plan: Any, *, arch: str = "") -> dict[str, torch.Tensor]:
     """The donor checkpoint's tensors named by the plan's reusable set (checked against the plan)."""
+    from .ckpt_io import check_finite
     from .models.registry import checkpoint_path
 
     state, meta = read_checkpoint(checkpoint_path(lab, donor))
@@ -60,6 +61,7 @@ def donor_tensors(lab: Any, donor: str, plan: Any, *, arch: str = "") -> dict[st
                 f"donor {donor!r} tensor {t.key} has {value.numel()} elements, plan {plan.name!r} expects {t.numel}"
             )
         out[t.key] = value
+    check_finite(out, f"donor {donor!r}")
     return out
 
 
@@ -81,6 +83,35 @@ def transfer_init(lab: Any, spec: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     if mode == "freeze":
         frozen += [k for k in state if k not in frozen]
     return replace(spec, mode=mode, frozen=frozen), state
+
+
+def check_fits(lab: Any, spec: Any, model: nn.Module, state: Mapping[str, torch.Tensor], classes: list[str]) -> None:
+    """Say why a donor's tensor does not fit the new model: the data set's classes differ from the
+    donor's (a reused output layer), or the model was built with other arch options than the donor."""
+    import json
+
+    from reuse_console.store.checkpoints import read_meta
+
+    from .models.registry import checkpoint_path
+
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if not bad:
+        return
+    key = bad[0]
+    meta = read_meta(checkpoint_path(lab, spec.init))
+    theirs, ours = tuple(state[key].shape), tuple(own[key].shape)
+    if list(meta.classes) != list(classes) and theirs[:1] == (len(meta.classes),) and ours[:1] == (len(classes),):
+        raise UserError(
+            f"plan {spec.plan!r} reuses {key} of donor {spec.init!r}, made for its {len(meta.classes)} classes "
+            f"({', '.join(meta.classes)}), but data set {spec.data!r} has {len(classes)} ({', '.join(classes)}): "
+            "leave that layer out of the plan (plan export, edit, plan import)"
+        )
+    options = {k: v for k, v in meta.arch_config.items() if k not in ("in_channels", "out_channels")}
+    raise UserError(
+        f"donor {spec.init!r} tensor {key} has shape {theirs}, the new {spec.arch} {ours}: build it like the donor, "
+        f"--arch-config '{json.dumps(options, sort_keys=True)}'"
+    )
 
 
 @dataclass

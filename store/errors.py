@@ -9,3 +9,9 @@ class UserError(Exception):
 
 class NotFound(UserError):
     """An id or path that names nothing in the lab or on disk."""
+
+
+class DamagedFile(UserError, OSError):
+    """A lab file that is not readable HDF5 (truncated, overwritten, not HDF5 at all).
+
+    Also an OSError, so code that handled h5py's own OSError for such files still does."""

@@ -98,4 +98,8 @@ def make_reporter(mode: str) -> Iterator[Reporter]:
         refresh_per_second=4,
     )
     with progress:
-        yield RichReporter(progress)
+        try:
+            yield RichReporter(progress)
+        except UserError:
+            progress.live.transient = True  # a refused command leaves its error line alone, not a half bar
+            raise

@@ -150,13 +150,14 @@ def rebuild_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def load_model(lab: Lab, ref: str, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild a checkpoint's model from its arch and config, load its tensors, eval mode."""
-    from reuse_console.engine.ckpt_io import check_state_dict
+    from reuse_console.engine.ckpt_io import check_finite, check_state_dict
     from reuse_console.engine.device import pick_device
 
     path = checkpoint_path(lab, ref)
     state, meta = read_checkpoint(path)
     model = build_model(meta.arch, rebuild_config(meta.arch_config))
     check_state_dict(model.state_dict(), state, f"checkpoint {path.name}", meta.arch)
+    check_finite(state, f"checkpoint {ref!r}")
     model.load_state_dict(state, strict=False)
     target = device if isinstance(device, torch.device) else pick_device(device)
     return model.to(target).eval(), meta
