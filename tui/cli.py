@@ -79,11 +79,24 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="reuse-console", standalone_mode=True)
     except UserError as exc:
+        from reuse_console.store import claims
+
+        claims.release_all()  # names claimed for objects the refused command never wrote
         stderr.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         stderr.print("interrupted")
         sys.exit(130)
+    except (OSError, RuntimeError) as exc:  # a write the disk (quota, file-size limit) refused
+        from reuse_console.store.h5 import disk_full
+
+        reason = disk_full(exc)
+        if reason is None:
+            raise
+        where = f" while writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+        stderr.print(f"[bold red]error:[/bold red] disk full{escape(where)}: {escape(reason)}", highlight=False,
+                     soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
