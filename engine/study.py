@@ -24,6 +24,7 @@ from .transfer import MODES
 
 SCRATCH = "scratch"
 EVALUATE = ("last", "best")
+MAX_SEEDS = 1000  # a count beyond this is a typo, not a study (each seed is a training run per cell)
 _TOP = {"name", "target", "sources", "modes", "subjects", "seeds", "train", "reference", "evaluate"}
 _TRAIN = {"arch", "arch_config", "epochs", "batch", "lr", "size", "augment"}
 _SOURCE = {"name", "donor", "plan"}
@@ -182,8 +183,8 @@ def _parse(data: dict[str, Any], where: str) -> Study:
     subjects = _int_list(data.get("subjects", "all"), "subjects", where, allow_all=True)
     seeds = data.get("seeds", 3)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise UserError(f"{where}: seeds must be at least 1 (a count) or a list of seeds")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise UserError(f"{where}: seeds must be a count from 1 to {MAX_SEEDS}, or a list of seeds")
         seeds = list(range(seeds))
     seeds = _int_list(seeds, "seeds", where)
     train = _train(data.get("train", {}), where)
