@@ -115,6 +115,17 @@ def train_cell(lab: Any, study: Study, experiment: str, cell: Cell, *, device: s
     return "trained"
 
 
+def finish_record(lab: Any, cid: str, report: Reporter = silent) -> None:
+    """A cell killed after its last checkpoint but before its run file said so: mark it finished."""
+    from reuse_console.store.runs import read_run
+
+    from .train import resume_training
+
+    path = lab.path("runs", cid)
+    if path.exists() and read_run(path).status != "finished":
+        resume_training(lab, cid, device="cpu", report=_forward_events(report))
+
+
 def evaluated_checkpoint(study: Study, experiment: str, cell: Cell) -> str:
     from .checkpointing import last_name
 
@@ -247,6 +258,7 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
     for k, s in enumerate(states):
         if s == DONE:
             report(Message(f"cell {cells[k].name} was trained before: kept"))
+            finish_record(lab, ids[k], report)
             record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
     if len(devices) > 1 and len(to_train) > 1:
         _run_parallel(lab, study, name, cells, to_train, devices, precision, workers, classes, record, report)

@@ -47,9 +47,8 @@ def train(
     init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train a new run. `init_state` (a partial state dict) overrides the seeded initialisation."""
-    from .models.registry import build_model, default_config
-
     spec.check()
+    external_init = init_state is not None  # not in the spec: a restart from epoch 0 could not redo it
     if spec.init or spec.plan:
         from .transfer import transfer_init
 
@@ -71,25 +70,35 @@ def train(
     with held:
         spec = dataclasses.replace(spec, name=name)
         session = _Session.open(lab, spec, device=device, precision=precision, workers=workers)
-        config = default_config(spec.arch, 1, len(session.slices.classes), **spec.arch_config)
-        torch.manual_seed(spec.seed)
-        model = build_model(spec.arch, config)
-        if init_state:
-            if spec.init:
-                from .transfer import check_fits
-
-                check_fits(lab, spec, model, init_state, session.slices.classes)
-            _load_partial(model, init_state)
-        session.attach(model, config)
+        _initial_model(lab, session, init_state)
         from reuse_console.store.runs import RunWriter
 
         writer = RunWriter.create(
             lab.folder("runs", create=True) / f"{name}.h5",
             epoch_columns=session.epoch_columns(),
-            meta=session.run_meta(),
+            meta={**session.run_meta(), **({"init_state": "external"} if external_init else {})},
             provenance=session.provenance(),
         )
         return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
+
+
+def _initial_model(lab: Any, session: _Session, init_state: Mapping[str, torch.Tensor] | None) -> None:
+    """Build the run's model as epoch 0 has it (seeded, then `init_state`) and attach it to `session`.
+
+    Deterministic: `train` and a restart of a run killed before its first checkpoint both call it."""
+    from .models.registry import build_model, default_config
+
+    spec = session.spec
+    config = default_config(spec.arch, 1, len(session.slices.classes), **spec.arch_config)
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.arch, config)
+    if init_state:
+        if spec.init:
+            from .transfer import check_fits
+
+            check_fits(lab, spec, model, init_state, session.slices.classes)
+        _load_partial(model, init_state)
+    session.attach(model, config)
 
 
 def _holding_run(resume: Any) -> Any:
@@ -120,15 +129,17 @@ def resume_training(
     from .models.registry import load_model
 
     last = lab.path("checkpoints", last_name(run))
+    run_path = lab.path("runs", run)
+    if not last.exists() and run_path.exists():
+        return _restart(lab, run, device=device, precision=precision, workers=workers, report=report)
     if not last.exists():
         raise NotFound(f"no checkpoint {last_name(run)!r} in lab {lab.root}: run {run!r} cannot be resumed")
     meta = read_meta(last)
     spec = TrainSpec.from_dict(meta.extra.get("spec", {}))
-    if meta.epoch >= spec.epochs:
-        raise UserError(f"run {run!r} already finished all {spec.epochs} epochs")
-    run_path = lab.path("runs", run)
     if not run_path.exists():
         raise NotFound(f"no run file {run!r} in lab {lab.root}: run {run!r} cannot be resumed")
+    if meta.epoch >= spec.epochs:
+        return _mark_finished(lab, run, meta, report)
     precision = precision or meta.extra.get("precision", "fp32")
     session = _Session.open(lab, spec, device=device, precision=precision, workers=workers)
     model, _ = load_model(lab, last_name(run))
@@ -142,6 +153,46 @@ def resume_training(
     return session.fit(
         writer, first_epoch=meta.epoch + 1, global_step=int(meta.extra.get("global_step", 0)), best=best, report=report
     )
+
+
+def _restart(lab: Any, run: str, *, device: str, precision: str | None, workers: int | None,
+             report: Reporter) -> TrainResult:
+    """A run killed before its first epoch's checkpoint: train it again from epoch 0, from the spec in
+    its run file (the model is rebuilt as `train` built it, so the result is the same bit for bit)."""
+    from reuse_console.store.runs import RunWriter, read_run
+
+    meta = read_run(lab.path("runs", run)).meta
+    if not meta.get("spec"):
+        raise UserError(f"run {run!r} has no checkpoint and its run file no spec: it cannot be resumed")
+    if meta.get("init_state") == "external":
+        raise UserError(f"run {run!r} started from tensors given by its caller and has no checkpoint yet: start it again")
+    spec, init_state = TrainSpec.from_dict(meta["spec"]), None
+    if spec.init or spec.plan:
+        from .transfer import transfer_init
+
+        spec, init_state = transfer_init(lab, spec)  # idempotent: the stored spec already lists the frozen keys
+    session = _Session.open(lab, spec, device=device, precision=precision or meta.get("precision", "fp32"),
+                            workers=workers)
+    _initial_model(lab, session, init_state)
+    writer = RunWriter.resume(lab.path("runs", run), keep_epochs=0)
+    report(Message(f"resuming {run}: killed before its first epoch ended, training from epoch 1 of {spec.epochs}"))
+    return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
+
+
+def _mark_finished(lab: Any, run: str, meta: CheckpointMeta, report: Reporter) -> TrainResult:
+    """All epochs are in the checkpoints: a run killed before it recorded so is marked finished;
+    a run that did record it has nothing to resume (UserError)."""
+    from reuse_console.store.runs import RunWriter, read_run
+
+    spec = TrainSpec.from_dict(meta.extra.get("spec", {}))
+    if read_run(lab.path("runs", run)).status == "finished":
+        raise UserError(f"run {run!r} already finished all {spec.epochs} epochs")
+    RunWriter.resume(lab.path("runs", run), keep_epochs=meta.epoch).finish("finished")
+    report(Message(f"run {run}: all {spec.epochs} epochs were done before it was interrupted; marked finished"))
+    best = meta.extra.get("best") or {"epoch": meta.epoch, "metrics": {}}
+    return TrainResult(name=run, run_path=lab.path("runs", run), best_path=lab.path("checkpoints", run),
+                       last_path=lab.path("checkpoints", last_name(run)), epochs=spec.epochs,
+                       best_epoch=int(best["epoch"]), best_metrics=dict(best.get("metrics", {})))
 
 
 def _load_partial(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
@@ -283,6 +334,9 @@ class _Session:
                       "device": str(self.device), "precision": self.precision},
             )
         )
+        if not self.val_subjects:
+            report(Message(f"data set {spec.data!r} has no validation subjects: epochs are judged by training loss "
+                           "(the best checkpoint is the lowest-loss epoch)"))
         try:
             batches = self.batches.epochs(first_epoch, spec.epochs)
             for epoch in range(first_epoch, spec.epochs + 1):
