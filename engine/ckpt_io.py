@@ -210,6 +210,8 @@ def export_checkpoint(lab: Lab, ref: str, out: Path, fmt: str | None = None, *, 
     from .models.registry import checkpoint_path
 
     out = Path(out).expanduser()
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give a file name such as {out / (ref + '.pt')}")
     fmt = file_format(out, fmt)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists (pass --force to replace it)")

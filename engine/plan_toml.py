@@ -137,6 +137,8 @@ def _layers(plan: ReusePlan) -> list[dict[str, Any]]:
 def export_plan_toml(plan: ReusePlan, out: Path, *, overwrite: bool = False) -> Path:
     """Write the plan's TOML to `out` (refuses to replace a file unless `overwrite`)."""
     out = Path(out).expanduser()
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give a file name such as {out / (plan.name + '.toml')}")
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists (remove it or choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)

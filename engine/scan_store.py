@@ -91,6 +91,8 @@ def read_scan(path: Path, name: str | None = None) -> ScanResult:
     """Read a scan (or a progress file) back; variants not evaluated yet have NaN Dice."""
     try:
         f = open_h5(path)
+    except UserError:
+        raise
     except OSError as exc:
         raise UserError(f"cannot read scan {path}: {exc}") from exc
     with f:

@@ -303,7 +303,7 @@ def read_run(path: Path) -> RunHistory:
     path = Path(path)
     try:
         f = open_run(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, UserError):
         raise
     except OSError as exc:
         raise UserError(f"cannot read run file {path}: {str(exc).splitlines()[0]}") from exc

@@ -198,10 +198,10 @@ ROWS: list[Row] = [
         "not a folder"),
     row("phantom-out-file", "data phantom --out pointing at a file",
         "data phantom --out {root}/afile.txt --subjects 1 --scale 0.25", "afile.txt"),
-    row("export-out-dir", "ckpt export --out pointing at a folder", f"ckpt export seg --out {{root}}/nifti-good {L}",
-        "nifti-good"),
-    row("plan-export-out-dir", "plan export --out pointing at a folder", f"plan export p1 --out {{root}}/nifti-good {L}",
-        "nifti-good"),
+    row("export-out-dir", "ckpt export --out pointing at a folder",
+        f"ckpt export seg --out {{root}}/nifti-good --format pt --force {L}", "is a folder"),
+    row("plan-export-out-dir", "plan export --out pointing at a folder",
+        f"plan export p1 --out {{root}}/nifti-good --force {L}", "is a folder"),
     row("predictions-out-file", "eval --save-predictions pointing at a file",
         f"eval seg --data toy --save-predictions {{root}}/afile.txt {L}", "afile.txt"),
 ]
@@ -446,6 +446,18 @@ def test_bad_input_subprocess(row_id: str, bad_lab: Path, tmp_path: Path) -> Non
     proc = subprocess.run([sys.executable, "-m", "reuse_console.tui.cli", *_argv(r, bad_lab)], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=120)
     check(r, proc.returncode, proc.stderr, before, snapshot(lab))
+
+
+def test_train_without_validation_subjects_says_how_it_judges(bad_lab: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Not an error: a data set with no validation subjects trains, judging epochs by training loss, and says so."""
+    lab = tmp_path / "lab"
+    shutil.copytree(bad_lab / "lab.pristine", lab)
+    code, _out, err = run_in_process(["train", "--data", "noval", "--epochs", "1", "--batch", "4", "--arch-config",
+                                      '{"base_width": 4}', "--name", "nv", "--device", "cpu", "--lab", str(lab)], capsys)
+    assert code == 0, err
+    assert "no validation subjects" in err and "training loss" in err
+    assert (lab / "checkpoints" / "nv.h5").is_file()
 
 
 def test_rows_are_documented() -> None:
