@@ -21,6 +21,7 @@ Claims are per process and re-entrant: claiming a name this process already hold
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import json
@@ -56,6 +57,7 @@ class Claim:
     fd: int
     pins: int = 0
     new: bool = False
+    made_folder: bool = False  # the kind's folder did not exist: removed again if left empty
 
 
 _lock = threading.RLock()
@@ -71,6 +73,13 @@ def _forget_in_child() -> None:
         with contextlib.suppress(OSError):
             os.close(claim.fd)
     _held.clear()
+
+
+@atexit.register
+def _release_at_exit() -> None:
+    """A process that ends normally leaves no claim file behind (a killed one leaves a stale file,
+    which the next taker or `Lab.cleanup` handles)."""
+    release_all()
 
 
 if hasattr(os, "register_at_fork"):
@@ -100,7 +109,8 @@ def take(target: Path, label: str, *, pin: bool = True, new: bool = False) -> Cl
         claim = _held.get(_key(target))
         if claim is None:
             path = claim_path(target)
-            claim = Claim(path, target, label, _acquire(path, label))
+            made = not path.parent.is_dir()
+            claim = Claim(path, target, label, _acquire(path, label), made_folder=made)
             _held[_key(target)] = claim
         if pin:
             claim.pins += 1
@@ -117,6 +127,9 @@ def release(claim: Claim) -> None:
             claim.path.unlink()
         with contextlib.suppress(OSError):
             os.close(claim.fd)
+        if claim.made_folder:  # nothing was written: leave the lab as it was
+            with contextlib.suppress(OSError):
+                claim.path.parent.rmdir()
 
 
 def release_target(target: Path) -> None:
@@ -193,9 +206,12 @@ def _me() -> dict[str, Any]:
 
 def _acquire(path: Path, label: str) -> int:
     """Open and lock `path` exclusively; the returned fd holds the claim until closed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(50):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileNotFoundError:  # another job removed the empty folder it had made: again
+            continue
         try:
             if not _lock_fd(fd, path, label):
                 continue  # the holder released the claim while we opened it: try again

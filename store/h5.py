@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator, Mapping
@@ -20,6 +22,7 @@ import h5py
 import numpy as np
 
 from . import claims
+from .errors import UserError
 
 SCHEMA_VERSION = 1
 TMP_PREFIX = ".tmp-"
@@ -67,11 +70,36 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         claims.land(tmp, path)  # os.replace, or a no-replace link for a claimed new object
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         claims.abandon(path)
+        reason = disk_full(exc)
+        if reason:
+            raise UserError(f"disk full while writing {path}: {reason}; the lab is unchanged") from exc
         raise
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_FULL_TEXT = re.compile(rf"errno = ({'|'.join(str(e) for e in sorted(_FULL_ERRNOS))})\b|No space left on device|File too large|Disk quota exceeded")
+
+
+def disk_full(exc: BaseException | None) -> str | None:
+    """Why a write failed when the disk, the quota or the file-size limit is full, else None.
+
+    Python raises OSError with errno ENOSPC/EDQUOT/EFBIG; HDF5 reports the same through h5py as an
+    OSError or RuntimeError ("Can't write data", "unable to extend file properly") whose text
+    carries `errno = 28`; the chain of causes is searched too.
+    """
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return os.strerror(exc.errno)
+        found = _FULL_TEXT.search(str(exc))
+        if found:
+            return os.strerror(int(found.group(1))) if found.group(1) else found.group(0)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 @contextlib.contextmanager
@@ -80,9 +108,35 @@ def atomic_h5(path: Path, *, libver: str | None = None) -> Iterator[h5py.File]:
 
     If the body raises, the temp file is removed and `path` is untouched.
     """
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=libver) as f:
-        yield f
-        f.flush()
+    with atomic_path(path) as tmp, quiet_disk_full():
+        f = h5py.File(tmp, "w", libver=libver)
+        try:
+            yield f
+            f.flush()
+        finally:
+            f.close()
+
+
+@contextlib.contextmanager
+def quiet_disk_full() -> Iterator[None]:
+    """While closing a file the disk refused, HDF5 repeats that error for every object it frees,
+    printed through sys.excepthook / sys.unraisablehook: drop those repeats (the error itself
+    still propagates once), let everything else through."""
+    hook, unraisable = sys.excepthook, sys.unraisablehook
+
+    def quiet_hook(kind: Any, value: BaseException, tb: Any) -> None:
+        if disk_full(value) is None:
+            hook(kind, value, tb)
+
+    def quiet_unraisable(info: Any) -> None:
+        if disk_full(info.exc_value) is None:
+            unraisable(info)
+
+    sys.excepthook, sys.unraisablehook = quiet_hook, quiet_unraisable
+    try:
+        yield
+    finally:
+        sys.excepthook, sys.unraisablehook = hook, unraisable
 
 
 def stamp(f: h5py.File, kind: str, provenance: Mapping[str, Any] | None = None) -> None:

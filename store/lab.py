@@ -223,7 +223,6 @@ class Lab:
         claiming it meanwhile gets a UserError. `new`: the object must not exist yet, and its
         first write will not replace a file."""
         path = self.path(kind, obj_id)
-        self.folder(kind, create=True)
         return claims.holding(path, f"{kind[:-1]} {obj_id!r}", new=new)
 
     def claimed(self, kind: str, obj_id: str) -> bool:

@@ -80,10 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="reuse-console", standalone_mode=True)
     except UserError as exc:
         from reuse_console.store import claims
+        from reuse_console.store.h5 import disk_full
 
         claims.release_all()  # names claimed for objects the refused command never wrote
         stderr.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        if disk_full(exc):
+            _exit_after_disk_full()
     except KeyboardInterrupt:
         stderr.print("interrupted")
         sys.exit(130)
@@ -96,7 +98,22 @@ def main(argv: list[str] | None = None) -> None:
         where = f" while writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
         stderr.print(f"[bold red]error:[/bold red] disk full{escape(where)}: {escape(reason)}", highlight=False,
                      soft_wrap=True)
-        sys.exit(2)
+        _exit_after_disk_full()
+    else:
+        return
+    sys.exit(2)
+
+
+def _exit_after_disk_full() -> None:
+    """Exit 2 at once. HDF5 keeps objects of the file the disk refused (its temp file is already
+    gone and the lab as it was); tearing the interpreter down normally would make the library
+    retry those writes, repeat the error and, with some files, crash."""
+    from reuse_console.store import claims
+
+    claims.release_all()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
 
 
 if __name__ == "__main__":
