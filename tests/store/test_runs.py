@@ -168,5 +168,5 @@ def test_statuses_and_bad_input(lab: Lab) -> None:
     assert read_run(path).n_steps == 0
 
     lab.path("runs", "junk").write_bytes(b"junk")
-    with pytest.raises(UserError, match="cannot read run file"):
+    with pytest.raises(UserError, match=r"cannot read lab file .*junk\.h5.*damaged or truncated"):
         read_run(lab.path("runs", "junk"))
