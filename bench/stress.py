@@ -21,9 +21,11 @@ It builds a tiny phantom lab in a temporary folder (through the CLI), then for e
 5. when a continued run finishes before the next kill, compares its results with the reference
    exactly (data set arrays; checkpoint tensors and optimizer state bit for bit; run epoch and step
    tables except time-like columns; scan Dice; experiment cell Dice and RMSE) and starts a fresh
-   round under a new name.
+   round under a new name;
+6. at the end, `Lab.cleanup` must remove every temp file the killed writers left.
 
-Prints kills done / files checked / results compared / failures per command and in total, and
+Prints kills done (and how many hit an atomic write, leaving a temp file) / files checked / temp files
+reclaimed / results compared / failures per command and in total, and
 exits 1 when anything failed (each failure line says what and where).
 """
 
@@ -56,7 +58,9 @@ class Tally:
     """What one command's stress did."""
 
     kills: int = 0
+    mid_write: int = 0  # kills that left a temp file behind: they hit an atomic write
     files: int = 0
+    reclaimed: int = 0  # temp files of killed writers removed by Lab.cleanup at the end
     compared: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -373,6 +377,27 @@ def last_line(path: Path) -> str:
     return lines[-1].strip() if lines else "(no output)"
 
 
+def temp_files(lab: Path) -> set[Path]:
+    from reuse_console.store.h5 import TMP_PREFIX
+
+    return {p for p in lab.rglob(f"{TMP_PREFIX}*") if p.is_file()}
+
+
+def reclaim(lab: Path, tally: Tally, name: str) -> None:
+    """Temp files left by killed writers: `Lab.cleanup` removes them all, and the lab still checks clean."""
+    from reuse_console.store.lab import Lab
+
+    left = temp_files(lab)
+    removed = set(Lab(lab).cleanup())
+    tally.reclaimed += len(removed & left)
+    if left - removed:
+        tally.failures.append(f"{name}: Lab.cleanup left {len(left - removed)} temp files of killed writers, "
+                              f"e.g. {sorted(left - removed)[0]}")
+    n, bad = check_lab(lab)
+    tally.files += n
+    tally.failures.extend(f"{name} after cleanup: {b}" for b in bad)
+
+
 def files_of(lab: Path, obj: str) -> list[str]:
     """The lab files of one round (`obj`, `obj.cell`, temp files), for the verbose log."""
     return sorted(str(p.relative_to(lab)) for p in lab.rglob(f"*{obj}.*") if p.is_file())
@@ -389,6 +414,15 @@ def stress_command(cmd: Command, kills: int, rng: random.Random, log: Callable[[
     timeout = 20 * t_ref + 120
     rnd, fresh, tries = 0, True, 0
     obj = f"{cmd.name}-{rnd}"
+
+    def finished_round(argv: list[str], how: str) -> None:
+        """The round's work is done: check the lab and compare with the reference."""
+        n, bad = check_lab(cmd.lab)
+        tally.files += n
+        tally.failures.extend(f"{cmd.name} {obj} ({how}): {b}" for b in bad)
+        tally.compared += 1
+        tally.failures.extend(f"{cmd.name} {obj} ({how}): {d}" for d in cmd.compare(ref, obj))
+
     while True:
         tries += 1
         if tries > 8 * kills + 20:
@@ -398,40 +432,43 @@ def stress_command(cmd: Command, kills: int, rng: random.Random, log: Callable[[
         watch = rng.random() < 0.5
         delay = None if finishing else rng.uniform(0.0, t_ref)
         argv = cmd.next_argv(obj, fresh)
+        temps = temp_files(cmd.lab)
         killed, code = attempt(cmd.lab, argv, kill_after=delay, watch=watch, log_file=log_file, timeout=timeout)
         fresh = False
         failed = len(tally.failures)
+        how = "ran to the end" if not killed else f"killed ({'watch' if watch else 'timer'} {delay:.2f} s)"
         if verbose:
-            how = "ran to the end" if not killed else f"killed ({'watch' if watch else 'timer'} {delay:.2f} s)"
-            log(f"  {cmd.name} {obj}: {' '.join(argv[:3])} ... {how}; lab: {' '.join(files_of(cmd.lab, obj))}")
+            shown = " ".join(argv[:3]) + (" --resume" if "--resume" in argv else "")
+            log(f"  {cmd.name} {obj}: {shown} ... {how}; lab: {' '.join(files_of(cmd.lab, obj))}")
+        round_over = False
         if killed:
             tally.kills += 1
+            tally.mid_write += bool(temp_files(cmd.lab) - temps)
             n, bad = check_lab(cmd.lab)
             tally.files += n
-            tally.failures += [f"{cmd.name} {obj} after kill {tally.kills} ({'watch' if watch else 'timer'} "
-                               f"{delay:.2f} s, `{' '.join(argv)}`): {b}" for b in bad]
-            if verbose:
-                for f in tally.failures[failed:]:
-                    log(f"  FAIL {f}")
-            continue
-        if code != 0:
+            tally.failures.extend(f"{cmd.name} {obj} after kill {tally.kills} ({how}, `{' '.join(argv)}`): {b}"
+                                  for b in bad)
+            if cmd.done(obj):  # killed after its last write: nothing left to resume
+                finished_round(argv, f"done when killed, {how}")
+                round_over = True
+        elif code != 0:
             tally.failures.append(f"{cmd.name} {obj}: `{' '.join(argv)}` exited {code}: {last_line(log_file)}")
+            round_over = True
         elif not cmd.done(obj):
             tally.failures.append(f"{cmd.name} {obj}: `{' '.join(argv)}` exited 0 but the work is not done")
+            round_over = True
         else:
-            n, bad = check_lab(cmd.lab)
-            tally.files += n
-            tally.failures += [f"{cmd.name} {obj} after it finished: {b}" for b in bad]
-            diffs = cmd.compare(ref, obj)
-            tally.compared += 1
-            tally.failures += [f"{cmd.name} {obj}: {d}" for d in diffs]
+            finished_round(argv, f"{' '.join(argv[:2])} ran to the end")
+            round_over = True
         if verbose:
             for f in tally.failures[failed:]:
                 log(f"  FAIL {f}")
-        if tally.kills >= kills:
-            break
-        rnd, fresh = rnd + 1, True  # a finished (or failed) round: the next one under a new name
-        obj = f"{cmd.name}-{rnd}"
+        if round_over:
+            if tally.kills >= kills:
+                break
+            rnd, fresh = rnd + 1, True  # the next round under a new name
+            obj = f"{cmd.name}-{rnd}"
+    reclaim(cmd.lab, tally, cmd.name)
     return tally
 
 
@@ -453,8 +490,8 @@ def run_stress(commands: list[str], kills: int, seed: int, keep: Path | None = N
             except Exception as exc:  # a reference that fails, a check that crashes: a failure, go on
                 out[name] = Tally(failures=[f"{name}: {type(exc).__name__}: {str(exc)[-800:]}"])
             t = out[name]
-            log(f"{name}: {t.kills} kills, {t.files} files checked, {t.compared} results compared, "
-                f"{len(t.failures)} failures")
+            log(f"{name}: {t.kills} kills ({t.mid_write} mid-write), {t.files} files checked, "
+                f"{t.compared} results compared, {len(t.failures)} failures")
         return out
     finally:
         if keep is None:
@@ -476,12 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     tallies = run_stress(commands, args.kills, args.seed, args.keep, verbose=args.verbose)
     print()
-    print(f"{'command':8} {'kills':>6} {'files':>7} {'compared':>9} {'failures':>9}")
-    for name, t in tallies.items():
-        print(f"{name:8} {t.kills:6d} {t.files:7d} {t.compared:9d} {len(t.failures):9d}")
-    total = Tally(sum(t.kills for t in tallies.values()), sum(t.files for t in tallies.values()),
-                  sum(t.compared for t in tallies.values()), [f for t in tallies.values() for f in t.failures])
-    print(f"{'total':8} {total.kills:6d} {total.files:7d} {total.compared:9d} {len(total.failures):9d}")
+    total = Tally(**{k: sum(getattr(t, k) for t in tallies.values())
+                     for k in ("kills", "mid_write", "files", "reclaimed", "compared")},
+                  failures=[f for t in tallies.values() for f in t.failures])
+    print(f"{'command':8} {'kills':>6} {'mid-write':>10} {'files checked':>14} {'temp reclaimed':>15} "
+          f"{'compared':>9} {'failures':>9}")
+    for name, t in [*tallies.items(), ("total", total)]:
+        print(f"{name:8} {t.kills:6d} {t.mid_write:10d} {t.files:14d} {t.reclaimed:15d} {t.compared:9d} "
+              f"{len(t.failures):9d}")
     print(f"wall time {time.perf_counter() - start:.0f} s")
     for failure in total.failures:
         print(f"FAIL {failure}")
