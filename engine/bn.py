@@ -136,7 +136,7 @@ def run_bn(lab: Any, recipient: str, donor: str) -> list[BNLayer]:
     d_state, d_meta = read_checkpoint(checkpoint_path(lab, donor))
     check_finite(r_state, f"checkpoint {recipient!r}")
     check_finite(d_state, f"checkpoint {donor!r}")
-    model = build_model(r_meta.arch, rebuild_config(r_meta.arch_config))
+    model = build_model(r_meta.arch, rebuild_config(r_meta.arch_config), trusted=False)
     r_state = in_model_order(r_state, model)
     check_compatible(r_state, d_state, recipient_arch=r_meta.arch, donor_arch=d_meta.arch)
     index = LayerIndex.from_model(model, model_in_channels(r_meta.arch_config))

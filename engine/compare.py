@@ -151,7 +151,7 @@ def run_rmse(lab: Lab, refs: Sequence[str], *, layers: str = "all", kinds: str =
     for ref, (_, meta) in zip(refs[1:], loaded[1:]):
         if meta.arch != first_meta.arch:
             raise UserError(f"{refs[0]} is a {first_meta.arch} but {ref} is a {meta.arch}: RMSE needs one architecture")
-    model = build_model(first_meta.arch, rebuild_config(first_meta.arch_config))
+    model = build_model(first_meta.arch, rebuild_config(first_meta.arch_config), trusted=False)
     index = LayerIndex.from_model(model, model_in_channels(first_meta.arch_config))
     states = [in_model_order(s, model) for s, _ in loaded]
     comp = compare_states(states, index.select(layers), LayerIndex.parse_kinds(kinds), list(refs))

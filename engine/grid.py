@@ -185,7 +185,7 @@ def reference_rmse(lab: Any, study: Study, experiment: str, cells: Sequence[Cell
     from .models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
 
     ref_state, meta = read_checkpoint(checkpoint_path(lab, study.reference))
-    index = LayerIndex.from_model(build_model(meta.arch, rebuild_config(meta.arch_config)),
+    index = LayerIndex.from_model(build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False),
                                   model_in_channels(meta.arch_config))
     values = np.full((len(cells), len(index.layers), len(KINDS)), np.nan)
     for i, cell in enumerate(cells):

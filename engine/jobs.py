@@ -106,7 +106,7 @@ def _reserve(folder: Path, job_id: str) -> bool:
     if _side(folder, job_id, ".h5").exists():
         return False
     try:
-        fd = os.open(_side(folder, job_id, ".events.jsonl"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(_side(folder, job_id, ".events.jsonl"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask decides
     except FileExistsError:
         return False
     os.close(fd)

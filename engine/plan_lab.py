@@ -23,7 +23,7 @@ def recipient_layers(lab: Any, ref: str) -> tuple[LayerIndex, str] | None:
         meta = read_meta(checkpoint_path(lab, ref))
     except NotFound:
         return None
-    model = build_model(meta.arch, rebuild_config(meta.arch_config))
+    model = build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False)
     return LayerIndex.from_model(model, model_in_channels(meta.arch_config)), meta.arch
 
 

@@ -103,14 +103,36 @@ def _user_class(arch: str) -> type[nn.Module]:
     return cls
 
 
-def build_model(arch: str, config: dict[str, Any]) -> nn.Module:
-    """A fresh model of `arch` built from `config` alone (e.g. a checkpoint's `arch_config`)."""
+TRUST_ENV = "REUSE_TRUST_ARCH"
+
+
+def build_model(arch: str, config: dict[str, Any], *, trusted: bool = True) -> nn.Module:
+    """A fresh model of `arch` built from `config` alone (e.g. a checkpoint's `arch_config`).
+
+    A user architecture `pkg.mod:Class` is imported, which runs its code: that is what the user
+    asks for with `--arch`. An arch read from a lab file (`trusted=False`) is only imported when
+    its module is already loaded or is listed in $REUSE_TRUST_ARCH, so a file someone hands over
+    cannot make the console import a module of its choosing.
+    """
     _check_arch(arch)
+    if arch not in BUILTIN and not trusted:
+        _check_trusted(arch)
     cls = BUILTIN.get(arch) or _user_class(arch)
     try:
         return cls(**config)
     except TypeError as exc:
         raise UserError(f"cannot build {arch} from config {json.dumps(config, sort_keys=True)}: {exc}") from exc
+
+
+def _check_trusted(arch: str) -> None:
+    module = arch.partition(":")[0]
+    listed = {a.strip() for a in os.environ.get(TRUST_ENV, "").split(",") if a.strip()}
+    if module in sys.modules or arch in listed or module in listed:
+        return
+    raise UserError(
+        f"the model was built by user code {arch!r}; importing it runs that code, so it is only imported "
+        f"when you list it: {TRUST_ENV}={arch}"
+    )
 
 
 def model_in_channels(config: dict[str, Any]) -> int:
@@ -155,7 +177,7 @@ def load_model(lab: Lab, ref: str, device: str | torch.device = "cpu") -> tuple[
 
     path = checkpoint_path(lab, ref)
     state, meta = read_checkpoint(path)
-    model = build_model(meta.arch, rebuild_config(meta.arch_config))
+    model = build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False)
     check_state_dict(model.state_dict(), state, f"checkpoint {path.name}", meta.arch)
     check_finite(state, f"checkpoint {ref!r}")
     model.load_state_dict(state, strict=False)
