@@ -167,15 +167,30 @@ def import_checkpoint(
     in_channels/out_channels default to what the file's first and last conv say; classes default
     to the cardiac classes for 4 outputs, else class0..classC-1.
     """
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}: use {' or '.join(TASKS)}")
+    check_name(name)
+    with lab.creating("checkpoints", name) as target:
+        return _import_into(lab, target, Path(file).expanduser(), arch=arch, task=task, arch_config=arch_config,
+                            data=data, classes=classes)
+
+
+def _import_into(
+    lab: Lab,
+    target: Path,
+    file: Path,
+    *,
+    arch: str,
+    task: str,
+    arch_config: dict[str, Any] | None,
+    data: str,
+    classes: list[str] | None,
+) -> tuple[Path, CheckpointMeta]:
+    """The import itself, under the name's claim."""
     from reuse_console.engine.data.slices import CARDIAC_CLASSES
 
     from .models.registry import build_model, default_config, rebuild_config, save_model
 
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}: use {' or '.join(TASKS)}")
-    check_name(name)
-    target = lab.ensure_new("checkpoints", name)
-    file = Path(file).expanduser()
     state = read_state_file(file)
     config = _infer_channels(arch, dict(arch_config or {}), state)
     config = default_config(arch, config.pop("in_channels", 1), config.pop("out_channels", 4), **config)

@@ -77,11 +77,12 @@ def plan_from_lab(lab: Any, *, scan: str | None = None, rmse: str | None = None,
         pair = (result.recipient, result.donor) if result is not None else None
         errors = comparison_rmse(comp, index, models=pair)
     base = f"plan-{scan or rmse}"
-    plan_name = name or lab.unique_name("plans", base[:100])
     plan = infer_plan(result, errors, max_dice_drop if result is not None else None, max_rmse, layers=index,
-                      combine=combine, name=plan_name, arch=arch,
+                      combine=combine, name=name or base[:100], arch=arch,
                       provenance={"comparison": comp.name} if comp is not None else None)
     if comp is not None and result is None:
         plan.provenance.update(recipient=comp.models[0], donor=comp.models[1] if len(comp.models) > 1 else "")
+    if name is None:  # chosen (and claimed) only once the plan could be inferred
+        plan.name = lab.unique_name("plans", base[:100])
     save_plan(lab, plan)
     return plan

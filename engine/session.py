@@ -133,14 +133,19 @@ class SwapSession:
 
     def save(self, outcome: SwapOutcome, name: str | None = None) -> str:
         """Keep `outcome` in the lab as a one-variant scan, as `reuse-console swap` does; returns its id."""
-        from .scan import ScanResult, swap_variant
-        from .scan_store import write_scan
-
         if not outcome.targets:
             raise UserError("the baseline is not a swap: evaluate one first")
         if name is None:
             name = self.lab.unique_name("scans", f"swap-{_stem(self.recipient_ref)}-vs-{_stem(self.donor_ref)}")
-        path = self.lab.ensure_new("scans", name)
+        with self.lab.creating("scans", name) as path:
+            self._write(path, name, outcome)
+        return name
+
+    def _write(self, path: Path, name: str, outcome: Any) -> None:
+        """Store one evaluated swap as a one-variant scan at `path`."""
+        from .scan import ScanResult, swap_variant
+        from .scan_store import write_scan
+
         label = ",".join(dict.fromkeys(layer for layer, _ in outcome.targets))
         variant = swap_variant(self.index.layers, outcome.targets, outcome.alpha, label)
         spec = SwapSpec(self.recipient_ref, self.donor_ref, outcome.targets, outcome.alpha)
@@ -154,7 +159,6 @@ class SwapSession:
                             "swap session (full forward)", outcome.seconds, options)
         write_scan(path, result, provenance={"recipient": self.recipient_ref, "donor": self.donor_ref,
                                              "data": self.data, "options": options})
-        return name
 
 
 def _stem(ref: str) -> str:

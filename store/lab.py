@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,17 @@ class Lab:
             claims.abandon(path)
             raise UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} (choose another --name)")
         return path
+
+    @contextlib.contextmanager
+    def creating(self, kind: str, obj_id: str) -> Iterator[Path]:
+        """`ensure_new` for a block that checks and computes before it writes: the claim is held
+        for the whole block and given up when it ends, so a refusal inside it (bad input found
+        half-way) leaves no claim file behind, even in a long-lived process like the console."""
+        path = self.path(kind, obj_id)
+        with claims.holding(path, f"{kind[:-1]} {obj_id!r}", new=True):
+            if path.exists():
+                raise UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} (choose another --name)")
+            yield path
 
     def claim(self, kind: str, obj_id: str, *, new: bool = False) -> contextlib.AbstractContextManager[Any]:
         """Hold the name `kind/obj_id` for a whole job (`with lab.claim(...)`): another process

@@ -51,7 +51,27 @@ def import_dataset(
 ) -> SliceSet:
     """Read `path`, slice, normalise, crop and split it, and store it as `datasets/<name>.h5`."""
     check_name(name)
-    target = lab.ensure_new("datasets", name)
+    with lab.creating("datasets", name) as target:
+        return _import(lab, target, path, fmt=fmt, name=name, size=size, spacing=spacing, val_subjects=val_subjects,
+                       val_fraction=val_fraction, seed=seed, classes=classes, report=report)
+
+
+def _import(
+    lab: Lab,
+    target: Path,
+    path: Path | str,
+    *,
+    fmt: str,
+    name: str,
+    size: int,
+    spacing: float | None,
+    val_subjects: int | None,
+    val_fraction: float | None,
+    seed: int,
+    classes: list[str] | None,
+    report: Reporter,
+) -> SliceSet:
+    """The import itself, under the name's claim."""
     check_size(size)
     if spacing is not None and not 0.05 <= spacing <= 50.0:
         raise UserError(f"--spacing {spacing}: expected an in-plane pixel size in mm (0.05 to 50)")
