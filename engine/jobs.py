@@ -144,6 +144,8 @@ def start_job(
     argv = [str(a) for a in argv]
     if not argv:
         raise UserError("no command to run: give the reuse-console arguments, e.g. `train --data acdc`")
+    if name is not None:
+        check_name(name)  # before the jobs folder exists: a refused name leaves the lab as it was
     folder = lab.folder("jobs", create=True)
     job_id = _new_id(folder, argv, name)
     child_argv = [*argv, "--progress", "jsonl"] if progress else list(argv)

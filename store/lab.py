@@ -274,7 +274,12 @@ class Lab:
     def resolve(self, ref: str, kind: str | None = None) -> Entry:
         """Find an object by `id` or `kind/id`; raise NotFound or say when an id is ambiguous."""
         if "/" in ref:
+            given = ref
             kind, _, ref = ref.partition("/")
+            if kind not in KINDS and _ID.match(kind) and "/" not in ref:
+                raise UserError(f"unknown kind {kind!r} in {given!r}: choose one of {', '.join(KINDS)}")
+            if kind not in KINDS or "/" in ref:
+                raise UserError(f"invalid name {given!r}: use NAME or KIND/NAME, KIND one of {', '.join(KINDS)}")
         check_name(ref)
         kinds = (kind,) if kind else KINDS
         hits = [k for k in kinds if self.path(k, ref).exists()]

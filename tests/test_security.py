@@ -105,6 +105,23 @@ def test_no_network_servers_in_the_code() -> None:
 BAD_NAMES = ["../x", "/tmp/x", "a/b", "a b", "a\nb", "..", ".", "ünï", "-x", "x" * 300, "x.h5", ""]
 
 
+def _study(folder: Path) -> Path:
+    """A valid one-cell study on the small lab (only its --name is bad)."""
+    path = folder / "study.toml"
+    path.write_text('name = "s"\ntarget = "toy"\nsubjects = [2]\nseeds = 1\nmodes = ["finetune"]\n'
+                    '[train]\narch_config = { base_width = 4 }\nepochs = 1\n[[sources]]\nname = "random"\n')
+    return path
+
+
+def _plan_toml(lab_root: Path, folder: Path) -> Path:
+    """A plan TOML exported from the small lab's plan `p` (valid; only --name will be bad)."""
+    out = folder / "p.toml"
+    if not out.exists():
+        proc = _cli("plan", "export", "p", "--out", str(out), "--lab", str(lab_root))
+        assert proc.returncode == 0, proc.stderr
+    return out
+
+
 @pytest.fixture(scope="module")
 def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sys.path.insert(0, str(ROOT / "tests" / "engine"))
@@ -118,6 +135,11 @@ def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("a", "b"):
         train(lab, TrainSpec(data="toy", arch_config={"base_width": 4}, epochs=1, batch=4, name=name, seed=len(name)),
               device="cpu")
+    from reuse_console.engine.compare import run_rmse
+    from reuse_console.engine.plan_lab import plan_from_lab
+
+    run_rmse(lab, ["a", "b"], name="cmp")
+    plan_from_lab(lab, rmse="cmp", max_rmse=1.0, name="p")
     return root
 
 
@@ -138,13 +160,18 @@ def test_names_that_would_escape_the_lab_are_refused_everywhere(small_lab: Path,
         "rmse": ["rmse", "a", "b", *lab],
         "ckpt import": ["ckpt", "import", str(pt), "--arch", "unet", "--task", "seg", "--arch-config", '{"base_width": 4}', *lab],
         "data import": ["data", "import", str(tmp_path), *lab],
+        "plan": ["plan", "--rmse", "cmp", "--max-rmse", "1", *lab],
+        "plan import": ["plan", "import", str(_plan_toml(small_lab, tmp_path)), *lab],
+        "grid": ["grid", str(_study(tmp_path)), "--device", "cpu", *lab],
+        "jobs start": ["jobs", "start", *lab],
     }
     before = _snapshot(small_lab)
     outside = set(os.listdir("/tmp"))
     bad_names = ["../x", "/tmp/x", "a b", "ünï", "x" * 300, "a/b", ".."]
     for k, (what, argv) in enumerate(commands.items()):
         for bad in (bad_names[k % len(bad_names)], bad_names[(k + 3) % len(bad_names)]):  # every name, every command
-            proc = _cli(*argv, "--name", bad, cwd=tmp_path)
+            tail = ["--", "ls"] if what == "jobs start" else []
+            proc = _cli(*argv, "--name", bad, *tail, cwd=tmp_path)
             err = _one_line_refusal(proc)
             assert "name" in err, (what, bad, err)
     assert _snapshot(small_lab) == before
@@ -192,3 +219,96 @@ def test_lab_files_follow_the_umask(umask: int, mode: int, small_lab: Path, tmp_
         assert path.stat().st_mode & 0o777 == mode, f"{path}: {oct(path.stat().st_mode & 0o777)}"
     for folder in (lab_root / "comparisons", tmp_path / "out"):
         assert folder.stat().st_mode & 0o777 == 0o777 & ~umask, folder
+
+
+def test_ids_read_from_a_tampered_lab_file_are_checked_like_typed_ones(small_lab: Path, tmp_path: Path) -> None:
+    """A checkpoint whose stored data set id is '../../x', a comparison whose stored models are
+    '../x': the commands that follow those ids refuse in one line and write nothing."""
+    import shutil
+
+    from reuse_console.store.h5 import set_json
+
+    root = tmp_path / "lab"
+    shutil.copytree(small_lab, root)
+    with h5py.File(root / "checkpoints" / "a.h5", "r+") as f:
+        f.attrs["data"] = "../../x"
+    with h5py.File(root / "comparisons" / "cmp.h5", "r+") as f:
+        set_json(f, "models", ["../x", "/tmp/x"])
+    before = _snapshot(root)
+    err = _one_line_refusal(_cli("eval", "a", "--device", "cpu", "--lab", str(root)))
+    assert "'../../x'" in err
+    err = _one_line_refusal(_cli("plan", "--rmse", "cmp", "--max-rmse", "1", "--name", "q", "--lab", str(root)))
+    assert "'../x'" in err
+    assert _snapshot(root) == before
+    assert not (tmp_path / "x.h5").exists() and not (root.parent.parent / "x.h5").exists()
+
+
+def _listening(pids: set[int]) -> list[str]:
+    import psutil
+
+    found = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.pid in pids and conn.status == psutil.CONN_LISTEN:
+            found.append(f"pid {conn.pid} listens on {conn.laddr}")
+    return found
+
+
+def _tree(pid: int) -> set[int]:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return {pid, *(c.pid for c in proc.children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+@pytest.mark.slow
+def test_nothing_listens_while_the_console_runs_a_job_and_a_grid_runs_workers(small_lab: Path, tmp_path: Path) -> None:
+    """Checked on the live processes: the console (headless) with a training job under way, and a
+    grid with two worker processes (`--devices cpu,cpu`): no socket of theirs is listening."""
+    import asyncio
+    import shutil
+    import time
+
+    import psutil
+
+    from reuse_console.engine.jobs import get_job, start_job
+    from reuse_console.tui.app import ConsoleApp, ConsoleConfig
+
+    root = tmp_path / "lab"
+    shutil.copytree(small_lab, root)
+    lab = Lab(root)
+    study = tmp_path / "grid.toml"
+    study.write_text('name = "g"\ntarget = "toy"\nsubjects = [2]\nseeds = 2\nmodes = ["finetune"]\n'
+                     '[train]\narch_config = { base_width = 4 }\nepochs = 2\n[[sources]]\nname = "random"\n')
+    grid = subprocess.Popen([*CLI, "grid", str(study), "--devices", "cpu,cpu", "--lab", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = start_job(lab, ["train", "--data", "toy", "--epochs", "3", "--device", "cpu",
+                          "--arch-config", '{"base_width": 4}', "--name", "bg"])
+    seen: list[str] = []
+    checks = 0
+
+    async def drive() -> None:
+        nonlocal checks
+        app = ConsoleApp(ConsoleConfig(lab=lab, system_stats=False))
+        async with app.run_test(size=(80, 24)) as pilot:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and grid.poll() is None:
+                await pilot.press("5")
+                await pilot.pause(0.3)
+                pids = {os.getpid(), *_tree(grid.pid), *_tree(job.pid)}
+                seen.extend(_listening(pids))
+                checks += 1 if len(_tree(grid.pid)) > 1 else 0
+
+    try:
+        asyncio.run(drive())
+    finally:
+        grid.kill()
+        grid.wait(timeout=30)
+        from reuse_console.engine.jobs import cancel_job
+
+        cancel_job(lab, job.id)
+    assert checks > 0, "the grid's worker processes were never seen"
+    assert seen == []
+    assert get_job(lab, job.id) is not None and psutil.pid_exists(os.getpid())
