@@ -201,6 +201,7 @@ def test_lab_files_follow_the_umask(umask: int, mode: int, small_lab: Path, tmp_
 
     lab_root = tmp_path / "lab"
     shutil.copytree(small_lab, lab_root)
+    shutil.rmtree(lab_root / "comparisons")  # made by the fixture: the command below must make it
     old = os.umask(umask)
     try:
         procs = [
