@@ -291,8 +291,12 @@ class Lab:
             raise UserError(f"{ref!r} is ambiguous: say which one ({options})")
         return read_entry(hits[0], self.path(hits[0], ref))
 
-    def cleanup(self, older_than_s: float = 3600.0) -> list[Path]:
-        """Remove temporary files and claims left by killed writers (their process gone, or old)."""
+    def cleanup(self, older_than_s: float = 3600.0, *, min_age_s: float = 0.0) -> list[Path]:
+        """Remove temporary files and claims left by killed writers (their process gone, or old).
+
+        `min_age_s` spares temp files touched more recently than that: the CLI tidies the lab on
+        every start with a few minutes here, so a writer on another host sharing the lab (whose
+        pid means nothing on this one) is never robbed of the file it is writing."""
         removed: list[Path] = []
         if not self.root.is_dir():
             return removed
@@ -301,7 +305,11 @@ class Lab:
             if not folder.is_dir():
                 continue
             for p in folder.glob(f"{TMP_PREFIX}*"):
-                if _writer_alive(p) and time.time() - p.stat().st_mtime < older_than_s:
+                try:
+                    age = time.time() - p.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # its writer just renamed or removed it
+                if age < min_age_s or (_writer_alive(p) and age < older_than_s):
                     continue
                 p.unlink(missing_ok=True)
                 removed.append(p)

@@ -44,6 +44,7 @@ def root(
     """Open the console when no command is given."""
     if lab is not None:
         os.environ["REUSE_LAB"] = str(lab)
+    _tidy(lab)
     if ctx.invoked_subcommand is not None:
         return
     try:
@@ -52,6 +53,17 @@ def root(
         typer.echo(ctx.get_help())
         return
     run_console(lab, mouse=not no_mouse)
+
+
+def _tidy(root: Path | None) -> None:
+    """Remove what killed writers left in the lab (temp files untouched for 10 minutes whose
+    process is gone, claims nobody holds) so they don't pile up; never fails a command."""
+    from reuse_console.store.lab import Lab
+
+    try:
+        Lab.from_option(root).cleanup(min_age_s=600.0)
+    except (OSError, UserError):
+        pass
 
 
 lab_commands.register(app)

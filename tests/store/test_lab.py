@@ -113,3 +113,25 @@ def test_cli_ls_json_shows_unreadable_entries(lab: Lab) -> None:
     rows = {r["id"]: r for r in json.loads(out.stdout)}
     assert rows["good"]["error"] is None and rows["good"]["summary"] == {"arch": "unet"}
     assert rows["x"]["error"].startswith("unreadable:")
+
+
+def test_every_command_tidies_what_killed_writers_left(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """`reuse-console` removes a dead writer's temp file once it has been untouched for 10 minutes
+    (a fresher one may belong to a writer on another host sharing the lab) and claims nobody holds."""
+    import os
+    import time
+
+    from reuse_console.tui.cli import main
+
+    folder = lab.folder("checkpoints", create=True)
+    old, fresh = folder / f"{TMP_PREFIX}999999999-old.h5", folder / f"{TMP_PREFIX}999999999-fresh.h5"
+    stale_claim = folder / ".claim-gone"
+    for path in (old, fresh, stale_claim):
+        path.write_bytes(b"x")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    with pytest.raises(SystemExit) as done:
+        main(["--lab", str(lab.root), "ls"])
+    assert done.value.code in (0, None)
+    capsys.readouterr()
+    assert not old.exists() and fresh.exists() and not stale_claim.exists()
