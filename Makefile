@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LAB ?= demo-lab
 
-.PHONY: setup demo demo-quick test test-fast bench clean
+.PHONY: setup demo demo-quick test test-fast bench stress clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --threads 1
 	$(BIN)/python bench/tui_latency.py
 	$(BIN)/python bench/scan.py
+
+stress: $(STAMP)
+	$(BIN)/python bench/stress.py --kills 20
 
 clean:
 	rm -rf $(LAB) $(LAB)-quick .pytest_cache
