@@ -6,19 +6,14 @@ epoch from its last checkpoint, and restarts one killed in its first epoch. The 
 is rewritten (atomically) after every cell, so the console can show a grid while it runs.
 
 Cells run one after another on one device, or concurrently as one worker process per device
-(`devices`, e.g. ["cuda:0", "cuda:1"]): workers are spawned (never forked: CUDA), take the next
-cell when they finish one, and send their progress events back to this process.
+(`devices`, e.g. ["cuda:0", "cuda:1"]; engine/grid_workers.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import queue
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +21,7 @@ import numpy as np
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import check_name
 
-from .events import CellDone, EpochEnd, Event, Finished, Message, Reporter, Started, from_dict, silent
+from .events import CellDone, EpochEnd, Event, Finished, Message, Reporter, Started, silent
 from .experiment import CellRecord, Experiment, read_experiment, write_experiment
 from .study import Cell, Study
 
@@ -261,7 +256,9 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
             finish_record(lab, ids[k], report)
             record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
     if len(devices) > 1 and len(to_train) > 1:
-        _run_parallel(lab, study, name, cells, to_train, devices, precision, workers, classes, record, report)
+        from .grid_workers import run_parallel
+
+        run_parallel(lab, study, name, cells, to_train, devices, precision, workers, classes, record, report)
     else:
         for n, k in enumerate(to_train, start=1):
             report(Message(f"cell {cells[k].name} ({n}/{len(to_train)} to train) on {first}"))
@@ -280,127 +277,3 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
     write_experiment(exp_path, exp)
     report(Finished(what="grid", result=name, seconds=time.perf_counter() - start))
     return exp
-
-
-# -- one worker process per device -----------------------------------------------------------------
-
-
-def _run_parallel(lab: Any, study: Study, name: str, cells: list[Cell], to_train: list[int], devices: Sequence[str],
-                  precision: str, workers: int | None, classes: list[str],
-                  record: Callable[[int, np.ndarray], None], report: Reporter) -> None:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    results: Any = ctx.Queue()
-    inboxes = [ctx.Queue() for _ in devices]
-    n_workers = min(len(devices), len(to_train))
-    procs = [
-        ctx.Process(target=_worker_main, name=f"grid-{name}-{w}",
-                    args=(str(lab.root), study.to_dict(), name, devices[w], precision, workers, classes,
-                          inboxes[w], results, w, os.getpid(), n_workers))
-        for w in range(n_workers)
-    ]
-    pending = list(to_train)
-    busy: dict[int, int] = {}
-    errors: list[str] = []
-
-    def feed(w: int) -> None:
-        if pending and not errors:
-            k = pending.pop(0)
-            busy[w] = k
-            report(Message(f"cell {cells[k].name} on {devices[w]}"))
-            inboxes[w].put(k)
-        else:
-            busy.pop(w, None)
-            inboxes[w].put(None)
-
-    try:
-        for p in procs:
-            p.start()
-        for w in range(n_workers):
-            feed(w)
-        while busy:
-            try:
-                msg = results.get(timeout=1.0)
-            except queue.Empty:
-                for w, k in list(busy.items()):
-                    if not procs[w].is_alive():
-                        errors.append(f"cell {cells[k].name}: worker on {devices[w]} died (exit code {procs[w].exitcode})")
-                        busy.pop(w)
-                continue
-            what, w = msg[0], msg[1]
-            if what == "event":
-                report(from_dict(msg[2]))
-            elif what == "done":
-                record(msg[2], np.asarray(msg[3], dtype=np.float64).reshape(-1, len(classes)))
-                feed(w)
-            elif what == "error":
-                errors.append(f"cell {cells[msg[2]].name} on {devices[w]}: {msg[3]}")
-                feed(w)
-    finally:
-        for w in range(n_workers):
-            with contextlib.suppress(Exception):
-                inboxes[w].put(None)
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=10)
-    if errors:
-        raise UserError(f"{errors[0]} ({len(errors)} cell(s) failed; finished cells are kept: rerun with --resume)")
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: have the kernel kill this worker when the grid process dies (SIGKILL included), so
-    a resumed grid never meets an orphan still training (and claiming) one of its cells."""
-    with contextlib.suppress(Exception):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the grid died before the line above
-        os._exit(1)
-
-
-def _worker_main(root: str, study_dict: dict[str, Any], name: str, device: str, precision: str,
-                 workers: int | None, classes: list[str], inbox: Any, results: Any, w: int, parent: int,
-                 n_workers: int) -> None:
-    """A grid worker: train and evaluate the cells it is handed on its device, until told to stop."""
-    import signal
-
-    import torch
-
-    from reuse_console.store.lab import Lab
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    _die_with_parent(parent)
-    if device.startswith("cpu"):
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
-    lab, study = Lab(Path(root)), Study.from_dict(study_dict)
-    cells = study.cells()
-
-    def forward(event: Event) -> None:
-        if isinstance(event, (EpochEnd, Message)):
-            results.put(("event", w, event.to_dict()))
-
-    while True:
-        try:
-            k = inbox.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent:  # the grid process is gone: stop
-                return
-            continue
-        if k is None:
-            return
-        try:
-            how = train_cell(lab, study, name, cells[k], device=device, precision=precision, workers=workers,
-                             report=forward)
-            dice = evaluate_cell(lab, study, name, cells[k], classes, device=device, precision=precision)
-            results.put(("done", w, k, dice.tolist(), how))
-        except KeyboardInterrupt:
-            return
-        except Exception as exc:  # reported to the grid, which stops handing out cells
-            results.put(("error", w, k, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
