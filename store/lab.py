@@ -127,8 +127,11 @@ def read_entry(kind: str, path: Path) -> Entry:
 
 
 def _fapl(swmr: bool) -> h5p.PropFAID:
+    """File access as `open_h5` has it. The close degree stays HDF5's default, as h5py leaves it:
+    the console lists the lab in one thread while another reads a file, and HDF5 refuses to open
+    a file already open in the process with another close degree ("file close degree doesn't
+    match"), which read as a damaged file."""
     fapl = h5p.create(h5p.FILE_ACCESS)
-    fapl.set_fclose_degree(h5f.CLOSE_STRONG)
     fapl.set_file_locking(False, True)
     if swmr:
         fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)

@@ -135,3 +135,20 @@ def test_every_command_tidies_what_killed_writers_left(lab: Lab, capsys: pytest.
     assert done.value.code in (0, None)
     capsys.readouterr()
     assert not old.exists() and fresh.exists() and not stale_claim.exists()
+
+
+def test_listing_a_file_another_thread_has_open_reads_it(lab: Lab) -> None:
+    """The console lists the lab in one thread while another reads a file: listing must open a
+    file already open in the process (HDF5 refused that when the two opens' close degrees
+    differed, and the healthy file was listed as damaged)."""
+    from reuse_console.store.lab import open_h5, read_entry
+
+    _put(lab, "checkpoints", "busy")
+    path = lab.path("checkpoints", "busy")
+    with open_h5(path) as held:
+        entry = read_entry("checkpoints", path)
+        assert entry.ok, entry.error
+        assert held.attrs["kind"]
+    with open_h5(path):
+        with open_h5(path) as again:  # and open_h5 twice, as two readers do
+            assert again.attrs["kind"]

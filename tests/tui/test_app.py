@@ -289,3 +289,45 @@ async def test_keys_can_be_remapped_by_binding_id(tmp_path: Path) -> None:
         assert type(app.screen).__name__ == "JobsScreen"
         await pilot.press("f1")
         assert type(app.screen).__name__ == "LabScreen"
+
+
+# -- bad files in the lab ------------------------------------------------------------------
+
+
+@run_async
+async def test_damaged_and_spoiled_checkpoints_give_one_line_and_the_console_goes_on(test_lab: Lab) -> None:
+    """Opening a truncated checkpoint says so in one line; a checkpoint holding NaN refuses to be
+    a swap donor in one line; after each error the console still works."""
+    import shutil
+
+    import h5py
+
+    from reuse_console.tui.screens.modals import ErrorModal
+
+    folder = test_lab.root / "checkpoints"
+    good = folder / "unet-ae.h5"
+    (folder / "cut.h5").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    shutil.copy(good, folder / "spoiled.h5")
+    with h5py.File(folder / "spoiled.h5", "r+") as f:
+        ds = f["params/enc1.bn1/running_var"]
+        data = ds[()]
+        data[0] = float("nan")
+        ds[...] = data
+    app = make_app(test_lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#table-checkpoints")
+        await wait_until(pilot, lambda: table.row_count == 6, 20, "checkpoints listed")
+        app.open_layers("cut")
+        await wait_until(pilot, lambda: isinstance(app.screen, ErrorModal), 20, "the error for the cut file")
+        message = str(app.screen.message)
+        assert "cut.h5" in message and "\n" not in message and "Traceback" not in message
+        assert app.screen.detail == ""  # a user error: no traceback below it
+        await pilot.press("escape")
+        app.open_swap("unet-seg", "spoiled")  # the swap lab loads (and checks) both models at once
+        await wait_until(pilot, lambda: isinstance(app.screen, ErrorModal), 60, "the error for the NaN donor")
+        message = str(app.screen.message)
+        assert "NaN" in message or "not finite" in message, message
+        assert "\n" not in message and app.screen.detail == ""
+        await pilot.press("escape")
+        await pilot.press("1")
+        assert type(app.screen).__name__ == "LabScreen"
