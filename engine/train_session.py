@@ -17,6 +17,7 @@ from torch import nn
 
 from reuse_console.store.checkpoints import CheckpointMeta
 from reuse_console.store.errors import UserError
+from reuse_console.store.h5 import disk_full
 
 from .augment import AugmentConfig, derived_generator
 from .batches import TrainBatches, pick_subjects, resize_slices
@@ -197,8 +198,13 @@ class TrainSession:
         except KeyboardInterrupt:
             writer.finish("cancelled")
             raise
-        except BaseException:
+        except BaseException as exc:
             writer.finish("failed")
+            reason = disk_full(exc)
+            if reason:  # the run and the checkpoints that landed stay: say how to go on
+                raise UserError(f"disk full while run {self.name} was saving an epoch ({reason}); the epochs "
+                                f"saved before are kept: free some space, then "
+                                f"`reuse-console train --resume {self.name}`") from exc
             raise
         writer.finish("finished")
         report(Finished(what="train", result=self.name, seconds=time.perf_counter() - start))

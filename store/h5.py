@@ -104,17 +104,24 @@ def disk_full(exc: BaseException | None) -> str | None:
 
 @contextlib.contextmanager
 def atomic_h5(path: Path, *, libver: str | None = None) -> Iterator[h5py.File]:
-    """Write an HDF5 file all-or-nothing: yield a temp file, then fsync and rename it to `path`.
+    """Write an HDF5 file all-or-nothing: yield a file, then fsync and rename it to `path`.
 
-    If the body raises, the temp file is removed and `path` is untouched.
+    If the body raises, nothing is written and `path` is untouched. The file is built in memory
+    (HDF5's core driver) and its image written out with plain file I/O: a disk that fills up
+    then fails one Python write, cleanly, instead of HDF5's own write-failure path, which could
+    crash the process when it closed the refused file (seen with a checkpoint on a full tmpfs).
+    Objects are MBs to a few hundred MBs, so holding one in memory twice is affordable.
     """
-    with atomic_path(path) as tmp, quiet_disk_full():
-        f = h5py.File(tmp, "w", libver=libver)
+    with atomic_path(path) as tmp:
+        f = h5py.File(tmp, "w", libver=libver, driver="core", backing_store=False)
         try:
             yield f
             f.flush()
+            image = f.id.get_file_image()
         finally:
             f.close()
+        with open(tmp, "wb") as fh:
+            fh.write(image)
 
 
 @contextlib.contextmanager

@@ -135,3 +135,72 @@ def test_a_full_disk_gives_one_line_and_leaves_the_lab_as_it_was(command: str, f
     assert err.startswith("error: disk full"), err
     assert any(r in err for r in ("No space left on device", "File too large")), err
     assert out["after"] == out["before"], "the lab changed (or kept a temp/claim file)"
+
+
+# A training run that fills the disk between epochs: its run file is appended in place and its
+# checkpoints rewritten each epoch, so "the lab as before" means: every file still opens, the
+# last checkpoint that landed is whole, and `train --resume` finishes the run once there is space.
+MID_RUN = textwrap.dedent(
+    """
+    import json, os, subprocess, sys
+    from pathlib import Path
+    mnt, lab, free, argv, resume = (Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]),
+                                    json.loads(sys.argv[4]), json.loads(sys.argv[5]))
+    import shutil
+    copy = mnt / "lab"
+    shutil.copytree(lab, copy)
+    fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(65536))
+    except OSError:
+        pass
+    os.close(fd)
+    os.truncate(mnt / "filler", max(0, os.path.getsize(mnt / "filler") - free))
+    fix = lambda a: [x.replace("@LAB", str(copy)) for x in a]
+    first = subprocess.run(fix(argv), capture_output=True, text=True)
+    from reuse_console.store.lab import Lab
+    from reuse_console.store.runs import read_run
+    from reuse_console.store.checkpoints import read_meta
+    entries = [(e.id, e.error) for e in Lab(copy).entries()]
+    run = read_run(copy / "runs" / "mid.h5")
+    last = read_meta(copy / "checkpoints" / "mid.last.h5").epoch
+    temps = [p.name for p in copy.rglob(".tmp-*")]
+    os.remove(mnt / "filler")
+    second = subprocess.run(fix(resume), capture_output=True, text=True)
+    done = read_run(copy / "runs" / "mid.h5")
+    print(json.dumps({"rc": first.returncode, "err": first.stderr, "entries": entries, "status": run.status,
+                      "epochs": len(run.epochs.get("epoch", [])), "last": last, "temps": temps,
+                      "rc2": second.returncode, "err2": second.stderr, "status2": done.status,
+                      "epochs2": len(done.epochs.get("epoch", []))}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_between_epochs_leaves_a_resumable_run(full_lab: Path, tmp_path: Path) -> None:
+    if not _tmpfs_works(tmp_path):
+        pytest.skip("needs a size-limited tmpfs (unshare -rm): RLIMIT_FSIZE limits single files, not the disk")
+    size = {p.name: p.stat().st_size for p in (full_lab / "checkpoints").iterdir()}
+    best, last = size["m-seg.h5"], size["m-seg.last.h5"]
+    free = 64 * 1024 + best + last + best + last // 2  # epoch 1 lands; epoch 2's .last temp file does not
+    argv = [*CLI, "train", "--data", "acdc", "--arch-config", '{"base_width": 4}', "--epochs", "3", "--batch", "8",
+            "--device", "cpu", "--name", "mid", "--lab", "@LAB", "--progress", "none"]
+    resume = [*CLI, "train", "--resume", "mid", "--device", "cpu", "--lab", "@LAB", "--progress", "none"]
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    total = sum(p.stat().st_size for p in full_lab.rglob("*") if p.is_file()) + 16 * 1024 * 1024
+    script = (f"mount -t tmpfs -o size={total} tmpfs {mnt} && exec {sys.executable} -c \"$0\" "
+              f"{mnt} {full_lab} {free} '{json.dumps(argv)}' '{json.dumps(resume)}'")
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script, MID_RUN], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    err = got["err"].strip()
+    assert got["rc"] == 2, (got["rc"], err[-3000:])
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("error: disk full"), err
+    assert all(error is None for _, error in got["entries"]), got["entries"]  # every lab file still opens
+    assert got["temps"] == []
+    assert got["last"] >= 1 and got["epochs"] >= got["last"], got  # the last checkpoint that landed is whole
+    assert got["status"] in ("failed", "lost"), got["status"]
+    assert got["rc2"] == 0, got["err2"]
+    assert (got["status2"], got["epochs2"]) == ("finished", 3)
