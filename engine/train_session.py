@@ -199,12 +199,15 @@ class TrainSession:
             writer.finish("cancelled")
             raise
         except BaseException as exc:
-            writer.finish("failed")
+            try:
+                writer.finish("failed")
+            except Exception:  # the disk that refused an epoch may refuse the status too: report the first
+                if not disk_full(exc):
+                    raise
             reason = disk_full(exc)
             if reason:  # the run and the checkpoints that landed stay: say how to go on
-                raise UserError(f"disk full while run {self.name} was saving an epoch ({reason}); the epochs "
-                                f"saved before are kept: free some space, then "
-                                f"`reuse-console train --resume {self.name}`") from exc
+                raise UserError(f"disk full while writing run {self.name} ({reason}); the epochs saved before "
+                                f"are kept: free some space, then `reuse-console train --resume {self.name}`") from exc
             raise
         writer.finish("finished")
         report(Finished(what="train", result=self.name, seconds=time.perf_counter() - start))
