@@ -22,8 +22,24 @@ import pytest
 CLI = [sys.executable, "-m", "reuse_console.tui.cli"]
 FREE = 16 * 1024  # bytes left on the tmpfs (or the file-size limit)
 
+# Inside the namespace: fill the tmpfs `mnt` with one file until `free` bytes are left.
+FILL = textwrap.dedent(
+    """
+    def fill(mnt, free):
+        import os
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, bytes(65536))
+        except OSError:
+            pass
+        os.close(fd)
+        os.truncate(mnt / "filler", max(0, os.path.getsize(mnt / "filler") - free))
+    """
+)
+
 # Runs inside the namespace: copy the lab onto the tmpfs, fill it, run the command, report.
-INSIDE = textwrap.dedent(
+INSIDE = FILL + textwrap.dedent(
     """
     import hashlib, json, os, shutil, subprocess, sys
     from pathlib import Path
@@ -34,14 +50,7 @@ INSIDE = textwrap.dedent(
     copy = mnt / "lab"
     shutil.copytree(lab, copy)
     before = digest(copy)
-    fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(4096))
-    except OSError:
-        pass
-    os.close(fd)
-    os.truncate(mnt / "filler", max(0, os.path.getsize(mnt / "filler") - free))
+    fill(mnt, free)
     argv = [a.replace("@LAB", str(copy)) for a in argv]
     proc = subprocess.run(argv, capture_output=True, text=True)
     print(json.dumps({"rc": proc.returncode, "err": proc.stderr, "before": before, "after": digest(copy)}))
@@ -140,7 +149,7 @@ def test_a_full_disk_gives_one_line_and_leaves_the_lab_as_it_was(command: str, f
 # A training run that fills the disk between epochs: its run file is appended in place and its
 # checkpoints rewritten each epoch, so "the lab as before" means: every file still opens, the
 # last checkpoint that landed is whole, and `train --resume` finishes the run once there is space.
-MID_RUN = textwrap.dedent(
+MID_RUN = FILL + textwrap.dedent(
     """
     import json, os, subprocess, sys
     from pathlib import Path
@@ -149,14 +158,7 @@ MID_RUN = textwrap.dedent(
     import shutil
     copy = mnt / "lab"
     shutil.copytree(lab, copy)
-    fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(65536))
-    except OSError:
-        pass
-    os.close(fd)
-    os.truncate(mnt / "filler", max(0, os.path.getsize(mnt / "filler") - free))
+    fill(mnt, free)
     fix = lambda a: [x.replace("@LAB", str(copy)) for x in a]
     first = subprocess.run(fix(argv), capture_output=True, text=True)
     from reuse_console.store.lab import Lab
