@@ -118,6 +118,7 @@ class RunWriter:
             columns = get_json(f, "epoch_columns", [])
             provenance = get_json(f, "provenance", {})
             created = attr_str(f, "created")
+            summary = get_json(f, "summary", None)  # as the run started: listings show the same fields
             rows = _rows(f)
             epochs = f["epochs"][: rows[1]][:keep_epochs]
             step_rows = int(epochs["step_rows"][-1]) if keep_epochs else 0
@@ -130,6 +131,7 @@ class RunWriter:
             created=created,
             steps=steps,
             epochs=epochs,
+            summary=summary,
         )
         return cls._open_for_append(path)
 
@@ -222,6 +224,7 @@ def _build(
     created: str | None,
     steps: np.ndarray | None = None,
     epochs: np.ndarray | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> None:
     """Write a complete, closed run file (status running) to a temp file and move it to `path`."""
     steps = np.zeros(0, STEP_DTYPE) if steps is None else steps
@@ -232,7 +235,7 @@ def _build(
             f.attrs["created"] = created
         set_json(f, "meta", meta)
         set_json(f, "epoch_columns", columns)
-        set_json(f, "summary", _scalar_summary(meta))
+        set_json(f, "summary", summary if summary is not None else _scalar_summary(meta))
         set_json(f, "writer", {"pid": os.getpid(), "host": socket.gethostname()})
         n_s, n_e = len(steps), len(epochs)
         f.create_dataset(

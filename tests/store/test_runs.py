@@ -170,3 +170,19 @@ def test_statuses_and_bad_input(lab: Lab) -> None:
     lab.path("runs", "junk").write_bytes(b"junk")
     with pytest.raises(UserError, match=r"cannot read lab file .*junk\.h5.*damaged or truncated"):
         read_run(lab.path("runs", "junk"))
+
+
+def test_a_resumed_run_lists_the_same_summary_as_when_it_started(lab: Lab) -> None:
+    """Listings show a run's first scalar meta fields; a resume (which rebuilds the file from the
+    stored, key-sorted meta) must not show others."""
+    path = lab.path("runs", "again")
+    meta = {f"k{25 - i:02d}": i for i in range(14)}  # more fields than a summary keeps, not in key order
+    writer = RunWriter.create(path, epoch_columns=["val_loss"], meta=meta)
+    writer.append_epoch({"val_loss": 0.5})
+    writer.close()  # as if killed
+    (started,) = lab.entries("runs")
+    RunWriter.resume(path, keep_epochs=1).finish("finished")
+    (resumed,) = lab.entries("runs")
+    fields = {k: v for k, v in started.summary.items() if k not in ("status", "epochs_done")}
+    assert set(fields) == {"kind", *list(meta)[:9]}  # the first fields as the run gave them
+    assert {k: v for k, v in resumed.summary.items() if k not in ("status", "epochs_done")} == fields
