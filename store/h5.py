@@ -50,8 +50,6 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-_fsync_dir = fsync_dir  # older name
-
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -122,28 +120,6 @@ def atomic_h5(path: Path, *, libver: str | None = None) -> Iterator[h5py.File]:
             f.close()
         with open(tmp, "wb") as fh:
             fh.write(image)
-
-
-@contextlib.contextmanager
-def quiet_disk_full() -> Iterator[None]:
-    """While closing a file the disk refused, HDF5 repeats that error for every object it frees,
-    printed through sys.excepthook / sys.unraisablehook: drop those repeats (the error itself
-    still propagates once), let everything else through."""
-    hook, unraisable = sys.excepthook, sys.unraisablehook
-
-    def quiet_hook(kind: Any, value: BaseException, tb: Any) -> None:
-        if disk_full(value) is None:
-            hook(kind, value, tb)
-
-    def quiet_unraisable(info: Any) -> None:
-        if disk_full(info.exc_value) is None:
-            unraisable(info)
-
-    sys.excepthook, sys.unraisablehook = quiet_hook, quiet_unraisable
-    try:
-        yield
-    finally:
-        sys.excepthook, sys.unraisablehook = hook, unraisable
 
 
 def stamp(f: h5py.File, kind: str, provenance: Mapping[str, Any] | None = None) -> None:

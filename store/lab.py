@@ -219,7 +219,7 @@ class Lab:
         claims.take(path, f"{kind[:-1]} {obj_id!r}", pin=False, new=True)
         if path.exists():
             claims.abandon(path)
-            raise UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} (choose another --name)")
+            raise self._taken(kind, obj_id)
         return path
 
     @contextlib.contextmanager
@@ -230,8 +230,11 @@ class Lab:
         path = self.path(kind, obj_id)
         with claims.holding(path, f"{kind[:-1]} {obj_id!r}", new=True):
             if path.exists():
-                raise UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} (choose another --name)")
+                raise self._taken(kind, obj_id)
             yield path
+
+    def _taken(self, kind: str, obj_id: str) -> UserError:
+        return UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} (choose another --name)")
 
     def claim(self, kind: str, obj_id: str, *, new: bool = False) -> contextlib.AbstractContextManager[Any]:
         """Hold the name `kind/obj_id` for a whole job (`with lab.claim(...)`): another process
