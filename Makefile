@@ -4,16 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LAB ?= demo-lab
+# Debian packages the tests use: HDF5's own tools (h5ls, h5dump, h5clear) read the lab files
+APT_PACKAGES := hdf5-tools tmux
 
-.PHONY: setup demo demo-quick test test-fast bench stress clean
+.PHONY: setup system-deps demo demo-quick test test-fast lint bench stress clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -e ".[dev,report]"
 	touch $(STAMP)
+
+# apt-get only when a tool is missing (and only as root: elsewhere say what to install)
+system-deps:
+	@missing=""; command -v h5ls >/dev/null || missing="$$missing hdf5-tools"; \
+	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "tests need Debian packages:$$missing (apt-get install$$missing)"; fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/reuse-console --lab $(LAB) demo
@@ -21,7 +32,14 @@ demo: $(STAMP)
 demo-quick: $(STAMP)
 	$(BIN)/reuse-console --lab $(LAB)-quick demo --quick
 
-test: $(STAMP)
+# ruff (lint + format check), import-linter contracts and mypy; part of `make test`
+lint: $(STAMP)
+	$(BIN)/ruff check engine store tui tests bench setup.py
+	$(BIN)/ruff format --check engine store tui tests bench setup.py
+	$(BIN)/python tests/support/package_tree.py imports
+	$(BIN)/python tests/support/package_tree.py mypy
+
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
@@ -37,4 +55,4 @@ stress: $(STAMP)
 	$(BIN)/python bench/stress.py --kills 20
 
 clean:
-	rm -rf $(LAB) $(LAB)-quick .pytest_cache
+	rm -rf $(LAB) $(LAB)-quick .pytest_cache .mypy_cache .ruff_cache

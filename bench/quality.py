@@ -20,7 +20,7 @@ import torch
 
 from reuse_console.engine.data.importer import import_dataset
 from reuse_console.engine.data.phantom import make_phantom
-from reuse_console.engine.train import TrainSpec, train
+from reuse_console.engine.training.train import TrainSpec, train
 from reuse_console.store.lab import Lab
 from reuse_console.store.runs import read_run
 

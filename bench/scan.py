@@ -40,12 +40,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reuse_console.engine.evaluate import evaluate_seg
-from reuse_console.engine.layers import KINDS
-from reuse_console.engine.metrics import DiceAccumulator
-from reuse_console.engine.partial import PartialForward
-from reuse_console.engine.scan import Variant, evaluate_variants, plan_variants
-from reuse_console.engine.scan_lab import Loaded, load_inputs
+from reuse_console.engine.evaluation.evaluate import evaluate_seg
+from reuse_console.engine.evaluation.metrics import DiceAccumulator
+from reuse_console.engine.models.layers import KINDS
+from reuse_console.engine.swaps.partial import PartialForward
+from reuse_console.engine.swaps.scan import Variant, evaluate_variants, plan_variants
+from reuse_console.engine.swaps.scan_lab import Loaded, load_inputs
 from reuse_console.store.lab import Lab
 
 CPU = torch.device("cpu")
@@ -56,7 +56,7 @@ def prepare(lab: Lab, args: argparse.Namespace) -> None:
     """The phantom data set and a seg and an ae model per architecture (skipped when present)."""
     from reuse_console.engine.data.importer import import_dataset
     from reuse_console.engine.data.phantom import make_phantom
-    from reuse_console.engine.train import TrainSpec, train
+    from reuse_console.engine.training.train import TrainSpec, train
 
     if not lab.exists("datasets", "bench"):
         with tempfile.TemporaryDirectory() as tmp:

@@ -46,7 +46,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # stress_commands, also when loaded by a test
 from stress_commands import (  # noqa: E402
-    COMMAND_TYPES, COMMANDS, Command, build_lab, check_lab, child_env, cli_argv, run_cli,
+    COMMAND_TYPES,
+    COMMANDS,
+    Command,
+    build_lab,
+    check_lab,
+    child_env,
+    cli_argv,
+    run_cli,
 )
 
 

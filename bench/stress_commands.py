@@ -157,13 +157,13 @@ class Grid(Command):
         return [*self.start(obj), "--resume"]  # grid --resume also starts a grid nothing was written for
 
     def done(self, obj: str) -> bool:
-        from reuse_console.engine.experiment import read_experiment
+        from reuse_console.engine.grids.experiment import read_experiment
 
         path = self.lab / "experiments" / f"{obj}.h5"
         return path.exists() and read_experiment(path).status == "complete"
 
     def compare(self, ref: str, obj: str) -> list[str]:
-        from reuse_console.engine.experiment import read_experiment
+        from reuse_console.engine.grids.experiment import read_experiment
 
         a = read_experiment(self.lab / "experiments" / f"{ref}.h5")
         b = read_experiment(self.lab / "experiments" / f"{obj}.h5")
@@ -194,7 +194,7 @@ def run_finished(lab: Path, run: str) -> bool:
 
 def compare_h5_datasets(ref: Path, obj: Path) -> list[str]:
     """Every dataset (array) of two lab files equal, NaN included; attributes (times, names) are not compared."""
-    from reuse_console.store.lab import open_h5
+    from reuse_console.store.h5 import open_h5
 
     def arrays(path: Path) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -251,8 +251,8 @@ def compare_run(lab: Path, ref: str, obj: str) -> list[str]:
 
 def check_lab(lab_root: Path) -> tuple[int, list[str]]:
     """Every file in the lab: listed without error and openable, or a temp file listing ignores."""
-    from reuse_console.store.h5 import TMP_PREFIX
-    from reuse_console.store.lab import Lab, open_h5
+    from reuse_console.store.h5 import TMP_PREFIX, open_h5
+    from reuse_console.store.lab import Lab
 
     failures: list[str] = []
     try:

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reuse_console.engine.core.device import autocast, pick_device
+from reuse_console.engine.core.events import EpochEnd, Event
 from reuse_console.engine.data.slices import CARDIAC_CLASSES, SliceSet, write_slices
-from reuse_console.engine.device import autocast, pick_device
-from reuse_console.engine.events import EpochEnd, Event
-from reuse_console.engine.losses import seg_loss
 from reuse_console.engine.models.registry import build_model, default_config
-from reuse_console.engine.train import TrainSpec, train
+from reuse_console.engine.training.losses import seg_loss
+from reuse_console.engine.training.train import TrainSpec, train
 from reuse_console.store.lab import Lab
 
 

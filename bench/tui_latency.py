@@ -119,7 +119,7 @@ def build_lab(root: Path) -> Lab:
     """A tiny lab: a 3-subject phantom and one base-width-4 UNet (seconds)."""
     from reuse_console.engine.data.importer import import_dataset
     from reuse_console.engine.data.phantom import make_phantom
-    from reuse_console.engine.train import TrainSpec, train
+    from reuse_console.engine.training.train import TrainSpec, train
 
     make_phantom(root / "phantom", subjects=3, scale=0.5, cine=False)
     lab = Lab(root / "lab")
@@ -150,7 +150,7 @@ def main() -> None:
     idle = asyncio.run(console_latencies(lab, args.keys, on_jobs=False))
     ref_ms = statistics.median(ref) * 1000
 
-    from reuse_console.engine.jobs import cancel_job, list_jobs, read_events, start_job
+    from reuse_console.engine.jobs.control import cancel_job, list_jobs, read_events, start_job
 
     argv = ["train", "--data", "acdc", "--arch-config", '{"base_width": 8}', "--epochs", "200", "--batch", "8",
             "--device", "cpu"]

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reuse_console.engine.core.events import Finished, Message, Reporter, silent
 from reuse_console.store.lab import Lab
-
-from .events import Finished, Message, Reporter, silent
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,8 @@ def _stage(report: Reporter, text: str) -> None:
 
 def make_datasets(lab: Lab, cfg: DemoConfig, sources: Path, seed: int, report: Reporter) -> list[str]:
     """Generate each phantom preset (NIfTI, ACDC layout) and import it at the demo's size."""
-    from .data.importer import import_dataset
-    from .data.phantom import make_phantom
+    from reuse_console.engine.data.importer import import_dataset
+    from reuse_console.engine.data.phantom import make_phantom
 
     done = []
     for preset, count in cfg.subjects.items():
@@ -101,8 +100,8 @@ def make_datasets(lab: Lab, cfg: DemoConfig, sources: Path, seed: int, report: R
 
 def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> list[str]:
     """Train the study's five models (skipping finished ones, resuming interrupted ones)."""
-    from .checkpointing import last_name
-    from .train import TrainSpec, resume_training, train
+    from reuse_console.engine.training.checkpoints import last_name
+    from reuse_console.engine.training.train import TrainSpec, resume_training, train
 
     for name, data, task in MODELS:
         last = lab.path("checkpoints", last_name(name))
@@ -126,9 +125,9 @@ def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, repo
 
 def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> tuple[list[str], str]:
     """Experiment 1 (scan seg vs ae), donor scans for the plans, and RMSE of all five models."""
-    from .compare import run_rmse
-    from .scan_lab import run_scan
-    from .scan_store import progress_path
+    from reuse_console.engine.compare.rmse import run_rmse
+    from reuse_console.engine.swaps.scan_lab import run_scan
+    from reuse_console.engine.swaps.scan_store import progress_path
 
     scans = []
     pairs = [(SCAN, "unet-seg-acdc", "unet-ae-acdc")]
@@ -147,7 +146,7 @@ def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: R
 
 def make_plans(lab: Lab, cfg: DemoConfig, report: Reporter) -> list[str]:
     """One reuse plan per donor, from the scan of the acdc seg model with that donor's tensors."""
-    from .plan_lab import plan_from_lab
+    from reuse_console.engine.reuse.plan_lab import plan_from_lab
 
     plans = []
     for _, donor, plan in DONORS:
@@ -160,7 +159,7 @@ def make_plans(lab: Lab, cfg: DemoConfig, report: Reporter) -> list[str]:
 
 def study_for(cfg: DemoConfig) -> Any:
     """The demo's transfer grid: random init vs each donor, freeze and finetune (the paper's Table 3)."""
-    from .study import Study
+    from reuse_console.engine.grids.study import Study
 
     return Study.from_dict(
         {
@@ -181,8 +180,8 @@ def study_for(cfg: DemoConfig) -> Any:
 
 def run_transfer_grid(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> str:
     """Train every cell of the demo study (resuming a grid a previous demo left unfinished)."""
-    from .experiment import read_experiment
-    from .grid import run_grid
+    from reuse_console.engine.grids.experiment import read_experiment
+    from reuse_console.engine.grids.grid import run_grid
 
     path = lab.path("experiments", EXPERIMENT)
     if path.exists() and read_experiment(path).status == "complete":
@@ -195,7 +194,7 @@ def run_transfer_grid(lab: Lab, cfg: DemoConfig, *, device: str, precision: str,
 
 def make_report_files(lab: Lab, result: DemoResult, out: Path, report: Reporter) -> list[Path]:
     """The paper's figures and tables for the demo's scan, comparison, plans and experiment."""
-    from .report import make_report
+    from reuse_console.engine.report.build import make_report
 
     _stage(report, f"report -> {out}")
     refs = [SCAN, result.comparison, *result.plans, result.experiment]
@@ -217,7 +216,7 @@ def run_demo(
     report: Reporter = silent,
 ) -> DemoResult:
     """Run the whole demo into `lab`; returns the ids it made. Safe to run again."""
-    from .device import pick_device
+    from reuse_console.engine.core.device import pick_device
 
     start = time.perf_counter()
     cfg = DemoConfig.choose(quick)

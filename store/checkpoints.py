@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .h5 import atomic_h5, attr_str, get_json, set_json, stamp
-from .lab import open_h5
+from .h5 import atomic_h5, attr_str, get_json, open_h5, set_json, stamp
 from .tensors import read_state_dict, write_state_dict
 
 KIND = "checkpoint"

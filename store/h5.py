@@ -1,4 +1,5 @@
-"""Atomic HDF5 writing, provenance stamps and tensor <-> dataset conversion.
+"""HDF5 I/O of the lab: opening any lab file for reading, atomic writing, provenance stamps
+and tensor <-> dataset conversion.
 
 Finished objects are written to a temporary file in the target folder, flushed, fsynced and
 `os.replace`d into place, so a killed writer never leaves a half object under a real name.
@@ -22,10 +23,48 @@ import h5py
 import numpy as np
 
 from . import claims
-from .errors import UserError
+from .errors import DamagedFile, UserError
 
 SCHEMA_VERSION = 1
 TMP_PREFIX = ".tmp-"
+
+
+def open_h5(path: Path) -> h5py.File:
+    """Open a lab file read-only, whatever state it is in.
+
+    A run file being appended to (SWMR), or one left by a writer killed with SIGKILL, has its
+    superblock marked "open for writing" and refuses a normal open; SWMR read mode opens both.
+    Locking is off so readers never block (or are blocked by) a writer. A file that is no
+    readable HDF5 (truncated, overwritten) raises DamagedFile, one made by a newer release
+    (its `schema` attribute above SCHEMA_VERSION) a UserError: both name the file.
+    """
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except FileNotFoundError:
+        raise
+    except OSError as first:
+        try:
+            f = h5py.File(path, "r", swmr=True, libver="latest", locking=False)
+        except OSError:
+            reason = str(first).splitlines()[0] if str(first) else type(first).__name__
+            raise DamagedFile(
+                f"cannot read lab file {path}: {reason} (damaged or truncated: delete it or restore it from a backup)"
+            ) from None
+    try:
+        check_schema(f.attrs.get("schema"), path)
+    except UserError:
+        f.close()
+        raise
+    return f
+
+
+def check_schema(schema: Any, path: Path) -> None:
+    """Refuse a file written by a newer reuse-console: its layout may mean something else."""
+    if isinstance(schema, (int, np.integer)) and int(schema) > SCHEMA_VERSION:
+        raise UserError(
+            f"{path} was made by a newer reuse-console (schema {int(schema)} > {SCHEMA_VERSION}): "
+            "upgrade reuse-console to read it"
+        )
 
 
 def tool_version() -> str:

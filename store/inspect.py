@@ -8,7 +8,7 @@ from typing import Any
 
 import h5py
 
-from .lab import open_h5
+from .h5 import open_h5
 
 
 def _attr_value(raw: Any) -> Any:

@@ -21,9 +21,10 @@ import numpy as np
 from h5py import h5a, h5d, h5f, h5p, h5s, h5t
 
 from . import claims
-from .errors import DamagedFile, NotFound, UserError
-from .h5 import SCHEMA_VERSION, TMP_PREFIX
+from .errors import NotFound, UserError
+from .h5 import TMP_PREFIX, check_schema
 from .procs import pid_alive
+from .runs import effective_status
 
 KINDS: tuple[str, ...] = (
     "datasets",
@@ -48,44 +49,6 @@ def check_name(name: str) -> str:
             "starting with a letter or digit)"
         )
     return name
-
-
-def open_h5(path: Path) -> h5py.File:
-    """Open a lab file read-only, whatever state it is in.
-
-    A run file being appended to (SWMR), or one left by a writer killed with SIGKILL, has its
-    superblock marked "open for writing" and refuses a normal open; SWMR read mode opens both.
-    Locking is off so readers never block (or are blocked by) a writer. A file that is no
-    readable HDF5 (truncated, overwritten) raises DamagedFile, one made by a newer release
-    (its `schema` attribute above SCHEMA_VERSION) a UserError: both name the file.
-    """
-    try:
-        f = h5py.File(path, "r", locking=False)
-    except FileNotFoundError:
-        raise
-    except OSError as first:
-        try:
-            f = h5py.File(path, "r", swmr=True, libver="latest", locking=False)
-        except OSError:
-            reason = str(first).splitlines()[0] if str(first) else type(first).__name__
-            raise DamagedFile(
-                f"cannot read lab file {path}: {reason} (damaged or truncated: delete it or restore it from a backup)"
-            ) from None
-    try:
-        check_schema(f.attrs.get("schema"), path)
-    except UserError:
-        f.close()
-        raise
-    return f
-
-
-def check_schema(schema: Any, path: Path) -> None:
-    """Refuse a file written by a newer reuse-console: its layout may mean something else."""
-    if isinstance(schema, (int, np.integer)) and int(schema) > SCHEMA_VERSION:
-        raise UserError(
-            f"{path} was made by a newer reuse-console (schema {int(schema)} > {SCHEMA_VERSION}): "
-            "upgrade reuse-console to read it"
-        )
 
 
 @dataclass(frozen=True)
@@ -175,8 +138,6 @@ def _read_dataset(fid: h5f.FileID, name: bytes, shape: tuple[int, ...], dtype: s
 
 def _run_progress(fid: h5f.FileID) -> dict[str, Any]:
     """A run's live status and epoch count (they change, so they are datasets, not attributes)."""
-    from .runs import effective_status
-
     raw = _read_dataset(fid, b"status", (), "S16")[()].decode()
     rows = _read_dataset(fid, b"rows", (2,), "<i8")
     writer = json.loads(_attr(fid, b"writer") or "{}")

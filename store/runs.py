@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from .errors import UserError
-from .h5 import atomic_h5, attr_str, get_json, set_json, stamp
+from .h5 import atomic_h5, attr_str, get_json, open_h5, set_json, stamp
 from .procs import pid_alive
 
 KIND = "run"
@@ -270,8 +270,6 @@ class RunHistory:
 
 def open_run(path: Path) -> h5py.File:
     """Open a run file for reading whether it is finished, being written, or left by a killed writer."""
-    from .lab import open_h5
-
     return open_h5(path)
 
 

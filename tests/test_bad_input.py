@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # swap_lab: the tiny swap/scan lab builders
-
 NAN_KEY = "enc1.bn1.running_var"  # the tensor the NaN checkpoint and the NaN .pt file spoil (see _spoil)
 
 
@@ -305,11 +303,11 @@ def _build(root: Path) -> Path:
     from safetensors.torch import save_file
     from swap_lab import make_checkpoint, make_data
 
-    from reuse_console.engine.compare import run_rmse
+    from reuse_console.engine.compare.rmse import run_rmse
     from reuse_console.engine.data.slices import write_slices
-    from reuse_console.engine.plan_lab import plan_from_lab
-    from reuse_console.engine.reuse import save_plan
-    from reuse_console.engine.scan_lab import run_scan
+    from reuse_console.engine.reuse.plan_lab import plan_from_lab
+    from reuse_console.engine.reuse.plans import save_plan
+    from reuse_console.engine.swaps.scan_lab import run_scan
     from reuse_console.store.lab import Lab
 
     lab = Lab(root / "lab")
@@ -356,7 +354,7 @@ def _build(root: Path) -> Path:
 
 
 def _export(lab, root: Path) -> Path:
-    from reuse_console.engine.ckpt_io import export_checkpoint
+    from reuse_console.engine.models.ckpt_io import export_checkpoint
 
     return export_checkpoint(lab, "seg", root / "seg.pt", "pt")
 

@@ -6,19 +6,16 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from toydata import write_toy  # noqa: E402
 
-from reuse_console.engine.scan_store import progress_path, read_scan
+from reuse_console.engine.swaps.scan_store import progress_path, read_scan
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 from reuse_console.store.runs import read_run
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "engine"))
-from toydata import write_toy  # noqa: E402
 
 CLI = [sys.executable, "-m", "reuse_console.tui.cli"]
 EPOCHS, VARIANTS = 40, 40
@@ -27,8 +24,8 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from reuse_console.engine.scan import ScanResult, Variant
-    from reuse_console.engine.scan_store import progress_path, write_scan
+    from reuse_console.engine.swaps.scan import ScanResult, Variant
+    from reuse_console.engine.swaps.scan_store import progress_path, write_scan
     from reuse_console.store.lab import Lab
     from reuse_console.store.runs import RunWriter
 

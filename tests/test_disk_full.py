@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -103,7 +102,7 @@ def full_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from reuse_console.engine.data.importer import import_dataset
     from reuse_console.engine.data.phantom import make_phantom
-    from reuse_console.engine.train import TrainSpec, train
+    from reuse_console.engine.training.train import TrainSpec, train
     from reuse_console.store.lab import Lab
 
     torch.set_num_threads(1)

@@ -27,5 +27,5 @@ def test_engine_and_store_never_import_the_ui() -> None:
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert "reuse_console.store.lab" in result["imported"]
-    assert "reuse_console.engine.events" in result["imported"]
+    assert "reuse_console.engine.core.events" in result["imported"]
     assert result["ui"] == []

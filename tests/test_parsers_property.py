@@ -16,9 +16,9 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reuse_console.engine.layers import BN_KINDS, CONV_KINDS, KINDS, LayerIndex
-from reuse_console.engine.study import MAX_SEEDS, Study, load_study
-from reuse_console.engine.swap import SwapSpec, parse_alphas
+from reuse_console.engine.grids.study import MAX_SEEDS, Study, load_study
+from reuse_console.engine.models.layers import BN_KINDS, CONV_KINDS, KINDS, LayerIndex
+from reuse_console.engine.swaps.swap import SwapSpec, parse_alphas
 from reuse_console.store.errors import UserError
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

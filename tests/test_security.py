@@ -124,10 +124,9 @@ def _plan_toml(lab_root: Path, folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(ROOT / "tests" / "engine"))
     from toydata import write_toy
 
-    from reuse_console.engine.train import TrainSpec, train
+    from reuse_console.engine.training.train import TrainSpec, train
 
     root = tmp_path_factory.mktemp("sec") / "lab"
     lab = Lab(root)
@@ -135,8 +134,8 @@ def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("a", "b"):
         train(lab, TrainSpec(data="toy", arch_config={"base_width": 4}, epochs=1, batch=4, name=name, seed=len(name)),
               device="cpu")
-    from reuse_console.engine.compare import run_rmse
-    from reuse_console.engine.plan_lab import plan_from_lab
+    from reuse_console.engine.compare.rmse import run_rmse
+    from reuse_console.engine.reuse.plan_lab import plan_from_lab
 
     run_rmse(lab, ["a", "b"], name="cmp")
     plan_from_lab(lab, rmse="cmp", max_rmse=1.0, name="p")
@@ -274,7 +273,7 @@ def test_nothing_listens_while_the_console_runs_a_job_and_a_grid_runs_workers(sm
 
     import psutil
 
-    from reuse_console.engine.jobs import get_job, start_job
+    from reuse_console.engine.jobs.control import get_job, start_job
     from reuse_console.tui.app import ConsoleApp, ConsoleConfig
 
     root = tmp_path / "lab"
@@ -307,7 +306,7 @@ def test_nothing_listens_while_the_console_runs_a_job_and_a_grid_runs_workers(sm
     finally:
         grid.kill()
         grid.wait(timeout=30)
-        from reuse_console.engine.jobs import cancel_job
+        from reuse_console.engine.jobs.control import cancel_job
 
         cancel_job(lab, job.id)
     assert checks > 0, "the grid's worker processes were never seen"

@@ -7,8 +7,8 @@ asks and shows: every number on screen comes from the engine or the store, read 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from reuse_console.store.errors import UserError
 
-from .commands import lab as lab_commands
+from .commands import compare, data, demo, jobs, lab, models, reuse, swaps, train
 from .output import stderr
 
 app = typer.Typer(
@@ -66,24 +66,8 @@ def _tidy(root: Path | None) -> None:
         pass
 
 
-lab_commands.register(app)
-
-
-def _register_optional() -> None:
-    """Register command groups that exist (each lives in its own module under tui/commands)."""
-    import importlib
-
-    for name in ("data", "models", "train", "swaps", "compare", "reuse", "jobs", "demo"):
-        try:
-            module = importlib.import_module(f"reuse_console.tui.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"reuse_console.tui.commands.{name}":
-                continue
-            raise
-        module.register(app)
-
-
-_register_optional()
+for group in (lab, data, models, train, swaps, compare, reuse, jobs, demo):
+    group.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,15 +32,6 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 @contextmanager
-def reporter(mode: str, *, quiet: bool = False) -> Iterator[Any]:
-    """Yield an event reporter for `--progress rich|jsonl|none` (see tui/progress.py)."""
-    from .progress import make_reporter
-
-    with make_reporter(mode) as report:
-        yield report
-
-
-@contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """A cancelled job gets SIGTERM: stop like Ctrl-C, so runs say "cancelled" and finished work is kept."""
     import signal

@@ -6,10 +6,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.progress import Progress as RichProgress
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 
-from reuse_console.engine.events import (
+from reuse_console.engine.core.events import (
     CellDone,
     EpochEnd,
     Event,

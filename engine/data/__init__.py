@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .slices import CARDIAC_CLASSES, SliceSet, load_slices
+from reuse_console.engine.data.slices import CARDIAC_CLASSES, SliceSet, load_slices
 
 __all__ = ["CARDIAC_CLASSES", "SliceSet", "load_slices"]

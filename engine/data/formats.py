@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from reuse_console.engine.data.slices import CARDIAC_CLASSES
 from reuse_console.store.errors import UserError
-
-from .slices import CARDIAC_CLASSES
 
 FORMATS = ("acdc", "nnunet", "folders")
 NIFTI_ENDINGS = (".nii.gz", ".nii")

@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from reuse_console.engine.events import Finished, Message, Progress, Reporter, Started, silent
+from reuse_console.engine.core.events import Finished, Message, Progress, Reporter, Started, silent
+from reuse_console.engine.data.formats import load_pair, map_classes, read_source
+from reuse_console.engine.data.slices import SliceSet, split_subjects, volume_to_slices, write_slices
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
-
-from .formats import load_pair, map_classes, read_source
-from .slices import SliceSet, split_subjects, volume_to_slices, write_slices
 
 
 def name_from_path(path: Path | str) -> str:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from .slices import CARDIAC_CLASSES
+from reuse_console.engine.data.slices import CARDIAC_CLASSES
 
 if TYPE_CHECKING:
-    from .phantom import PhantomSubject
-    from .phantom_presets import Preset
+    from reuse_console.engine.data.phantom import PhantomSubject
+    from reuse_console.engine.data.phantom_presets import Preset
 
 FRAME_SECONDS = 0.03  # time between cine frames written in pixdim[4]
 
@@ -75,7 +75,7 @@ def nnunet_labels(preset: Preset) -> dict[str, int]:
 
 def write_nnunet_subject(out: Path, subject: PhantomSubject) -> None:
     """`imagesTr/{case}_0000.nii.gz` and `labelsTr/{case}.nii.gz` per frame, labels renumbered."""
-    from .phantom_presets import get_preset
+    from reuse_console.engine.data.phantom_presets import get_preset
 
     preset = get_preset(subject.preset)
     remap = np.zeros(256, dtype=np.uint8)

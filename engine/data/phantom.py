@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from reuse_console.engine.events import Finished, Progress, Reporter, Started, silent
+from reuse_console.engine.core.events import Finished, Progress, Reporter, Started, silent
+from reuse_console.engine.data.phantom_anatomy import Anatomy, render, sample_anatomy
+from reuse_console.engine.data.phantom_presets import PRESETS, Preset, get_preset
 from reuse_console.store.errors import UserError
-
-from .phantom_anatomy import Anatomy, render, sample_anatomy
-from .phantom_presets import PRESETS, Preset, get_preset
 
 LAYOUTS = ("acdc", "nnunet")
 
@@ -179,7 +178,11 @@ def make_phantom(
 
     Returns the subjects' metadata (images dropped after writing, to keep memory flat).
     """
-    from .nifti_layouts import write_acdc_subject, write_nnunet_dataset_json, write_nnunet_subject
+    from reuse_console.engine.data.nifti_layouts import (
+        write_acdc_subject,
+        write_nnunet_dataset_json,
+        write_nnunet_subject,
+    )
 
     the_preset = get_preset(preset)
     if layout not in LAYOUTS:

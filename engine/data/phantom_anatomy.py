@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .phantom_presets import Preset
+from reuse_console.engine.data.phantom_presets import Preset
 
 GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from reuse_console.store.errors import NotFound, UserError
-from reuse_console.store.h5 import atomic_h5, attr_str, get_json, read_strings, set_json, stamp, write_strings
-from reuse_console.store.lab import Lab, open_h5
+from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
+from reuse_console.store.lab import Lab
 
 CARDIAC_CLASSES = ["background", "RV", "MYO", "LV"]
 KIND = "dataset"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .registry import (
+from reuse_console.engine.models.registry import (
     BUILTIN,
     build_model,
     checkpoint_path,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from reuse_console.engine import demo
-from reuse_console.engine.events import Event, Message
-from reuse_console.engine.experiment import load_experiment
+from reuse_console.engine.core.events import Event, Message
+from reuse_console.engine.grids.experiment import load_experiment
 
 
 @pytest.mark.slow

@@ -8,7 +8,14 @@ import h5py
 import pytest
 import torch
 
-from reuse_console.store.checkpoints import CheckpointMeta, meta_dict, read_checkpoint, read_extra, read_meta, write_checkpoint
+from reuse_console.store.checkpoints import (
+    CheckpointMeta,
+    meta_dict,
+    read_checkpoint,
+    read_extra,
+    read_meta,
+    write_checkpoint,
+)
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import atomic_h5, stamp
 from reuse_console.store.lab import Lab

@@ -13,7 +13,16 @@ import h5py
 import numpy as np
 import pytest
 
-from reuse_console.store.h5 import TMP_PREFIX, atomic_h5, atomic_path, get_json, read_strings, set_json, stamp, write_strings
+from reuse_console.store.h5 import (
+    TMP_PREFIX,
+    atomic_h5,
+    atomic_path,
+    get_json,
+    read_strings,
+    set_json,
+    stamp,
+    write_strings,
+)
 from reuse_console.store.lab import Lab
 
 # Writes a ~64 MB dataset row by row, says when it is half way, then keeps going slowly.

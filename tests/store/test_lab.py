@@ -141,7 +141,8 @@ def test_listing_a_file_another_thread_has_open_reads_it(lab: Lab) -> None:
     """The console lists the lab in one thread while another reads a file: listing must open a
     file already open in the process (HDF5 refused that when the two opens' close degrees
     differed, and the healthy file was listed as damaged)."""
-    from reuse_console.store.lab import open_h5, read_entry
+    from reuse_console.store.h5 import open_h5
+    from reuse_console.store.lab import read_entry
 
     _put(lab, "checkpoints", "busy")
     path = lab.path("checkpoints", "busy")

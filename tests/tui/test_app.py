@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import functools
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +79,7 @@ async def test_empty_lab_shows_how_to_start_and_keys_still_work(tmp_path: Path) 
 @pytest.mark.slow
 @run_async
 async def test_lab_lists_filters_and_opens_a_checkpoints_layer_tree(test_lab: Lab) -> None:
-    from reuse_console.engine.layers import LayerIndex
+    from reuse_console.engine.models.layers import LayerIndex
     from reuse_console.engine.models.registry import load_model
 
     app = make_app(test_lab)
@@ -108,9 +108,9 @@ async def test_lab_lists_filters_and_opens_a_checkpoints_layer_tree(test_lab: La
 @pytest.mark.slow
 @run_async
 async def test_layer_statistics_and_rmse_are_the_engines(test_lab: Lab) -> None:
-    from reuse_console.engine.compare import run_rmse
+    from reuse_console.engine.compare.rmse import run_rmse
+    from reuse_console.engine.compare.stats import tensor_stats
     from reuse_console.engine.models.registry import load_model
-    from reuse_console.engine.stats import tensor_stats
 
     app = make_app(test_lab)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -139,7 +139,7 @@ async def test_layer_statistics_and_rmse_are_the_engines(test_lab: Lab) -> None:
 @pytest.mark.slow
 @run_async
 async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
-    from reuse_console.engine.scan_lab import run_swap
+    from reuse_console.engine.swaps.scan_lab import run_swap
 
     app = make_app(test_lab)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -186,7 +186,7 @@ def _train_form_fill(pilot, epochs: str, name: str):
 @pytest.mark.slow
 @run_async
 async def test_start_a_training_job_and_follow_it_to_the_end(test_lab: Lab) -> None:
-    from reuse_console.engine.jobs import get_job
+    from reuse_console.engine.jobs.control import get_job
 
     app = make_app(test_lab)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -216,7 +216,7 @@ async def test_start_a_training_job_and_follow_it_to_the_end(test_lab: Lab) -> N
 @pytest.mark.slow
 @run_async
 async def test_keys_work_while_a_job_runs_and_a_job_can_be_cancelled(test_lab: Lab) -> None:
-    from reuse_console.engine.jobs import get_job
+    from reuse_console.engine.jobs.control import get_job
 
     app = make_app(test_lab)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-
-from reuse_console.engine.layers import LayerIndex  # noqa: E402
-from reuse_console.engine.models.registry import build_model, default_config, save_model  # noqa: E402
-from reuse_console.engine.scan import ScanResult, plan_variants  # noqa: E402
-from reuse_console.engine.scan_store import write_scan  # noqa: E402
-from reuse_console.store.checkpoints import CheckpointMeta, read_meta  # noqa: E402
 from toydata import write_toy  # noqa: E402
+
+from reuse_console.engine.models.layers import LayerIndex  # noqa: E402
+from reuse_console.engine.models.registry import build_model, default_config, save_model  # noqa: E402
+from reuse_console.engine.swaps.scan import ScanResult, plan_variants  # noqa: E402
+from reuse_console.engine.swaps.scan_store import write_scan  # noqa: E402
+from reuse_console.store.checkpoints import CheckpointMeta, read_meta  # noqa: E402
 
 CLASSES = ["background", "RV", "MYO", "LV"]
 TINY = {"base_width": 4}

@@ -7,7 +7,6 @@ import json
 import numpy as np
 from swap_lab import CLASSES, make_lab
 
-
 CPU = ["--device", "cpu"]
 
 
@@ -74,7 +73,7 @@ def test_scan_table_full_forward_and_resume_errors(lab, cli) -> None:
     code, out2, _ = cli("--lab", str(lab.root), "scan", "seg", "ae", "--data", "toy", "--layers", "1-2",
                         "--kinds", "RM,W", *CPU, "--progress", "none", "--json")
     fast = json.loads(out2)
-    from reuse_console.engine.scan_store import load_scan
+    from reuse_console.engine.swaps.scan_store import load_scan
 
     slow = load_scan(lab, "ff")
     np.testing.assert_allclose(slow.mean, [[v["dice"][c] for c in CLASSES] for v in fast["variants"]], atol=1e-9)

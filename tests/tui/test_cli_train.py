@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # the shared toy data set
 from toydata import SPACING, write_toy  # noqa: E402
-
 
 TINY = ["--arch-config", '{"base_width": 4}', "--batch", "4", "--device", "cpu"]
 

@@ -26,7 +26,7 @@ def rmse(
 
     Example: reuse-console rmse unet-seg unet-ae --kinds RM,RV,W
     """
-    from reuse_console.engine.compare import run_rmse
+    from reuse_console.engine.compare.rmse import run_rmse
     from reuse_console.store.lab import Lab
 
     comp = run_rmse(Lab.from_option(lab), checkpoints, layers=layers, kinds=kinds, name=name)
@@ -68,7 +68,7 @@ def bn(
 
     Example: reuse-console bn unet-seg unet-ae --json
     """
-    from reuse_console.engine.bn import run_bn
+    from reuse_console.engine.compare.bn import run_bn
     from reuse_console.store.lab import Lab
 
     layers = run_bn(Lab.from_option(lab), recipient, donor)

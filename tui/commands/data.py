@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import JsonOpt, LabOpt, ProgressOpt
-from ..output import emit_json, reporter, stdout
+from ..output import emit_json, stdout
+from ..progress import make_reporter
 
 data_app = typer.Typer(
     help=(
@@ -78,7 +79,7 @@ def phantom(
     from reuse_console.engine.data.phantom import make_phantom
 
     target = out if out is not None else Path("phantom") / preset
-    with reporter(progress) as report:
+    with make_reporter(progress) as report:
         made = make_phantom(
             target, preset=preset, subjects=subjects, layout=layout, seed=seed, scale=scale, cine=cine, report=report
         )
@@ -152,7 +153,7 @@ def import_(
         from reuse_console.engine.data.importer import name_from_path
 
         name = the_lab.unique_name("datasets", name_from_path(path))
-    with reporter(progress) as report:
+    with make_reporter(progress) as report:
         slices = import_dataset(
             the_lab,
             path,

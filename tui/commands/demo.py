@@ -56,14 +56,13 @@ def demo(
 
     Example: reuse-console --lab demo-lab demo --quick
     """
+    import torch
+
+    from reuse_console.engine.core.device import pick_device
     from reuse_console.engine.demo import run_demo, summary
     from reuse_console.store.lab import Lab
 
     from ..progress import make_reporter
-
-    import torch
-
-    from reuse_console.engine.device import pick_device
 
     if threads is not None or pick_device(device).type == "cpu":
         torch.set_num_threads(threads or 1)
@@ -83,8 +82,8 @@ def demo(
 
 def print_summary(lab: Lab, result: DemoResult) -> None:
     """Models with their scores, the plans, the grid table and where the figures are."""
-    from reuse_console.engine.experiment import load_experiment
-    from reuse_console.engine.reuse import load_plan
+    from reuse_console.engine.grids.experiment import load_experiment
+    from reuse_console.engine.reuse.plans import load_plan
     from reuse_console.store.checkpoints import read_meta
 
     from .reuse import print_table

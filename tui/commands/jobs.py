@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -39,13 +39,9 @@ def _event_text(event: object) -> str:
     return f"{kind}: " + "  ".join(f"{k}={v}" for k, v in data.items())
 
 
-def _accepts_progress(argv: list[str]) -> bool:
-    """Resolve `argv` to a reuse-console command and say whether it takes `--progress`."""
-    import typer.main
-
-    from ..cli import app
-
-    command = typer.main.get_command(app)
+def _accepts_progress(root: Any, argv: list[str]) -> bool:
+    """Resolve `argv` against the root command (`reuse-console`) and say whether it takes `--progress`."""
+    command = root
     path: list[str] = []
     for token in argv:
         commands = getattr(command, "commands", None)  # a group (typer vendors its own click)
@@ -66,6 +62,7 @@ def _accepts_progress(argv: list[str]) -> bool:
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
 )
 def start(
+    ctx: typer.Context,
     args: Annotated[list[str], typer.Argument(help="The reuse-console command and its options, after `--`.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Job id (default: command words + time).")] = None,
     lab: LabOpt = None,
@@ -78,11 +75,11 @@ def start(
 
     Example: reuse-console jobs start --name t1 -- train --data acdc --epochs 5
     """
-    from reuse_console.engine.jobs import start_job
+    from reuse_console.engine.jobs.control import start_job
 
     if args[:1] == ["jobs"] and args[1:2] == ["start"]:
         raise UserError("a job cannot start another `jobs start`; give the command itself")
-    job = start_job(Lab.from_option(lab), args, name, progress=_accepts_progress(args))
+    job = start_job(Lab.from_option(lab), args, name, progress=_accepts_progress(ctx.find_root().command, args))
     if json_out:
         emit_json(job.to_dict())
         return
@@ -94,7 +91,7 @@ def start(
 @jobs_app.command("ls")
 def ls(lab: LabOpt = None, json_out: JsonOpt = False) -> None:
     """List the lab's jobs, oldest first, with their status (running, finished, failed, cancelled, lost)."""
-    from reuse_console.engine.jobs import list_jobs
+    from reuse_console.engine.jobs.control import list_jobs
 
     jobs = list_jobs(Lab.from_option(lab))
     if json_out:
@@ -123,7 +120,7 @@ def show(
 
     Example: reuse-console jobs show train-acdc -n 20
     """
-    from reuse_console.engine.jobs import get_job, read_events, read_log_tail
+    from reuse_console.engine.jobs.control import get_job, read_events, read_log_tail
 
     job = get_job(Lab.from_option(lab), ref)
     evs, _ = read_events(job)
@@ -167,7 +164,7 @@ def cancel(
 
     Example: reuse-console jobs cancel train-acdc --yes
     """
-    from reuse_console.engine.jobs import cancel_job, get_job
+    from reuse_console.engine.jobs.control import cancel_job, get_job
 
     the_lab = Lab.from_option(lab)
     job = get_job(the_lab, ref)
@@ -201,9 +198,9 @@ def sleep(
     Used by the job tests (and handy to check that detached jobs, events and cancel work on a
     machine) without training anything. Example: reuse-console jobs start -- jobs sleep 30
     """
-    from reuse_console.engine.events import Finished, Started, StepEnd
+    from reuse_console.engine.core.events import Finished, Started, StepEnd
 
-    from ..output import reporter
+    from ..progress import make_reporter
 
     if ignore_sigterm:
         import signal
@@ -211,7 +208,7 @@ def sleep(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     total = max(1, round(seconds / tick)) if seconds > 0 else 0
     t0 = time.monotonic()
-    with reporter(progress) as report:
+    with make_reporter(progress) as report:
         report(Started(what="sleep", total=total, unit="ticks"))
         for i in range(1, total + 1):
             time.sleep(max(0.0, t0 + i * tick - time.monotonic()))

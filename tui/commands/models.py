@@ -54,7 +54,7 @@ def layers(
 
     Examples: `reuse-console layers seg-unet`, `reuse-console layers --arch pspnet --json`.
     """
-    from reuse_console.engine.layers import LayerIndex
+    from reuse_console.engine.models.layers import LayerIndex
     from reuse_console.engine.models.registry import (
         build_model,
         default_config,
@@ -118,7 +118,7 @@ def ckpt_import(
     --arch-config are read from the file. Example:
     `reuse-console ckpt import seg.pt --arch unet --task seg --name seg-ext --arch-config '{"base_width": 16}'`
     """
-    from reuse_console.engine.ckpt_io import import_checkpoint
+    from reuse_console.engine.models.ckpt_io import import_checkpoint
     from reuse_console.engine.models.registry import parse_arch_config
 
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
@@ -155,7 +155,7 @@ def ckpt_export(
 
     Example: `reuse-console ckpt export seg-unet --format safetensors --out seg-unet.safetensors`
     """
-    from reuse_console.engine.ckpt_io import export_checkpoint
+    from reuse_console.engine.models.ckpt_io import export_checkpoint
 
     path = export_checkpoint(Lab.from_option(lab), ref, out, fmt, overwrite=force)
     stderr.print(f"exported checkpoint {ref} -> {path}")

@@ -46,7 +46,7 @@ def plan(
     if scan is None and rmse is None:
         stdout.print(ctx.get_help())
         raise typer.Exit(0)
-    from reuse_console.engine.plan_lab import plan_from_lab
+    from reuse_console.engine.reuse.plan_lab import plan_from_lab
     from reuse_console.store.lab import Lab
 
     result = plan_from_lab(Lab.from_option(lab), scan=scan, rmse=rmse, max_dice_drop=max_dice_drop,
@@ -60,8 +60,8 @@ def plan(
 
 def print_plan(plan: Any) -> None:
     """The plan as a layer x kind table (reused / not, with the evidence), then its summary."""
-    from reuse_console.engine.layers import KINDS
-    from reuse_console.engine.reuse import format_not_reusable
+    from reuse_console.engine.models.layers import KINDS
+    from reuse_console.engine.reuse.plans import format_not_reusable
 
     kinds = [k for k in KINDS if any(t.kind == k for t in plan.tensors)]
     evidence = "dice drop" if any(t.dice_drop is not None for t in plan.tensors) else "rmse"
@@ -100,7 +100,7 @@ def plan_show(
 
     Example: reuse-console plan show acdc-ae
     """
-    from reuse_console.engine.reuse import load_plan
+    from reuse_console.engine.reuse.plans import load_plan
     from reuse_console.store.lab import Lab
 
     result = load_plan(Lab.from_option(lab), plan_id)
@@ -124,8 +124,8 @@ def plan_export(
 
     Example: reuse-console plan export acdc-ae --out acdc-ae.toml
     """
-    from reuse_console.engine.plan_toml import export_plan_toml
-    from reuse_console.engine.reuse import load_plan
+    from reuse_console.engine.reuse.plan_toml import export_plan_toml
+    from reuse_console.engine.reuse.plans import load_plan
     from reuse_console.store.lab import Lab
 
     path = export_plan_toml(load_plan(Lab.from_option(lab), plan_id), out, overwrite=force)
@@ -143,8 +143,8 @@ def plan_import(
 
     Example: reuse-console plan import acdc-ae.toml --name acdc-ae-edited
     """
-    from reuse_console.engine.plan_toml import import_plan_toml
-    from reuse_console.engine.reuse import save_plan
+    from reuse_console.engine.reuse.plan_toml import import_plan_toml
+    from reuse_console.engine.reuse.plans import save_plan
     from reuse_console.store.lab import Lab
 
     plan_obj = import_plan_toml(file, name=name)
@@ -182,8 +182,8 @@ def grid(
 
     Example: reuse-console grid examples/study.toml --devices all
     """
-    from reuse_console.engine.grid import parse_devices, run_grid
-    from reuse_console.engine.study import load_study
+    from reuse_console.engine.grids.grid import parse_devices, run_grid
+    from reuse_console.engine.grids.study import load_study
     from reuse_console.store.lab import Lab
 
     from ..progress import make_reporter
@@ -232,7 +232,7 @@ def report(
 
     Example: reuse-console report my-scan my-rmse acdc-reuse --out figures/
     """
-    from reuse_console.engine.report import make_report
+    from reuse_console.engine.report.build import make_report
     from reuse_console.store.lab import Lab
 
     files = make_report(Lab.from_option(lab), ids, out)

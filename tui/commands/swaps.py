@@ -38,7 +38,7 @@ def swap(
 
     Example: reuse-console swap unet-seg unet-ae --data acdc --layers 1-5 --kinds RM,RV
     """
-    from reuse_console.engine.scan_lab import run_swap
+    from reuse_console.engine.swaps.scan_lab import run_swap
     from reuse_console.store.lab import Lab
 
     from ..progress import make_reporter
@@ -100,8 +100,8 @@ def scan(
 
     Example: reuse-console scan unet-seg unet-ae --data acdc --kinds RM,RV,W --alphas 0,0.5,1
     """
-    from reuse_console.engine.scan_lab import run_scan
-    from reuse_console.engine.swap import parse_alphas
+    from reuse_console.engine.swaps.scan_lab import run_scan
+    from reuse_console.engine.swaps.swap import parse_alphas
     from reuse_console.store.lab import Lab
 
     from ..progress import make_reporter

@@ -71,8 +71,8 @@ def train(
     lab: LabOpt = None,
 ) -> None:
     from reuse_console.engine.models.registry import parse_arch_config
-    from reuse_console.engine.train import TrainSpec, resume_training
-    from reuse_console.engine.train import train as run_training
+    from reuse_console.engine.training.train import TrainSpec, resume_training
+    from reuse_console.engine.training.train import train as run_training
     from reuse_console.store.errors import UserError
     from reuse_console.store.lab import Lab
 
@@ -116,7 +116,7 @@ def evaluate(
 
     Example: reuse-console eval unet-seg-acdc --json
     """
-    from reuse_console.engine.evaluate import evaluate_checkpoint
+    from reuse_console.engine.evaluation.evaluate import evaluate_checkpoint
     from reuse_console.store.lab import Lab
 
     result = evaluate_checkpoint(Lab.from_option(lab), checkpoint, data=data, split=split, device=device,

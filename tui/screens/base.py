@@ -61,9 +61,7 @@ class ConsoleScreen(WorkerErrors, Screen[None]):
     @property
     def console(self) -> ConsoleApp:
         """The app, typed."""
-        from ..app import ConsoleApp
-
-        return cast(ConsoleApp, self.app)
+        return cast("ConsoleApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield NavBar(self.MODE, self.console.lab_label)

@@ -114,7 +114,7 @@ class JobsScreen(ConsoleScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="jobs-poll", name="following jobs")
     def poll(self) -> None:
         """List jobs and read the selected job's new events (files: this thread only)."""
-        from reuse_console.engine.jobs import list_jobs
+        from reuse_console.engine.jobs.control import list_jobs
 
         jobs = list_jobs(self.console.lab)
         ids = [j.id for j in jobs]
@@ -224,7 +224,7 @@ class JobsScreen(ConsoleScreen):
     @work(thread=True, exclusive=False, exit_on_error=False, group="jobs-start", name="starting the job")
     def start(self, argv: list[str]) -> None:
         """Start `reuse-console <argv>` as a detached job."""
-        from reuse_console.engine.jobs import start_job
+        from reuse_console.engine.jobs.control import start_job
 
         self.post_message(self.JobStarted(start_job(self.console.lab, argv)))
 
@@ -252,7 +252,7 @@ class JobsScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="jobs-cancel", name="cancelling the job")
     def cancel(self, job_id: str) -> None:
-        from reuse_console.engine.jobs import cancel_job
+        from reuse_console.engine.jobs.control import cancel_job
 
         self.post_message(self.JobCancelled(cancel_job(self.console.lab, job_id)))
 

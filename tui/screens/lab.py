@@ -132,7 +132,7 @@ def read_listing(lab: Lab) -> LabListing:
         if entry.kind in rows and entry.kind != "jobs":
             rows[entry.kind].append(entry_row(entry))
     try:
-        from reuse_console.engine.jobs import list_jobs
+        from reuse_console.engine.jobs.control import list_jobs
     except ModuleNotFoundError:
         list_jobs = None
     if list_jobs is not None and lab.root.is_dir():

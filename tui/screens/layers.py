@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Static, Tree
 
-from reuse_console.engine.stats import CheckpointLayers, KindStats, LayerStats
+from reuse_console.engine.compare.stats import CheckpointLayers, KindStats, LayerStats
 
 from ..widgets.charts import hist_bars, ratio_style
 from .base import ConsoleScreen
@@ -117,7 +117,7 @@ class LayersScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="layers-load", name="loading the checkpoint")
     def load(self, checkpoint: str, compare_with: str | None) -> None:
-        from reuse_console.engine.stats import checkpoint_layers
+        from reuse_console.engine.compare.stats import checkpoint_layers
 
         self.post_message(self.Loaded(checkpoint_layers(self.console.lab, checkpoint, compare_with)))
 

@@ -96,20 +96,20 @@ class ScanScreen(ConsoleScreen):
         lab = self.console.lab
         if kind == "scan":
             if source is None:
-                from reuse_console.engine.scan_store import load_scan
+                from reuse_console.engine.swaps.scan_store import load_scan
 
                 source = load_scan(lab, ref)
             grid = scan_grid(source, choice)
         elif kind == "comparison":
             if source is None:
-                from reuse_console.engine.compare import read_comparison
+                from reuse_console.engine.compare.rmse import read_comparison
 
                 source = read_comparison(lab.resolve(ref, "comparisons").path, ref)
             grid = rmse_grid(source, choice)
         else:
             recipient, donor = ref.split("|", 1)
             if source is None:
-                from reuse_console.engine.bn import run_bn
+                from reuse_console.engine.compare.bn import run_bn
 
                 source = run_bn(lab, recipient, donor)
             grid = bn_grid(source, recipient, donor)

@@ -149,7 +149,7 @@ class SwapScreen(ConsoleScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="swap-session", name="opening the swap session")
     def open_session(self) -> None:
         """Load recipient, donor and validation batches and compute the baseline (seconds)."""
-        from reuse_console.engine.session import SwapSession
+        from reuse_console.engine.swaps.session import SwapSession
 
         self.app.call_from_thread(self._set_busy, f"loading {self.recipient} and {self.donor}...")
         session = SwapSession(self.console.lab, self.recipient, self.donor, self.data, device="auto")
@@ -169,7 +169,7 @@ class SwapScreen(ConsoleScreen):
         self.ticked.clear()
         self.last = None
         self.busy = ""
-        from reuse_console.engine.layers import KINDS  # torch is loaded by now (the session's worker)
+        from reuse_console.engine.models.layers import KINDS  # torch is loaded by now (the session's worker)
 
         table = self.query_one("#swap-layers", DataTable)
         table.clear(columns=True)
@@ -186,7 +186,7 @@ class SwapScreen(ConsoleScreen):
         table.focus()
 
     def _layer_cells(self, layer: Any) -> list[Any]:
-        from reuse_console.engine.layers import KINDS
+        from reuse_console.engine.models.layers import KINDS
 
         cells: list[Any] = [Text(layer.name, style="bold")]
         for kind in KINDS:
@@ -223,7 +223,7 @@ class SwapScreen(ConsoleScreen):
         return self.session.layers[table.cursor_row]
 
     def _refresh_row(self, layer: Any) -> None:
-        from reuse_console.engine.layers import KINDS
+        from reuse_console.engine.models.layers import KINDS
 
         table = self.query_one("#swap-layers", DataTable)
         for kind, cell in zip(KINDS, self._layer_cells(layer)[1:]):

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from reuse_console.engine.events import CellDone, EpochEnd, Event, Finished, Message, Started, StepEnd, VariantDone
+from reuse_console.engine.core.events import CellDone, EpochEnd, Event, Finished, Message, Started, StepEnd, VariantDone
 
 from .charts import BARS
 
@@ -136,7 +136,7 @@ class JobFollower:
 
     def poll(self, job: Any, now: dt.datetime | None = None) -> JobSnapshot:
         """Read what the job wrote since the last poll and return a snapshot (file I/O: thread only)."""
-        from reuse_console.engine.jobs import read_events, read_log_tail
+        from reuse_console.engine.jobs.control import read_events, read_log_tail
 
         events, self.offset = read_events(job, self.offset)
         self.feed(events)

@@ -71,7 +71,7 @@ def _num(value: Any) -> float | None:
 
 
 def _columns(labels: Sequence[str]) -> tuple[str, ...]:
-    from reuse_console.engine.layers import KINDS
+    from reuse_console.engine.models.layers import KINDS
 
     known = [k for k in KINDS if k in labels]
     return tuple(known + [k for k in dict.fromkeys(labels) if k not in known])

@@ -1,0 +1,1 @@
+"""Comparing models without running them: RMSE per layer and kind, BN scale/shift, tensor stats."""

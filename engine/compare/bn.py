@@ -1,0 +1,144 @@
+"""BN scale and shift: what a swap of one BN tensor does to the layer's affine map (the paper's theory).
+
+In eval mode a BatchNorm layer is y = s * x + t per channel, with
+  s = RW / sqrt(RV + eps)      t = RB - RM * s
+(RW = 1, RB = 0 when the layer has no affine parameters). Replacing one tensor of the recipient
+with the donor's changes s or t in a way the parameters alone determine:
+  RM: s unchanged, t changes by (RM_r - RM_d) * s_r
+  RV: s scaled by sqrt((RV_r + eps) / (RV_d + eps)), t follows through -RM_r * s
+  RW: s scaled by RW_d / RW_r, t follows through -RM_r * s
+  RB: s unchanged, t changes by RB_d - RB_r
+Here every replacement is computed the same way (rebuild s' and t' from the swapped tensors), and
+reported per channel as the ratio s'/s and the difference t' - t, summarised per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reuse_console.engine.models.layers import BN_KINDS, Layer, LayerIndex
+from reuse_console.store.errors import UserError
+
+_LEAF = {"RM": "running_mean", "RV": "running_var", "RW": "weight", "RB": "bias"}
+
+
+def scale_shift(rm: np.ndarray, rv: np.ndarray, rw: np.ndarray, rb: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BN as y = s * x + t: returns (s, t) per channel (float64)."""
+    s = rw / np.sqrt(rv + eps)
+    return s, rb - rm * s
+
+
+def bn_tensors(state: Mapping[str, torch.Tensor], bn: str, channels: int) -> dict[str, np.ndarray]:
+    """RM, RV, RW, RB of BN module `bn` as float64 arrays (RW = 1, RB = 0 when not affine)."""
+    out: dict[str, np.ndarray] = {}
+    for kind, leaf in _LEAF.items():
+        key = f"{bn}.{leaf}"
+        if key in state:
+            out[kind] = state[key].detach().to("cpu", torch.float64).numpy()
+        elif kind in ("RW", "RB"):
+            out[kind] = np.ones(channels) if kind == "RW" else np.zeros(channels)
+        else:
+            raise UserError(f"BN layer {bn} has no {leaf} (track_running_stats off?): eval-mode scale/shift is undefined")
+    return out
+
+
+@dataclass
+class BNLayer:
+    """Scale and shift of one BN layer in both models, and the effect of each single-kind swap."""
+
+    layer: str
+    index: int | None
+    module: str
+    eps: float
+    s: dict[str, np.ndarray]  # "recipient" / "donor" -> (C,)
+    t: dict[str, np.ndarray]
+    ratio: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> s'/s per channel
+    diff: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> t' - t per channel
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "layer": self.index if self.index is not None else self.layer,
+            "module": self.module,
+            "channels": int(self.s["recipient"].size),
+            "eps": self.eps,
+            "s": {m: _stats(v) for m, v in self.s.items()},
+            "t": {m: _stats(v) for m, v in self.t.items()},
+            "swaps": {},
+        }
+        for kind in self.ratio:
+            r, d = self.ratio[kind], self.diff[kind]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_r = np.log(np.abs(r))
+            finite = np.isfinite(log_r)
+            out["swaps"][kind] = {
+                "scale_ratio_geomean": _num(np.exp(log_r[finite].mean())) if finite.any() else None,
+                "scale_ratio_min": _num(np.nanmin(r)),
+                "scale_ratio_max": _num(np.nanmax(r)),
+                "sign_flips": int((r < 0).sum()),
+                "shift_diff_mean": _num(d.mean()),
+                "shift_diff_mean_abs": _num(np.abs(d).mean()),
+                "shift_diff_max_abs": _num(np.abs(d).max()),
+            }
+        return out
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _stats(v: np.ndarray) -> dict[str, float | None]:
+    return {"mean": _num(v.mean()), "min": _num(v.min()), "max": _num(v.max())}
+
+
+def analyse_layer(layer: Layer, eps: float, recipient: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor]) -> BNLayer:
+    """s, t of both models for one BN layer and the change of each single-kind replacement."""
+    channels = int(recipient[f"{layer.bn}.running_mean"].numel()) if f"{layer.bn}.running_mean" in recipient else 0
+    r = bn_tensors(recipient, layer.bn, channels)
+    d = bn_tensors(donor, layer.bn, channels)
+    s_r, t_r = scale_shift(r["RM"], r["RV"], r["RW"], r["RB"], eps)
+    s_d, t_d = scale_shift(d["RM"], d["RV"], d["RW"], d["RB"], eps)
+    out = BNLayer(layer.name, layer.index, layer.bn, eps, {"recipient": s_r, "donor": s_d}, {"recipient": t_r, "donor": t_d})
+    for kind in BN_KINDS:
+        if kind not in layer.kinds:
+            continue
+        swapped = dict(r)
+        swapped[kind] = d[kind]
+        s_new, t_new = scale_shift(swapped["RM"], swapped["RV"], swapped["RW"], swapped["RB"], eps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.ratio[kind] = s_new / s_r
+        out.diff[kind] = t_new - t_r
+    return out
+
+
+def analyse(model: nn.Module, index: LayerIndex, recipient: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor]) -> list[BNLayer]:
+    """Every BN layer of `index`, in layer order; eps is read from each BN module of `model`."""
+    modules = dict(model.named_modules())
+    return [analyse_layer(layer, float(modules[layer.bn].eps), recipient, donor) for layer in index.layers if layer.bn]
+
+
+def run_bn(lab: Any, recipient: str, donor: str) -> list[BNLayer]:
+    """BN scale/shift analysis of two checkpoints of one architecture."""
+    from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
+    from reuse_console.engine.models.state_checks import check_finite
+    from reuse_console.engine.swaps.swap import check_compatible, in_model_order
+    from reuse_console.store.checkpoints import read_checkpoint
+
+    r_state, r_meta = read_checkpoint(checkpoint_path(lab, recipient))
+    d_state, d_meta = read_checkpoint(checkpoint_path(lab, donor))
+    check_finite(r_state, f"checkpoint {recipient!r}")
+    check_finite(d_state, f"checkpoint {donor!r}")
+    model = build_model(r_meta.arch, rebuild_config(r_meta.arch_config), trusted=False)
+    r_state = in_model_order(r_state, model)
+    check_compatible(r_state, d_state, recipient_arch=r_meta.arch, donor_arch=d_meta.arch)
+    index = LayerIndex.from_model(model, model_in_channels(r_meta.arch_config))
+    layers = analyse(model, index, r_state, d_state)
+    if not layers:
+        raise UserError(f"{recipient} has no BatchNorm layers")
+    return layers

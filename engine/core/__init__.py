@@ -1,0 +1,1 @@
+"""Shared by every stage: device and precision, progress events."""

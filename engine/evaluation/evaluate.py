@@ -1,0 +1,227 @@
+"""Evaluation of a model on a split: seg Dice per class per subject (3D), ae MSE and PSNR.
+
+Batches are built once in a fixed order (subjects in data-set order, each subject's slices in
+order), so every evaluation of every variant sees the same pixels in the same order. The Dice
+definition and its empty-set rules live in engine/evaluation/metrics.py (the one Dice of the product).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reuse_console.engine.core.device import autocast, memory_format
+from reuse_console.engine.evaluation.metrics import DiceAccumulator, DiceResult, psnr
+from reuse_console.store.errors import UserError
+
+
+@dataclass
+class EvalBatch:
+    """One batch of evaluation slices, ready for the model."""
+
+    images: torch.Tensor  # (B, 1, H, W) float32
+    labels: torch.Tensor  # (B, H, W) int64
+    subject: torch.Tensor  # (B,) int64, index into the subject names of `eval_batches`
+
+
+def eval_batches(slices: Any, split: str = "val", batch: int = 32) -> tuple[list[EvalBatch], list[str]]:
+    """The slices of `split` as fixed-order batches, and the names of their subjects.
+
+    `slices` is an engine.data.slices.SliceSet. Subjects are numbered 0..S-1 in data-set order.
+    """
+    subject_ids = list(slices.subjects_in(split))
+    names = [slices.subjects[s] for s in subject_ids]
+    local = {s: i for i, s in enumerate(subject_ids)}
+    index = np.asarray(slices.slice_indices(split, subject_ids), dtype=np.int64)
+    # keep each subject's slices together and in order, subjects in data-set order
+    order = np.argsort(np.asarray([local[int(s)] for s in slices.subject[index]], dtype=np.int64), kind="stable")
+    index = index[order]
+    batches: list[EvalBatch] = []
+    for start in range(0, len(index), max(1, batch)):
+        part = index[start : start + batch]
+        batches.append(
+            EvalBatch(
+                images=torch.from_numpy(np.ascontiguousarray(slices.images[part], dtype=np.float32)).unsqueeze(1),
+                labels=torch.from_numpy(np.ascontiguousarray(slices.labels[part])).long(),
+                subject=torch.as_tensor([local[int(s)] for s in slices.subject[part]], dtype=torch.int64),
+            )
+        )
+    return batches, names
+
+
+def _forward(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    x = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(device))
+    with autocast(device, precision):
+        return model(x)
+
+
+class _EvalMode:
+    """Put a model in eval mode for a block and give it back in the mode it was in."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> None:
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)
+
+
+def evaluate_seg(
+    model: nn.Module,
+    batches: Sequence[EvalBatch],
+    subjects: Sequence[str],
+    classes: Sequence[str],
+    present: Sequence[bool],
+    device: torch.device,
+    precision: str = "fp32",
+    *,
+    keep_predictions: bool = False,
+) -> DiceResult:
+    """Dice of argmax(logits) per class per subject over all of its slices (see metrics.py).
+
+    With `keep_predictions`, `result.extra["predictions"]` and `["references"]` hold one uint8
+    array (slices, H, W) per subject, in slice order (for writing NIfTI files).
+    """
+    acc = DiceAccumulator(len(classes), len(subjects))
+    preds: list[list[np.ndarray]] = [[] for _ in subjects]
+    refs: list[list[np.ndarray]] = [[] for _ in subjects]
+    with _EvalMode(model), torch.inference_mode():
+        for b in batches:
+            logits = _forward(model, b.images, device, precision)
+            pred = logits.argmax(dim=1)
+            labels = b.labels.to(device, non_blocking=True)
+            acc.update(pred, labels, b.subject)
+            if keep_predictions:
+                p = pred.to("cpu", torch.uint8).numpy()
+                g = b.labels.to(torch.uint8).numpy()
+                for i, s in enumerate(b.subject.tolist()):
+                    preds[s].append(p[i])
+                    refs[s].append(g[i])
+    result = DiceResult.from_accumulator(acc, list(classes), list(present), list(subjects))
+    if keep_predictions:
+        result.extra["predictions"] = [np.stack(p) if p else np.zeros((0, 0, 0), np.uint8) for p in preds]
+        result.extra["references"] = [np.stack(g) if g else np.zeros((0, 0, 0), np.uint8) for g in refs]
+    return result
+
+
+def evaluate_ae(
+    model: nn.Module, batches: Sequence[EvalBatch], device: torch.device, precision: str = "fp32"
+) -> dict[str, float]:
+    """Reconstruction error over every pixel and output channel: {"mse", "psnr"}.
+
+    PSNR uses the peak-to-peak range of the evaluated images (they are z-scored, so there is no
+    fixed 0..255 or 0..1 range to use).
+    """
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    lo, hi = float("inf"), float("-inf")
+    with _EvalMode(model), torch.inference_mode():
+        for b in batches:
+            out = _forward(model, b.images, device, precision).float()
+            target = b.images.to(device, non_blocking=True)
+            total += ((out - target) ** 2).sum(dtype=torch.float64)
+            count += out.numel()
+            lo, hi = min(lo, float(b.images.min())), max(hi, float(b.images.max()))
+    if count == 0:
+        return {"mse": float("nan"), "psnr": float("nan")}
+    mse = float(total) / count
+    return {"mse": mse, "psnr": psnr(mse, hi - lo)}
+
+
+def _check_compatible(meta: Any, slices: Any, ref: str) -> None:
+    """A seg checkpoint must predict exactly the data set's classes, in the same order."""
+    if meta.task != "seg":
+        return
+    out = meta.arch_config.get("out_channels")
+    if out is not None and int(out) != len(slices.classes):
+        raise UserError(
+            f"checkpoint {ref!r} predicts {out} classes but data set {slices.name!r} has {len(slices.classes)}"
+        )
+    if meta.classes and list(meta.classes) != list(slices.classes):
+        raise UserError(
+            f"checkpoint {ref!r} was trained on classes {meta.classes}, data set {slices.name!r} has {slices.classes}"
+        )
+
+
+def evaluate_checkpoint(
+    lab: Any,
+    ref: str,
+    *,
+    data: str | None = None,
+    split: str = "val",
+    device: str = "auto",
+    precision: str = "fp32",
+    batch: int = 32,
+    save_predictions: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate checkpoint `ref` on data set `data` (default: the one it was trained on).
+
+    Slices are resampled to the size the model was trained at. Returns JSON-able results: seg
+    Dice per class (mean, std, per subject; absent classes None and listed under "absent"),
+    ae MSE and PSNR. With `save_predictions`, writes NIfTI label maps per subject there.
+    """
+    from reuse_console.engine.core.device import check_precision, pick_device
+    from reuse_console.engine.data.batches import resize_slices
+    from reuse_console.engine.data.slices import load_slices
+    from reuse_console.engine.models.registry import load_model
+
+    dev = pick_device(device)
+    prec = check_precision(precision, dev)
+    model, meta = load_model(lab, ref, device=dev)
+    name = data or meta.data
+    if not name:
+        raise UserError(f"checkpoint {ref!r} does not say which data set it was trained on: give --data")
+    slices = load_slices(lab, name)
+    _check_compatible(meta, slices, ref)
+    size = meta.extra.get("size")
+    if size and int(size) != slices.size:
+        slices = resize_slices(slices, int(size))
+    if save_predictions is not None and Path(save_predictions).exists() and not Path(save_predictions).is_dir():
+        raise UserError(f"--save-predictions {save_predictions} is not a folder: give a folder for the NIfTI files")
+    if save_predictions is not None and meta.task != "seg":
+        raise UserError("--save-predictions writes label maps: it needs a seg checkpoint")
+    model = model.to(memory_format=memory_format(dev))
+    batches, subjects = eval_batches(slices, split, batch=batch)
+    if not subjects:
+        raise UserError(f"data set {name!r} has no {split} subjects")
+    out: dict[str, Any] = {"checkpoint": ref, "task": meta.task, "data": name, "split": split,
+                           "size": slices.size, "subjects": subjects, "precision": prec}
+    if meta.task == "ae":
+        return {**out, **evaluate_ae(model, batches, dev, prec)}
+    result = evaluate_seg(model, batches, subjects, slices.classes, slices.present, dev, prec,
+                          keep_predictions=save_predictions is not None)
+    out.update(result.to_dict())
+    out["classes"] = list(slices.classes)
+    out["absent"] = [c for c, p in zip(slices.classes, slices.present) if not p]
+    if save_predictions is not None:
+        out["files"] = [str(p) for p in write_predictions(save_predictions, result, slices.spacing)]
+    return out
+
+
+def write_predictions(folder: Path, result: DiceResult, spacing: tuple[float, float]) -> list[Path]:
+    """`{subject}_pred.nii.gz` and `{subject}_gt.nii.gz` per subject, as evaluated.
+
+    Slices are stacked along the third axis in evaluation order (for ACDC both frames, ED then
+    ES, one after the other), rows/columns written back as NIfTI (x, y) = (column, row) with the
+    in-plane spacing of the evaluated slices; the stacked axis gets 1 mm, since the slices of two
+    frames do not form one 3D grid.
+    """
+    from reuse_console.engine.data.nifti_layouts import save_nifti
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    row_mm, col_mm = spacing
+    written: list[Path] = []
+    for subject, pred, ref in zip(result.subjects, result.extra["predictions"], result.extra["references"]):
+        for suffix, stack in (("pred", pred), ("gt", ref)):
+            volume = np.ascontiguousarray(np.transpose(stack, (2, 1, 0)).astype(np.uint8))  # (x, y, z)
+            written.append(save_nifti(folder / f"{subject}_{suffix}.nii.gz", volume, (col_mm, row_mm, 1.0)))
+    return written

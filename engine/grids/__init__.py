@@ -1,0 +1,1 @@
+"""Transfer grids: study files, cells, worker processes and the stored experiment."""

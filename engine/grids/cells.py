@@ -1,0 +1,100 @@
+"""Grid cells: one cell of a study is an ordinary training run, named `<experiment>.<cell>`.
+
+Shared by the grid process (cells on one device, engine/grids/grid.py) and the worker processes
+(one per device, engine/grids/workers.py): what state a cell is in, how to train, finish and
+evaluate it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from reuse_console.engine.core.events import EpochEnd, Event, Message, Reporter, silent
+from reuse_console.engine.evaluation.evaluate import evaluate_checkpoint
+from reuse_console.engine.grids.study import Cell, Study
+from reuse_console.engine.training.checkpoints import last_name
+from reuse_console.engine.training.train import TrainSpec, resume_training, train
+from reuse_console.store.checkpoints import read_meta
+from reuse_console.store.runs import read_run
+
+DONE, PARTIAL, STALE, NEW = "done", "partial", "stale", "new"
+
+
+def cell_id(experiment: str, cell: Cell) -> str:
+    """The run and checkpoint id of a cell: `<experiment>.<cell>`."""
+    return f"{experiment}.{cell.name}"
+
+
+def cell_state(lab: Any, cid: str, epochs: int) -> str:
+    """done (all epochs trained), partial (resumable), stale (killed before its first epoch) or new."""
+    from reuse_console.engine.training.checkpoints import last_name
+
+    last = lab.path("checkpoints", last_name(cid))
+    if last.exists():
+        return DONE if read_meta(last).epoch >= epochs else PARTIAL
+    if lab.path("runs", cid).exists() or lab.path("checkpoints", cid).exists():
+        return STALE
+    return NEW
+
+
+def cell_spec(study: Study, cell: Cell, cid: str) -> Any:
+    s = study.train
+    donor = cell.source.donor
+    return TrainSpec(data=study.target, arch=s.arch, arch_config=dict(s.arch_config), task="seg",
+                     subjects=cell.subjects, epochs=s.epochs, batch=s.batch, lr=s.lr, seed=cell.seed, name=cid,
+                     size=s.size, augment=s.augment, init=donor, plan=cell.source.plan if donor else None,
+                     mode=cell.mode if donor else None)
+
+
+def forward_events(report: Reporter) -> Reporter:
+    """A cell's training reports epochs and messages to the grid; its own bar stays out."""
+
+    def inner(event: Event) -> None:
+        if isinstance(event, (EpochEnd, Message)):
+            report(event)
+
+    return inner
+
+
+def train_cell(lab: Any, study: Study, experiment: str, cell: Cell, *, device: str = "auto",
+               precision: str = "fp32", workers: int | None = None, report: Reporter = silent) -> str:
+    """Train (or finish) one cell; returns what was done: kept (nothing to do), resumed or trained."""
+    cid = cell_id(experiment, cell)
+    state = cell_state(lab, cid, study.train.epochs)
+    if state == DONE:
+        return "kept"
+    if state == PARTIAL:
+        resume_training(lab, cid, device=device, precision=precision, workers=workers, report=report)
+        return "resumed"
+    if state == STALE:  # killed before its first checkpoint: nothing to keep
+        for kind in ("runs", "checkpoints"):
+            lab.path(kind, cid).unlink(missing_ok=True)
+    train(lab, cell_spec(study, cell, cid), device=device, precision=precision, workers=workers, report=report)
+    return "trained"
+
+
+def finish_record(lab: Any, cid: str, report: Reporter = silent) -> None:
+    """A cell killed after its last checkpoint but before its run file said so: mark it finished."""
+    from reuse_console.engine.training.train import resume_training
+
+    path = lab.path("runs", cid)
+    if path.exists() and read_run(path).status != "finished":
+        resume_training(lab, cid, device="cpu", report=forward_events(report))
+
+
+def evaluated_checkpoint(study: Study, experiment: str, cell: Cell) -> str:
+    cid = cell_id(experiment, cell)
+    return last_name(cid) if study.evaluate == "last" else cid
+
+
+def evaluate_cell(lab: Any, study: Study, experiment: str, cell: Cell, classes: Sequence[str], *,
+                  device: str = "auto", precision: str = "fp32") -> np.ndarray:
+    """Dice (S, C) of the cell's model on the target's validation subjects (NaN for absent classes)."""
+    result = evaluate_checkpoint(lab, evaluated_checkpoint(study, experiment, cell), data=study.target,
+                                 device=device, precision=precision)
+    rows = [[np.nan if v is None else float(v) for v in (per.get(c) for c in classes)]
+            for per in result["per_subject"].values()]
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(classes))

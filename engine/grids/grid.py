@@ -1,0 +1,194 @@
+"""Transfer grids: train every cell of a study, evaluate it, and store the experiment.
+
+Each cell is an ordinary training run named `<experiment>.<cell>` (runs/ and checkpoints/), so
+a killed grid keeps every finished cell; `resume` skips those, continues a cell killed after an
+epoch from its last checkpoint, and restarts one killed in its first epoch. The experiment file
+is rewritten (atomically) after every cell, so the console can show a grid while it runs.
+
+Cells run one after another on one device, or concurrently as one worker process per device
+(`devices`, e.g. ["cuda:0", "cuda:1"]; engine/grids/workers.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from reuse_console.engine.core.events import CellDone, Finished, Message, Reporter, Started, silent
+from reuse_console.engine.grids.cells import (
+    DONE,
+    cell_id,
+    cell_state,
+    evaluate_cell,
+    evaluated_checkpoint,
+    finish_record,
+    forward_events,
+    train_cell,
+)
+from reuse_console.engine.grids.experiment import CellRecord, Experiment, read_experiment, write_experiment
+from reuse_console.engine.grids.study import Cell, Study
+from reuse_console.engine.grids.workers import run_parallel
+from reuse_console.store.errors import UserError
+from reuse_console.store.lab import check_name
+
+
+def parse_devices(spec: str | None) -> list[str]:
+    """`--devices`: "all" (every visible CUDA device) or a comma list such as "cuda:0,cuda:1"."""
+    from reuse_console.engine.core.device import pick_device
+
+    text = (spec or "").strip()
+    if not text:
+        return []
+    if text.lower() == "all":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError("--devices all: no CUDA device is visible here (run without --devices to use one device)")
+        return [f"cuda:{i}" for i in range(count)]
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            raise UserError(f"bad --devices {spec!r}: empty item between commas")
+        pick_device(part)  # validates (UserError when it does not exist)
+        out.append(part)
+    return out
+
+
+def check_inputs(lab: Any, study: Study, experiment: str) -> Any:
+    """Every data set, donor, plan and reference the study names exists and fits; the target slices."""
+    from reuse_console.engine.data.slices import load_slices
+    from reuse_console.engine.models.registry import checkpoint_path
+    from reuse_console.engine.reuse.plans import load_plan
+    from reuse_console.engine.training.checkpoints import last_name
+    from reuse_console.store.checkpoints import read_meta
+
+    slices = load_slices(lab, study.target)
+    if not slices.subjects_in("val"):
+        raise UserError(f"data set {study.target!r} has no validation subjects to evaluate the grid on")
+    arch = study.train.arch
+    for source in study.sources:
+        if source.random:
+            continue
+        meta = read_meta(checkpoint_path(lab, source.donor))
+        if meta.arch != arch:
+            raise UserError(f"source {source.name!r}: donor {source.donor!r} is a {meta.arch}, the study trains {arch}")
+        plan = load_plan(lab, source.plan)
+        if plan.arch and plan.arch != arch:
+            raise UserError(f"source {source.name!r}: plan {source.plan!r} was made for {plan.arch}, the study trains {arch}")
+    if study.reference:
+        meta = read_meta(checkpoint_path(lab, study.reference))
+        if meta.arch != arch:
+            raise UserError(f"reference {study.reference!r} is a {meta.arch}, the study trains {arch}")
+    for cell in study.cells():
+        check_name(last_name(cell_id(experiment, cell)))
+    return slices
+
+
+def reference_rmse(lab: Any, study: Study, experiment: str, cells: Sequence[Cell]) -> tuple[Any, np.ndarray]:
+    """RMSE per layer and kind of every cell's evaluated model against the reference: (layers, (N, L, K))."""
+    from reuse_console.engine.compare.rmse import compare_states
+    from reuse_console.engine.models.layers import KINDS, LayerIndex
+    from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
+    from reuse_console.store.checkpoints import read_checkpoint
+
+    ref_state, meta = read_checkpoint(checkpoint_path(lab, study.reference))
+    index = LayerIndex.from_model(build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False),
+                                  model_in_channels(meta.arch_config))
+    values = np.full((len(cells), len(index.layers), len(KINDS)), np.nan)
+    for i, cell in enumerate(cells):
+        ref = evaluated_checkpoint(study, experiment, cell)
+        if not lab.path("checkpoints", ref).exists():
+            continue
+        state, _ = read_checkpoint(lab.path("checkpoints", ref))
+        comp = compare_states([ref_state, state], index.layers, KINDS, [study.reference, ref])
+        values[i] = comp.rmse[0]
+    return index, values
+
+
+def _holding_experiment(run: Any) -> Any:
+    """Run a grid only under its experiment's claim (store/claims.py): a second grid of the same
+    name, or a second --resume, is refused while one runs; a killed grid's claim is free. Its
+    cells are claimed as runs by whichever process trains them."""
+
+    @functools.wraps(run)
+    def held(lab: Any, study: Study, *, name: str | None = None, **kwargs: Any) -> Experiment:
+        with lab.claim("experiments", check_name(name or study.name)):
+            return run(lab, study, name=name, **kwargs)
+
+    return held
+
+
+@_holding_experiment
+def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = False, device: str = "auto",
+             devices: Sequence[str] = (), precision: str = "fp32", workers: int | None = None,
+             report: Reporter = silent) -> Experiment:
+    """Train and evaluate every cell of `study` and store experiments/<name>.h5."""
+    start = time.perf_counter()
+    name = check_name(name or study.name)
+    exp_path = lab.path("experiments", name)
+    cells = study.cells()
+    ids = [cell_id(name, c) for c in cells]
+    if not resume:
+        taken = [i for i in ids if lab.path("runs", i).exists() or lab.path("checkpoints", i).exists()]
+        if exp_path.exists() or taken:
+            raise UserError(f"experiment {name!r} already exists in {lab.root}: add --resume to finish it, or use another --name")
+    elif exp_path.exists():
+        stored = read_experiment(exp_path).study
+        if stored and stored != study.to_dict():
+            raise UserError(f"experiment {name!r} was started from a different study; use another --name")
+    slices = check_inputs(lab, study, name)
+    classes, present = list(slices.classes), list(slices.present)
+    subjects = [slices.subjects[s] for s in slices.subjects_in("val")]
+    blank = np.full((len(subjects), len(classes)), np.nan)
+    random = next((s.name for s in study.sources if s.random), None)
+    exp = Experiment(name, study.target, classes, present, subjects,
+                     [CellRecord(c.name, c.source.name, c.mode, c.subjects, c.seed,
+                                 evaluated_checkpoint(study, name, c), blank.copy()) for c in cells],
+                     study=study.to_dict(), status="running", random_source=random, reference=study.reference)
+    states = [cell_state(lab, i, study.train.epochs) for i in ids]
+    to_train = [k for k, s in enumerate(states) if s != DONE]
+    report(Started(what=f"grid {name}", total=len(cells), unit="cells",
+                   info={"experiment": name, "cells": len(cells), "to_train": len(to_train),
+                         "devices": list(devices) or [device]}))
+    first = devices[0] if devices else device
+    finished = 0
+
+    def record(k: int, dice: np.ndarray) -> None:
+        nonlocal finished
+        finished += 1
+        exp.cells[k].dice = dice
+        mean = np.nanmean(dice, axis=0) if dice.size else np.full(len(classes), np.nan)
+        report(CellDone(index=finished, total=len(cells), cell=cells[k].name,
+                        dice={c: float(v) for c, v, p in zip(classes, mean, present) if p}))
+        write_experiment(exp_path, exp)
+
+    for k, s in enumerate(states):
+        if s == DONE:
+            report(Message(f"cell {cells[k].name} was trained before: kept"))
+            finish_record(lab, ids[k], report)
+            record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
+    if len(devices) > 1 and len(to_train) > 1:
+        run_parallel(lab, study, name, cells, to_train, devices, precision, workers, classes, record, report)
+    else:
+        for n, k in enumerate(to_train, start=1):
+            report(Message(f"cell {cells[k].name} ({n}/{len(to_train)} to train) on {first}"))
+            train_cell(lab, study, name, cells[k], device=first, precision=precision, workers=workers,
+                       report=forward_events(report))
+            record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
+    if study.reference:
+        report(Message(f"RMSE of every cell against {study.reference}"))
+        index, exp.rmse = reference_rmse(lab, study, name, cells)
+        exp.rmse_layers = [layer.name for layer in index.layers]
+        exp.rmse_index = [layer.index for layer in index.layers]
+        from reuse_console.engine.models.layers import KINDS
+
+        exp.rmse_kinds = list(KINDS)
+    exp.status = "complete"
+    write_experiment(exp_path, exp)
+    report(Finished(what="grid", result=name, seconds=time.perf_counter() - start))
+    return exp

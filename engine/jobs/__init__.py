@@ -1,0 +1,1 @@
+"""Detached `reuse-console` processes that outlive the console, their events and cancel."""

@@ -1,0 +1,1 @@
+"""Reuse plans (inferred, TOML) and transfer initialisation from a donor."""

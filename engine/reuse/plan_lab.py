@@ -1,0 +1,86 @@
+"""Reuse plans from lab objects: a scan and/or an RMSE comparison in, plans/<name>.h5 out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.reuse.plans import ReusePlan, infer_plan, save_plan
+from reuse_console.store.errors import UserError
+
+
+def recipient_layers(lab: Any, ref: str) -> tuple[LayerIndex, str] | None:
+    """The layer index and arch of checkpoint `ref`, or None when it is no longer in the lab."""
+    from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
+    from reuse_console.store.checkpoints import read_meta
+    from reuse_console.store.errors import NotFound
+
+    try:
+        meta = read_meta(checkpoint_path(lab, ref))
+    except NotFound:
+        return None
+    model = build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False)
+    return LayerIndex.from_model(model, model_in_channels(meta.arch_config)), meta.arch
+
+
+def comparison_rmse(comp: Any, layers: LayerIndex, *, models: tuple[str, str] | None = None) -> dict[str, float]:
+    """State-dict key -> RMSE for one pair of a comparison: the pair of `models` (in either order),
+    or its only pair."""
+    if models is not None:
+        wanted = set(models)
+        pairs = [p for p, (a, b) in enumerate(comp.pairs) if {comp.models[a], comp.models[b]} == wanted]
+        if not pairs:
+            raise UserError(f"comparison {comp.name!r} does not compare {models[0]} with {models[1]} "
+                            f"(it has {', '.join(comp.models)})")
+        p = pairs[0]
+    elif len(comp.pairs) == 1:
+        p = 0
+    else:
+        raise UserError(f"comparison {comp.name!r} has {len(comp.pairs)} pairs: give a --scan too, so its recipient "
+                        "and donor pick the pair")
+    out: dict[str, float] = {}
+    for li, name in enumerate(comp.layers):
+        layer = layers.get(name)
+        for ki, kind in enumerate(comp.kinds):
+            value = float(comp.rmse[p, li, ki])
+            if np.isfinite(value) and kind in layer.kinds:
+                out[layer.key(kind)] = value
+    return out
+
+
+def plan_from_lab(lab: Any, *, scan: str | None = None, rmse: str | None = None, max_dice_drop: float | None = 0.05,
+                  max_rmse: float | None = None, combine: str = "and", name: str | None = None) -> ReusePlan:
+    """Infer a plan from stored evidence and store it; returns the plan (`plan.name` is its id)."""
+    from reuse_console.engine.compare.rmse import read_comparison
+    from reuse_console.engine.swaps.scan_store import load_scan
+
+    if scan is None and rmse is None:
+        raise UserError("give --scan SCAN and/or --rmse COMPARISON as evidence")
+    if rmse is not None and max_rmse is None:
+        raise UserError("--rmse needs --max-rmse (tensors with RMSE up to it count as reusable)")
+    result = load_scan(lab, scan) if scan is not None else None
+    comp = None
+    if rmse is not None:
+        entry = lab.resolve(rmse.removeprefix("comparisons/"), "comparisons")
+        comp = read_comparison(entry.path, entry.id)
+    recipient = result.recipient if result is not None else comp.models[0]
+    found = recipient_layers(lab, recipient)
+    index, arch = found if found is not None else (None, "")
+    if index is None and comp is not None:
+        raise UserError(f"checkpoint {recipient!r} is no longer in the lab: its layers are needed to read the comparison")
+    errors = None
+    if comp is not None:
+        pair = (result.recipient, result.donor) if result is not None else None
+        errors = comparison_rmse(comp, index, models=pair)
+    base = f"plan-{scan or rmse}"
+    plan = infer_plan(result, errors, max_dice_drop if result is not None else None, max_rmse, layers=index,
+                      combine=combine, name=name or base[:100], arch=arch,
+                      provenance={"comparison": comp.name} if comp is not None else None)
+    if comp is not None and result is None:
+        plan.provenance.update(recipient=comp.models[0], donor=comp.models[1] if len(comp.models) > 1 else "")
+    if name is None:  # chosen (and claimed) only once the plan could be inferred
+        plan.name = lab.unique_name("plans", base[:100])
+    save_plan(lab, plan)
+    return plan

@@ -1,0 +1,1 @@
+"""Swaps of recipient tensors with a donor's, partial re-execution and scans of every layer and kind."""

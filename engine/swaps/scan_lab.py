@@ -1,0 +1,230 @@
+"""Scans and swaps from the lab: load recipient, donor and data, evaluate, store, resume.
+
+`run_scan` evaluates every single (layer, kind, alpha) variant; `run_swap` evaluates one
+variant changing several tensors at once and stores it as a one-variant scan. Both check that
+the recipient and donor match tensor for tensor, and evaluate on the data set's validation
+subjects, resampled to the size the recipient was trained at.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reuse_console.engine.core.events import Finished, Message, Reporter, Started, silent
+from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.swaps.scan import ScanResult, Variant, evaluate_variants, plan_variants, swap_variant
+from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
+from reuse_console.engine.swaps.swap import SwapSpec, check_alpha, check_compatible
+from reuse_console.store.checkpoints import read_checkpoint
+from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab, check_name
+
+
+@dataclass
+class Loaded:
+    """Everything a scan needs, loaded and checked."""
+
+    model: torch.nn.Module
+    donor: dict[str, torch.Tensor]
+    index: LayerIndex
+    batches: list[Any]
+    subjects: list[str]
+    classes: list[str]
+    present: list[bool]
+    device: torch.device
+    precision: str
+    meta: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _stem(ref: str) -> str:
+    name = Path(ref).name
+    return name[:-3] if name.endswith(".h5") else name
+
+
+def load_inputs(
+    lab: Lab, recipient: str, donor: str, data: str, *, device: str = "auto", precision: str = "fp32",
+    batch: int = 32, split: str = "val",
+) -> Loaded:
+    """Load and check the recipient (a seg model), the donor's tensors and the evaluation batches."""
+    from reuse_console.engine.core.device import check_precision, pick_device
+    from reuse_console.engine.data.batches import resize_slices
+    from reuse_console.engine.data.slices import load_slices
+    from reuse_console.engine.evaluation.evaluate import eval_batches
+    from reuse_console.engine.models.registry import checkpoint_path, load_model, model_in_channels
+    from reuse_console.engine.models.state_checks import check_finite
+
+    dev = pick_device(device)
+    prec = check_precision(precision, dev)
+    model, meta = load_model(lab, recipient, device=dev)
+    if meta.task != "seg":
+        raise UserError(f"recipient {recipient!r} is a {meta.task} model: scans measure Dice, so the recipient must be a seg checkpoint")
+    donor_state, donor_meta = read_checkpoint(checkpoint_path(lab, donor))
+    check_finite(donor_state, f"checkpoint {donor!r}")
+    check_compatible(model.state_dict(), donor_state, recipient_arch=meta.arch, donor_arch=donor_meta.arch)
+    slices = load_slices(lab, data)
+    if meta.classes and list(meta.classes) != list(slices.classes):
+        raise UserError(f"recipient {recipient!r} predicts classes {meta.classes}, data set {data!r} has {slices.classes}")
+    size = meta.extra.get("size")
+    if size and int(size) != slices.size:
+        slices = resize_slices(slices, int(size))
+    batches, subjects = eval_batches(slices, split, batch=batch)
+    if not subjects:
+        raise UserError(f"data set {data!r} has no {split} subjects to evaluate on")
+    index = LayerIndex.from_model(model, model_in_channels(meta.arch_config), size=min(64, slices.size))
+    return Loaded(model, donor_state, index, batches, subjects, list(slices.classes), list(slices.present),
+                  dev, prec, meta, {"size": slices.size, "split": split, "batch": batch})
+
+
+def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
+    """The scan's id: a new one, or (with `resume`) the one whose progress file exists."""
+    if name is not None:
+        check_name(name)
+        if resume:
+            if lab.exists("scans", name):
+                raise UserError(f"scan {name!r} is already finished: nothing to resume")
+            if not progress_path(lab, name).exists():
+                raise UserError(f"no unfinished scan {name!r} to resume (start it without --resume)")
+            return name
+        if progress_path(lab, name).exists():
+            raise UserError(f"an unfinished scan {name!r} exists: add --resume to continue it, or choose another --name")
+        lab.ensure_new("scans", name)
+        return name
+    base = "".join(ch if ch.isalnum() or ch in "._+-" else "-" for ch in base)[:90] or "scan"
+    if resume:
+        if progress_path(lab, base).exists():
+            return base
+        if lab.exists("scans", base):
+            raise UserError(f"scan {base!r} is already finished: nothing to resume (drop --resume to start another)")
+        raise UserError(f"no unfinished scan {base!r} to resume (give its --name)")
+    candidate, n = base, 1
+    while True:  # the next free name, claimed (a name another job claims meanwhile is skipped)
+        if not lab.exists("scans", candidate) and not progress_path(lab, candidate).exists():
+            try:
+                lab.ensure_new("scans", candidate)
+                return candidate
+            except UserError:
+                if not lab.claimed("scans", candidate):
+                    raise
+        n += 1
+        candidate = f"{base}-{n}"
+
+
+def _resume_state(path: Path, options: dict[str, Any], variants: list[Variant]) -> tuple[np.ndarray | None, dict[str, np.ndarray], float]:
+    """Finished variants of an unfinished scan, after checking it was started the same way."""
+    old = read_scan(path)
+    for key, value in options.items():
+        if old.options.get(key) != value:
+            raise UserError(
+                f"the unfinished scan was started with {key}={old.options.get(key)!r}, not {value!r}: "
+                "repeat its options to resume, or start another with --name"
+            )
+    if [v.id for v in old.variants] != [v.id for v in variants]:
+        raise UserError("the unfinished scan planned other variants: start another with --name")
+    done = {v.id: d for v, d in zip(old.variants, old.dice) if not np.isnan(d).any()}
+    return old.baseline, done, old.seconds
+
+
+def evaluate_and_store(
+    lab: Lab, loaded: Loaded, variants: list[Variant], *, name: str, recipient: str, donor: str, data: str,
+    options: dict[str, Any], resume: bool = False, chunk_variants: int = 32, partial: bool = True,
+    report: Reporter = silent,
+) -> ScanResult:
+    """Evaluate `variants` (resuming from a progress file), write `scans/<name>.h5`.
+
+    The scan's name is claimed for the whole evaluation (store/claims.py): a second scan or
+    resume of the same name is refused while this one runs.
+    """
+    with lab.claim("scans", name):
+        if resume and lab.exists("scans", name):
+            raise UserError(f"scan {name!r} is already finished: nothing to resume")
+        return _evaluate_and_store(lab, loaded, variants, name=name, recipient=recipient, donor=donor, data=data,
+                                   options=options, resume=resume, chunk_variants=chunk_variants, partial=partial,
+                                   report=report)
+
+
+def _evaluate_and_store(
+    lab: Lab, loaded: Loaded, variants: list[Variant], *, name: str, recipient: str, donor: str, data: str,
+    options: dict[str, Any], resume: bool, chunk_variants: int, partial: bool, report: Reporter,
+) -> ScanResult:
+    progress = progress_path(lab, name)
+    baseline, done, spent = (None, {}, 0.0)
+    if resume:
+        baseline, done, spent = _resume_state(progress, options, variants)
+        report(Message(f"resuming scan {name}: {len(done)} of {len(variants)} variants already done"))
+    report(Started(f"scan {name}", len(variants), unit="variants", info={"done": len(done)}))
+    result = ScanResult(name, recipient, donor, data, loaded.classes, loaded.present, loaded.subjects,
+                        np.zeros((len(loaded.subjects), len(loaded.classes))), variants,
+                        np.full((len(variants), len(loaded.subjects), len(loaded.classes)), np.nan),
+                        loaded.precision, str(loaded.device), "", spent, options)
+    start = time.perf_counter()
+
+    def save_progress(base: np.ndarray, known: dict[str, np.ndarray]) -> None:
+        result.baseline = base
+        result.dice = np.stack([known.get(v.id, np.full(result.dice.shape[1:], np.nan)) for v in variants])
+        result.seconds = spent + time.perf_counter() - start
+        if len(known) < len(variants):
+            write_scan(progress, result, complete=False, provenance=_provenance(options))
+
+    base, dice, engine = evaluate_variants(
+        loaded.model, loaded.donor, variants, loaded.batches, classes=loaded.classes, present=loaded.present,
+        num_subjects=len(loaded.subjects), device=loaded.device, precision=loaded.precision,
+        baseline=baseline, done=done, chunk_variants=chunk_variants, partial=partial, report=report,
+        on_chunk=save_progress,
+    )
+    result.baseline, result.dice, result.engine = base, dice, engine
+    result.seconds = spent + time.perf_counter() - start
+    write_scan(lab.path("scans", name), result, provenance=_provenance(options))
+    progress.unlink(missing_ok=True)
+    report(Finished(f"scan {name}", result=name, seconds=result.seconds))
+    return result
+
+
+def _provenance(options: dict[str, Any]) -> dict[str, Any]:
+    return {"recipient": options.get("recipient"), "donor": options.get("donor"), "data": options.get("data"),
+            "options": options}
+
+
+def run_scan(
+    lab: Lab, recipient: str, donor: str, data: str, *, layers: str = "all", kinds: str = "all",
+    alphas: tuple[float, ...] = (1.0,), precision: str = "fp32", device: str = "auto", name: str | None = None,
+    resume: bool = False, batch: int = 32, split: str = "val", chunk_variants: int = 32, partial: bool = True,
+    report: Reporter = silent,
+) -> ScanResult:
+    """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`."""
+    alphas = tuple(check_alpha(a) for a in alphas)
+    chosen = _choose_name(lab, name, f"{_stem(recipient)}-vs-{_stem(donor)}", resume)
+    loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+    wanted = LayerIndex.parse_kinds(kinds)
+    variants = plan_variants(loaded.index.select(layers), wanted, alphas)
+    if not variants:
+        raise UserError(f"layers {layers!r} have none of the kinds {','.join(wanted)}: nothing to scan")
+    options = {"recipient": recipient, "donor": donor, "data": data, "layers": layers, "kinds": ",".join(wanted),
+               "alphas": list(alphas), "precision": loaded.precision, "split": split, "batch": batch,
+               "size": loaded.extra["size"]}
+    return evaluate_and_store(lab, loaded, variants, name=chosen, recipient=recipient, donor=donor, data=data,
+                              options=options, resume=resume, chunk_variants=chunk_variants, partial=partial,
+                              report=report)
+
+
+def run_swap(
+    lab: Lab, recipient: str, donor: str, data: str, *, layers: str, kinds: str, alpha: float = 1.0,
+    precision: str = "fp32", device: str = "auto", name: str | None = None, batch: int = 32, split: str = "val",
+    report: Reporter = silent,
+) -> ScanResult:
+    """One swap of several tensors at once: Dice beside the baseline, kept as a one-variant scan."""
+    chosen = _choose_name(lab, name, f"swap-{_stem(recipient)}-vs-{_stem(donor)}", False)
+    loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+    spec = SwapSpec.parse(recipient, donor, loaded.index, layers, kinds, alpha)
+    variant = swap_variant(loaded.index.layers, spec.targets, spec.alpha, layers.strip())
+    options = {"recipient": recipient, "donor": donor, "data": data, "layers": layers,
+               "kinds": variant.kind, "alphas": [spec.alpha], "precision": loaded.precision, "split": split,
+               "batch": batch, "size": loaded.extra["size"], "swap": spec.describe()}
+    return evaluate_and_store(lab, loaded, [variant], name=chosen, recipient=recipient, donor=donor, data=data,
+                              options=options, report=report)

@@ -1,0 +1,165 @@
+"""An interactive swap session: recipient, donor and validation batches loaded once, swaps on demand.
+
+The console's Swap lab tries one swap set after another. Loading the models and the data set
+(`engine.scan_lab.load_inputs`, the same checks as `reuse-console swap`) and computing the
+baseline happen once, when the session opens; each `evaluate` then applies
+the swap in place (`engine.swap.Swap`), runs the validation batches through the recipient
+(`engine.evaluate.evaluate_seg`), and restores the recipient bit-exactly. So one try costs one
+evaluation of the model, the same as a single variant of a naive scan. A session is used from
+one thread at a time (the console runs one evaluation after another).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reuse_console.engine.evaluation.metrics import DiceResult
+from reuse_console.engine.models.layers import KINDS, Layer
+from reuse_console.engine.swaps.swap import Swap, SwapSpec, check_alpha, donor_like
+from reuse_console.store.errors import UserError
+
+Target = tuple[str, str]  # (layer name, kind)
+
+
+@dataclass(frozen=True)
+class SwapOutcome:
+    """One evaluated swap set: Dice per class (means over subjects) and the change from baseline."""
+
+    number: int  # 0 is the baseline, then 1, 2, ... in the order tried
+    targets: tuple[Target, ...]
+    alpha: float
+    dice: dict[str, float | None]
+    dice_fg: float
+    delta: dict[str, float | None]
+    seconds: float
+    result: DiceResult = field(repr=False, compare=False)
+
+    def describe(self) -> str:
+        """`3 RM,RV; 5 W (alpha 0.5)` or `baseline`."""
+        if not self.targets:
+            return "baseline"
+        by_layer: dict[str, list[str]] = {}
+        for layer, kind in self.targets:
+            by_layer.setdefault(layer, []).append(kind)
+        text = "; ".join(f"{layer} {','.join(kinds)}" for layer, kinds in by_layer.items())
+        return text + (f" (alpha {self.alpha:g})" if self.alpha != 1.0 else "")
+
+
+class SwapSession:
+    """Recipient (a seg model), donor and data set, kept loaded between swaps."""
+
+    def __init__(
+        self,
+        lab: Any,
+        recipient: str,
+        donor: str,
+        data: str | None = None,
+        *,
+        split: str = "val",
+        device: str = "auto",
+        precision: str = "fp32",
+        batch: int = 32,
+    ) -> None:
+        from reuse_console.engine.models.registry import checkpoint_path
+        from reuse_console.engine.swaps.scan_lab import load_inputs
+        from reuse_console.store.checkpoints import read_meta
+
+        self.lab = lab
+        self.recipient_ref, self.donor_ref = recipient, donor
+        if data is None:
+            data = read_meta(checkpoint_path(lab, recipient)).data
+            if not data:
+                raise UserError(f"recipient {recipient!r} does not say which data set it was trained on: choose one")
+        self.data, self.split = data, split
+        self.loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+        from reuse_console.engine.core.device import memory_format
+
+        self.model = self.loaded.model.to(memory_format=memory_format(self.loaded.device))
+        self.meta, self.index = self.loaded.meta, self.loaded.index
+        self.device, self.precision = self.loaded.device, self.loaded.precision
+        self.donor = self.loaded.donor
+        self.classes, self.present = self.loaded.classes, self.loaded.present
+        self.batches, self.subjects = self.loaded.batches, self.loaded.subjects
+        self.history: list[SwapOutcome] = []
+        self.baseline = self._outcome(0, (), 1.0, *self._run((), 1.0))
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self.index.layers
+
+    def keys(self, targets: Iterable[Target]) -> list[str]:
+        """State-dict keys of (layer, kind) targets; UserError for a kind a layer lacks."""
+        out = []
+        for layer, kind in targets:
+            if kind not in KINDS:
+                raise UserError(f"unknown kind {kind!r}: use {', '.join(KINDS)}")
+            out.append(self.index.get(layer).key(kind))
+        return out
+
+    def _run(self, targets: tuple[Target, ...], alpha: float) -> tuple[DiceResult, float]:
+        from reuse_console.engine.evaluation.evaluate import evaluate_seg
+
+        keys = self.keys(targets)
+        start = time.perf_counter()
+        donor = donor_like(self.donor, self.model, keys)
+        with Swap(self.model, donor, keys, alpha), torch.inference_mode():
+            result = evaluate_seg(self.model, self.batches, self.subjects, self.classes, self.present, self.device, self.precision)
+        return result, time.perf_counter() - start
+
+    def _outcome(self, number: int, targets: tuple[Target, ...], alpha: float, result: DiceResult, seconds: float) -> SwapOutcome:
+        dice = result.by_class()
+        base = self.baseline.dice if number else dice
+        delta = {c: (None if v is None or base.get(c) is None else v - base[c]) for c, v in dice.items()}
+        return SwapOutcome(number, targets, alpha, dice, result.dice_fg, delta, seconds, result)
+
+    def evaluate(self, targets: Iterable[Target], alpha: float = 1.0) -> SwapOutcome:
+        """Swap `targets` towards the donor by `alpha`, evaluate, restore; the outcome joins the history."""
+        order = {layer.name: i for i, layer in enumerate(self.index.layers)}
+        chosen = tuple(sorted(set(targets), key=lambda t: (order.get(t[0], len(order)), KINDS.index(t[1]) if t[1] in KINDS else 9)))
+        if not chosen:
+            raise UserError("nothing to swap: choose at least one layer kind")
+        alpha = check_alpha(alpha)
+        outcome = self._outcome(len(self.history) + 1, chosen, alpha, *self._run(chosen, alpha))
+        self.history.append(outcome)
+        return outcome
+
+    def save(self, outcome: SwapOutcome, name: str | None = None) -> str:
+        """Keep `outcome` in the lab as a one-variant scan, as `reuse-console swap` does; returns its id."""
+        if not outcome.targets:
+            raise UserError("the baseline is not a swap: evaluate one first")
+        if name is None:
+            name = self.lab.unique_name("scans", f"swap-{_stem(self.recipient_ref)}-vs-{_stem(self.donor_ref)}")
+        with self.lab.creating("scans", name) as path:
+            self._write(path, name, outcome)
+        return name
+
+    def _write(self, path: Path, name: str, outcome: Any) -> None:
+        """Store one evaluated swap as a one-variant scan at `path`."""
+        from reuse_console.engine.swaps.scan import ScanResult, swap_variant
+        from reuse_console.engine.swaps.scan_store import write_scan
+
+        label = ",".join(dict.fromkeys(layer for layer, _ in outcome.targets))
+        variant = swap_variant(self.index.layers, outcome.targets, outcome.alpha, label)
+        spec = SwapSpec(self.recipient_ref, self.donor_ref, outcome.targets, outcome.alpha)
+        options = {"recipient": self.recipient_ref, "donor": self.donor_ref, "data": self.data, "layers": label,
+                   "kinds": variant.kind, "alphas": [outcome.alpha], "precision": self.precision, "split": self.split,
+                   "batch": self.loaded.extra.get("batch"), "size": self.loaded.extra.get("size"),
+                   "swap": spec.describe(), "source": "console swap lab"}
+        result = ScanResult(name, self.recipient_ref, self.donor_ref, self.data, self.classes, self.present,
+                            self.subjects, self.baseline.result.per_subject, [variant],
+                            outcome.result.per_subject[None, ...], self.precision, str(self.device),
+                            "swap session (full forward)", outcome.seconds, options)
+        write_scan(path, result, provenance={"recipient": self.recipient_ref, "donor": self.donor_ref,
+                                             "data": self.data, "options": options})
+
+
+def _stem(ref: str) -> str:
+    """A checkpoint reference as an id part (`checkpoints/x.h5` -> `x`)."""
+    name = Path(ref).name
+    return name[:-3] if name.endswith(".h5") else name

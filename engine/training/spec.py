@@ -1,0 +1,103 @@
+"""What defines a training run (`TrainSpec`), what it produced (`TrainResult`), and its name.
+
+The spec is stored in the run file and in every checkpoint of the run, so `--resume` and the
+console can rebuild the run from the lab alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reuse_console.store.errors import UserError
+
+TASKS = ("seg", "ae")
+
+
+@dataclass
+class TrainSpec:
+    """What defines a run (stored in its files; `--resume` reads it back)."""
+
+    data: str
+    arch: str = "unet"
+    arch_config: dict[str, Any] = field(default_factory=dict)  # overrides of the arch defaults
+    task: str = "seg"
+    subjects: int | None = None  # training subjects picked by seed; None = all
+    epochs: int = 10
+    batch: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+    name: str | None = None
+    size: int | None = None  # resample slices to size x size; None = the data set's size
+    augment: bool = True
+    frozen: list[str] = field(default_factory=list)  # state-dict keys kept at their initial values
+    init: str | None = None  # transfer: donor checkpoint whose `plan` tensors start the model
+    plan: str | None = None  # transfer: reuse plan id (engine/reuse/plans.py)
+    mode: str | None = None  # transfer: freeze | finetune (engine/reuse/transfer.py)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise UserError(f"unknown task {self.task!r}: use seg or ae")
+        for label, value in (("--epochs", self.epochs), ("--batch", self.batch)):
+            if value < 1:
+                raise UserError(f"{label} must be at least 1 (got {value})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive number (got {self.lr})")
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run put its files, and its best epoch."""
+
+    name: str
+    run_path: Path
+    best_path: Path
+    last_path: Path
+    epochs: int
+    best_epoch: int
+    best_metrics: dict[str, Any]
+
+
+def default_name(lab: Any, spec: TrainSpec) -> str:
+    """e.g. unet-seg-acdc, or unet-seg-acdc-2 when that is taken (by a run or a checkpoint, or
+    claimed by a run another job is starting)."""
+    arch = spec.arch.rsplit(":", 1)[-1].lower()
+    base = f"{arch}-{spec.task}-{spec.data.split('/')[-1]}"
+    name, n = base, 1
+    while lab.path("runs", name).exists() or lab.path("checkpoints", name).exists() or lab.claimed("runs", name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def claim_run(lab: Any, name: str, *, new: bool = False) -> contextlib.ExitStack:
+    """Hold every name run `name` writes (runs/R, checkpoints/R, checkpoints/R.last) for the
+    whole training, so a second `train --name R` or `train --resume R` is refused while it runs.
+    `new`: none of them may exist yet (checked after claiming, so two starts cannot both pass)."""
+    from reuse_console.engine.training.checkpoints import last_name
+
+    stack = contextlib.ExitStack()
+    try:
+        for kind, obj in (("runs", name), ("checkpoints", name), ("checkpoints", last_name(name))):
+            stack.enter_context(lab.claim(kind, obj, new=new))
+        if new:
+            for kind in ("runs", "checkpoints"):
+                if lab.path(kind, name).exists():
+                    raise UserError(f"{kind[:-1]} {name!r} already exists (use --resume {name} to continue it, or another --name)")
+    except BaseException:
+        stack.close()
+        raise
+    return stack

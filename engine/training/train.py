@@ -1,0 +1,165 @@
+"""Training of the two tasks on one architecture: seg (C classes) and ae (C reconstructions).
+
+`train` starts a run, `resume_training` continues one from its last finished epoch. A run named
+R writes runs/R.h5 (history, appended live), checkpoints/R.h5 (best epoch) and
+checkpoints/R.last.h5 (last epoch, with optimizer state). Every random draw after the model's
+initialisation is derived from (seed, epoch, sample), so on CPU a resumed run ends with the
+same weights, bit for bit, as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from reuse_console.engine.core.events import Message, Reporter, silent
+from reuse_console.engine.training.checkpoints import last_name, load_optimizer, read_optimizer
+from reuse_console.engine.training.session import TrainSession
+from reuse_console.engine.training.spec import TASKS, TrainResult, TrainSpec, claim_run, default_name
+from reuse_console.store.checkpoints import CheckpointMeta, read_meta
+from reuse_console.store.errors import NotFound, UserError
+
+__all__ = ["TASKS", "TrainResult", "TrainSpec", "default_name", "resume_training", "train"]
+
+
+def train(
+    lab: Any,
+    spec: TrainSpec,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    workers: int | None = None,
+    report: Reporter = silent,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+) -> TrainResult:
+    """Train a new run. `init_state` (a partial state dict) overrides the seeded initialisation."""
+    spec.check()
+    external_init = init_state is not None  # not in the spec: a restart from epoch 0 could not redo it
+    if spec.init or spec.plan:
+        from reuse_console.engine.reuse.transfer import transfer_init
+
+        spec, donor_state = transfer_init(lab, spec)
+        init_state = {**(init_state or {}), **donor_state}
+    if spec.name:
+        held = claim_run(lab, spec.name, new=True)
+        name = spec.name
+    else:  # the default name: the next one free, skipping one another job claims meanwhile
+        while True:
+            name = default_name(lab, spec)
+            try:
+                held = claim_run(lab, name, new=True)
+                break
+            except UserError:
+                if lab.claimed("runs", name):
+                    continue
+                raise
+    with held:
+        spec = dataclasses.replace(spec, name=name)
+        session = TrainSession.open(lab, spec, device=device, precision=precision, workers=workers)
+        session.build_model(init_state)
+        from reuse_console.store.runs import RunWriter
+
+        writer = RunWriter.create(
+            lab.folder("runs", create=True) / f"{name}.h5",
+            epoch_columns=session.epoch_columns(),
+            meta={**session.run_meta(), **({"init_state": "external"} if external_init else {})},
+            provenance=session.provenance(),
+        )
+        return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
+
+
+def _holding_run(resume: Any) -> Any:
+    """Resume only under the run's claim: two resumes of one run (or a resume of a run still
+    training) are refused; a killed writer's claim is free (store/claims.py)."""
+
+    @functools.wraps(resume)
+    def held(lab: Any, run: str, **kwargs: Any) -> TrainResult:
+        with claim_run(lab, run):
+            return resume(lab, run, **kwargs)
+
+    return held
+
+
+@_holding_run
+def resume_training(
+    lab: Any,
+    run: str,
+    *,
+    device: str = "auto",
+    precision: str | None = None,
+    workers: int | None = None,
+    report: Reporter = silent,
+) -> TrainResult:
+    """Continue run `run` after its last finished epoch (model and optimizer from `<run>.last`)."""
+    from reuse_console.engine.models.registry import load_model
+    from reuse_console.store.runs import RunWriter
+
+    last = lab.path("checkpoints", last_name(run))
+    run_path = lab.path("runs", run)
+    if not last.exists() and run_path.exists():
+        return _restart(lab, run, device=device, precision=precision, workers=workers, report=report)
+    if not last.exists():
+        raise NotFound(f"no checkpoint {last_name(run)!r} in lab {lab.root}: run {run!r} cannot be resumed")
+    meta = read_meta(last)
+    spec = TrainSpec.from_dict(meta.extra.get("spec", {}))
+    if not run_path.exists():
+        raise NotFound(f"no run file {run!r} in lab {lab.root}: run {run!r} cannot be resumed")
+    if meta.epoch >= spec.epochs:
+        return _mark_finished(lab, run, meta, report)
+    precision = precision or meta.extra.get("precision", "fp32")
+    session = TrainSession.open(lab, spec, device=device, precision=precision, workers=workers)
+    model, _ = load_model(lab, last_name(run))
+    session.attach(model, meta.arch_config)
+    load_optimizer(session.optimizer, read_optimizer(lab, run), meta.extra.get("optimizer_groups", []))
+    if session.scaler is not None and meta.extra.get("grad_scaler"):
+        session.scaler.load_state_dict(meta.extra["grad_scaler"])
+    writer = RunWriter.resume(run_path, keep_epochs=meta.epoch)
+    report(Message(f"resuming {run} after epoch {meta.epoch} of {spec.epochs}"))
+    best = meta.extra.get("best")
+    return session.fit(
+        writer, first_epoch=meta.epoch + 1, global_step=int(meta.extra.get("global_step", 0)), best=best, report=report
+    )
+
+
+def _restart(lab: Any, run: str, *, device: str, precision: str | None, workers: int | None,
+             report: Reporter) -> TrainResult:
+    """A run killed before its first epoch's checkpoint: train it again from epoch 0, from the spec in
+    its run file (the model is rebuilt as `train` built it, so the result is the same bit for bit)."""
+    from reuse_console.store.runs import RunWriter, read_run
+
+    meta = read_run(lab.path("runs", run)).meta
+    if not meta.get("spec"):
+        raise UserError(f"run {run!r} has no checkpoint and its run file no spec: it cannot be resumed")
+    if meta.get("init_state") == "external":
+        raise UserError(f"run {run!r} started from tensors given by its caller and has no checkpoint yet: start it again")
+    spec, init_state = TrainSpec.from_dict(meta["spec"]), None
+    if spec.init or spec.plan:
+        from reuse_console.engine.reuse.transfer import transfer_init
+
+        spec, init_state = transfer_init(lab, spec)  # idempotent: the stored spec already lists the frozen keys
+    session = TrainSession.open(lab, spec, device=device, precision=precision or meta.get("precision", "fp32"),
+                            workers=workers)
+    session.build_model(init_state)
+    writer = RunWriter.resume(lab.path("runs", run), keep_epochs=0)
+    report(Message(f"resuming {run}: killed before its first epoch ended, training from epoch 1 of {spec.epochs}"))
+    return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
+
+
+def _mark_finished(lab: Any, run: str, meta: CheckpointMeta, report: Reporter) -> TrainResult:
+    """All epochs are in the checkpoints: a run killed before it recorded so is marked finished;
+    a run that did record it has nothing to resume (UserError)."""
+    from reuse_console.store.runs import RunWriter, read_run
+
+    spec = TrainSpec.from_dict(meta.extra.get("spec", {}))
+    if read_run(lab.path("runs", run)).status == "finished":
+        raise UserError(f"run {run!r} already finished all {spec.epochs} epochs")
+    RunWriter.resume(lab.path("runs", run), keep_epochs=meta.epoch).finish("finished")
+    report(Message(f"run {run}: all {spec.epochs} epochs were done before it was interrupted; marked finished"))
+    best = meta.extra.get("best") or {"epoch": meta.epoch, "metrics": {}}
+    return TrainResult(name=run, run_path=lab.path("runs", run), best_path=lab.path("checkpoints", run),
+                       last_path=lab.path("checkpoints", last_name(run)), epochs=spec.epochs,
+                       best_epoch=int(best["epoch"]), best_metrics=dict(best.get("metrics", {})))

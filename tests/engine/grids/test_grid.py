@@ -1,0 +1,214 @@
+"""Transfer grids: study files, the experiment table by hand, resume, RMSE, worker processes."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from toydata import write_toy
+
+from reuse_console.engine.core.events import CellDone, Message
+from reuse_console.engine.grids.cells import cell_id, cell_spec
+from reuse_console.engine.grids.experiment import load_experiment
+from reuse_console.engine.grids.grid import parse_devices, run_grid
+from reuse_console.engine.grids.study import Source, Study, TrainSettings, load_study
+from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.models.registry import build_model, default_config
+from reuse_console.engine.reuse.plans import ReusePlan, save_plan, universe
+from reuse_console.engine.training.train import TrainSpec, train
+from reuse_console.store.checkpoints import read_checkpoint
+from reuse_console.store.errors import UserError
+
+TINY = {"base_width": 4}
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "study.toml"
+
+
+def _study(**kw) -> Study:
+    base = dict(name="g", target="toy", sources=[Source("random"), Source("seg2seg", "donor", "p")],
+                modes=["freeze", "finetune"], subjects=[2], seeds=[0, 1],
+                train=TrainSettings(arch_config=TINY, epochs=1, batch=4, augment=False))
+    return Study(**{**base, **kw})
+
+
+@pytest.fixture
+def grid_lab(lab):
+    """Toy data, a donor trained on it, and a plan reusing layers 1-9."""
+    write_toy(lab)
+    train(lab, TrainSpec(data="toy", arch_config=TINY, epochs=1, batch=4, name="donor", augment=False, seed=5),
+          device="cpu")
+    index = LayerIndex.from_model(build_model("unet", default_config("unet", 1, 4, **TINY)), 1, 64)
+    plan = ReusePlan("p", "unet", universe(index))
+    save_plan(lab, plan.with_reusable({(layer.name, k) for layer in index for k in layer.kinds if layer.index and layer.index < 10}))
+    return lab
+
+
+def test_example_study_parses_into_the_papers_grid() -> None:
+    study = load_study(EXAMPLE)
+    assert study.name == "acdc-reuse" and study.target == "acdc" and study.reference == "unet-seg-acdc"
+    assert [s.name for s in study.sources] == ["random", "auto2seg", "seg2seg", "rvsc2acdc"]
+    assert study.seeds == [0, 1, 2] and study.subjects == [10, 50]
+    cells = study.cells()
+    # per subject count: random 3 seeds + 3 donors x 2 modes x 3 seeds = 21
+    assert len(cells) == 42
+    assert [c.name for c in cells[:5]] == ["random-n10-s0", "random-n10-s1", "random-n10-s2",
+                                           "auto2seg-freeze-n10-s0", "auto2seg-freeze-n10-s1"]
+    assert cells[-1].name == "rvsc2acdc-finetune-n50-s2"
+    assert Study.from_dict(study.to_dict()) == study
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('target = "t"\n[[sources]]\nname = "r"\nx = 1', "unknown field 'x'"),
+        ('[[sources]]\nname = "r"', "`target`"),
+        ('target = "t"', "sources"),
+        ('target = "t"\nmodes = ["thaw"]\n[[sources]]\nname = "r"', "modes"),
+        ('target = "t"\nseeds = 0\n[[sources]]\nname = "r"', "seeds"),
+        ('target = "t"\nsubjects = [10, 10]\n[[sources]]\nname = "r"', "distinct"),
+        ('target = "t"\n[[sources]]\nname = "a"\ndonor = "d"', "both donor and plan"),
+        ('target = "t"\n[train]\nepochs = 0\n[[sources]]\nname = "r"', "epochs"),
+        ('target = "t"\n[train]\nlayers = 3\n[[sources]]\nname = "r"', "unknown field 'layers'"),
+        ('target = "t"\n[[sources]', "not valid TOML"),
+    ],
+)
+def test_bad_study_files_name_the_field(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_study(path)
+
+
+def test_grid_table_matches_the_cells_by_hand_and_rmse_is_per_layer(grid_lab) -> None:
+    lab = grid_lab
+    events: list = []
+    run_grid(lab, _study(reference="donor"), device="cpu", report=events.append)
+    exp = load_experiment(lab, "g")
+    assert exp.status == "complete"
+    names = ["random-n2-s0", "random-n2-s1", "seg2seg-freeze-n2-s0", "seg2seg-freeze-n2-s1",
+             "seg2seg-finetune-n2-s0", "seg2seg-finetune-n2-s1"]
+    assert [c.name for c in exp.cells] == names
+    assert [e.cell for e in events if isinstance(e, CellDone)] == names
+    for c in exp.cells:  # each cell is a checkpoint named <experiment>.<cell>
+        assert lab.path("checkpoints", f"g.{c.name}").exists() and c.checkpoint == f"g.{c.name}.last"
+        assert c.dice.shape == (1, 4)  # one validation subject, four classes
+
+    def cell_mean(name: str, cls: int) -> float:
+        dice = next(c for c in exp.cells if c.name == name).dice
+        return float(dice[:, cls].mean())
+
+    table = {(r.source, r.mode): r for r in exp.table()}
+    for (source, mode), row in table.items():
+        head = source if mode == "scratch" else f"{source}-{mode}"
+        for cls in range(4):
+            seeds = [cell_mean(f"{head}-n2-s{s}", cls) for s in (0, 1)]
+            assert row.mean[cls] == pytest.approx(statistics.mean(seeds))
+            assert row.std[cls] == pytest.approx(statistics.stdev(seeds))
+            if source != "random":
+                rnd = statistics.mean(cell_mean(f"random-n2-s{s}", cls) for s in (0, 1))
+                assert row.diff[cls] == pytest.approx(statistics.mean(seeds) - rnd)
+        fg = [statistics.mean(cell_mean(f"{head}-n2-s{s}", c) for c in (1, 2, 3)) for s in (0, 1)]
+        assert row.mean[-1] == pytest.approx(statistics.mean(fg))
+    assert np.isnan(table[("random", "scratch")].diff).all()
+
+    # RMSE of the frozen cell against the donor: 0 on frozen layers, by hand on a trained one
+    ref, _ = read_checkpoint(lab.path("checkpoints", "donor"))
+    k = names.index("seg2seg-freeze-n2-s0")
+    cell, _ = read_checkpoint(lab.path("checkpoints", "g.seg2seg-freeze-n2-s0.last"))
+    assert exp.rmse.shape == (6, len(exp.rmse_layers), 6)
+    assert np.all(exp.rmse[k, :9] == 0.0)  # layers 1-9 were taken from the donor and frozen
+    li, ki = exp.rmse_layers.index("12"), exp.rmse_kinds.index("W")
+    index = LayerIndex.from_model(build_model("unet", default_config("unet", 1, 4, **TINY)), 1, 64)
+    key = index.get("12").key("W")
+    by_hand = torch.sqrt(((ref[key].double() - cell[key].double()) ** 2).mean()).item()
+    assert exp.rmse[k, li, ki] == pytest.approx(by_hand)
+    assert "± " in exp.table_markdown() and exp.table_csv().splitlines()[0].startswith("source,mode,subjects,seeds")
+
+    with pytest.raises(UserError, match="--resume"):
+        run_grid(lab, _study(reference="donor"), device="cpu")
+
+
+def _interrupt_after_first_epoch(event) -> None:
+    if type(event).__name__ == "EpochEnd":
+        raise KeyboardInterrupt
+
+
+def test_resume_trains_only_the_missing_cells(grid_lab) -> None:
+    lab = grid_lab
+    study = _study(modes=["freeze"], train=TrainSettings(arch_config=TINY, epochs=2, batch=4, augment=False))
+    cells = {c.name: c for c in study.cells()}
+    # an interrupted grid: two cells finished, one killed after its first epoch, one never started
+    for name in ("random-n2-s0", "seg2seg-freeze-n2-s1"):
+        train(lab, cell_spec(study, cells[name], cell_id("g", cells[name])), device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        c = cells["random-n2-s1"]
+        train(lab, cell_spec(study, c, cell_id("g", c)), device="cpu", report=_interrupt_after_first_epoch)
+    kept = {n: lab.path("checkpoints", f"g.{n}.last").stat().st_mtime_ns for n in ("random-n2-s0", "seg2seg-freeze-n2-s1")}
+
+    with pytest.raises(UserError, match="--resume"):
+        run_grid(lab, study, device="cpu")
+    events: list = []
+    exp = run_grid(lab, study, device="cpu", resume=True, report=events.append)
+    texts = [e.text for e in events if isinstance(e, Message)]
+    trained = sorted(t.split()[1] for t in texts if "to train)" in t)
+    assert trained == ["random-n2-s1", "seg2seg-freeze-n2-s0"]
+    assert sorted(t.split()[1] for t in texts if t.endswith("kept")) == ["random-n2-s0", "seg2seg-freeze-n2-s1"]
+    assert any(t.startswith("resuming g.random-n2-s1 after epoch 1") for t in texts)
+    for name, mtime in kept.items():
+        assert lab.path("checkpoints", f"g.{name}.last").stat().st_mtime_ns == mtime  # not retrained
+    assert all(c.done for c in exp.cells)
+
+    # nothing left to train: a second resume only re-evaluates
+    events.clear()
+    run_grid(lab, study, device="cpu", resume=True, report=events.append)
+    assert not [e for e in events if isinstance(e, Message) and "to train)" in e.text]
+    # a changed study under the same name is refused
+    with pytest.raises(UserError, match="different study"):
+        run_grid(lab, _study(modes=["freeze"], seeds=[0, 1, 2]), device="cpu", resume=True)
+
+
+def test_grid_refuses_missing_inputs(grid_lab) -> None:
+    with pytest.raises(UserError, match="nope"):
+        run_grid(grid_lab, _study(sources=[Source("a", "nope", "p")]), device="cpu")
+    with pytest.raises(UserError, match="no plan"):
+        run_grid(grid_lab, _study(sources=[Source("a", "donor", "nope")]), device="cpu")
+    with pytest.raises(UserError, match="no data set|not found|no dataset"):
+        run_grid(grid_lab, _study(target="nope"), device="cpu")
+    assert not grid_lab.path("experiments", "g").exists()
+
+
+def test_parse_devices() -> None:
+    assert parse_devices(None) == [] and parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA"):
+            parse_devices("all")
+        with pytest.raises(UserError, match="CUDA is not available"):
+            parse_devices("cuda:0,cuda:1")
+    with pytest.raises(UserError, match="empty item"):
+        parse_devices("cpu,,cpu")
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_results_as_one_process(grid_lab) -> None:
+    """Two spawned workers (on CPU here; one per GPU in use) train the same cells bit for bit."""
+    lab = grid_lab
+    one = run_grid(lab, _study(modes=["freeze"]), name="one", device="cpu")
+    events: list = []
+    two = run_grid(lab, _study(modes=["freeze"]), name="two", devices=["cpu", "cpu"], report=events.append)
+    assert [c.name for c in two.cells] == [c.name for c in one.cells]
+    for a, b in zip(one.cells, two.cells):
+        assert np.array_equal(a.dice, b.dice), a.name
+        sa, _ = read_checkpoint(lab.path("checkpoints", f"one.{a.name}.last"))
+        sb, _ = read_checkpoint(lab.path("checkpoints", f"two.{b.name}.last"))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert len([e for e in events if isinstance(e, CellDone)]) == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_grid_on_every_gpu(grid_lab) -> None:
+    devices = parse_devices("all")
+    exp = run_grid(grid_lab, _study(modes=["freeze"]), devices=devices)
+    assert all(c.done for c in exp.cells)
