@@ -43,7 +43,9 @@ def populate(lab: Lab, n: int) -> dict[str, int]:
         name = f"{kind[:-1]}-{i:05d}"
         path = lab.path(kind, name)
         if kind == "checkpoints":
-            meta = CheckpointMeta(arch="unet", arch_config={"base": 4}, task="seg", data="acdc", epoch=i % 7, metrics={"dice_fg": 0.5})
+            meta = CheckpointMeta(
+                arch="unet", arch_config={"base": 4}, task="seg", data="acdc", epoch=i % 7, metrics={"dice_fg": 0.5}
+            )
             write_checkpoint(path, state, meta)
         elif kind == "runs":
             w = RunWriter.create(path, epoch_columns=["val_loss"], meta={"arch": "unet", "task": "seg"})
@@ -96,7 +98,9 @@ def main() -> None:
         cli = [sys.executable, "-m", "reuse_console.tui.cli", "ls", "--json", "--lab", str(lab.root)]
         t_cli, _ = timed(lambda: subprocess.run(cli, check=True, capture_output=True), args.repeat)
         t_help, _ = timed(
-            lambda: subprocess.run([sys.executable, "-m", "reuse_console.tui.cli", "--help"], check=True, capture_output=True),
+            lambda: subprocess.run(
+                [sys.executable, "-m", "reuse_console.tui.cli", "--help"], check=True, capture_output=True
+            ),
             args.repeat,
         )
 
@@ -106,7 +110,9 @@ def main() -> None:
     print(f"{'ls --json (subprocess)':24}{t_cli:9.3f}{t_cli / t_ref:13.2f}")
     print(f"{'  of which start-up':24}{t_help:9.3f}   (reuse-console --help)")
     verdict = "OK" if t_entries < 1.0 else "SLOW"
-    print(f"target: Lab.entries() for {args.objects} objects under 1 s: {verdict} ({t_entries:.3f} s, median of {args.repeat})")
+    print(
+        f"target: Lab.entries() for {args.objects} objects under 1 s: {verdict} ({t_entries:.3f} s, median of {args.repeat})"
+    )
 
 
 if __name__ == "__main__":

@@ -51,18 +51,38 @@ def main() -> None:
         lab = Lab(root)
         t0 = time.perf_counter()
         make_phantom(Path(tmp) / "acdc", preset="acdc", subjects=args.phantom_subjects, seed=args.seed, cine=False)
-        slices = import_dataset(lab, Path(tmp) / "acdc", fmt="acdc", name="acdc", size=args.size,
-                                spacing=args.spacing, val_subjects=args.val_subjects, seed=args.seed)
+        slices = import_dataset(
+            lab,
+            Path(tmp) / "acdc",
+            fmt="acdc",
+            name="acdc",
+            size=args.size,
+            spacing=args.spacing,
+            val_subjects=args.val_subjects,
+            seed=args.seed,
+        )
         n_train = len(slices.subjects_in("train"))
-        print(f"phantom acdc: {len(slices.subjects)} subjects ({n_train} train, {args.val_subjects} val), "
-              f"{len(slices)} slices of {args.size}px at {args.spacing} mm ({time.perf_counter() - t0:.0f} s); "
-              f"unet base_width {args.base_width}, {args.epochs} epochs, batch {args.batch}, lr {args.lr}, "
-              f"{args.device} {args.precision}, {torch.get_num_threads()} thread(s)", flush=True)
+        print(
+            f"phantom acdc: {len(slices.subjects)} subjects ({n_train} train, {args.val_subjects} val), "
+            f"{len(slices)} slices of {args.size}px at {args.spacing} mm ({time.perf_counter() - t0:.0f} s); "
+            f"unet base_width {args.base_width}, {args.epochs} epochs, batch {args.batch}, lr {args.lr}, "
+            f"{args.device} {args.precision}, {torch.get_num_threads()} thread(s)",
+            flush=True,
+        )
         rows = []
         for count in (args.small, None):
-            spec = TrainSpec(data="acdc", arch="unet", arch_config={"base_width": args.base_width}, task="seg",
-                             subjects=count, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
-                             name=f"q-{count or 'all'}")
+            spec = TrainSpec(
+                data="acdc",
+                arch="unet",
+                arch_config={"base_width": args.base_width},
+                task="seg",
+                subjects=count,
+                epochs=args.epochs,
+                batch=args.batch,
+                lr=args.lr,
+                seed=args.seed,
+                name=f"q-{count or 'all'}",
+            )
             start = time.perf_counter()
             result = train(lab, spec, device=args.device, precision=args.precision)
             seconds = time.perf_counter() - start
@@ -71,20 +91,29 @@ def main() -> None:
             rows.append((count or n_train, len(history.steps["step"]), seconds, best, result.best_epoch))
             curve = " ".join(f"{v:.2f}" for v in history.epochs["val_dice_fg"])
             reached = [i + 1 for i, v in enumerate(history.epochs["val_dice_fg"]) if v >= TARGET]
-            print(f"  {count or n_train} subjects: best epoch {result.best_epoch}, dice_fg {best['dice_fg']:.3f}, "
-                  f"{seconds:.0f} s; first epoch >= {TARGET}: {reached[0] if reached else '-'}; val dice_fg per "
-                  f"epoch: {curve}", flush=True)
+            print(
+                f"  {count or n_train} subjects: best epoch {result.best_epoch}, dice_fg {best['dice_fg']:.3f}, "
+                f"{seconds:.0f} s; first epoch >= {TARGET}: {reached[0] if reached else '-'}; val dice_fg per "
+                f"epoch: {curve}",
+                flush=True,
+            )
     print()
-    print(f"{'subjects':>8s} {'steps':>6s} {'seconds':>8s} {'best ep':>7s} {'RV':>6s} {'MYO':>6s} {'LV':>6s} {'fg mean':>8s}")
+    print(
+        f"{'subjects':>8s} {'steps':>6s} {'seconds':>8s} {'best ep':>7s} {'RV':>6s} {'MYO':>6s} {'LV':>6s} {'fg mean':>8s}"
+    )
     for count, steps, seconds, best, epoch in rows:
         d = best["dice"]
-        print(f"{count:8d} {steps:6d} {seconds:8.0f} {epoch:7d} {d['RV']:6.3f} {d['MYO']:6.3f} {d['LV']:6.3f} "
-              f"{best['dice_fg']:8.3f}")
+        print(
+            f"{count:8d} {steps:6d} {seconds:8.0f} {epoch:7d} {d['RV']:6.3f} {d['MYO']:6.3f} {d['LV']:6.3f} "
+            f"{best['dice_fg']:8.3f}"
+        )
     gap = rows[1][3]["dice_fg"] - rows[0][3]["dice_fg"]
     full = rows[1][3]["dice_fg"]
     print(f"\ngap (all - {args.small} subjects) in mean foreground Dice: {gap:+.3f}")
-    print(f"target mean foreground Dice >= {TARGET} with all subjects: {'met' if full >= TARGET else 'NOT met'} "
-          f"({full:.3f})")
+    print(
+        f"target mean foreground Dice >= {TARGET} with all subjects: {'met' if full >= TARGET else 'NOT met'} "
+        f"({full:.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,17 @@ def prepare(lab: Lab, args: argparse.Namespace) -> None:
             if lab.exists("checkpoints", name):
                 continue
             t0 = time.perf_counter()
-            spec = TrainSpec(data="bench", arch=arch, arch_config=CONFIGS[arch], task=task, epochs=args.epochs,
-                             batch=16, lr=2e-3, seed=1 if task == "seg" else 2, name=name)
+            spec = TrainSpec(
+                data="bench",
+                arch=arch,
+                arch_config=CONFIGS[arch],
+                task=task,
+                epochs=args.epochs,
+                batch=16,
+                lr=2e-3,
+                seed=1 if task == "seg" else 2,
+                name=name,
+            )
             result = train(lab, spec, device="cpu", precision=args.train_precision)
             print(f"trained {name}: {args.epochs} epochs in {time.perf_counter() - t0:.0f} s, {result.best_metrics}")
 
@@ -82,8 +91,14 @@ def naive_dice(loaded: Loaded, variant: Variant, *, channels_last: bool) -> np.n
         state[key] = torch.lerp(state[key], loaded.donor[key].to(state[key].dtype), variant.alpha)
     model.load_state_dict(state)
     if channels_last:
-        result = evaluate_seg(model.to(memory_format=torch.channels_last), loaded.batches, loaded.subjects,
-                              loaded.classes, loaded.present, CPU)
+        result = evaluate_seg(
+            model.to(memory_format=torch.channels_last),
+            loaded.batches,
+            loaded.subjects,
+            loaded.classes,
+            loaded.present,
+            CPU,
+        )
         return result.mean
     acc = DiceAccumulator(len(loaded.classes), len(loaded.subjects))
     model.eval()
@@ -93,7 +108,9 @@ def naive_dice(loaded: Loaded, variant: Variant, *, channels_last: bool) -> np.n
     return acc.per_subject().mean(axis=0)
 
 
-def naive_part(root: str, arch: str, indices: list[int], channels_last: bool, threads: int) -> tuple[dict[int, np.ndarray], float, float]:
+def naive_part(
+    root: str, arch: str, indices: list[int], channels_last: bool, threads: int
+) -> tuple[dict[int, np.ndarray], float, float]:
     """Naive Dice of some variants, run in a child process: (dice by variant, seconds, fp32 peak)."""
     torch.set_num_threads(threads)
     loaded = load_inputs(Lab(root), f"bench-{arch}-seg", f"bench-{arch}-ae", "bench", device="cpu", batch=32)
@@ -152,9 +169,11 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
     step = max(1, len(variants) // args.naive_variants)
     sample = list(range(0, len(variants), step))[: args.naive_variants]
     slices = sum(int(b.images.shape[0]) for b in loaded.batches)
-    print(f"{arch}: {len(variants)} variants, {len(loaded.subjects)} val subjects, {slices} slices of 128 px "
-          f"(load average {os.getloadavg()[0]:.1f}); "
-          f"naive on {len(sample)} of them")
+    print(
+        f"{arch}: {len(variants)} variants, {len(loaded.subjects)} val subjects, {slices} slices of 128 px "
+        f"(load average {os.getloadavg()[0]:.1f}); "
+        f"naive on {len(sample)} of them"
+    )
     flops_naive, flops_engine = count_flops(loaded, variants)
     peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
     seconds: dict[str, float] = {}
@@ -176,8 +195,15 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         peaks[precision].append(peak_flops(precision))
         t0 = time.perf_counter()
         _, dice, engine_used = evaluate_variants(
-            loaded.model, loaded.donor, variants, loaded.batches, classes=loaded.classes, present=loaded.present,
-            num_subjects=len(loaded.subjects), device=CPU, precision=precision,
+            loaded.model,
+            loaded.donor,
+            variants,
+            loaded.batches,
+            classes=loaded.classes,
+            present=loaded.present,
+            num_subjects=len(loaded.subjects),
+            device=CPU,
+            precision=precision,
         )
         seconds[f"engine {precision}"] = time.perf_counter() - t0
         peaks[precision].append(peak_flops(precision))
@@ -201,19 +227,40 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
     for label in ("naive fp32", "naive+cl fp32"):
         dice = np.stack([naive[label][i] for i in sample])
         rate = len(sample) / seconds[label]
-        rows.append({"arch": arch, "mode": label, "variants": len(sample), "seconds": seconds[label], "rate": rate,
-                     "speedup": rate / base_rate, "ddice": float(np.abs(dice - reference).max()),
-                     "floor": 100 * flops_naive * len(sample) / peak["fp32"] / seconds[label]})
+        rows.append(
+            {
+                "arch": arch,
+                "mode": label,
+                "variants": len(sample),
+                "seconds": seconds[label],
+                "rate": rate,
+                "speedup": rate / base_rate,
+                "ddice": float(np.abs(dice - reference).max()),
+                "floor": 100 * flops_naive * len(sample) / peak["fp32"] / seconds[label],
+            }
+        )
     for precision in ("fp32", "bf16"):
         label = f"engine {precision}"
         rate = len(variants) / seconds[label]
-        rows.append({"arch": arch, "mode": label, "variants": len(variants), "seconds": seconds[label], "rate": rate,
-                     "speedup": rate / base_rate, "ddice": float(np.abs(engine_dice[precision] - reference).max()),
-                     "floor": 100 * flops_engine / peak[precision] / seconds[label], "engine": engine_used})
-    print(f"  peak matmul (mean of the runs): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} "
-          f"GFLOP/s; FLOPs per scan: naive {flops_naive * len(variants) / 1e12:.2f} T, engine "
-          f"{flops_engine / 1e12:.2f} T ({flops_naive * len(variants) / flops_engine:.2f}x fewer); load average "
-          f"{os.getloadavg()[0]:.1f}")
+        rows.append(
+            {
+                "arch": arch,
+                "mode": label,
+                "variants": len(variants),
+                "seconds": seconds[label],
+                "rate": rate,
+                "speedup": rate / base_rate,
+                "ddice": float(np.abs(engine_dice[precision] - reference).max()),
+                "floor": 100 * flops_engine / peak[precision] / seconds[label],
+                "engine": engine_used,
+            }
+        )
+    print(
+        f"  peak matmul (mean of the runs): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} "
+        f"GFLOP/s; FLOPs per scan: naive {flops_naive * len(variants) / 1e12:.2f} T, engine "
+        f"{flops_engine / 1e12:.2f} T ({flops_naive * len(variants) / flops_engine:.2f}x fewer); load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     return rows
 
 
@@ -235,14 +282,20 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for arch in args.archs:
         rows += bench_arch(lab, arch, args)
-    print(f"\n{'arch':8} {'mode':14} {'variants':>8} {'seconds':>8} {'var/s':>7} {'speedup':>8} {'max|dDice|':>11} {'floor':>7}")
+    print(
+        f"\n{'arch':8} {'mode':14} {'variants':>8} {'seconds':>8} {'var/s':>7} {'speedup':>8} {'max|dDice|':>11} {'floor':>7}"
+    )
     for r in rows:
-        print(f"{r['arch']:8} {r['mode']:14} {r['variants']:>8} {r['seconds']:>8.1f} {r['rate']:>7.3f} "
-              f"{r.get('speedup', 1.0):>7.1f}x {r['ddice']:>11.2e} {r['floor']:>6.1f}%")
+        print(
+            f"{r['arch']:8} {r['mode']:14} {r['variants']:>8} {r['seconds']:>8.1f} {r['rate']:>7.3f} "
+            f"{r.get('speedup', 1.0):>7.1f}x {r['ddice']:>11.2e} {r['floor']:>6.1f}%"
+        )
     unet = {r["mode"]: r for r in rows if r["arch"] == "unet"} or {r["mode"]: r for r in rows}
     fp32, bf16 = unet["engine fp32"], unet["engine bf16"]
-    print(f"scan speedup: fp32 {fp32['speedup']:.1f}x, bf16 {bf16['speedup']:.1f}x; "
-          f"max |dDice| fp32 {fp32['ddice']:.2g}, bf16 {bf16['ddice']:.2g}")
+    print(
+        f"scan speedup: fp32 {fp32['speedup']:.1f}x, bf16 {bf16['speedup']:.1f}x; "
+        f"max |dDice| fp32 {fp32['ddice']:.2g}, bf16 {bf16['ddice']:.2g}"
+    )
 
 
 if __name__ == "__main__":

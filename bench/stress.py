@@ -84,13 +84,15 @@ def _snapshot(lab: Path) -> frozenset[tuple[str, int]]:
     return frozenset(out)
 
 
-def attempt(lab: Path, argv: list[str], *, kill_after: float | None, watch: bool, log_file: Path,
-            timeout: float) -> tuple[bool, int | None]:
+def attempt(
+    lab: Path, argv: list[str], *, kill_after: float | None, watch: bool, log_file: Path, timeout: float
+) -> tuple[bool, int | None]:
     """Start the command; kill it (process group, SIGKILL) after `kill_after` s, or with `watch` at
     the first lab file change after that. Returns (killed, exit code when it ended by itself)."""
     with open(log_file, "w") as err:
-        proc = subprocess.Popen(cli_argv(lab, *argv), env=child_env(), stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cli_argv(lab, *argv), env=child_env(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
     start = time.perf_counter()
     try:
         if kill_after is not None:
@@ -132,8 +134,10 @@ def reclaim(lab: Path, tally: Tally, name: str) -> None:
     removed = set(Lab(lab).cleanup())
     tally.reclaimed += len(removed & left)
     if left - removed:
-        tally.failures.append(f"{name}: Lab.cleanup left {len(left - removed)} temp files of killed writers, "
-                              f"e.g. {sorted(left - removed)[0]}")
+        tally.failures.append(
+            f"{name}: Lab.cleanup left {len(left - removed)} temp files of killed writers, "
+            f"e.g. {sorted(left - removed)[0]}"
+        )
     n, bad = check_lab(lab)
     tally.files += n
     tally.failures.extend(f"{name} after cleanup: {b}" for b in bad)
@@ -144,8 +148,9 @@ def files_of(lab: Path, obj: str) -> list[str]:
     return sorted(str(p.relative_to(lab)) for p in lab.rglob(f"*{obj}.*") if p.is_file())
 
 
-def stress_command(cmd: Command, kills: int, rng: random.Random, log: Callable[[str], None],
-                   verbose: bool = False) -> Tally:
+def stress_command(
+    cmd: Command, kills: int, rng: random.Random, log: Callable[[str], None], verbose: bool = False
+) -> Tally:
     """Reference, then kill/check/continue rounds until `kills` kills happened and the last round finished."""
     tally = Tally()
     ref = f"{cmd.name}-ref"
@@ -187,8 +192,9 @@ def stress_command(cmd: Command, kills: int, rng: random.Random, log: Callable[[
             tally.mid_write += bool(temp_files(cmd.lab) - temps)
             n, bad = check_lab(cmd.lab)
             tally.files += n
-            tally.failures.extend(f"{cmd.name} {obj} after kill {tally.kills} ({how}, `{' '.join(argv)}`): {b}"
-                                  for b in bad)
+            tally.failures.extend(
+                f"{cmd.name} {obj} after kill {tally.kills} ({how}, `{' '.join(argv)}`): {b}" for b in bad
+            )
             if cmd.done(obj):  # killed after its last write: nothing left to resume
                 finished_round(argv, f"done when killed, {how}")
                 round_over = True
@@ -216,8 +222,14 @@ def stress_command(cmd: Command, kills: int, rng: random.Random, log: Callable[[
 # -- main -----------------------------------------------------------------------------------------
 
 
-def run_stress(commands: list[str], kills: int, seed: int, keep: Path | None = None,
-               log: Callable[[str], None] = print, verbose: bool = False) -> dict[str, Tally]:
+def run_stress(
+    commands: list[str],
+    kills: int,
+    seed: int,
+    keep: Path | None = None,
+    log: Callable[[str], None] = print,
+    verbose: bool = False,
+) -> dict[str, Tally]:
     """Build the lab and stress each command; returns a tally per command."""
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="reuse-stress-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -231,8 +243,10 @@ def run_stress(commands: list[str], kills: int, seed: int, keep: Path | None = N
             except Exception as exc:  # a reference that fails, a check that crashes: a failure, go on
                 out[name] = Tally(failures=[f"{name}: {type(exc).__name__}: {str(exc)[-800:]}"])
             t = out[name]
-            log(f"{name}: {t.kills} kills ({t.mid_write} mid-write), {t.files} files checked, "
-                f"{t.compared} results compared, {len(t.failures)} failures")
+            log(
+                f"{name}: {t.kills} kills ({t.mid_write} mid-write), {t.files} files checked, "
+                f"{t.compared} results compared, {len(t.failures)} failures"
+            )
         return out
     finally:
         if keep is None:
@@ -254,14 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     tallies = run_stress(commands, args.kills, args.seed, args.keep, verbose=args.verbose)
     print()
-    total = Tally(**{k: sum(getattr(t, k) for t in tallies.values())
-                     for k in ("kills", "mid_write", "files", "reclaimed", "compared")},
-                  failures=[f for t in tallies.values() for f in t.failures])
-    print(f"{'command':8} {'kills':>6} {'mid-write':>10} {'files checked':>14} {'temp reclaimed':>15} "
-          f"{'compared':>9} {'failures':>9}")
+    total = Tally(
+        **{
+            k: sum(getattr(t, k) for t in tallies.values())
+            for k in ("kills", "mid_write", "files", "reclaimed", "compared")
+        },
+        failures=[f for t in tallies.values() for f in t.failures],
+    )
+    print(
+        f"{'command':8} {'kills':>6} {'mid-write':>10} {'files checked':>14} {'temp reclaimed':>15} "
+        f"{'compared':>9} {'failures':>9}"
+    )
     for name, t in [*tallies.items(), ("total", total)]:
-        print(f"{name:8} {t.kills:6d} {t.mid_write:10d} {t.files:14d} {t.reclaimed:15d} {t.compared:9d} "
-              f"{len(t.failures):9d}")
+        print(
+            f"{name:8} {t.kills:6d} {t.mid_write:10d} {t.files:14d} {t.reclaimed:15d} {t.compared:9d} "
+            f"{len(t.failures):9d}"
+        )
     print(f"wall time {time.perf_counter() - start:.0f} s")
     for failure in total.failures:
         print(f"FAIL {failure}")

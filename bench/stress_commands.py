@@ -43,22 +43,71 @@ def build_lab(work: Path, log: Callable[[str], None]) -> Path:
     """Phantom sources, a small data set, a seg recipient, an ae donor, a scan and a plan."""
     lab = work / "lab"
     log(f"building the phantom lab in {lab}")
-    run_cli(lab, "data", "phantom", "--subjects", "4", "--scale", "0.3", "--no-cine", "--out", str(work / "ph"),
-            "--progress", "none")
-    run_cli(lab, "data", "phantom", "--subjects", "10", "--scale", "0.6", "--no-cine", "--out",
-            str(work / "ph-import"), "--progress", "none")
-    run_cli(lab, "data", "import", str(work / "ph"), "--name", "acdc", "--size", "32", "--val-subjects", "1",
-            "--progress", "none")
-    common = ["--data", "acdc", "--arch-config", TINY, "--epochs", "1", "--batch", "4", "--device", "cpu",
-              "--progress", "none"]
+    run_cli(
+        lab,
+        "data",
+        "phantom",
+        "--subjects",
+        "4",
+        "--scale",
+        "0.3",
+        "--no-cine",
+        "--out",
+        str(work / "ph"),
+        "--progress",
+        "none",
+    )
+    run_cli(
+        lab,
+        "data",
+        "phantom",
+        "--subjects",
+        "10",
+        "--scale",
+        "0.6",
+        "--no-cine",
+        "--out",
+        str(work / "ph-import"),
+        "--progress",
+        "none",
+    )
+    run_cli(
+        lab,
+        "data",
+        "import",
+        str(work / "ph"),
+        "--name",
+        "acdc",
+        "--size",
+        "32",
+        "--val-subjects",
+        "1",
+        "--progress",
+        "none",
+    )
+    common = [
+        "--data",
+        "acdc",
+        "--arch-config",
+        TINY,
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+    ]
     run_cli(lab, "train", *common, "--task", "seg", "--name", "recip")
     run_cli(lab, "train", *common, "--task", "ae", "--name", "donor")
-    run_cli(lab, "scan", "recip", "donor", "--data", "acdc", "--device", "cpu", "--name", "setup-scan",
-            "--progress", "none")
+    run_cli(
+        lab, "scan", "recip", "donor", "--data", "acdc", "--device", "cpu", "--name", "setup-scan", "--progress", "none"
+    )
     run_cli(lab, "plan", "--scan", "setup-scan", "--name", "plan")
     (work / "study.toml").write_text(
         'target = "acdc"\nsubjects = [2]\nseeds = 1\nmodes = ["freeze"]\nreference = "recip"\n'
-        '[train]\narch_config = { base_width = 4 }\nepochs = 2\nbatch = 4\naugment = true\n'
+        "[train]\narch_config = { base_width = 4 }\nepochs = 2\nbatch = 4\naugment = true\n"
         '[[sources]]\nname = "random"\n'
         '[[sources]]\nname = "auto2seg"\ndonor = "donor"\nplan = "plan"\n'
     )
@@ -99,8 +148,19 @@ class Import(Command):
     name = "import"
 
     def start(self, obj: str) -> list[str]:
-        return ["data", "import", str(self.work / "ph-import"), "--name", obj, "--size", "64", "--val-subjects", "2",
-                "--progress", "none"]
+        return [
+            "data",
+            "import",
+            str(self.work / "ph-import"),
+            "--name",
+            obj,
+            "--size",
+            "64",
+            "--val-subjects",
+            "2",
+            "--progress",
+            "none",
+        ]
 
     def done(self, obj: str) -> bool:
         return (self.lab / "datasets" / f"{obj}.h5").exists()
@@ -113,8 +173,25 @@ class Train(Command):
     name = "train"
 
     def start(self, obj: str) -> list[str]:
-        return ["train", "--data", "acdc", "--arch-config", TINY, "--epochs", "3", "--batch", "4", "--seed", "3",
-                "--name", obj, "--device", "cpu", "--progress", "none"]
+        return [
+            "train",
+            "--data",
+            "acdc",
+            "--arch-config",
+            TINY,
+            "--epochs",
+            "3",
+            "--batch",
+            "4",
+            "--seed",
+            "3",
+            "--name",
+            obj,
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ]
 
     def resume(self, obj: str) -> list[str] | None:
         if not (self.lab / "runs" / f"{obj}.h5").exists():
@@ -132,8 +209,21 @@ class Scan(Command):
     name = "scan"
 
     def start(self, obj: str) -> list[str]:
-        return ["scan", "recip", "donor", "--data", "acdc", "--alphas", "0.5,1", "--name", obj, "--device", "cpu",
-                "--progress", "none"]
+        return [
+            "scan",
+            "recip",
+            "donor",
+            "--data",
+            "acdc",
+            "--alphas",
+            "0.5,1",
+            "--name",
+            obj,
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ]
 
     def resume(self, obj: str) -> list[str] | None:
         if not (self.lab / "scans" / f"{obj}.h5.partial").exists():
@@ -174,7 +264,9 @@ class Grid(Command):
             if not np.array_equal(ca.dice, cb.dice, equal_nan=True):
                 out.append(f"experiment {obj}: cell {cb.name} Dice differs from the reference")
             out += compare_run(self.lab, f"{ref}.{ca.name}", f"{obj}.{cb.name}")
-        if (a.rmse is None) != (b.rmse is None) or (a.rmse is not None and not np.array_equal(a.rmse, b.rmse, equal_nan=True)):
+        if (a.rmse is None) != (b.rmse is None) or (
+            a.rmse is not None and not np.array_equal(a.rmse, b.rmse, equal_nan=True)
+        ):
             out.append(f"experiment {obj}: RMSE against the reference differs")
         return out
 

@@ -59,8 +59,9 @@ def make_data(lab: Lab, n: int, size: int) -> SliceSet:
     return slices
 
 
-def plain_loop(slices: SliceSet, arch: str, config: dict, batch: int, epochs: int, device: torch.device,
-               precision: str, seed: int) -> float:
+def plain_loop(
+    slices: SliceSet, arch: str, config: dict, batch: int, epochs: int, device: torch.device, precision: str, seed: int
+) -> float:
     """Images/s of the textbook loop (median over epochs 2..E)."""
     idx = np.flatnonzero(np.isin(slices.subject, slices.subjects_in("train")))
     data = torch.utils.data.TensorDataset(
@@ -87,8 +88,9 @@ def plain_loop(slices: SliceSet, arch: str, config: dict, batch: int, epochs: in
     return statistics.median(rates[1:])
 
 
-def our_loop(lab: Lab, arch: str, overrides: dict, batch: int, epochs: int, device: str, precision: str,
-             seed: int, tag: str) -> float:
+def our_loop(
+    lab: Lab, arch: str, overrides: dict, batch: int, epochs: int, device: str, precision: str, seed: int, tag: str
+) -> float:
     """Images/s reported by engine.train (median over epochs 2..E)."""
     rates: list[float] = []
 
@@ -96,8 +98,17 @@ def our_loop(lab: Lab, arch: str, overrides: dict, batch: int, epochs: int, devi
         if isinstance(event, EpochEnd):
             rates.append(event.images_per_s)
 
-    spec = TrainSpec(data="bench", arch=arch, arch_config=overrides, task="seg", epochs=epochs, batch=batch,
-                     seed=seed, augment=False, name=tag)
+    spec = TrainSpec(
+        data="bench",
+        arch=arch,
+        arch_config=overrides,
+        task="seg",
+        epochs=epochs,
+        batch=batch,
+        seed=seed,
+        augment=False,
+        name=tag,
+    )
     train(lab, spec, device=device, precision=precision, workers=0, report=report)
     return statistics.median(rates[1:])
 
@@ -123,9 +134,11 @@ def main() -> None:
     n = args.slices or (2048 if gpu else 160)
     small = not gpu and not args.full_width
     widths = {"unet": {"base_width": 8} if small else {}, "pspnet": {"width": 0.25} if small else {}}
-    print(f"device {device} ({torch.cuda.get_device_name(device) if gpu else 'cpu'}), torch threads "
-          f"{torch.get_num_threads()}, {n} slices of {size}x{size}, batch {args.batch}, "
-          f"{args.epochs} epochs x {args.repeat} repeats (first epoch warm-up)")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if gpu else 'cpu'}), torch threads "
+        f"{torch.get_num_threads()}, {n} slices of {size}x{size}, batch {args.batch}, "
+        f"{args.epochs} epochs x {args.repeat} repeats (first epoch warm-up)"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(Path(tmp) / "lab")
@@ -138,11 +151,15 @@ def main() -> None:
                 for _ in range(args.repeat):
                     plain.append(plain_loop(slices, arch, config, args.batch, args.epochs, device, precision, 0))
                     k += 1
-                    ours.append(our_loop(lab, arch, widths[arch], args.batch, args.epochs, str(device), precision,
-                                         0, f"bench-{k}"))
+                    ours.append(
+                        our_loop(
+                            lab, arch, widths[arch], args.batch, args.epochs, str(device), precision, 0, f"bench-{k}"
+                        )
+                    )
                 rows.append((arch, precision, max(plain), max(ours)))
-                print(f"  {arch:7s} {precision}: plain {max(plain):8.1f} img/s  ours {max(ours):8.1f} img/s",
-                      flush=True)
+                print(
+                    f"  {arch:7s} {precision}: plain {max(plain):8.1f} img/s  ours {max(ours):8.1f} img/s", flush=True
+                )
     print()
     print(f"{'arch':8s} {'precision':9s} {'plain img/s':>12s} {'ours img/s':>12s} {'ours/plain':>10s}")
     for arch, precision, plain, ours in rows:

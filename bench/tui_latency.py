@@ -125,8 +125,11 @@ def build_lab(root: Path) -> Lab:
     lab = Lab(root / "lab")
     import_dataset(lab, root / "phantom", name="acdc", size=64, val_subjects=1)
     for task in ("seg", "ae"):
-        train(lab, TrainSpec(data="acdc", arch_config={"base_width": 4}, task=task, epochs=1, batch=8,
-                             name=f"unet-{task}"), device="cpu")
+        train(
+            lab,
+            TrainSpec(data="acdc", arch_config={"base_width": 4}, task=task, epochs=1, batch=8, name=f"unet-{task}"),
+            device="cpu",
+        )
     return lab
 
 
@@ -152,8 +155,19 @@ def main() -> None:
 
     from reuse_console.engine.jobs.control import cancel_job, list_jobs, read_events, start_job
 
-    argv = ["train", "--data", "acdc", "--arch-config", '{"base_width": 8}', "--epochs", "200", "--batch", "8",
-            "--device", "cpu"]
+    argv = [
+        "train",
+        "--data",
+        "acdc",
+        "--arch-config",
+        '{"base_width": 8}',
+        "--epochs",
+        "200",
+        "--batch",
+        "8",
+        "--device",
+        "cpu",
+    ]
     job = start_job(lab, argv)
     try:
         deadline = time.monotonic() + 120
@@ -169,7 +183,9 @@ def main() -> None:
     print(line(f"console, training job {status}", busy, ref_ms))
     med_idle, med_busy = statistics.median(idle) * 1000, statistics.median(busy) * 1000
     verdict = "met" if max(med_idle, med_busy) < 100 else "NOT met"
-    print(f"tui latency: median idle {med_idle:.0f} ms, with a running job {med_busy:.0f} ms (goal < 100 ms: {verdict})")
+    print(
+        f"tui latency: median idle {med_idle:.0f} ms, with a running job {med_busy:.0f} ms (goal < 100 ms: {verdict})"
+    )
 
 
 if __name__ == "__main__":

@@ -35,10 +35,24 @@ class DemoConfig:
     @classmethod
     def choose(cls, quick: bool) -> DemoConfig:
         if quick:
-            return cls(subjects={"acdc": 10, "t1": 12, "rvsc": 10}, size=64, base_width=8, epochs=8,
-                       grid_epochs=10, grid_subjects=(4,), grid_seeds=(0,))
-        return cls(subjects={"acdc": 30, "t1": 40, "rvsc": 24}, size=64, base_width=8, epochs=15,
-                   grid_epochs=10, grid_subjects=(4, 20), grid_seeds=(0, 1))
+            return cls(
+                subjects={"acdc": 10, "t1": 12, "rvsc": 10},
+                size=64,
+                base_width=8,
+                epochs=8,
+                grid_epochs=10,
+                grid_subjects=(4,),
+                grid_seeds=(0,),
+            )
+        return cls(
+            subjects={"acdc": 30, "t1": 40, "rvsc": 24},
+            size=64,
+            base_width=8,
+            epochs=15,
+            grid_epochs=10,
+            grid_subjects=(4, 20),
+            grid_seeds=(0, 1),
+        )
 
 
 # (id, data set, task) of the models the study needs; the first two are the paper's pair.
@@ -90,8 +104,7 @@ def make_datasets(lab: Lab, cfg: DemoConfig, sources: Path, seed: int, report: R
             folder = sources / f"phantom-{preset}"
             if not (folder.is_dir() and any(folder.iterdir())):
                 _stage(report, f"phantom {preset}: {count} subjects -> {folder}")
-                make_phantom(folder, preset=preset, subjects=count, layout="acdc", seed=seed, cine=False,
-                             report=report)
+                make_phantom(folder, preset=preset, subjects=count, layout="acdc", seed=seed, cine=False, report=report)
             _stage(report, f"import {preset} at {cfg.size} px")
             import_dataset(lab, folder, fmt="acdc", name=preset, size=cfg.size, seed=seed, report=report)
         done.append(preset)
@@ -117,8 +130,17 @@ def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, repo
         for kind in ("runs", "checkpoints"):
             lab.path(kind, name).unlink(missing_ok=True)  # killed before its first epoch ended: redo
         _stage(report, f"train {name} ({task} on {data}, {cfg.epochs} epochs)")
-        spec = TrainSpec(data=data, arch="unet", arch_config={"base_width": cfg.base_width}, task=task,
-                         epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, seed=0, name=name)
+        spec = TrainSpec(
+            data=data,
+            arch="unet",
+            arch_config={"base_width": cfg.base_width},
+            task=task,
+            epochs=cfg.epochs,
+            batch=cfg.batch,
+            lr=cfg.lr,
+            seed=0,
+            name=name,
+        )
         train(lab, spec, device=device, precision=precision, report=report)
     return [m[0] for m in MODELS]
 
@@ -135,8 +157,17 @@ def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: R
     for name, recipient, donor in pairs:
         if not lab.path("scans", name).exists():
             _stage(report, f"scan {recipient} <- {donor}: every layer and kind")
-            run_scan(lab, recipient, donor, "acdc", precision=precision, device=device, name=name,
-                     resume=progress_path(lab, name).exists(), report=report)
+            run_scan(
+                lab,
+                recipient,
+                donor,
+                "acdc",
+                precision=precision,
+                device=device,
+                name=name,
+                resume=progress_path(lab, name).exists(),
+                report=report,
+            )
         scans.append(name)
     if not lab.path("comparisons", RMSE).exists():
         _stage(report, "RMSE of every pair of models")
@@ -169,8 +200,14 @@ def study_for(cfg: DemoConfig) -> Any:
             "seeds": list(cfg.grid_seeds),
             "modes": ["freeze", "finetune"],
             "reference": "unet-seg-acdc",
-            "train": {"arch": "unet", "arch_config": {"base_width": cfg.base_width}, "epochs": cfg.grid_epochs,
-                      "batch": cfg.batch, "lr": cfg.lr, "augment": True},
+            "train": {
+                "arch": "unet",
+                "arch_config": {"base_width": cfg.base_width},
+                "epochs": cfg.grid_epochs,
+                "batch": cfg.batch,
+                "lr": cfg.lr,
+                "augment": True,
+            },
             "sources": [{"name": "random"}]
             + [{"name": source, "donor": donor, "plan": plan} for source, donor, plan in DONORS],
         },

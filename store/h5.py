@@ -89,7 +89,6 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Create a file all-or-nothing: yield a temp path in the same folder to write and close,
@@ -118,7 +117,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-_FULL_TEXT = re.compile(rf"errno = ({'|'.join(str(e) for e in sorted(_FULL_ERRNOS))})\b|No space left on device|File too large|Disk quota exceeded")
+_FULL_TEXT = re.compile(
+    rf"errno = ({'|'.join(str(e) for e in sorted(_FULL_ERRNOS))})\b|No space left on device|File too large|Disk quota exceeded"
+)
 
 
 def disk_full(exc: BaseException | None) -> str | None:

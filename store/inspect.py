@@ -36,7 +36,9 @@ def describe(path: Path, max_items: int = 200) -> dict[str, Any]:
             if isinstance(obj, h5py.Dataset):
                 total += 1
                 if len(items) < max_items:
-                    items.append({"path": "/" + name, "shape": list(obj.shape), "dtype": str(obj.attrs.get("dtype", obj.dtype))})
+                    items.append(
+                        {"path": "/" + name, "shape": list(obj.shape), "dtype": str(obj.attrs.get("dtype", obj.dtype))}
+                    )
 
         f.visititems(visit)
     return {"attrs": attrs, "datasets": items, "dataset_count": total}

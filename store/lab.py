@@ -229,9 +229,7 @@ class Lab:
         folder = self.folder(kind)
         if not folder.is_dir():
             return []
-        return sorted(
-            p for p in folder.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith(TMP_PREFIX)
-        )
+        return sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith(TMP_PREFIX))
 
     def entries(self, kind: str | None = None) -> list[Entry]:
         """Every object of `kind` (or of all kinds), each with its summary or its error."""

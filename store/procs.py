@@ -34,4 +34,3 @@ def pid_alive(pid: int, created: float | None = None) -> bool:
         return not created or abs(proc.create_time() - created) < 1.0
     except Exception:  # NoSuchProcess, AccessDenied on a foreign pid
         return False
-

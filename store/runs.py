@@ -32,9 +32,7 @@ from .procs import pid_alive
 
 KIND = "run"
 STATUSES = ("running", "finished", "failed", "cancelled")
-STEP_DTYPE = np.dtype(
-    [("epoch", "<i4"), ("step", "<i8"), ("loss", "<f8"), ("images_per_s", "<f8"), ("time", "<f8")]
-)
+STEP_DTYPE = np.dtype([("epoch", "<i4"), ("step", "<i8"), ("loss", "<f8"), ("images_per_s", "<f8"), ("time", "<f8")])
 _RESERVED = ("time", "step_rows")
 _STATUS_DTYPE = "S16"
 _STEP_CHUNK = 1024
@@ -159,7 +157,9 @@ class RunWriter:
         missing = set(self.columns) - set(values)
         unknown = set(values) - set(self.columns)
         if missing or unknown:
-            raise ValueError(f"epoch values must have columns {self.columns} (missing {sorted(missing)}, unknown {sorted(unknown)})")
+            raise ValueError(
+                f"epoch values must have columns {self.columns} (missing {sorted(missing)}, unknown {sorted(unknown)})"
+            )
         record = tuple(float(values[c]) for c in self.columns) + (time.time(), self._n_steps)
         row = np.array([record], dtype=self._epochs.dtype)
         self._append(self._epochs, self._n_epochs, row)
@@ -238,12 +238,8 @@ def _build(
         set_json(f, "summary", summary if summary is not None else _scalar_summary(meta))
         set_json(f, "writer", {"pid": os.getpid(), "host": socket.gethostname()})
         n_s, n_e = len(steps), len(epochs)
-        f.create_dataset(
-            "steps", data=steps, maxshape=(None,), chunks=(_STEP_CHUNK,), dtype=STEP_DTYPE
-        )
-        f.create_dataset(
-            "epochs", data=epochs, maxshape=(None,), chunks=(_EPOCH_CHUNK,), dtype=_epoch_dtype(columns)
-        )
+        f.create_dataset("steps", data=steps, maxshape=(None,), chunks=(_STEP_CHUNK,), dtype=STEP_DTYPE)
+        f.create_dataset("epochs", data=epochs, maxshape=(None,), chunks=(_EPOCH_CHUNK,), dtype=_epoch_dtype(columns))
         rows = f.create_dataset("rows", data=np.array([n_s, n_e], dtype="<i8"))
         rows.attrs["columns"] = json.dumps(["steps", "epochs"])
         f.create_dataset("status", data=np.bytes_(b"running"), dtype=_STATUS_DTYPE)
@@ -292,7 +288,7 @@ def run_status(f: h5py.File) -> str:
 
 
 def effective_status(status: str, writer: Mapping[str, Any]) -> str:
-    """"running" as written, unless the writing process is known to be gone: then "lost"."""
+    """ "running" as written, unless the writing process is known to be gone: then "lost"."""
     if status == "running" and writer.get("host") == socket.gethostname():
         if not pid_alive(int(writer.get("pid", 0))):
             return "lost"

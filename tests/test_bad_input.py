@@ -40,93 +40,202 @@ def row(id: str, what: str, cmd: str, expect: str) -> Row:
 L = "--lab {lab}"
 ROWS: list[Row] = [
     # -- data import: NIfTI and the import source ------------------------------------------------
-    row("nifti-corrupt", "corrupt NIfTI file", f"data import {{root}}/nifti-corrupt --format folders --name x --size 32 {L}",
-        "cannot read NIfTI"),
-    row("nifti-truncated", "truncated NIfTI (.nii.gz cut short)",
-        f"data import {{root}}/nifti-truncated --format folders --name x --size 32 {L}", "cannot read NIfTI"),
-    row("import-source-file", "import source is a file, not a folder",
-        f"data import {{root}}/afile.txt --name x --size 32 {L}", "not a folder"),
-    row("import-source-missing", "import source does not exist", f"data import {{root}}/nowhere --name x {L}",
-        "no such folder"),
-    row("import-size-0", "--size 0", f"data import {{root}}/nifti-good --format folders --name x --size 0 {L}",
-        "--size 0"),
-    row("import-val-too-many", "--val-subjects more than there are",
+    row(
+        "nifti-corrupt",
+        "corrupt NIfTI file",
+        f"data import {{root}}/nifti-corrupt --format folders --name x --size 32 {L}",
+        "cannot read NIfTI",
+    ),
+    row(
+        "nifti-truncated",
+        "truncated NIfTI (.nii.gz cut short)",
+        f"data import {{root}}/nifti-truncated --format folders --name x --size 32 {L}",
+        "cannot read NIfTI",
+    ),
+    row(
+        "import-source-file",
+        "import source is a file, not a folder",
+        f"data import {{root}}/afile.txt --name x --size 32 {L}",
+        "not a folder",
+    ),
+    row(
+        "import-source-missing",
+        "import source does not exist",
+        f"data import {{root}}/nowhere --name x {L}",
+        "no such folder",
+    ),
+    row(
+        "import-size-0",
+        "--size 0",
+        f"data import {{root}}/nifti-good --format folders --name x --size 0 {L}",
+        "--size 0",
+    ),
+    row(
+        "import-val-too-many",
+        "--val-subjects more than there are",
         f"data import {{root}}/nifti-good --format folders --name x --size 32 --val-subjects 5 {L}",
-        "--val-subjects 5"),
-    row("import-name-taken", "import under an existing data set id",
-        f"data import {{root}}/nifti-good --format folders --name toy --size 32 {L}", "already exists"),
-    row("import-format-unknown", "--format that does not exist",
-        f"data import {{root}}/nifti-good --format dicom --name x --size 32 {L}", "unknown format"),
+        "--val-subjects 5",
+    ),
+    row(
+        "import-name-taken",
+        "import under an existing data set id",
+        f"data import {{root}}/nifti-good --format folders --name toy --size 32 {L}",
+        "already exists",
+    ),
+    row(
+        "import-format-unknown",
+        "--format that does not exist",
+        f"data import {{root}}/nifti-good --format dicom --name x --size 32 {L}",
+        "unknown format",
+    ),
     # -- lab files: corrupt, truncated, newer schema -------------------------------------------------
     row("h5-junk-show", "corrupt checkpoint file (not HDF5) in show", f"show junk {L}", "junk"),
     row("h5-junk-eval", "corrupt checkpoint file in eval", f"eval junk --data toy {L}", "junk.h5"),
     row("h5-trunc-eval", "truncated checkpoint in eval", f"eval trunc --data toy {L}", "trunc.h5"),
-    row("h5-trunc-swap", "truncated checkpoint as swap donor",
-        f"swap seg trunc --data toy --layers 1 --kinds RM {L}", "trunc.h5"),
+    row(
+        "h5-trunc-swap",
+        "truncated checkpoint as swap donor",
+        f"swap seg trunc --data toy --layers 1 --kinds RM {L}",
+        "trunc.h5",
+    ),
     row("h5-trunc-rmse", "truncated checkpoint in rmse", f"rmse seg trunc {L}", "trunc.h5"),
     row("h5-trunc-dataset-scan", "truncated data set in scan", f"scan seg ae --data trunc-data {L}", "trunc-data.h5"),
     row("h5-trunc-scan-plan", "truncated scan file in plan", f"plan --scan trunc-scan {L}", "trunc-scan.h5"),
     row("h5-trunc-show", "truncated file in show", f"show trunc-scan {L}", "trunc-scan"),
-    row("schema-newer-eval", "checkpoint from a newer reuse-console in eval", f"eval future --data toy {L}",
-        "newer reuse-console"),
+    row(
+        "schema-newer-eval",
+        "checkpoint from a newer reuse-console in eval",
+        f"eval future --data toy {L}",
+        "newer reuse-console",
+    ),
     row("schema-newer-show", "newer-schema file in show", f"show future {L}", "newer reuse-console"),
-    row("schema-newer-swap", "newer-schema checkpoint as swap donor",
-        f"swap seg future --data toy --layers 1 --kinds RM {L}", "newer reuse-console"),
+    row(
+        "schema-newer-swap",
+        "newer-schema checkpoint as swap donor",
+        f"swap seg future --data toy --layers 1 --kinds RM {L}",
+        "newer reuse-console",
+    ),
     row("schema-newer-rmse", "newer-schema checkpoint in rmse", f"rmse seg future {L}", "newer reuse-console"),
-    row("schema-newer-dataset", "newer-schema data set in scan", f"scan seg ae --data future-data {L}",
-        "newer reuse-console"),
+    row(
+        "schema-newer-dataset",
+        "newer-schema data set in scan",
+        f"scan seg ae --data future-data {L}",
+        "newer reuse-console",
+    ),
     row("schema-newer-plan", "newer-schema scan in plan", f"plan --scan future-scan {L}", "newer reuse-console"),
     # -- mismatched architectures -------------------------------------------------------------------
-    row("arch-swap-unet-pspnet", "swap UNet with PSPNet", f"swap seg psp --data toy --layers 1 --kinds RM {L}",
-        "same architecture"),
-    row("arch-swap-width", "swap UNet width 4 with width 8", f"swap seg wide --data toy --layers 1 --kinds RM {L}",
-        "shape"),
-    row("arch-scan-width", "scan UNet width 4 with width 8", f"scan seg wide --data toy --layers 1 --kinds RM {L}",
-        "shape"),
+    row(
+        "arch-swap-unet-pspnet",
+        "swap UNet with PSPNet",
+        f"swap seg psp --data toy --layers 1 --kinds RM {L}",
+        "same architecture",
+    ),
+    row(
+        "arch-swap-width",
+        "swap UNet width 4 with width 8",
+        f"swap seg wide --data toy --layers 1 --kinds RM {L}",
+        "shape",
+    ),
+    row(
+        "arch-scan-width",
+        "scan UNet width 4 with width 8",
+        f"scan seg wide --data toy --layers 1 --kinds RM {L}",
+        "shape",
+    ),
     row("arch-rmse-unet-pspnet", "rmse UNet vs PSPNet", f"rmse seg psp {L}", "one architecture"),
     row("arch-rmse-width", "rmse UNet width 4 vs width 8", f"rmse seg wide {L}", "shape"),
     row("arch-bn-width", "bn UNet width 4 vs width 8", f"bn seg wide {L}", "shape"),
-    row("arch-plan-donor", "train --init with a donor of another architecture than the plan",
-        f"train --data toy --epochs 1 --init psp --plan p1 {L}", "pspnet"),
-    row("arch-plan-model", "train --arch pspnet with a plan made for unet",
-        f"train --data toy --epochs 1 --arch pspnet --init seg --plan p1 {L}", "made for unet"),
-    row("arch-plan-width", "train with a donor of another width than the new model",
-        f"train --data toy --epochs 1 --init wide --plan pall {L}", "wide"),
-    row("plan-rmse-other-pair", "plan from a scan and a comparison of other models",
-        f"plan --scan s1 --rmse c-other --max-rmse 1 {L}", "does not compare"),
+    row(
+        "arch-plan-donor",
+        "train --init with a donor of another architecture than the plan",
+        f"train --data toy --epochs 1 --init psp --plan p1 {L}",
+        "pspnet",
+    ),
+    row(
+        "arch-plan-model",
+        "train --arch pspnet with a plan made for unet",
+        f"train --data toy --epochs 1 --arch pspnet --init seg --plan p1 {L}",
+        "made for unet",
+    ),
+    row(
+        "arch-plan-width",
+        "train with a donor of another width than the new model",
+        f"train --data toy --epochs 1 --init wide --plan pall {L}",
+        "wide",
+    ),
+    row(
+        "plan-rmse-other-pair",
+        "plan from a scan and a comparison of other models",
+        f"plan --scan s1 --rmse c-other --max-rmse 1 {L}",
+        "does not compare",
+    ),
     # -- NaN / Inf in weights -----------------------------------------------------------------------
-    row("nan-ckpt-import-pt", "ckpt import of a .pt holding NaN",
-        f"ckpt import {{root}}/nan.pt --arch unet --task seg --name x --arch-config {{w4}} {L}", NAN_KEY),
-    row("inf-ckpt-import-safetensors", "ckpt import of a .safetensors holding Inf",
-        f"ckpt import {{root}}/inf.safetensors --arch unet --task seg --name x --arch-config {{w4}} {L}", NAN_KEY),
+    row(
+        "nan-ckpt-import-pt",
+        "ckpt import of a .pt holding NaN",
+        f"ckpt import {{root}}/nan.pt --arch unet --task seg --name x --arch-config {{w4}} {L}",
+        NAN_KEY,
+    ),
+    row(
+        "inf-ckpt-import-safetensors",
+        "ckpt import of a .safetensors holding Inf",
+        f"ckpt import {{root}}/inf.safetensors --arch unet --task seg --name x --arch-config {{w4}} {L}",
+        NAN_KEY,
+    ),
     row("nan-swap-donor", "swap with a NaN donor", f"swap seg nan --data toy --layers 1 --kinds RM {L}", NAN_KEY),
-    row("nan-swap-recipient", "swap with a NaN recipient", f"swap nan seg --data toy --layers 1 --kinds RM {L}",
-        NAN_KEY),
+    row(
+        "nan-swap-recipient", "swap with a NaN recipient", f"swap nan seg --data toy --layers 1 --kinds RM {L}", NAN_KEY
+    ),
     row("nan-scan-donor", "scan with a NaN donor", f"scan seg nan --data toy --layers 1 --kinds RM {L}", NAN_KEY),
     row("nan-rmse", "rmse with a NaN checkpoint", f"rmse seg nan {L}", NAN_KEY),
     row("nan-eval", "eval of a NaN checkpoint", f"eval nan --data toy {L}", NAN_KEY),
-    row("nan-train-donor", "train --init from a NaN donor", f"train --data toy --epochs 1 --init nan --plan pall {L}",
-        NAN_KEY),
+    row(
+        "nan-train-donor",
+        "train --init from a NaN donor",
+        f"train --data toy --epochs 1 --init nan --plan pall {L}",
+        NAN_KEY,
+    ),
     # -- empty validation split ----------------------------------------------------------------------
-    row("noval-scan", "scan on a data set with no validation subjects", f"scan seg ae --data noval {L}",
-        "no val subjects"),
-    row("noval-swap", "swap on a data set with no validation subjects",
-        f"swap seg ae --data noval --layers 1 --kinds RM {L}", "no val subjects"),
-    row("noval-eval", "eval on a data set with no validation subjects", f"eval seg --data noval {L}",
-        "no val subjects"),
+    row(
+        "noval-scan",
+        "scan on a data set with no validation subjects",
+        f"scan seg ae --data noval {L}",
+        "no val subjects",
+    ),
+    row(
+        "noval-swap",
+        "swap on a data set with no validation subjects",
+        f"swap seg ae --data noval --layers 1 --kinds RM {L}",
+        "no val subjects",
+    ),
+    row(
+        "noval-eval", "eval on a data set with no validation subjects", f"eval seg --data noval {L}", "no val subjects"
+    ),
     row("split-unknown", "--split that does not exist", f"eval seg --data toy --split test {L}", "unknown split"),
     # -- data set without the classes a model or plan needs -------------------------------------------
     row("classes-eval", "eval on a data set with other classes", f"eval seg --data twoclass {L}", "classes"),
     row("classes-scan", "scan on a data set with other classes", f"scan seg ae --data twoclass {L}", "classes"),
-    row("classes-plan-nofg", "plan from a scan whose data set labels no foreground class",
-        f"plan --scan s-nofg {L}", "no present foreground class"),
-    row("classes-train-plan", "train --plan reusing the head on a data set with other classes",
-        f"train --data twoclass --epochs 1 --arch-config {{w4}} --init seg --plan pall {L}", "classes"),
+    row(
+        "classes-plan-nofg",
+        "plan from a scan whose data set labels no foreground class",
+        f"plan --scan s-nofg {L}",
+        "no present foreground class",
+    ),
+    row(
+        "classes-train-plan",
+        "train --plan reusing the head on a data set with other classes",
+        f"train --data twoclass --epochs 1 --arch-config {{w4}} --init seg --plan pall {L}",
+        "classes",
+    ),
     # -- unknown ids ----------------------------------------------------------------------------------
     row("id-show", "unknown id in show", f"show nope {L}", "no object 'nope'"),
     row("id-eval", "unknown checkpoint in eval", f"eval nope --data toy {L}", "no checkpoint 'nope'"),
-    row("id-swap-donor", "unknown donor in swap", f"swap seg nope --data toy --layers 1 --kinds RM {L}",
-        "no checkpoint 'nope'"),
+    row(
+        "id-swap-donor",
+        "unknown donor in swap",
+        f"swap seg nope --data toy --layers 1 --kinds RM {L}",
+        "no checkpoint 'nope'",
+    ),
     row("id-scan-data", "unknown data set in scan", f"scan seg ae --data nope {L}", "'nope'"),
     row("id-train-data", "unknown data set in train", f"train --data nope --epochs 1 {L}", "'nope'"),
     row("id-train-plan", "unknown plan in train", f"train --data toy --epochs 1 --init seg --plan nope {L}", "'nope'"),
@@ -141,17 +250,26 @@ ROWS: list[Row] = [
     row("kind-unknown", "ls of a kind that does not exist", f"ls widgets {L}", "unknown kind"),
     # -- layer ranges, kinds, alphas -------------------------------------------------------------------
     row("layers-range-text", "--layers 3-x", f"swap seg ae --data toy --layers 3-x --kinds RM {L}", "3-x"),
-    row("layers-out-of-range", "--layers 40 (UNet has 18)", f"swap seg ae --data toy --layers 40 --kinds RM {L}",
-        "no layer 40"),
+    row(
+        "layers-out-of-range",
+        "--layers 40 (UNet has 18)",
+        f"swap seg ae --data toy --layers 40 --kinds RM {L}",
+        "no layer 40",
+    ),
     row("layers-range-reversed", "--layers 5-2", f"scan seg ae --data toy --layers 5-2 {L}", "bad layer range"),
     row("layers-range-zero", "--layers 0-3", f"rmse seg ae --layers 0-3 {L}", "bad layer range"),
     row("layers-empty-item", "--layers 1,,2", f"scan seg ae --data toy --layers 1,,2 {L}", "empty item"),
     row("layers-empty", "--layers ''", f"swap seg ae --data toy --layers '' --kinds RM {L}", "empty layer selection"),
     row("kinds-unknown", "--kinds QQ", f"swap seg ae --data toy --layers 1 --kinds QQ {L}", "unknown kind 'QQ'"),
-    row("kinds-none-in-layer", "--kinds RM on a layer without BN (head)",
-        f"swap seg ae --data toy --layers head --kinds RM {L}", "nothing to swap"),
-    row("alpha-range", "--alpha 1.5", f"swap seg ae --data toy --layers 1 --kinds RM --alpha 1.5 {L}",
-        "outside [0, 1]"),
+    row(
+        "kinds-none-in-layer",
+        "--kinds RM on a layer without BN (head)",
+        f"swap seg ae --data toy --layers head --kinds RM {L}",
+        "nothing to swap",
+    ),
+    row(
+        "alpha-range", "--alpha 1.5", f"swap seg ae --data toy --layers 1 --kinds RM --alpha 1.5 {L}", "outside [0, 1]"
+    ),
     row("alpha-nan", "--alpha nan", f"swap seg ae --data toy --layers 1 --kinds RM --alpha nan {L}", "outside [0, 1]"),
     row("alphas-text", "--alphas 0,x", f"scan seg ae --data toy --alphas 0,x {L}", "bad alpha 'x'"),
     row("alphas-range", "--alphas 2", f"scan seg ae --data toy --alphas 2 {L}", "outside [0, 1]"),
@@ -161,47 +279,97 @@ ROWS: list[Row] = [
     row("train-size-0", "train --size 0", f"train --data toy --epochs 1 --size 0 {L}", "--size"),
     row("train-lr-negative", "train --lr -1", f"train --data toy --epochs 1 --lr -1 {L}", "--lr"),
     row("train-task", "train --task that does not exist", f"train --data toy --epochs 1 --task cls {L}", "cls"),
-    row("train-mode", "train --mode that does not exist",
-        f"train --data toy --epochs 1 --init seg --plan p1 --mode thaw {L}", "thaw"),
-    row("train-arch", "train --arch that does not exist", f"train --data toy --epochs 1 --arch vgg {L}",
-        "unknown architecture"),
-    row("arch-config-json", "--arch-config that is not JSON", f"train --data toy --epochs 1 --arch-config {{{{x {L}",
-        "not valid JSON"),
+    row(
+        "train-mode",
+        "train --mode that does not exist",
+        f"train --data toy --epochs 1 --init seg --plan p1 --mode thaw {L}",
+        "thaw",
+    ),
+    row(
+        "train-arch",
+        "train --arch that does not exist",
+        f"train --data toy --epochs 1 --arch vgg {L}",
+        "unknown architecture",
+    ),
+    row(
+        "arch-config-json",
+        "--arch-config that is not JSON",
+        f"train --data toy --epochs 1 --arch-config {{{{x {L}",
+        "not valid JSON",
+    ),
     row("device-unknown", "--device that does not exist", f"eval seg --data toy --device tpu {L}", "tpu"),
     row("precision-unknown", "--precision that does not exist", f"eval seg --data toy --precision fp8 {L}", "fp8"),
     row("max-dice-drop-negative", "plan --max-dice-drop -1", f"plan --scan s1 --max-dice-drop -1 {L}", ">= 0"),
     row("plan-combine", "plan --combine xor", f"plan --scan s1 --rmse c1 --max-rmse 1 --combine xor {L}", "xor"),
     # -- study TOML --------------------------------------------------------------------------------------
     row("study-syntax", "study TOML with a syntax error", f"grid {{root}}/study-syntax.toml {L}", "not valid TOML"),
-    row("study-unknown-key", "study TOML with an unknown key", f"grid {{root}}/study-unknown.toml {L}",
-        "unknown field 'epoch'"),
+    row(
+        "study-unknown-key",
+        "study TOML with an unknown key",
+        f"grid {{root}}/study-unknown.toml {L}",
+        "unknown field 'epoch'",
+    ),
     row("study-wrong-type", "study TOML with a wrong type", f"grid {{root}}/study-type.toml {L}", "epochs"),
-    row("study-bool-number", "study TOML with true where a number goes", f"grid {{root}}/study-bool.toml {L}",
-        "epochs"),
+    row(
+        "study-bool-number", "study TOML with true where a number goes", f"grid {{root}}/study-bool.toml {L}", "epochs"
+    ),
     row("study-no-source", "study TOML without [[sources]]", f"grid {{root}}/study-nosource.toml {L}", "sources"),
-    row("study-half-source", "study source with a donor but no plan", f"grid {{root}}/study-halfsource.toml {L}",
-        "needs both donor and plan"),
+    row(
+        "study-half-source",
+        "study source with a donor but no plan",
+        f"grid {{root}}/study-halfsource.toml {L}",
+        "needs both donor and plan",
+    ),
     row("study-not-utf8", "study file that is not UTF-8 text", f"grid {{root}}/study-binary.toml {L}", "UTF-8"),
     row("study-missing", "study file that does not exist", f"grid {{root}}/nowhere.toml {L}", "not found"),
-    row("study-unknown-target", "study whose target data set is not in the lab", f"grid {{root}}/study-target.toml {L}",
-        "'nope'"),
+    row(
+        "study-unknown-target",
+        "study whose target data set is not in the lab",
+        f"grid {{root}}/study-target.toml {L}",
+        "'nope'",
+    ),
     row("plan-toml-syntax", "plan TOML with a syntax error", f"plan import {{root}}/study-syntax.toml {L}", "TOML"),
     # -- paths that are not directories ------------------------------------------------------------------
     row("lab-is-file-ls", "--lab pointing at a file (ls)", "ls --lab {root}/afile.txt", "not a folder"),
-    row("lab-is-file-eval", "--lab pointing at a file (eval)", "eval seg --data toy --lab {root}/afile.txt",
-        "not a folder"),
-    row("lab-is-file-import", "--lab pointing at a file (data import)",
-        "data import {root}/nifti-good --format folders --name x --size 32 --lab {root}/afile.txt", "not a folder"),
-    row("report-out-file", "report --out pointing at a file", f"report s1 --out {{root}}/afile.txt {L}",
-        "not a folder"),
-    row("phantom-out-file", "data phantom --out pointing at a file",
-        "data phantom --out {root}/afile.txt --subjects 1 --scale 0.25", "afile.txt"),
-    row("export-out-dir", "ckpt export --out pointing at a folder",
-        f"ckpt export seg --out {{root}}/nifti-good --format pt --force {L}", "is a folder"),
-    row("plan-export-out-dir", "plan export --out pointing at a folder",
-        f"plan export p1 --out {{root}}/nifti-good --force {L}", "is a folder"),
-    row("predictions-out-file", "eval --save-predictions pointing at a file",
-        f"eval seg --data toy --save-predictions {{root}}/afile.txt {L}", "afile.txt"),
+    row(
+        "lab-is-file-eval",
+        "--lab pointing at a file (eval)",
+        "eval seg --data toy --lab {root}/afile.txt",
+        "not a folder",
+    ),
+    row(
+        "lab-is-file-import",
+        "--lab pointing at a file (data import)",
+        "data import {root}/nifti-good --format folders --name x --size 32 --lab {root}/afile.txt",
+        "not a folder",
+    ),
+    row(
+        "report-out-file", "report --out pointing at a file", f"report s1 --out {{root}}/afile.txt {L}", "not a folder"
+    ),
+    row(
+        "phantom-out-file",
+        "data phantom --out pointing at a file",
+        "data phantom --out {root}/afile.txt --subjects 1 --scale 0.25",
+        "afile.txt",
+    ),
+    row(
+        "export-out-dir",
+        "ckpt export --out pointing at a folder",
+        f"ckpt export seg --out {{root}}/nifti-good --format pt --force {L}",
+        "is a folder",
+    ),
+    row(
+        "plan-export-out-dir",
+        "plan export --out pointing at a folder",
+        f"plan export p1 --out {{root}}/nifti-good --force {L}",
+        "is a folder",
+    ),
+    row(
+        "predictions-out-file",
+        "eval --save-predictions pointing at a file",
+        f"eval seg --data toy --save-predictions {{root}}/afile.txt {L}",
+        "afile.txt",
+    ),
 ]
 
 
@@ -225,10 +393,17 @@ def _slices(name: str, *, split: list[str], classes: list[str] | None = None, fg
     if not fg:
         labels[:] = 0
         present = [True] + [False] * (len(classes) - 1)
-    return SliceSet(name=name, images=images, labels=labels,
-                    subject=np.repeat(np.arange(subjects, dtype=np.int32), per),
-                    subjects=[f"patient{i:03d}" for i in range(subjects)], split=split,
-                    classes=classes, present=present, spacing=(1.5, 1.5))
+    return SliceSet(
+        name=name,
+        images=images,
+        labels=labels,
+        subject=np.repeat(np.arange(subjects, dtype=np.int32), per),
+        subjects=[f"patient{i:03d}" for i in range(subjects)],
+        split=split,
+        classes=classes,
+        present=present,
+        spacing=(1.5, 1.5),
+    )
 
 
 def _spoil(lab, name: str, value: float) -> None:
@@ -313,10 +488,14 @@ def _build(root: Path) -> Path:
     lab = Lab(root / "lab")
     make_data(lab)  # "toy": 2 train, 2 val subjects
     write_slices(lab.path("datasets", "noval"), _slices("noval", split=["train"] * 3), source={"format": "test"})
-    write_slices(lab.path("datasets", "twoclass"), _slices("twoclass", split=["train", "val"],
-                                                           classes=["background", "MYO"]), source={"format": "test"})
-    write_slices(lab.path("datasets", "nofg"), _slices("nofg", split=["train", "val"], fg=False),
-                 source={"format": "test"})
+    write_slices(
+        lab.path("datasets", "twoclass"),
+        _slices("twoclass", split=["train", "val"], classes=["background", "MYO"]),
+        source={"format": "test"},
+    )
+    write_slices(
+        lab.path("datasets", "nofg"), _slices("nofg", split=["train", "val"], fg=False), source={"format": "test"}
+    )
     make_checkpoint(lab, "seg", seed=1)
     make_checkpoint(lab, "ae", task="ae", seed=2)
     make_checkpoint(lab, "wide", seed=3, base_width=8)
@@ -349,7 +528,7 @@ def _build(root: Path) -> Path:
     save_file(state, str(root / "inf.safetensors"))
     for name, text in STUDIES.items():
         (root / name).write_text(text)
-    (root / "study-binary.toml").write_bytes(b"target = \"\xff\xfe\"\n")
+    (root / "study-binary.toml").write_bytes(b'target = "\xff\xfe"\n')
     return lab.root
 
 
@@ -416,8 +595,9 @@ def check(r: Row, code: int, err: str, before: dict, after: dict) -> None:
 
 
 @pytest.mark.parametrize("r", ROWS, ids=[r.id for r in ROWS])
-def test_bad_input(r: Row, bad_lab: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                   tmp_path: Path) -> None:
+def test_bad_input(
+    r: Row, bad_lab: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("REUSE_LAB", raising=False)
     monkeypatch.chdir(tmp_path)  # commands that default to ./lab or ./phantom write nothing in the repo
     lab = bad_lab / "lab"
@@ -441,18 +621,43 @@ def test_bad_input_subprocess(row_id: str, bad_lab: Path, tmp_path: Path) -> Non
     before = snapshot(lab)
     env = {k: v for k, v in os.environ.items() if k != "REUSE_LAB"}
     env["COLUMNS"] = "60"  # a narrow terminal must not wrap the message into two lines
-    proc = subprocess.run([sys.executable, "-m", "reuse_console.tui.cli", *_argv(r, bad_lab)], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reuse_console.tui.cli", *_argv(r, bad_lab)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     check(r, proc.returncode, proc.stderr, before, snapshot(lab))
 
 
-def test_train_without_validation_subjects_says_how_it_judges(bad_lab: Path, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_without_validation_subjects_says_how_it_judges(
+    bad_lab: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Not an error: a data set with no validation subjects trains, judging epochs by training loss, and says so."""
     lab = tmp_path / "lab"
     shutil.copytree(bad_lab / "lab.pristine", lab)
-    code, _out, err = run_in_process(["train", "--data", "noval", "--epochs", "1", "--batch", "4", "--arch-config",
-                                      '{"base_width": 4}', "--name", "nv", "--device", "cpu", "--lab", str(lab)], capsys)
+    code, _out, err = run_in_process(
+        [
+            "train",
+            "--data",
+            "noval",
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--arch-config",
+            '{"base_width": 4}',
+            "--name",
+            "nv",
+            "--device",
+            "cpu",
+            "--lab",
+            str(lab),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "no validation subjects" in err and "training loss" in err
     assert (lab / "checkpoints" / "nv.h5").is_file()
@@ -461,7 +666,7 @@ def test_train_without_validation_subjects_says_how_it_judges(bad_lab: Path, tmp
 def test_rows_are_documented() -> None:
     """The README's bad-input table lists every row, by test id, in the same order."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    doc = readme[readme.index("### Bad input"):]
+    doc = readme[readme.index("### Bad input") :]
     ids = [r.id for r in ROWS]
     assert len(set(ids)) == len(ids)
     positions = [doc.find(f"`{i}`") for i in ids]

@@ -61,8 +61,9 @@ def _missing(exc: Exception) -> bool:
 
 def test_a_reader_polling_while_a_writer_appends_sees_whole_monotone_objects(tmp_path: Path) -> None:
     lab = Lab(tmp_path / "lab")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(lab.root), str(EPOCHS), str(VARIANTS)],
-                              stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(lab.root), str(EPOCHS), str(VARIANTS)], stderr=subprocess.PIPE, text=True
+    )
     seen_epochs, seen_done, reads = 0, 0, 0
     finished = False
     while not finished:
@@ -107,8 +108,24 @@ def toy_lab(tmp_path: Path) -> Lab:
 
 
 def _train(lab: Lab, name: str) -> subprocess.Popen:
-    argv = [*CLI, "train", "--lab", str(lab.root), "--data", "toy", "--arch-config", '{"base_width": 4}',
-            "--epochs", "1", "--batch", "4", "--device", "cpu", "--name", name]
+    argv = [
+        *CLI,
+        "train",
+        "--lab",
+        str(lab.root),
+        "--data",
+        "toy",
+        "--arch-config",
+        '{"base_width": 4}',
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+        "--name",
+        name,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 

@@ -58,8 +58,10 @@ INSIDE = FILL + textwrap.dedent(
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def _tmpfs_works(tmp: Path) -> bool:
@@ -67,8 +69,9 @@ def _tmpfs_works(tmp: Path) -> bool:
         return False
     mnt = tmp / "probe"
     mnt.mkdir()
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {mnt} && touch {mnt}/x"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {mnt} && touch {mnt}/x"], capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -78,10 +81,13 @@ def _run_full(lab: Path, argv: list[str], tmp: Path) -> dict:
         mnt = tmp / "mnt"
         mnt.mkdir()
         size = sum(p.stat().st_size for p in lab.rglob("*") if p.is_file()) + 4 * 1024 * 1024
-        script = (f"mount -t tmpfs -o size={size} tmpfs {mnt} && exec {sys.executable} -c \"$0\" "
-                  f"{mnt} {lab} {FREE} '{json.dumps(argv)}'")
-        out = subprocess.run(["unshare", "-rm", "sh", "-c", script, INSIDE], capture_output=True, text=True,
-                             timeout=300)
+        script = (
+            f'mount -t tmpfs -o size={size} tmpfs {mnt} && exec {sys.executable} -c "$0" '
+            f"{mnt} {lab} {FREE} '{json.dumps(argv)}'"
+        )
+        out = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script, INSIDE], capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
     copy = tmp / "lab"
@@ -91,8 +97,9 @@ def _run_full(lab: Path, argv: list[str], tmp: Path) -> dict:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (FREE, FREE))
 
-    proc = subprocess.run([a.replace("@LAB", str(copy)) for a in argv], capture_output=True, text=True,
-                          preexec_fn=limit, timeout=300)
+    proc = subprocess.run(
+        [a.replace("@LAB", str(copy)) for a in argv], capture_output=True, text=True, preexec_fn=limit, timeout=300
+    )
     return {"rc": proc.returncode, "err": proc.stderr, "before": before, "after": _digest(copy)}
 
 
@@ -111,15 +118,31 @@ def full_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lab = Lab(root / "lab")
     import_dataset(lab, root / "phantom", name="acdc", size=32, val_subjects=1)
     for task in ("seg", "ae"):
-        train(lab, TrainSpec(data="acdc", arch_config={"base_width": 4}, task=task, epochs=1, batch=8,
-                             name=f"m-{task}"), device="cpu")
+        train(
+            lab,
+            TrainSpec(data="acdc", arch_config={"base_width": 4}, task=task, epochs=1, batch=8, name=f"m-{task}"),
+            device="cpu",
+        )
     return lab.root
 
 
 COMMANDS = {
     "import": ["data", "import", "@PHANTOM", "--name", "new", "--size", "32", "--val-subjects", "1"],
-    "train": ["train", "--data", "acdc", "--arch-config", '{"base_width": 4}', "--epochs", "1", "--batch", "8",
-              "--device", "cpu", "--name", "new"],
+    "train": [
+        "train",
+        "--data",
+        "acdc",
+        "--arch-config",
+        '{"base_width": 4}',
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--device",
+        "cpu",
+        "--name",
+        "new",
+    ],
     "scan": ["scan", "m-seg", "m-ae", "--data", "acdc", "--device", "cpu", "--name", "new"],
     "rmse": ["rmse", "m-seg", "m-ae", "--name", "new"],
 }
@@ -127,8 +150,7 @@ COMMANDS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_a_full_disk_gives_one_line_and_leaves_the_lab_as_it_was(command: str, full_lab: Path,
-                                                                  tmp_path: Path) -> None:
+def test_a_full_disk_gives_one_line_and_leaves_the_lab_as_it_was(command: str, full_lab: Path, tmp_path: Path) -> None:
     phantom = full_lab.parent / "phantom"
     argv = [*CLI, *[a.replace("@PHANTOM", str(phantom)) for a in COMMANDS[command]], "--lab", "@LAB"]
     if command != "rmse":
@@ -185,14 +207,34 @@ def test_a_disk_that_fills_between_epochs_leaves_a_resumable_run(full_lab: Path,
     size = {p.name: p.stat().st_size for p in (full_lab / "checkpoints").iterdir()}
     best, last = size["m-seg.h5"], size["m-seg.last.h5"]
     free = 64 * 1024 + best + last + best + last // 2  # epoch 1 lands; epoch 2's .last temp file does not
-    argv = [*CLI, "train", "--data", "acdc", "--arch-config", '{"base_width": 4}', "--epochs", "3", "--batch", "8",
-            "--device", "cpu", "--name", "mid", "--lab", "@LAB", "--progress", "none"]
+    argv = [
+        *CLI,
+        "train",
+        "--data",
+        "acdc",
+        "--arch-config",
+        '{"base_width": 4}',
+        "--epochs",
+        "3",
+        "--batch",
+        "8",
+        "--device",
+        "cpu",
+        "--name",
+        "mid",
+        "--lab",
+        "@LAB",
+        "--progress",
+        "none",
+    ]
     resume = [*CLI, "train", "--resume", "mid", "--device", "cpu", "--lab", "@LAB", "--progress", "none"]
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     total = sum(p.stat().st_size for p in full_lab.rglob("*") if p.is_file()) + 16 * 1024 * 1024
-    script = (f"mount -t tmpfs -o size={total} tmpfs {mnt} && exec {sys.executable} -c \"$0\" "
-              f"{mnt} {full_lab} {free} '{json.dumps(argv)}' '{json.dumps(resume)}'")
+    script = (
+        f'mount -t tmpfs -o size={total} tmpfs {mnt} && exec {sys.executable} -c "$0" '
+        f"{mnt} {full_lab} {free} '{json.dumps(argv)}' '{json.dumps(resume)}'"
+    )
     out = subprocess.run(["unshare", "-rm", "sh", "-c", script, MID_RUN], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])

@@ -21,8 +21,22 @@ pytestmark = pytest.mark.slow
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     (found,) = out.glob("reuse_console-*.whl")
     return found
@@ -35,11 +49,22 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = tmp_path_factory.mktemp("venv") / "env"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
     py = env_dir / "bin" / "python"
-    purelib = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  check=True, capture_output=True, text=True).stdout.strip())
+    purelib = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (purelib / "_deps_from_dev_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return env_dir
 
 
@@ -59,13 +84,19 @@ def test_the_wheel_holds_every_module_and_data_file(wheel: Path) -> None:
 def _run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "REUSE_LAB")}
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([str(venv / "bin" / "reuse-console"), *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [str(venv / "bin" / "reuse-console"), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def test_installed_package_comes_from_the_wheel(venv: Path, tmp_path: Path) -> None:
-    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import reuse_console.tui.cli as m; print(m.__file__)"],
-                         capture_output=True, text=True, cwd=tmp_path, check=True)
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import reuse_console.tui.cli as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
     assert out.stdout.strip().startswith(str(venv)), out.stdout
 
 
@@ -77,10 +108,38 @@ def test_installed_console_runs_help_and_real_commands(venv: Path, tmp_path: Pat
     lab = tmp_path / "lab"
     steps = [
         ("data", "phantom", "--out", str(tmp_path / "ph"), "--subjects", "3", "--scale", "0.25", "--progress", "none"),
-        ("--lab", str(lab), "data", "import", str(tmp_path / "ph"), "--name", "ph", "--size", "32",
-         "--val-subjects", "1", "--progress", "none"),
-        ("--lab", str(lab), "train", "--data", "ph", "--arch", "unet", "--arch-config", '{"base_width": 4}',
-         "--epochs", "1", "--name", "m", "--progress", "none"),
+        (
+            "--lab",
+            str(lab),
+            "data",
+            "import",
+            str(tmp_path / "ph"),
+            "--name",
+            "ph",
+            "--size",
+            "32",
+            "--val-subjects",
+            "1",
+            "--progress",
+            "none",
+        ),
+        (
+            "--lab",
+            str(lab),
+            "train",
+            "--data",
+            "ph",
+            "--arch",
+            "unet",
+            "--arch-config",
+            '{"base_width": 4}',
+            "--epochs",
+            "1",
+            "--name",
+            "m",
+            "--progress",
+            "none",
+        ),
     ]
     for args in steps:
         done = _run(venv, *args, cwd=tmp_path)

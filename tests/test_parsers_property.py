@@ -121,14 +121,22 @@ def test_any_kind_text_parses_or_is_a_user_error(text: str) -> None:
 
 
 @SETTINGS
-@given(st.lists(item, min_size=1, max_size=4), st.lists(st.sampled_from(sorted(GROUPS)), min_size=1, max_size=3),
-       st.floats(allow_nan=True, allow_infinity=True))
+@given(
+    st.lists(item, min_size=1, max_size=4),
+    st.lists(st.sampled_from(sorted(GROUPS)), min_size=1, max_size=3),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
 def test_swap_spec_targets_every_chosen_tensor(items: list, kinds: list, alpha: float) -> None:
     layers = ",".join(text for text, _ in items)
     names = set().union(*(n for _, n in items))
     wanted = set().union(*(GROUPS[k] for k in kinds))
-    expected = [(layer.name, k) for layer in INDEX.layers if layer.name in names for k in KINDS
-                if k in wanted and k in layer.kinds]
+    expected = [
+        (layer.name, k)
+        for layer in INDEX.layers
+        if layer.name in names
+        for k in KINDS
+        if k in wanted and k in layer.kinds
+    ]
     if not expected or not (math.isfinite(alpha) and 0 <= alpha <= 1):
         with pytest.raises(UserError):
             SwapSpec.parse("r", "d", INDEX, layers, ",".join(kinds), alpha)
@@ -176,8 +184,9 @@ def studies(draw: st.DrawFn) -> tuple[dict, dict]:
     data: dict = {"name": draw(ids), "target": draw(ids), "sources": sources}
     meant = {"modes": ["freeze", "finetune"], "subjects": [None], "seeds": [0, 1, 2], "epochs": 10}
     if draw(st.booleans()):
-        data["modes"] = meant["modes"] = draw(st.lists(st.sampled_from(["freeze", "finetune"]), min_size=1,
-                                                       max_size=2, unique=True))
+        data["modes"] = meant["modes"] = draw(
+            st.lists(st.sampled_from(["freeze", "finetune"]), min_size=1, max_size=2, unique=True)
+        )
     if draw(st.booleans()):
         subjects = draw(st.lists(st.one_of(st.integers(1, 100), st.just("all")), min_size=1, max_size=4, unique=True))
         data["subjects"] = subjects
@@ -218,14 +227,25 @@ FIELDS = ["name", "target", "sources", "modes", "subjects", "seeds", "train", "r
 
 
 @SETTINGS
-@given(studies(), st.lists(st.tuples(st.sampled_from(FIELDS), toml_value), min_size=1, max_size=3),
-       st.sampled_from(["", "train", "sources"]))
+@given(
+    studies(),
+    st.lists(st.tuples(st.sampled_from(FIELDS), toml_value), min_size=1, max_size=3),
+    st.sampled_from(["", "train", "sources"]),
+)
 def test_mangled_study_parses_or_is_a_user_error(pair: tuple[dict, dict], changes: list, where: str) -> None:
     data = pair[0]
     for key, value in changes:
         if where == "train":
-            data.setdefault("train", {})[{"name": "epochs", "target": "lr", "modes": "size", "other": "augment",
-                                          "reference": "arch", "evaluate": "arch_config"}.get(key, key)] = value
+            data.setdefault("train", {})[
+                {
+                    "name": "epochs",
+                    "target": "lr",
+                    "modes": "size",
+                    "other": "augment",
+                    "reference": "arch",
+                    "evaluate": "arch_config",
+                }.get(key, key)
+            ] = value
         elif where == "sources":
             data["sources"][0][{"target": "donor", "modes": "plan"}.get(key, key)] = value
         else:

@@ -48,8 +48,23 @@ def test_ckpt_import_of_a_malicious_pickle_refuses_and_runs_nothing(tmp_path: Pa
     state = build_model("unet", default_config("unet", 1, 4, base_width=4)).state_dict()
     state["enc1.conv1.weight"] = Payload(marker)  # type: ignore[assignment]
     torch.save(state, evil)
-    err = _one_line_refusal(_cli("ckpt", "import", str(evil), "--arch", "unet", "--task", "seg", "--arch-config",
-                                 '{"base_width": 4}', "--name", "evil", "--lab", str(tmp_path / "lab")))
+    err = _one_line_refusal(
+        _cli(
+            "ckpt",
+            "import",
+            str(evil),
+            "--arch",
+            "unet",
+            "--task",
+            "seg",
+            "--arch-config",
+            '{"base_width": 4}',
+            "--name",
+            "evil",
+            "--lab",
+            str(tmp_path / "lab"),
+        )
+    )
     assert "refused evil.pt" in err
     assert not marker.exists()
     assert not (tmp_path / "lab" / "checkpoints").exists() or not any((tmp_path / "lab" / "checkpoints").iterdir())
@@ -97,8 +112,11 @@ def test_data_only_loaders_everywhere() -> None:
 def test_no_network_servers_in_the_code() -> None:
     """Nothing binds or listens: jobs and the console talk through the lab's files only."""
     pattern = re.compile(r"\.bind\(|\.listen\(|socketserver|http\.server|create_server|start_server|asyncio\.start_")
-    hits = [f"{p}: {m.group(0)}" for p in [*ROOT.glob("engine/**/*.py"), *ROOT.glob("store/**/*.py"),
-                                          *ROOT.glob("tui/**/*.py")] for m in pattern.finditer(p.read_text())]
+    hits = [
+        f"{p}: {m.group(0)}"
+        for p in [*ROOT.glob("engine/**/*.py"), *ROOT.glob("store/**/*.py"), *ROOT.glob("tui/**/*.py")]
+        for m in pattern.finditer(p.read_text())
+    ]
     assert hits == []
 
 
@@ -108,8 +126,10 @@ BAD_NAMES = ["../x", "/tmp/x", "a/b", "a b", "a\nb", "..", ".", "ünï", "-x", "
 def _study(folder: Path) -> Path:
     """A valid one-cell study on the small lab (only its --name is bad)."""
     path = folder / "study.toml"
-    path.write_text('name = "s"\ntarget = "toy"\nsubjects = [2]\nseeds = 1\nmodes = ["finetune"]\n'
-                    '[train]\narch_config = { base_width = 4 }\nepochs = 1\n[[sources]]\nname = "random"\n')
+    path.write_text(
+        'name = "s"\ntarget = "toy"\nsubjects = [2]\nseeds = 1\nmodes = ["finetune"]\n'
+        '[train]\narch_config = { base_width = 4 }\nepochs = 1\n[[sources]]\nname = "random"\n'
+    )
     return path
 
 
@@ -132,8 +152,11 @@ def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lab = Lab(root)
     write_toy(lab, "toy", n_subjects=3, per_subject=2, size=32)
     for name in ("a", "b"):
-        train(lab, TrainSpec(data="toy", arch_config={"base_width": 4}, epochs=1, batch=4, name=name, seed=len(name)),
-              device="cpu")
+        train(
+            lab,
+            TrainSpec(data="toy", arch_config={"base_width": 4}, epochs=1, batch=4, name=name, seed=len(name)),
+            device="cpu",
+        )
     from reuse_console.engine.compare.rmse import run_rmse
     from reuse_console.engine.reuse.plan_lab import plan_from_lab
 
@@ -157,7 +180,18 @@ def test_names_that_would_escape_the_lab_are_refused_everywhere(small_lab: Path,
         "scan": ["scan", "a", "b", "--data", "toy", "--device", "cpu", *lab],
         "swap": ["swap", "a", "b", "--data", "toy", "--layers", "1", "--kinds", "RM", "--device", "cpu", *lab],
         "rmse": ["rmse", "a", "b", *lab],
-        "ckpt import": ["ckpt", "import", str(pt), "--arch", "unet", "--task", "seg", "--arch-config", '{"base_width": 4}', *lab],
+        "ckpt import": [
+            "ckpt",
+            "import",
+            str(pt),
+            "--arch",
+            "unet",
+            "--task",
+            "seg",
+            "--arch-config",
+            '{"base_width": 4}',
+            *lab,
+        ],
         "data import": ["data", "import", str(tmp_path), *lab],
         "plan": ["plan", "--rmse", "cmp", "--max-rmse", "1", *lab],
         "plan import": ["plan", "import", str(_plan_toml(small_lab, tmp_path)), *lab],
@@ -280,12 +314,32 @@ def test_nothing_listens_while_the_console_runs_a_job_and_a_grid_runs_workers(sm
     shutil.copytree(small_lab, root)
     lab = Lab(root)
     study = tmp_path / "grid.toml"
-    study.write_text('name = "g"\ntarget = "toy"\nsubjects = [2]\nseeds = 2\nmodes = ["finetune"]\n'
-                     '[train]\narch_config = { base_width = 4 }\nepochs = 2\n[[sources]]\nname = "random"\n')
-    grid = subprocess.Popen([*CLI, "grid", str(study), "--devices", "cpu,cpu", "--lab", str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    job = start_job(lab, ["train", "--data", "toy", "--epochs", "3", "--device", "cpu",
-                          "--arch-config", '{"base_width": 4}', "--name", "bg"])
+    study.write_text(
+        'name = "g"\ntarget = "toy"\nsubjects = [2]\nseeds = 2\nmodes = ["finetune"]\n'
+        '[train]\narch_config = { base_width = 4 }\nepochs = 2\n[[sources]]\nname = "random"\n'
+    )
+    grid = subprocess.Popen(
+        [*CLI, "grid", str(study), "--devices", "cpu,cpu", "--lab", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    job = start_job(
+        lab,
+        [
+            "train",
+            "--data",
+            "toy",
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+            "--arch-config",
+            '{"base_width": 4}',
+            "--name",
+            "bg",
+        ],
+    )
     seen: list[str] = []
     checks = 0
 

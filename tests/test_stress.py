@@ -26,8 +26,7 @@ def _stress_module():
 def test_killed_commands_resume_to_the_uninterrupted_result(tmp_path: Path) -> None:
     stress = _stress_module()
     lines: list[str] = []
-    tallies = stress.run_stress(["import", "train", "scan", "grid"], kills=2, seed=1, keep=tmp_path,
-                                log=lines.append)
+    tallies = stress.run_stress(["import", "train", "scan", "grid"], kills=2, seed=1, keep=tmp_path, log=lines.append)
     failures = [f for t in tallies.values() for f in t.failures]
     assert failures == [], "\n".join(failures)
     for name, tally in tallies.items():

@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         if reason is None:
             raise
         where = f" while writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
-        stderr.print(f"[bold red]error:[/bold red] disk full{escape(where)}: {escape(reason)}", highlight=False,
-                     soft_wrap=True)
+        stderr.print(
+            f"[bold red]error:[/bold red] disk full{escape(where)}: {escape(reason)}", highlight=False, soft_wrap=True
+        )
         _exit_after_disk_full()
     else:
         return

@@ -28,7 +28,9 @@ from reuse_console.store.errors import UserError
 _LEAF = {"RM": "running_mean", "RV": "running_var", "RW": "weight", "RB": "bias"}
 
 
-def scale_shift(rm: np.ndarray, rv: np.ndarray, rw: np.ndarray, rb: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+def scale_shift(
+    rm: np.ndarray, rv: np.ndarray, rw: np.ndarray, rb: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Eval-mode BN as y = s * x + t: returns (s, t) per channel (float64)."""
     s = rw / np.sqrt(rv + eps)
     return s, rb - rm * s
@@ -44,7 +46,9 @@ def bn_tensors(state: Mapping[str, torch.Tensor], bn: str, channels: int) -> dic
         elif kind in ("RW", "RB"):
             out[kind] = np.ones(channels) if kind == "RW" else np.zeros(channels)
         else:
-            raise UserError(f"BN layer {bn} has no {leaf} (track_running_stats off?): eval-mode scale/shift is undefined")
+            raise UserError(
+                f"BN layer {bn} has no {leaf} (track_running_stats off?): eval-mode scale/shift is undefined"
+            )
     return out
 
 
@@ -97,14 +101,18 @@ def _stats(v: np.ndarray) -> dict[str, float | None]:
     return {"mean": _num(v.mean()), "min": _num(v.min()), "max": _num(v.max())}
 
 
-def analyse_layer(layer: Layer, eps: float, recipient: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor]) -> BNLayer:
+def analyse_layer(
+    layer: Layer, eps: float, recipient: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor]
+) -> BNLayer:
     """s, t of both models for one BN layer and the change of each single-kind replacement."""
     channels = int(recipient[f"{layer.bn}.running_mean"].numel()) if f"{layer.bn}.running_mean" in recipient else 0
     r = bn_tensors(recipient, layer.bn, channels)
     d = bn_tensors(donor, layer.bn, channels)
     s_r, t_r = scale_shift(r["RM"], r["RV"], r["RW"], r["RB"], eps)
     s_d, t_d = scale_shift(d["RM"], d["RV"], d["RW"], d["RB"], eps)
-    out = BNLayer(layer.name, layer.index, layer.bn, eps, {"recipient": s_r, "donor": s_d}, {"recipient": t_r, "donor": t_d})
+    out = BNLayer(
+        layer.name, layer.index, layer.bn, eps, {"recipient": s_r, "donor": s_d}, {"recipient": t_r, "donor": t_d}
+    )
     for kind in BN_KINDS:
         if kind not in layer.kinds:
             continue
@@ -117,7 +125,9 @@ def analyse_layer(layer: Layer, eps: float, recipient: Mapping[str, torch.Tensor
     return out
 
 
-def analyse(model: nn.Module, index: LayerIndex, recipient: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor]) -> list[BNLayer]:
+def analyse(
+    model: nn.Module, index: LayerIndex, recipient: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor]
+) -> list[BNLayer]:
     """Every BN layer of `index`, in layer order; eps is read from each BN module of `model`."""
     modules = dict(model.named_modules())
     return [analyse_layer(layer, float(modules[layer.bn].eps), recipient, donor) for layer in index.layers if layer.bn]

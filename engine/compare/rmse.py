@@ -57,8 +57,15 @@ class Comparison:
                     value = self.rmse[p, li, ki]
                     if np.isnan(value):
                         continue
-                    rows.append({"layer": label, "kind": kind, "rmse": float(value),
-                                 "relative": _num(self.relative[p, li, ki]), "rms_a": float(self.rms[a, li, ki])})
+                    rows.append(
+                        {
+                            "layer": label,
+                            "kind": kind,
+                            "rmse": float(value),
+                            "relative": _num(self.relative[p, li, ki]),
+                            "rms_a": float(self.rms[a, li, ki]),
+                        }
+                    )
             pairs.append({"a": self.models[a], "b": self.models[b], "rows": rows})
         return {"name": self.name, "models": list(self.models), "kinds": list(self.kinds), "pairs": pairs}
 
@@ -72,7 +79,9 @@ def _rms(t: torch.Tensor) -> float:
 
 
 def compare_states(
-    states: Sequence[Mapping[str, torch.Tensor]], layers: Sequence[Layer], kinds: Sequence[str] = KINDS,
+    states: Sequence[Mapping[str, torch.Tensor]],
+    layers: Sequence[Layer],
+    kinds: Sequence[str] = KINDS,
     models: Sequence[str] | None = None,
 ) -> Comparison:
     """RMSE per pair, layer and kind for state dicts of one architecture (checked tensor by tensor)."""
@@ -98,8 +107,16 @@ def compare_states(
                 rmse[p, li, ki] = _rms(tensors[a] - tensors[b])
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = rmse / np.stack([rms[a] for a, _ in pairs])
-    return Comparison(names, [layer.name for layer in layers], [layer.index for layer in layers], list(kinds),
-                      pairs, rmse, relative, rms)
+    return Comparison(
+        names,
+        [layer.name for layer in layers],
+        [layer.index for layer in layers],
+        list(kinds),
+        pairs,
+        rmse,
+        relative,
+        rms,
+    )
 
 
 def summary(comp: Comparison) -> dict[str, Any]:
@@ -127,12 +144,22 @@ def write_comparison(path: Path, comp: Comparison, provenance: dict[str, Any] | 
 def read_comparison(path: Path, name: str = "") -> Comparison:
     with open_h5(path) as f:
         index = [None if int(i) < 0 else int(i) for i in f["layers/index"][()]]
-        return Comparison(get_json(f, "models", []), read_strings(f["layers/name"]), index, read_strings(f["kinds"]),
-                          [tuple(map(int, p)) for p in f["pairs"][()]], f["rmse"][()], f["relative"][()], f["rms"][()],
-                          name or path.name[:-3])
+        return Comparison(
+            get_json(f, "models", []),
+            read_strings(f["layers/name"]),
+            index,
+            read_strings(f["kinds"]),
+            [tuple(map(int, p)) for p in f["pairs"][()]],
+            f["rmse"][()],
+            f["relative"][()],
+            f["rms"][()],
+            name or path.name[:-3],
+        )
 
 
-def run_rmse(lab: Lab, refs: Sequence[str], *, layers: str = "all", kinds: str = "all", name: str | None = None) -> Comparison:
+def run_rmse(
+    lab: Lab, refs: Sequence[str], *, layers: str = "all", kinds: str = "all", name: str | None = None
+) -> Comparison:
     """RMSE of checkpoints `refs` (all pairs), stored as `comparisons/<name>.h5`."""
     from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
     from reuse_console.engine.models.state_checks import check_finite

@@ -165,7 +165,9 @@ def checkpoint_layers(lab: Any, checkpoint: str, compare_with: str | None = None
     if compare_with:
         other, other_meta = load_model(lab, compare_with, device="cpu")
         if other_meta.arch != meta.arch:
-            raise UserError(f"{compare_with} is a {other_meta.arch} but {checkpoint} is a {meta.arch}: nothing to compare")
+            raise UserError(
+                f"{compare_with} is a {other_meta.arch} but {checkpoint} is a {meta.arch}: nothing to compare"
+            )
         other_state = other.state_dict()
     return CheckpointLayers(
         checkpoint=checkpoint,

@@ -51,8 +51,20 @@ def import_dataset(
     """Read `path`, slice, normalise, crop and split it, and store it as `datasets/<name>.h5`."""
     check_name(name)
     with lab.creating("datasets", name) as target:
-        return _import(lab, target, path, fmt=fmt, name=name, size=size, spacing=spacing, val_subjects=val_subjects,
-                       val_fraction=val_fraction, seed=seed, classes=classes, report=report)
+        return _import(
+            lab,
+            target,
+            path,
+            fmt=fmt,
+            name=name,
+            size=size,
+            spacing=spacing,
+            val_subjects=val_subjects,
+            val_fraction=val_fraction,
+            seed=seed,
+            classes=classes,
+            report=report,
+        )
 
 
 def _import(

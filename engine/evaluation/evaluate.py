@@ -192,12 +192,27 @@ def evaluate_checkpoint(
     batches, subjects = eval_batches(slices, split, batch=batch)
     if not subjects:
         raise UserError(f"data set {name!r} has no {split} subjects")
-    out: dict[str, Any] = {"checkpoint": ref, "task": meta.task, "data": name, "split": split,
-                           "size": slices.size, "subjects": subjects, "precision": prec}
+    out: dict[str, Any] = {
+        "checkpoint": ref,
+        "task": meta.task,
+        "data": name,
+        "split": split,
+        "size": slices.size,
+        "subjects": subjects,
+        "precision": prec,
+    }
     if meta.task == "ae":
         return {**out, **evaluate_ae(model, batches, dev, prec)}
-    result = evaluate_seg(model, batches, subjects, slices.classes, slices.present, dev, prec,
-                          keep_predictions=save_predictions is not None)
+    result = evaluate_seg(
+        model,
+        batches,
+        subjects,
+        slices.classes,
+        slices.present,
+        dev,
+        prec,
+        keep_predictions=save_predictions is not None,
+    )
     out.update(result.to_dict())
     out["classes"] = list(slices.classes)
     out["absent"] = [c for c, p in zip(slices.classes, slices.present) if not p]

@@ -106,9 +106,7 @@ class DiceResult:
             "dice": self.by_class(),
             "dice_std": self.by_class(self.std),
             "dice_fg": self.dice_fg,
-            "per_subject": {
-                s: self.by_class(row) for s, row in zip(self.subjects, self.per_subject)
-            },
+            "per_subject": {s: self.by_class(row) for s, row in zip(self.subjects, self.per_subject)},
         }
 
 

@@ -43,10 +43,23 @@ def cell_state(lab: Any, cid: str, epochs: int) -> str:
 def cell_spec(study: Study, cell: Cell, cid: str) -> Any:
     s = study.train
     donor = cell.source.donor
-    return TrainSpec(data=study.target, arch=s.arch, arch_config=dict(s.arch_config), task="seg",
-                     subjects=cell.subjects, epochs=s.epochs, batch=s.batch, lr=s.lr, seed=cell.seed, name=cid,
-                     size=s.size, augment=s.augment, init=donor, plan=cell.source.plan if donor else None,
-                     mode=cell.mode if donor else None)
+    return TrainSpec(
+        data=study.target,
+        arch=s.arch,
+        arch_config=dict(s.arch_config),
+        task="seg",
+        subjects=cell.subjects,
+        epochs=s.epochs,
+        batch=s.batch,
+        lr=s.lr,
+        seed=cell.seed,
+        name=cid,
+        size=s.size,
+        augment=s.augment,
+        init=donor,
+        plan=cell.source.plan if donor else None,
+        mode=cell.mode if donor else None,
+    )
 
 
 def forward_events(report: Reporter) -> Reporter:
@@ -59,8 +72,17 @@ def forward_events(report: Reporter) -> Reporter:
     return inner
 
 
-def train_cell(lab: Any, study: Study, experiment: str, cell: Cell, *, device: str = "auto",
-               precision: str = "fp32", workers: int | None = None, report: Reporter = silent) -> str:
+def train_cell(
+    lab: Any,
+    study: Study,
+    experiment: str,
+    cell: Cell,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    workers: int | None = None,
+    report: Reporter = silent,
+) -> str:
     """Train (or finish) one cell; returns what was done: kept (nothing to do), resumed or trained."""
     cid = cell_id(experiment, cell)
     state = cell_state(lab, cid, study.train.epochs)
@@ -90,11 +112,22 @@ def evaluated_checkpoint(study: Study, experiment: str, cell: Cell) -> str:
     return last_name(cid) if study.evaluate == "last" else cid
 
 
-def evaluate_cell(lab: Any, study: Study, experiment: str, cell: Cell, classes: Sequence[str], *,
-                  device: str = "auto", precision: str = "fp32") -> np.ndarray:
+def evaluate_cell(
+    lab: Any,
+    study: Study,
+    experiment: str,
+    cell: Cell,
+    classes: Sequence[str],
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> np.ndarray:
     """Dice (S, C) of the cell's model on the target's validation subjects (NaN for absent classes)."""
-    result = evaluate_checkpoint(lab, evaluated_checkpoint(study, experiment, cell), data=study.target,
-                                 device=device, precision=precision)
-    rows = [[np.nan if v is None else float(v) for v in (per.get(c) for c in classes)]
-            for per in result["per_subject"].values()]
+    result = evaluate_checkpoint(
+        lab, evaluated_checkpoint(study, experiment, cell), data=study.target, device=device, precision=precision
+    )
+    rows = [
+        [np.nan if v is None else float(v) for v in (per.get(c) for c in classes)]
+        for per in result["per_subject"].values()
+    ]
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(classes))

@@ -119,11 +119,15 @@ class Experiment:
     def table_json(self) -> list[dict[str, Any]]:
         cols, idx = self.columns, self._col_index()
         return [
-            {"source": r.source, "mode": r.mode, "subjects": r.subjects if r.subjects is not None else "all",
-             "seeds": r.seeds,
-             "mean": {c: _num(r.mean[i]) for c, i in zip(cols, idx)},
-             "std": {c: _num(r.std[i]) for c, i in zip(cols, idx)},
-             "diff": {c: _num(r.diff[i]) for c, i in zip(cols, idx)}}
+            {
+                "source": r.source,
+                "mode": r.mode,
+                "subjects": r.subjects if r.subjects is not None else "all",
+                "seeds": r.seeds,
+                "mean": {c: _num(r.mean[i]) for c, i in zip(cols, idx)},
+                "std": {c: _num(r.std[i]) for c, i in zip(cols, idx)},
+                "diff": {c: _num(r.diff[i]) for c, i in zip(cols, idx)},
+            }
             for r in self.table()
         ]
 
@@ -146,19 +150,29 @@ class Experiment:
 
     def table_markdown(self, digits: int = 3) -> str:
         header, rows = self.table_cells(digits)
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "--:" for i in range(len(header))) + "|"]
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" if i < 2 else "--:" for i in range(len(header))) + "|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-        note = (f"\nDice on the {len(self.subjects)} validation subject(s) of {self.target}: mean ± sample std over "
+        note = (
+            (
+                f"\nDice on the {len(self.subjects)} validation subject(s) of {self.target}: mean ± sample std over "
                 f"seeds; in brackets the difference to random initialisation ({self.random_source}) with the "
-                "same number of training subjects.\n") if self.random_source else "\n"
+                "same number of training subjects.\n"
+            )
+            if self.random_source
+            else "\n"
+        )
         return "\n".join(lines) + "\n" + note
 
     def table_csv(self) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf)
         cols, idx = self.columns, self._col_index()
-        writer.writerow(["source", "mode", "subjects", "seeds",
-                         *[f"{c}_{stat}" for c in cols for stat in ("mean", "std", "diff")]])
+        writer.writerow(
+            ["source", "mode", "subjects", "seeds", *[f"{c}_{stat}" for c in cols for stat in ("mean", "std", "diff")]]
+        )
         for r in self.table():
             values = []
             for i in idx:
@@ -168,8 +182,12 @@ class Experiment:
 
     def summary(self) -> dict[str, Any]:
         done = sum(c.done for c in self.cells)
-        out: dict[str, Any] = {"kind": KIND, "target": self.target, "status": self.status,
-                               "cells": f"{done}/{len(self.cells)}"}
+        out: dict[str, Any] = {
+            "kind": KIND,
+            "target": self.target,
+            "status": self.status,
+            "cells": f"{done}/{len(self.cells)}",
+        }
         rows = [r for r in self.table() if r.seeds]
         if rows:
             best = max(rows, key=lambda r: -1 if math.isnan(r.mean[-1]) else r.mean[-1])
@@ -181,14 +199,28 @@ class Experiment:
         means = self.cell_means()
         cols, idx = self.columns, self._col_index()
         return {
-            "name": self.name, "target": self.target, "status": self.status, "reference": self.reference,
-            "random_source": self.random_source, "classes": self.classes, "present": self.present,
-            "subjects": self.subjects, "study": self.study,
-            "cells": [{"name": c.name, "source": c.source, "mode": c.mode,
-                       "subjects": c.subjects if c.subjects is not None else "all", "seed": c.seed,
-                       "checkpoint": c.checkpoint, "done": c.done,
-                       "dice": {col: _num(means[k, i]) for col, i in zip(cols, idx)}}
-                      for k, c in enumerate(self.cells)],
+            "name": self.name,
+            "target": self.target,
+            "status": self.status,
+            "reference": self.reference,
+            "random_source": self.random_source,
+            "classes": self.classes,
+            "present": self.present,
+            "subjects": self.subjects,
+            "study": self.study,
+            "cells": [
+                {
+                    "name": c.name,
+                    "source": c.source,
+                    "mode": c.mode,
+                    "subjects": c.subjects if c.subjects is not None else "all",
+                    "seed": c.seed,
+                    "checkpoint": c.checkpoint,
+                    "done": c.done,
+                    "dice": {col: _num(means[k, i]) for col, i in zip(cols, idx)},
+                }
+                for k, c in enumerate(self.cells)
+            ],
             "table": self.table_json(),
         }
 
@@ -236,7 +268,9 @@ def write_experiment(path: Path, exp: Experiment) -> Path:
         rows = exp.table()
         write_strings(t, "source", [r.source for r in rows])
         write_strings(t, "mode", [r.mode for r in rows])
-        t.create_dataset("subjects", data=np.array([-1 if r.subjects is None else r.subjects for r in rows], dtype="<i8"))
+        t.create_dataset(
+            "subjects", data=np.array([-1 if r.subjects is None else r.subjects for r in rows], dtype="<i8")
+        )
         t.create_dataset("seeds", data=np.array([r.seeds for r in rows], dtype="<i8"))
         width = len(exp.classes) + 1
         for key in ("mean", "std", "diff"):
@@ -258,8 +292,18 @@ def read_experiment(path: Path, name: str | None = None) -> Experiment:
         names = read_strings(g["name"])
         sources, modes, ckpts = read_strings(g["source"]), read_strings(g["mode"]), read_strings(g["checkpoint"])
         subjects, seeds, dice = g["subjects"][()], g["seed"][()], g["dice"][()]
-        cells = [CellRecord(names[i], sources[i], modes[i], None if subjects[i] < 0 else int(subjects[i]),
-                            int(seeds[i]), ckpts[i], dice[i]) for i in range(len(names))]
+        cells = [
+            CellRecord(
+                names[i],
+                sources[i],
+                modes[i],
+                None if subjects[i] < 0 else int(subjects[i]),
+                int(seeds[i]),
+                ckpts[i],
+                dice[i],
+            )
+            for i in range(len(names))
+        ]
         exp = Experiment(
             name=name or attr_str(f, "name") or path.stem,
             target=attr_str(f, "target"),

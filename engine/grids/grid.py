@@ -79,7 +79,9 @@ def check_inputs(lab: Any, study: Study, experiment: str) -> Any:
             raise UserError(f"source {source.name!r}: donor {source.donor!r} is a {meta.arch}, the study trains {arch}")
         plan = load_plan(lab, source.plan)
         if plan.arch and plan.arch != arch:
-            raise UserError(f"source {source.name!r}: plan {source.plan!r} was made for {plan.arch}, the study trains {arch}")
+            raise UserError(
+                f"source {source.name!r}: plan {source.plan!r} was made for {plan.arch}, the study trains {arch}"
+            )
     if study.reference:
         meta = read_meta(checkpoint_path(lab, study.reference))
         if meta.arch != arch:
@@ -97,8 +99,9 @@ def reference_rmse(lab: Any, study: Study, experiment: str, cells: Sequence[Cell
     from reuse_console.store.checkpoints import read_checkpoint
 
     ref_state, meta = read_checkpoint(checkpoint_path(lab, study.reference))
-    index = LayerIndex.from_model(build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False),
-                                  model_in_channels(meta.arch_config))
+    index = LayerIndex.from_model(
+        build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False), model_in_channels(meta.arch_config)
+    )
     values = np.full((len(cells), len(index.layers), len(KINDS)), np.nan)
     for i, cell in enumerate(cells):
         ref = evaluated_checkpoint(study, experiment, cell)
@@ -124,9 +127,18 @@ def _holding_experiment(run: Any) -> Any:
 
 
 @_holding_experiment
-def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = False, device: str = "auto",
-             devices: Sequence[str] = (), precision: str = "fp32", workers: int | None = None,
-             report: Reporter = silent) -> Experiment:
+def run_grid(
+    lab: Any,
+    study: Study,
+    *,
+    name: str | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    devices: Sequence[str] = (),
+    precision: str = "fp32",
+    workers: int | None = None,
+    report: Reporter = silent,
+) -> Experiment:
     """Train and evaluate every cell of `study` and store experiments/<name>.h5."""
     start = time.perf_counter()
     name = check_name(name or study.name)
@@ -136,7 +148,9 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
     if not resume:
         taken = [i for i in ids if lab.path("runs", i).exists() or lab.path("checkpoints", i).exists()]
         if exp_path.exists() or taken:
-            raise UserError(f"experiment {name!r} already exists in {lab.root}: add --resume to finish it, or use another --name")
+            raise UserError(
+                f"experiment {name!r} already exists in {lab.root}: add --resume to finish it, or use another --name"
+            )
     elif exp_path.exists():
         stored = read_experiment(exp_path).study
         if stored and stored != study.to_dict():
@@ -146,15 +160,38 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
     subjects = [slices.subjects[s] for s in slices.subjects_in("val")]
     blank = np.full((len(subjects), len(classes)), np.nan)
     random = next((s.name for s in study.sources if s.random), None)
-    exp = Experiment(name, study.target, classes, present, subjects,
-                     [CellRecord(c.name, c.source.name, c.mode, c.subjects, c.seed,
-                                 evaluated_checkpoint(study, name, c), blank.copy()) for c in cells],
-                     study=study.to_dict(), status="running", random_source=random, reference=study.reference)
+    exp = Experiment(
+        name,
+        study.target,
+        classes,
+        present,
+        subjects,
+        [
+            CellRecord(
+                c.name, c.source.name, c.mode, c.subjects, c.seed, evaluated_checkpoint(study, name, c), blank.copy()
+            )
+            for c in cells
+        ],
+        study=study.to_dict(),
+        status="running",
+        random_source=random,
+        reference=study.reference,
+    )
     states = [cell_state(lab, i, study.train.epochs) for i in ids]
     to_train = [k for k, s in enumerate(states) if s != DONE]
-    report(Started(what=f"grid {name}", total=len(cells), unit="cells",
-                   info={"experiment": name, "cells": len(cells), "to_train": len(to_train),
-                         "devices": list(devices) or [device]}))
+    report(
+        Started(
+            what=f"grid {name}",
+            total=len(cells),
+            unit="cells",
+            info={
+                "experiment": name,
+                "cells": len(cells),
+                "to_train": len(to_train),
+                "devices": list(devices) or [device],
+            },
+        )
+    )
     first = devices[0] if devices else device
     finished = 0
 
@@ -163,8 +200,14 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
         finished += 1
         exp.cells[k].dice = dice
         mean = np.nanmean(dice, axis=0) if dice.size else np.full(len(classes), np.nan)
-        report(CellDone(index=finished, total=len(cells), cell=cells[k].name,
-                        dice={c: float(v) for c, v, p in zip(classes, mean, present) if p}))
+        report(
+            CellDone(
+                index=finished,
+                total=len(cells),
+                cell=cells[k].name,
+                dice={c: float(v) for c, v, p in zip(classes, mean, present) if p},
+            )
+        )
         write_experiment(exp_path, exp)
 
     for k, s in enumerate(states):
@@ -177,8 +220,16 @@ def run_grid(lab: Any, study: Study, *, name: str | None = None, resume: bool = 
     else:
         for n, k in enumerate(to_train, start=1):
             report(Message(f"cell {cells[k].name} ({n}/{len(to_train)} to train) on {first}"))
-            train_cell(lab, study, name, cells[k], device=first, precision=precision, workers=workers,
-                       report=forward_events(report))
+            train_cell(
+                lab,
+                study,
+                name,
+                cells[k],
+                device=first,
+                precision=precision,
+                workers=workers,
+                report=forward_events(report),
+            )
             record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
     if study.reference:
         report(Message(f"RMSE of every cell against {study.reference}"))

@@ -158,7 +158,7 @@ def _parse(data: dict[str, Any], where: str) -> Study:
         raise UserError(f"{where}: `target` (the data set id to train on) is required")
     raw_sources = data.get("sources")
     if not isinstance(raw_sources, list) or not raw_sources:
-        raise UserError(f"{where}: at least one [[sources]] table is required (e.g. name = \"random\")")
+        raise UserError(f'{where}: at least one [[sources]] table is required (e.g. name = "random")')
     sources: list[Source] = []
     for i, src in enumerate(raw_sources):
         if not isinstance(src, dict) or not src.get("name"):
@@ -212,7 +212,7 @@ def _train(data: Any, where: str) -> TrainSettings:
     if settings.size is not None and (not _whole(settings.size) or settings.size < 16):
         raise UserError(f"{where} [train]: size must be a whole number >= 16, got {settings.size!r}")
     if not isinstance(settings.arch, str) or not settings.arch:
-        raise UserError(f"{where} [train]: arch must be a name such as \"unet\", got {settings.arch!r}")
+        raise UserError(f'{where} [train]: arch must be a name such as "unet", got {settings.arch!r}')
     if not isinstance(settings.augment, bool):
         raise UserError(f"{where} [train]: augment must be true or false, got {settings.augment!r}")
     if not isinstance(settings.arch_config, dict):

@@ -22,9 +22,19 @@ from reuse_console.engine.grids.study import Cell, Study
 from reuse_console.store.errors import UserError
 
 
-def run_parallel(lab: Any, study: Study, name: str, cells: list[Cell], to_train: list[int], devices: Sequence[str],
-                 precision: str, workers: int | None, classes: list[str],
-                 record: Callable[[int, np.ndarray], None], report: Reporter) -> None:
+def run_parallel(
+    lab: Any,
+    study: Study,
+    name: str,
+    cells: list[Cell],
+    to_train: list[int],
+    devices: Sequence[str],
+    precision: str,
+    workers: int | None,
+    classes: list[str],
+    record: Callable[[int, np.ndarray], None],
+    report: Reporter,
+) -> None:
     """Train `to_train` cells on one spawned worker process per device, each taking the next cell
     when it finishes one; `record` gets every cell's Dice as it arrives, `report` the events."""
     import multiprocessing as mp
@@ -34,9 +44,24 @@ def run_parallel(lab: Any, study: Study, name: str, cells: list[Cell], to_train:
     inboxes = [ctx.Queue() for _ in devices]
     n_workers = min(len(devices), len(to_train))
     procs = [
-        ctx.Process(target=_worker_main, name=f"grid-{name}-{w}",
-                    args=(str(lab.root), study.to_dict(), name, devices[w], precision, workers, classes,
-                          inboxes[w], results, w, os.getpid(), n_workers))
+        ctx.Process(
+            target=_worker_main,
+            name=f"grid-{name}-{w}",
+            args=(
+                str(lab.root),
+                study.to_dict(),
+                name,
+                devices[w],
+                precision,
+                workers,
+                classes,
+                inboxes[w],
+                results,
+                w,
+                os.getpid(),
+                n_workers,
+            ),
+        )
         for w in range(n_workers)
     ]
     pending = list(to_train)
@@ -64,7 +89,9 @@ def run_parallel(lab: Any, study: Study, name: str, cells: list[Cell], to_train:
             except queue.Empty:
                 for w, k in list(busy.items()):
                     if not procs[w].is_alive():
-                        errors.append(f"cell {cells[k].name}: worker on {devices[w]} died (exit code {procs[w].exitcode})")
+                        errors.append(
+                            f"cell {cells[k].name}: worker on {devices[w]} died (exit code {procs[w].exitcode})"
+                        )
                         busy.pop(w)
                 continue
             what, w = msg[0], msg[1]
@@ -101,9 +128,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_main(root: str, study_dict: dict[str, Any], name: str, device: str, precision: str,
-                 workers: int | None, classes: list[str], inbox: Any, results: Any, w: int, parent: int,
-                 n_workers: int) -> None:
+def _worker_main(
+    root: str,
+    study_dict: dict[str, Any],
+    name: str,
+    device: str,
+    precision: str,
+    workers: int | None,
+    classes: list[str],
+    inbox: Any,
+    results: Any,
+    w: int,
+    parent: int,
+    n_workers: int,
+) -> None:
     """A grid worker: train and evaluate the cells it is handed on its device, until told to stop."""
     import signal
 
@@ -135,8 +173,9 @@ def _worker_main(root: str, study_dict: dict[str, Any], name: str, device: str, 
         if k is None:
             return
         try:
-            how = train_cell(lab, study, name, cells[k], device=device, precision=precision, workers=workers,
-                             report=forward)
+            how = train_cell(
+                lab, study, name, cells[k], device=device, precision=precision, workers=workers, report=forward
+            )
             dice = evaluate_cell(lab, study, name, cells[k], classes, device=device, precision=precision)
             results.put(("done", w, k, dice.tolist(), how))
         except KeyboardInterrupt:

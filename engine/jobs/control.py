@@ -113,7 +113,9 @@ def _reserve(folder: Path, job_id: str) -> bool:
     if _side(folder, job_id, ".h5").exists():
         return False
     try:
-        fd = os.open(_side(folder, job_id, ".events.jsonl"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask decides
+        fd = os.open(
+            _side(folder, job_id, ".events.jsonl"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666
+        )  # the umask decides
     except FileExistsError:
         return False
     os.close(fd)
@@ -260,8 +262,14 @@ def _load(folder: Path, path: Path) -> Job:
     except Exception as exc:  # one damaged job file never breaks the list
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return Job(
-            id=job_id, argv=[], pid=0, started="", status="unreadable", returncode=None,
-            events_path=_side(folder, job_id, ".events.jsonl"), log_path=_side(folder, job_id, ".log"),
+            id=job_id,
+            argv=[],
+            pid=0,
+            started="",
+            status="unreadable",
+            returncode=None,
+            events_path=_side(folder, job_id, ".events.jsonl"),
+            log_path=_side(folder, job_id, ".log"),
             error=f"unreadable: {reason}",
         )
     return _job_from_info(folder, job_id, info)

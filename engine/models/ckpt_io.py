@@ -141,8 +141,16 @@ def import_checkpoint(
         raise UserError(f"unknown task {task!r}: use {' or '.join(TASKS)}")
     check_name(name)
     with lab.creating("checkpoints", name) as target:
-        return _import_into(lab, target, Path(file).expanduser(), arch=arch, task=task, arch_config=arch_config,
-                            data=data, classes=classes)
+        return _import_into(
+            lab,
+            target,
+            Path(file).expanduser(),
+            arch=arch,
+            task=task,
+            arch_config=arch_config,
+            data=data,
+            classes=classes,
+        )
 
 
 def _import_into(

@@ -161,9 +161,7 @@ class LayerIndex:
         numbered = [p for p in pairs if p[1] is not None]
         loose = [p[0] for p in pairs if p[1] is None and p[0] is not None]
         names = _unnumbered_names(loose, {str(i) for i in range(1, len(numbered) + 1)})
-        layers = [
-            _make_layer(i, str(i), conv, bn, modules, state) for i, (conv, bn) in enumerate(numbered, start=1)
-        ]
+        layers = [_make_layer(i, str(i), conv, bn, modules, state) for i, (conv, bn) in enumerate(numbered, start=1)]
         layers += [_make_layer(None, names[conv], conv, None, modules, state) for conv in loose]
         return cls(layers)
 

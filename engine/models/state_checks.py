@@ -41,4 +41,6 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str, *, keys: Iterab
         if not (tensor.is_floating_point() or tensor.is_complex()) or bool(torch.isfinite(tensor).all()):
             continue
         what = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
-        raise UserError(f"{source} holds {what} in tensor {key}: it cannot be used (retrain it, or import finite weights)")
+        raise UserError(
+            f"{source} holds {what} in tensor {key}: it cannot be used (retrain it, or import finite weights)"
+        )

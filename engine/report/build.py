@@ -29,11 +29,17 @@ def make_report(lab: Any, refs: Sequence[str], out: Path, *, report: Reporter = 
     if not refs:
         raise UserError("name at least one scan, comparison, plan or experiment to report on")
     entries = [lab.resolve(ref) for ref in refs]
-    makers = {"scans": scan_report, "comparisons": comparison_report, "experiments": experiment_report,
-              "plans": plan_report}
+    makers = {
+        "scans": scan_report,
+        "comparisons": comparison_report,
+        "experiments": experiment_report,
+        "plans": plan_report,
+    }
     for entry in entries:
         if entry.kind not in makers:
-            raise UserError(f"cannot report on a {entry.kind[:-1]} ({entry.id}): give scans, comparisons, plans or experiments")
+            raise UserError(
+                f"cannot report on a {entry.kind[:-1]} ({entry.id}): give scans, comparisons, plans or experiments"
+            )
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is not a folder: the report writes several files, give a folder")
@@ -87,9 +93,13 @@ def scan_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
     path = figures.dice_per_layer(
         out / f"{scan.name}-dice.png",
         title=f"Swapping one {scan.donor} tensor into {scan.recipient}: Dice on {scan.data} "
-              f"({_count(len(scan.subjects), 'subject')})",
-        layers=layers, kinds=kinds, classes=classes, dice=dice[:, :, keep],
-        baseline=np.asarray(scan.baseline, dtype=np.float64).mean(axis=0)[keep])
+        f"({_count(len(scan.subjects), 'subject')})",
+        layers=layers,
+        kinds=kinds,
+        classes=classes,
+        dice=dice[:, :, keep],
+        baseline=np.asarray(scan.baseline, dtype=np.float64).mean(axis=0)[keep],
+    )
     return [path], f"## Scan {scan.name}\n\n{_img(path, 'Dice per layer and kind')}"
 
 
@@ -102,9 +112,16 @@ def comparison_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
     entry = lab.resolve(ref, "comparisons")
     comp = read_comparison(entry.path, entry.id)
     series = [(f"{comp.models[a]} vs {comp.models[b]}", comp.rmse[p]) for p, (a, b) in enumerate(comp.pairs)]
-    files = [figures.values_per_layer(
-        out / f"{comp.name}-rmse.png", title=f"RMSE per layer and kind: {', '.join(comp.models)}",
-        layers=comp.layers, kinds=comp.kinds, series=series, ylabel="RMSE")]
+    files = [
+        figures.values_per_layer(
+            out / f"{comp.name}-rmse.png",
+            title=f"RMSE per layer and kind: {', '.join(comp.models)}",
+            layers=comp.layers,
+            kinds=comp.kinds,
+            series=series,
+            ylabel="RMSE",
+        )
+    ]
     text = f"## Comparison {comp.name}\n\n{_img(files[0], 'RMSE per layer')}"
     if len(comp.models) == 2:
         bn_path = _bn_figure(lab, comp.models[0], comp.models[1], out / f"{comp.name}-bn.png")
@@ -127,10 +144,12 @@ def _bn_figure(lab: Any, recipient: str, donor: str, path: Path) -> Path | None:
     for kind in ("RV", "RW"):
         scale[kind] = np.array([_geomean(layer.ratio.get(kind)) for layer in layers])
     for kind in ("RM", "RV", "RW", "RB"):
-        shift[kind] = np.array([float(np.abs(layer.diff[kind]).mean()) if kind in layer.diff else np.nan
-                                for layer in layers])
-    return figures.bn_scale_shift(path, title=f"BN of {recipient} with one tensor taken from {donor}",
-                                  layers=labels, scale=scale, shift=shift)
+        shift[kind] = np.array(
+            [float(np.abs(layer.diff[kind]).mean()) if kind in layer.diff else np.nan for layer in layers]
+        )
+    return figures.bn_scale_shift(
+        path, title=f"BN of {recipient} with one tensor taken from {donor}", layers=labels, scale=scale, shift=shift
+    )
 
 
 def _geomean(ratio: np.ndarray | None) -> float:
@@ -150,11 +169,18 @@ def experiment_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
 
     exp = load_experiment(lab, ref)
     header, rows = exp.table_cells()
-    note = (f"Dice on {len(exp.subjects)} validation subjects of {exp.target}: mean ± sample std over seeds; "
-            f"(brackets) difference to {exp.random_source} with the same training subjects.")
+    note = (
+        f"Dice on {len(exp.subjects)} validation subjects of {exp.target}: mean ± sample std over seeds; "
+        f"(brackets) difference to {exp.random_source} with the same training subjects."
+    )
     files = [
-        figures.table_image(out / f"{exp.name}-table.png", title=f"Experiment {exp.name} ({exp.status})",
-                            header=header, rows=rows, note=note),
+        figures.table_image(
+            out / f"{exp.name}-table.png",
+            title=f"Experiment {exp.name} ({exp.status})",
+            header=header,
+            rows=rows,
+            note=note,
+        ),
         _write(out / f"{exp.name}-table.csv", exp.table_csv()),
         _write(out / f"{exp.name}-table.md", f"# Experiment {exp.name}\n\n" + exp.table_markdown()),
     ]
@@ -167,11 +193,16 @@ def experiment_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
         mean = np.array([found[g].mean[-1] if g in found else np.nan for g in groups])
         std = np.array([found[g].std[-1] if g in found else np.nan for g in groups])
         series.append((source if mode == "scratch" else f"{source} {mode}", mean, std))
-    files.append(figures.dice_bars(
-        out / f"{exp.name}-dice.png", title=f"{exp.name}: foreground Dice on {exp.target} (mean ± std over seeds)",
-        groups=[f"{'all' if g is None else g} training subjects" for g in groups], series=series,
-        ylabel="Dice, mean of foreground classes"))
-    text = (f"## Experiment {exp.name}\n\n" + exp.table_markdown() + "\n" + _img(files[-1], "foreground Dice"))
+    files.append(
+        figures.dice_bars(
+            out / f"{exp.name}-dice.png",
+            title=f"{exp.name}: foreground Dice on {exp.target} (mean ± std over seeds)",
+            groups=[f"{'all' if g is None else g} training subjects" for g in groups],
+            series=series,
+            ylabel="Dice, mean of foreground classes",
+        )
+    )
+    text = f"## Experiment {exp.name}\n\n" + exp.table_markdown() + "\n" + _img(files[-1], "foreground Dice")
     if exp.rmse is not None:
         for n in groups:
             files.append(_rmse_after_reuse(exp, n, out))
@@ -192,15 +223,21 @@ def _rmse_after_reuse(exp: Any, subjects: int | None, out: Path) -> Path:
         with np.errstate(invalid="ignore"), _quiet():
             mean = np.nanmean(values, axis=0)
         series.append((source if mode == "scratch" else f"{source} {mode}", mean))
-        styles.append({"color": figures.PALETTE[sources.index(source) % len(figures.PALETTE)],
-                       "ls": MODE_STYLE.get(mode, "-")})
+        styles.append(
+            {"color": figures.PALETTE[sources.index(source) % len(figures.PALETTE)], "ls": MODE_STYLE.get(mode, "-")}
+        )
     n = "all" if subjects is None else subjects
     kinds = list(exp.rmse_kinds)
     return figures.values_per_layer(
         out / f"{exp.name}-rmse-n{n}.png",
         title=f"{exp.name}: RMSE of each trained model against {exp.reference} ({n} training subjects, mean over seeds)",
-        layers=exp.rmse_layers, kinds=kinds, series=series, styles=styles, ylabel="RMSE to reference",
-        log=False)  # linear: frozen tensors are exactly 0 against their own donor, which a log axis hides
+        layers=exp.rmse_layers,
+        kinds=kinds,
+        series=series,
+        styles=styles,
+        ylabel="RMSE to reference",
+        log=False,
+    )  # linear: frozen tensors are exactly 0 against their own donor, which a log axis hides
 
 
 class _quiet:
@@ -238,10 +275,18 @@ def plan_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
         reusable[li, ki] = float(t.reusable)
         if t.dice_drop is not None:
             drops[li, ki] = t.dice_drop
-    share = f"{100 * plan.tensor_share():.1f}% of tensors, {100 * plan.element_share():.1f}% of parameter elements reused"
-    path = figures.plan_map(out / f"{plan.name}-plan.png", title=f"Reuse plan {plan.name}: {share}",
-                            layers=layers, kinds=kinds, reusable=reusable,
-                            drops=drops if np.isfinite(drops).any() else None)
-    text = (f"## Plan {plan.name}\n\nNot reusable: {format_not_reusable(plan) or '(none)'}; {share}.\n\n"
-            + _img(path, "reuse plan"))
+    share = (
+        f"{100 * plan.tensor_share():.1f}% of tensors, {100 * plan.element_share():.1f}% of parameter elements reused"
+    )
+    path = figures.plan_map(
+        out / f"{plan.name}-plan.png",
+        title=f"Reuse plan {plan.name}: {share}",
+        layers=layers,
+        kinds=kinds,
+        reusable=reusable,
+        drops=drops if np.isfinite(drops).any() else None,
+    )
+    text = f"## Plan {plan.name}\n\nNot reusable: {format_not_reusable(plan) or '(none)'}; {share}.\n\n" + _img(
+        path, "reuse plan"
+    )
     return [path], text

@@ -78,8 +78,16 @@ def _panels(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def dice_per_layer(path: Path, *, title: str, layers: Sequence[str], kinds: Sequence[str], classes: Sequence[str],
-                   dice: np.ndarray, baseline: np.ndarray) -> Path:
+def dice_per_layer(
+    path: Path,
+    *,
+    title: str,
+    layers: Sequence[str],
+    kinds: Sequence[str],
+    classes: Sequence[str],
+    dice: np.ndarray,
+    baseline: np.ndarray,
+) -> Path:
     """Figs 3/4/7/8: mean Dice after swapping one tensor, per layer, one panel per kind.
 
     dice: (K, L, C) mean Dice over subjects, NaN where the layer has no such kind; baseline (C,).
@@ -115,9 +123,17 @@ def dice_per_layer(path: Path, *, title: str, layers: Sequence[str], kinds: Sequ
     return _save(fig, path)
 
 
-def values_per_layer(path: Path, *, title: str, layers: Sequence[str], kinds: Sequence[str],
-                     series: Sequence[tuple[str, np.ndarray]], ylabel: str, styles: Sequence[dict] | None = None,
-                     log: bool | None = None) -> Path:
+def values_per_layer(
+    path: Path,
+    *,
+    title: str,
+    layers: Sequence[str],
+    kinds: Sequence[str],
+    series: Sequence[tuple[str, np.ndarray]],
+    ylabel: str,
+    styles: Sequence[dict] | None = None,
+    log: bool | None = None,
+) -> Path:
     """Figs 6/10-12 and 13/14: one value per layer and kind (e.g. RMSE), one panel per kind.
 
     series: (label, (L, K) array with NaN where the layer has no such kind). The y axis is
@@ -156,8 +172,9 @@ def values_per_layer(path: Path, *, title: str, layers: Sequence[str], kinds: Se
     return _save(fig, path)
 
 
-def bn_scale_shift(path: Path, *, title: str, layers: Sequence[str], scale: dict[str, np.ndarray],
-                   shift: dict[str, np.ndarray]) -> Path:
+def bn_scale_shift(
+    path: Path, *, title: str, layers: Sequence[str], scale: dict[str, np.ndarray], shift: dict[str, np.ndarray]
+) -> Path:
     """Figs 5/9: per BN layer, how one swapped tensor changes the scale s and the shift t.
 
     scale: kind -> (L,) geometric mean over channels of s'/s (RV, RW); shift: kind -> (L,) mean
@@ -189,8 +206,15 @@ def bn_scale_shift(path: Path, *, title: str, layers: Sequence[str], scale: dict
     return _save(fig, path)
 
 
-def plan_map(path: Path, *, title: str, layers: Sequence[str], kinds: Sequence[str], reusable: np.ndarray,
-             drops: np.ndarray | None) -> Path:
+def plan_map(
+    path: Path,
+    *,
+    title: str,
+    layers: Sequence[str],
+    kinds: Sequence[str],
+    reusable: np.ndarray,
+    drops: np.ndarray | None,
+) -> Path:
     """A plan as a layer x kind map: green reused, red not, grey no such tensor; Dice drop written in."""
     from matplotlib.colors import ListedColormap
 
@@ -204,8 +228,14 @@ def plan_map(path: Path, *, title: str, layers: Sequence[str], kinds: Sequence[s
             for li in range(len(layers)):
                 value = drops[li, k]
                 if np.isfinite(value):
-                    ax.text(li, k, f"{value:.2f}".replace("0.", ".").replace("-.", "-."), ha="center",
-                            va="center", fontsize=6)
+                    ax.text(
+                        li,
+                        k,
+                        f"{value:.2f}".replace("0.", ".").replace("-.", "-."),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                    )
     ax.set_yticks(range(len(kinds)))
     ax.set_yticklabels(kinds)
     ax.set_xticks(range(len(layers)))
@@ -213,22 +243,38 @@ def plan_map(path: Path, *, title: str, layers: Sequence[str], kinds: Sequence[s
     ax.set_xlabel("layer (numbers in cells: worst foreground Dice drop of the swap)" if drops is not None else "layer")
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color="#81c784", label="reused"), Patch(color="#e57373", label="not reusable"),
-                       Patch(color="#eeeeee", label="no such tensor")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=3, fontsize=8, frameon=False)
+    ax.legend(
+        handles=[
+            Patch(color="#81c784", label="reused"),
+            Patch(color="#e57373", label="not reusable"),
+            Patch(color="#eeeeee", label="no such tensor"),
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.32),
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
-def table_image(path: Path, *, title: str, header: Sequence[str], rows: Sequence[Sequence[str]], note: str = "") -> Path:
+def table_image(
+    path: Path, *, title: str, header: Sequence[str], rows: Sequence[Sequence[str]], note: str = ""
+) -> Path:
     """A text table rendered as an image (the grid's Table 3)."""
     chars = [max(len(str(h)), *(len(str(r[i])) for r in rows)) + 3 for i, h in enumerate(header)]
     width = max(6.0, 0.078 * sum(chars) + 0.5)
     fig = _figure(width, 0.9 + 0.3 * (len(rows) + 1) + (0.3 if note else 0))
     ax = fig.subplots()
     ax.axis("off")
-    table = ax.table(cellText=[list(r) for r in rows], colLabels=list(header), loc="upper center", cellLoc="center",
-                     colWidths=[c / sum(chars) for c in chars])
+    table = ax.table(
+        cellText=[list(r) for r in rows],
+        colLabels=list(header),
+        loc="upper center",
+        cellLoc="center",
+        colWidths=[c / sum(chars) for c in chars],
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     for (r, _c), cell in table.get_celld().items():
@@ -244,22 +290,31 @@ def table_image(path: Path, *, title: str, header: Sequence[str], rows: Sequence
     return _save(fig, path)
 
 
-def dice_bars(path: Path, *, title: str, groups: Sequence[str], series: Sequence[tuple[str, np.ndarray, np.ndarray]],
-              ylabel: str) -> Path:
+def dice_bars(
+    path: Path, *, title: str, groups: Sequence[str], series: Sequence[tuple[str, np.ndarray, np.ndarray]], ylabel: str
+) -> Path:
     """Grouped bars with error bars: one group per subject count, one bar per (source, mode)."""
     fig = _figure(max(6.0, 1.2 + 0.35 * len(series) * len(groups)), 4.0)
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
     for i, (label, mean, std) in enumerate(series):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, mean, width, yerr=np.nan_to_num(std), capsize=2,
-               color=PALETTE[i % len(PALETTE)], label=label)
+        ax.bar(
+            x + (i - (len(series) - 1) / 2) * width,
+            mean,
+            width,
+            yerr=np.nan_to_num(std),
+            capsize=2,
+            color=PALETTE[i % len(PALETTE)],
+            label=label,
+        )
     ax.set_xticks(x)
     ax.set_xticklabels(groups)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=min(4, len(series)), fontsize=8,
-               frameon=False)
+    fig.legend(
+        *ax.get_legend_handles_labels(), loc="outside lower center", ncol=min(4, len(series)), fontsize=8, frameon=False
+    )
     ax.set_title(title, fontsize=11)
     return _save(fig, path)

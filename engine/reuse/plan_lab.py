@@ -32,14 +32,18 @@ def comparison_rmse(comp: Any, layers: LayerIndex, *, models: tuple[str, str] | 
         wanted = set(models)
         pairs = [p for p, (a, b) in enumerate(comp.pairs) if {comp.models[a], comp.models[b]} == wanted]
         if not pairs:
-            raise UserError(f"comparison {comp.name!r} does not compare {models[0]} with {models[1]} "
-                            f"(it has {', '.join(comp.models)})")
+            raise UserError(
+                f"comparison {comp.name!r} does not compare {models[0]} with {models[1]} "
+                f"(it has {', '.join(comp.models)})"
+            )
         p = pairs[0]
     elif len(comp.pairs) == 1:
         p = 0
     else:
-        raise UserError(f"comparison {comp.name!r} has {len(comp.pairs)} pairs: give a --scan too, so its recipient "
-                        "and donor pick the pair")
+        raise UserError(
+            f"comparison {comp.name!r} has {len(comp.pairs)} pairs: give a --scan too, so its recipient "
+            "and donor pick the pair"
+        )
     out: dict[str, float] = {}
     for li, name in enumerate(comp.layers):
         layer = layers.get(name)
@@ -50,8 +54,16 @@ def comparison_rmse(comp: Any, layers: LayerIndex, *, models: tuple[str, str] | 
     return out
 
 
-def plan_from_lab(lab: Any, *, scan: str | None = None, rmse: str | None = None, max_dice_drop: float | None = 0.05,
-                  max_rmse: float | None = None, combine: str = "and", name: str | None = None) -> ReusePlan:
+def plan_from_lab(
+    lab: Any,
+    *,
+    scan: str | None = None,
+    rmse: str | None = None,
+    max_dice_drop: float | None = 0.05,
+    max_rmse: float | None = None,
+    combine: str = "and",
+    name: str | None = None,
+) -> ReusePlan:
     """Infer a plan from stored evidence and store it; returns the plan (`plan.name` is its id)."""
     from reuse_console.engine.compare.rmse import read_comparison
     from reuse_console.engine.swaps.scan_store import load_scan
@@ -69,15 +81,25 @@ def plan_from_lab(lab: Any, *, scan: str | None = None, rmse: str | None = None,
     found = recipient_layers(lab, recipient)
     index, arch = found if found is not None else (None, "")
     if index is None and comp is not None:
-        raise UserError(f"checkpoint {recipient!r} is no longer in the lab: its layers are needed to read the comparison")
+        raise UserError(
+            f"checkpoint {recipient!r} is no longer in the lab: its layers are needed to read the comparison"
+        )
     errors = None
     if comp is not None:
         pair = (result.recipient, result.donor) if result is not None else None
         errors = comparison_rmse(comp, index, models=pair)
     base = f"plan-{scan or rmse}"
-    plan = infer_plan(result, errors, max_dice_drop if result is not None else None, max_rmse, layers=index,
-                      combine=combine, name=name or base[:100], arch=arch,
-                      provenance={"comparison": comp.name} if comp is not None else None)
+    plan = infer_plan(
+        result,
+        errors,
+        max_dice_drop if result is not None else None,
+        max_rmse,
+        layers=index,
+        combine=combine,
+        name=name or base[:100],
+        arch=arch,
+        provenance={"comparison": comp.name} if comp is not None else None,
+    )
     if comp is not None and result is None:
         plan.provenance.update(recipient=comp.models[0], donor=comp.models[1] if len(comp.models) > 1 else "")
     if name is None:  # chosen (and claimed) only once the plan could be inferred

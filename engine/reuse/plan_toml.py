@@ -100,7 +100,9 @@ def plan_to_toml(plan: ReusePlan) -> str:
     ]
     for kind in KINDS:
         if any(t.kind == kind for t in plan.tensors):
-            lines.append(f"{kind} = {_inline([_layer_label(t) for t in plan.tensors if t.kind == kind and not t.reusable])}")
+            lines.append(
+                f"{kind} = {_inline([_layer_label(t) for t in plan.tensors if t.kind == kind and not t.reusable])}"
+            )
     for table, data in (("criteria", plan.criteria), ("provenance", plan.provenance)):
         clean = _drop_none(data)
         lines += ["", f"[{table}]"] if clean else []
@@ -122,8 +124,10 @@ def _layers(plan: ReusePlan) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for t in plan.tensors:
         module, _, _ = t.key.rpartition(".")
-        entry = out.setdefault(t.layer, {"name": t.layer, "index": t.index, "conv": None, "bn": None,
-                                         "numel": {}, "dice_drop": {}, "rmse": {}})
+        entry = out.setdefault(
+            t.layer,
+            {"name": t.layer, "index": t.index, "conv": None, "bn": None, "numel": {}, "dice_drop": {}, "rmse": {}},
+        )
         entry["bn" if t.kind in BN_KINDS else "conv"] = module
         entry["numel"][t.kind] = t.numel
         if t.dice_drop is not None:
@@ -157,14 +161,21 @@ def plan_from_toml(text: str, *, name: str | None = None, source: str = "") -> R
     tensors = _universe(doc.get("universe", {}).get("layers"), where)
     by_label = {(t.layer, t.kind): t for t in tensors}
     excluded = _not_reusable(doc.get("not_reusable", {}), by_label, where)
-    tensors = [PlanTensor(t.layer, t.index, t.kind, t.key, t.numel, (t.layer, t.kind) not in excluded,
-                          t.dice_drop, t.rmse) for t in tensors]
+    tensors = [
+        PlanTensor(t.layer, t.index, t.kind, t.key, t.numel, (t.layer, t.kind) not in excluded, t.dice_drop, t.rmse)
+        for t in tensors
+    ]
     criteria = dict(doc.get("criteria", {}))
     for key in ("max_dice_drop", "max_rmse"):
         criteria.setdefault(key, None)
     plan_name = name or str(doc.get("name", ""))
-    return ReusePlan(name=plan_name, arch=str(doc.get("arch", "")), tensors=tensors, criteria=criteria,
-                     provenance=dict(doc.get("provenance", {})))
+    return ReusePlan(
+        name=plan_name,
+        arch=str(doc.get("arch", "")),
+        tensors=tensors,
+        criteria=criteria,
+        provenance=dict(doc.get("provenance", {})),
+    )
 
 
 def _universe(layers: Any, where: str) -> list[PlanTensor]:
@@ -180,16 +191,27 @@ def _universe(layers: Any, where: str) -> list[PlanTensor]:
             raise UserError(f"{where}: layer {entry['name']} has unknown kind {bad[0]!r} (kinds: {' '.join(KINDS)})")
         kinds = tuple(k for k in KINDS if k in numel)
         index = entry.get("index")
-        layer = Layer(int(index) if index is not None else None, str(entry["name"]), entry.get("conv"),
-                      entry.get("bn"), kinds)
+        layer = Layer(
+            int(index) if index is not None else None, str(entry["name"]), entry.get("conv"), entry.get("bn"), kinds
+        )
         drops, errors = entry.get("dice_drop", {}), entry.get("rmse", {})
         for kind in kinds:
             module = "bn" if kind in BN_KINDS else "conv"
             if not entry.get(module):
                 raise UserError(f"{where}: layer {layer.name} has kind {kind} but no `{module}` module path")
             key = layer.key(kind)
-            out.append(PlanTensor(layer.name, layer.index, kind, key, int(numel[kind]), False,
-                                  _float(drops.get(kind)), _float(errors.get(kind))))
+            out.append(
+                PlanTensor(
+                    layer.name,
+                    layer.index,
+                    kind,
+                    key,
+                    int(numel[kind]),
+                    False,
+                    _float(drops.get(kind)),
+                    _float(errors.get(kind)),
+                )
+            )
     return out
 
 
@@ -206,11 +228,13 @@ def _not_reusable(table: Any, by_label: dict[tuple[str, str], PlanTensor], where
         if kind_up not in KINDS:
             raise UserError(f"{where}: [not_reusable] has unknown kind {kind!r} (kinds: {' '.join(KINDS)})")
         if not isinstance(layers, list):
-            raise UserError(f"{where}: [not_reusable] {kind} must be a list such as [1, 17, \"head\"]")
+            raise UserError(f'{where}: [not_reusable] {kind} must be a list such as [1, 17, "head"]')
         for layer in layers:
             label = str(layer).strip()
             if (label, kind_up) not in by_label:
-                raise UserError(f"{where}: [not_reusable] {kind} names layer {label!r}, which has no {kind_up} in this plan")
+                raise UserError(
+                    f"{where}: [not_reusable] {kind} names layer {label!r}, which has no {kind_up} in this plan"
+                )
             out.add((label, kind_up))
     return out
 

@@ -109,8 +109,16 @@ class ReusePlan:
             "criteria": self.criteria,
             "provenance": self.provenance,
             "table": [
-                {"layer": t.layer, "index": t.index, "kind": t.kind, "key": t.key, "numel": t.numel,
-                 "reusable": t.reusable, "dice_drop": t.dice_drop, "rmse": t.rmse}
+                {
+                    "layer": t.layer,
+                    "index": t.index,
+                    "kind": t.kind,
+                    "key": t.key,
+                    "numel": t.numel,
+                    "reusable": t.reusable,
+                    "dice_drop": t.dice_drop,
+                    "rmse": t.rmse,
+                }
                 for t in self.tensors
             ],
         }
@@ -277,8 +285,16 @@ def read_plan(path: Path) -> ReusePlan:
         index, numel, reusable = g["index"][()], g["numel"][()], g["reusable"][()]
         drop, err = g["dice_drop"][()], g["rmse"][()]
         tensors = [
-            PlanTensor(layer[i], int(index[i]) if index[i] >= 0 else None, kind[i], key[i], int(numel[i]),
-                       bool(reusable[i]), _opt(drop[i]), _opt(err[i]))
+            PlanTensor(
+                layer[i],
+                int(index[i]) if index[i] >= 0 else None,
+                kind[i],
+                key[i],
+                int(numel[i]),
+                bool(reusable[i]),
+                _opt(drop[i]),
+                _opt(err[i]),
+            )
             for i in range(len(layer))
         ]
         return ReusePlan(

@@ -35,7 +35,9 @@ _STATS = ("running_mean", "running_var")
 
 def check_mode(mode: str | None) -> str:
     if mode not in MODES:
-        raise UserError(f"unknown --mode {mode!r}: use freeze (keep the donor's tensors fixed) or finetune (train them)")
+        raise UserError(
+            f"unknown --mode {mode!r}: use freeze (keep the donor's tensors fixed) or finetune (train them)"
+        )
     return mode
 
 
@@ -46,7 +48,9 @@ def donor_tensors(lab: Any, donor: str, plan: Any, *, arch: str = "") -> dict[st
 
     state, meta = read_checkpoint(checkpoint_path(lab, donor))
     if arch and meta.arch != arch:
-        raise UserError(f"donor {donor!r} is a {meta.arch}, the new model a {arch}: transfer needs the same architecture")
+        raise UserError(
+            f"donor {donor!r} is a {meta.arch}, the new model a {arch}: transfer needs the same architecture"
+        )
     if plan.arch and meta.arch != plan.arch:
         raise UserError(f"plan {plan.name!r} was made for {plan.arch}, donor {donor!r} is a {meta.arch}")
     out: dict[str, torch.Tensor] = {}
@@ -146,7 +150,9 @@ def freeze(model: nn.Module, keys: Iterable[str]) -> Frozen:
             stats.setdefault(owner, []).append(leaf)
             handle.stats.append(key)
             continue
-        raise UserError(f"cannot freeze {key}: it is neither a parameter nor a BatchNorm running statistic of this model")
+        raise UserError(
+            f"cannot freeze {key}: it is neither a parameter nor a BatchNorm running statistic of this model"
+        )
     for owner, leaves in stats.items():
         before, after = _stat_guard(leaves)
         handle._hooks.append(modules[owner].register_forward_pre_hook(before))
@@ -186,5 +192,7 @@ def load_tensors(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
             if key not in own:
                 raise UserError(f"the model has no tensor {key}")
             if own[key].shape != value.shape:
-                raise UserError(f"tensor {key}: shape {tuple(value.shape)} given, the model has {tuple(own[key].shape)}")
+                raise UserError(
+                    f"tensor {key}: shape {tuple(value.shape)} given, the model has {tuple(own[key].shape)}"
+                )
             own[key].copy_(value)

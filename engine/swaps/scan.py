@@ -121,15 +121,17 @@ class ScanResult:
         base = self.baseline_mean
         variants = []
         for v, mean, per_subject in zip(self.variants, self.mean, self.dice):
-            variants.append({
-                "layer": v.label(),
-                "kind": v.kind,
-                "alpha": v.alpha,
-                "keys": list(v.keys),
-                "dice": self.by_class(mean),
-                "delta": self.by_class(mean - base),
-                "per_subject": {s: self.by_class(row) for s, row in zip(self.subjects, per_subject)},
-            })
+            variants.append(
+                {
+                    "layer": v.label(),
+                    "kind": v.kind,
+                    "alpha": v.alpha,
+                    "keys": list(v.keys),
+                    "dice": self.by_class(mean),
+                    "delta": self.by_class(mean - base),
+                    "per_subject": {s: self.by_class(row) for s, row in zip(self.subjects, per_subject)},
+                }
+            )
         return {
             "name": self.name,
             "recipient": self.recipient,
@@ -254,9 +256,15 @@ def evaluate_variants(
     engine = PartialForward(model, groups, trace=partial)
     if engine.partial and batches:
         with _scan_mode(model), torch.inference_mode(), autocast(device, precision):
-            engine.verify(batches[0].images.to(device).contiguous(memory_format=fmt),
-                          **({} if precision == "fp32" else {"rtol": 0.05, "atol": 0.05}))
-    how = f"partial re-execution of {len(groups)} groups" if engine.partial else f"full forward per variant ({engine.reason})"
+            engine.verify(
+                batches[0].images.to(device).contiguous(memory_format=fmt),
+                **({} if precision == "fp32" else {"rtol": 0.05, "atol": 0.05}),
+            )
+    how = (
+        f"partial re-execution of {len(groups)} groups"
+        if engine.partial
+        else f"full forward per variant ({engine.reason})"
+    )
     report(Message(f"{len(todo)} of {len(variants)} variants to evaluate: {how}"))
     by_group: dict[str, list[int]] = {}
     for i, v in enumerate(todo):
@@ -294,8 +302,16 @@ def evaluate_variants(
                 done[v.id] = accs[i].per_subject()
                 finished += 1
                 mean = done[v.id].mean(axis=0)
-                report(VariantDone(finished, len(variants), v.label(), v.kind, v.alpha,
-                                   {c: float(m) for c, m, p in zip(classes, mean, present) if p}))
+                report(
+                    VariantDone(
+                        finished,
+                        len(variants),
+                        v.label(),
+                        v.kind,
+                        v.alpha,
+                        {c: float(m) for c, m, p in zip(classes, mean, present) if p},
+                    )
+                )
             if on_chunk is not None:
                 on_chunk(baseline, done)
     dice = np.stack([done[v.id] for v in variants]) if variants else np.zeros((0, num_subjects, num_classes))

@@ -49,8 +49,15 @@ def _stem(ref: str) -> str:
 
 
 def load_inputs(
-    lab: Lab, recipient: str, donor: str, data: str, *, device: str = "auto", precision: str = "fp32",
-    batch: int = 32, split: str = "val",
+    lab: Lab,
+    recipient: str,
+    donor: str,
+    data: str,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    batch: int = 32,
+    split: str = "val",
 ) -> Loaded:
     """Load and check the recipient (a seg model), the donor's tensors and the evaluation batches."""
     from reuse_console.engine.core.device import check_precision, pick_device
@@ -64,13 +71,17 @@ def load_inputs(
     prec = check_precision(precision, dev)
     model, meta = load_model(lab, recipient, device=dev)
     if meta.task != "seg":
-        raise UserError(f"recipient {recipient!r} is a {meta.task} model: scans measure Dice, so the recipient must be a seg checkpoint")
+        raise UserError(
+            f"recipient {recipient!r} is a {meta.task} model: scans measure Dice, so the recipient must be a seg checkpoint"
+        )
     donor_state, donor_meta = read_checkpoint(checkpoint_path(lab, donor))
     check_finite(donor_state, f"checkpoint {donor!r}")
     check_compatible(model.state_dict(), donor_state, recipient_arch=meta.arch, donor_arch=donor_meta.arch)
     slices = load_slices(lab, data)
     if meta.classes and list(meta.classes) != list(slices.classes):
-        raise UserError(f"recipient {recipient!r} predicts classes {meta.classes}, data set {data!r} has {slices.classes}")
+        raise UserError(
+            f"recipient {recipient!r} predicts classes {meta.classes}, data set {data!r} has {slices.classes}"
+        )
     size = meta.extra.get("size")
     if size and int(size) != slices.size:
         slices = resize_slices(slices, int(size))
@@ -78,8 +89,19 @@ def load_inputs(
     if not subjects:
         raise UserError(f"data set {data!r} has no {split} subjects to evaluate on")
     index = LayerIndex.from_model(model, model_in_channels(meta.arch_config), size=min(64, slices.size))
-    return Loaded(model, donor_state, index, batches, subjects, list(slices.classes), list(slices.present),
-                  dev, prec, meta, {"size": slices.size, "split": split, "batch": batch})
+    return Loaded(
+        model,
+        donor_state,
+        index,
+        batches,
+        subjects,
+        list(slices.classes),
+        list(slices.present),
+        dev,
+        prec,
+        meta,
+        {"size": slices.size, "split": split, "batch": batch},
+    )
 
 
 def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
@@ -93,7 +115,9 @@ def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
                 raise UserError(f"no unfinished scan {name!r} to resume (start it without --resume)")
             return name
         if progress_path(lab, name).exists():
-            raise UserError(f"an unfinished scan {name!r} exists: add --resume to continue it, or choose another --name")
+            raise UserError(
+                f"an unfinished scan {name!r} exists: add --resume to continue it, or choose another --name"
+            )
         lab.ensure_new("scans", name)
         return name
     base = "".join(ch if ch.isalnum() or ch in "._+-" else "-" for ch in base)[:90] or "scan"
@@ -116,7 +140,9 @@ def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
         candidate = f"{base}-{n}"
 
 
-def _resume_state(path: Path, options: dict[str, Any], variants: list[Variant]) -> tuple[np.ndarray | None, dict[str, np.ndarray], float]:
+def _resume_state(
+    path: Path, options: dict[str, Any], variants: list[Variant]
+) -> tuple[np.ndarray | None, dict[str, np.ndarray], float]:
     """Finished variants of an unfinished scan, after checking it was started the same way."""
     old = read_scan(path)
     for key, value in options.items():
@@ -132,8 +158,18 @@ def _resume_state(path: Path, options: dict[str, Any], variants: list[Variant]) 
 
 
 def evaluate_and_store(
-    lab: Lab, loaded: Loaded, variants: list[Variant], *, name: str, recipient: str, donor: str, data: str,
-    options: dict[str, Any], resume: bool = False, chunk_variants: int = 32, partial: bool = True,
+    lab: Lab,
+    loaded: Loaded,
+    variants: list[Variant],
+    *,
+    name: str,
+    recipient: str,
+    donor: str,
+    data: str,
+    options: dict[str, Any],
+    resume: bool = False,
+    chunk_variants: int = 32,
+    partial: bool = True,
     report: Reporter = silent,
 ) -> ScanResult:
     """Evaluate `variants` (resuming from a progress file), write `scans/<name>.h5`.
@@ -144,14 +180,36 @@ def evaluate_and_store(
     with lab.claim("scans", name):
         if resume and lab.exists("scans", name):
             raise UserError(f"scan {name!r} is already finished: nothing to resume")
-        return _evaluate_and_store(lab, loaded, variants, name=name, recipient=recipient, donor=donor, data=data,
-                                   options=options, resume=resume, chunk_variants=chunk_variants, partial=partial,
-                                   report=report)
+        return _evaluate_and_store(
+            lab,
+            loaded,
+            variants,
+            name=name,
+            recipient=recipient,
+            donor=donor,
+            data=data,
+            options=options,
+            resume=resume,
+            chunk_variants=chunk_variants,
+            partial=partial,
+            report=report,
+        )
 
 
 def _evaluate_and_store(
-    lab: Lab, loaded: Loaded, variants: list[Variant], *, name: str, recipient: str, donor: str, data: str,
-    options: dict[str, Any], resume: bool, chunk_variants: int, partial: bool, report: Reporter,
+    lab: Lab,
+    loaded: Loaded,
+    variants: list[Variant],
+    *,
+    name: str,
+    recipient: str,
+    donor: str,
+    data: str,
+    options: dict[str, Any],
+    resume: bool,
+    chunk_variants: int,
+    partial: bool,
+    report: Reporter,
 ) -> ScanResult:
     progress = progress_path(lab, name)
     baseline, done, spent = (None, {}, 0.0)
@@ -159,10 +217,23 @@ def _evaluate_and_store(
         baseline, done, spent = _resume_state(progress, options, variants)
         report(Message(f"resuming scan {name}: {len(done)} of {len(variants)} variants already done"))
     report(Started(f"scan {name}", len(variants), unit="variants", info={"done": len(done)}))
-    result = ScanResult(name, recipient, donor, data, loaded.classes, loaded.present, loaded.subjects,
-                        np.zeros((len(loaded.subjects), len(loaded.classes))), variants,
-                        np.full((len(variants), len(loaded.subjects), len(loaded.classes)), np.nan),
-                        loaded.precision, str(loaded.device), "", spent, options)
+    result = ScanResult(
+        name,
+        recipient,
+        donor,
+        data,
+        loaded.classes,
+        loaded.present,
+        loaded.subjects,
+        np.zeros((len(loaded.subjects), len(loaded.classes))),
+        variants,
+        np.full((len(variants), len(loaded.subjects), len(loaded.classes)), np.nan),
+        loaded.precision,
+        str(loaded.device),
+        "",
+        spent,
+        options,
+    )
     start = time.perf_counter()
 
     def save_progress(base: np.ndarray, known: dict[str, np.ndarray]) -> None:
@@ -173,9 +244,20 @@ def _evaluate_and_store(
             write_scan(progress, result, complete=False, provenance=_provenance(options))
 
     base, dice, engine = evaluate_variants(
-        loaded.model, loaded.donor, variants, loaded.batches, classes=loaded.classes, present=loaded.present,
-        num_subjects=len(loaded.subjects), device=loaded.device, precision=loaded.precision,
-        baseline=baseline, done=done, chunk_variants=chunk_variants, partial=partial, report=report,
+        loaded.model,
+        loaded.donor,
+        variants,
+        loaded.batches,
+        classes=loaded.classes,
+        present=loaded.present,
+        num_subjects=len(loaded.subjects),
+        device=loaded.device,
+        precision=loaded.precision,
+        baseline=baseline,
+        done=done,
+        chunk_variants=chunk_variants,
+        partial=partial,
+        report=report,
         on_chunk=save_progress,
     )
     result.baseline, result.dice, result.engine = base, dice, engine
@@ -187,14 +269,31 @@ def _evaluate_and_store(
 
 
 def _provenance(options: dict[str, Any]) -> dict[str, Any]:
-    return {"recipient": options.get("recipient"), "donor": options.get("donor"), "data": options.get("data"),
-            "options": options}
+    return {
+        "recipient": options.get("recipient"),
+        "donor": options.get("donor"),
+        "data": options.get("data"),
+        "options": options,
+    }
 
 
 def run_scan(
-    lab: Lab, recipient: str, donor: str, data: str, *, layers: str = "all", kinds: str = "all",
-    alphas: tuple[float, ...] = (1.0,), precision: str = "fp32", device: str = "auto", name: str | None = None,
-    resume: bool = False, batch: int = 32, split: str = "val", chunk_variants: int = 32, partial: bool = True,
+    lab: Lab,
+    recipient: str,
+    donor: str,
+    data: str,
+    *,
+    layers: str = "all",
+    kinds: str = "all",
+    alphas: tuple[float, ...] = (1.0,),
+    precision: str = "fp32",
+    device: str = "auto",
+    name: str | None = None,
+    resume: bool = False,
+    batch: int = 32,
+    split: str = "val",
+    chunk_variants: int = 32,
+    partial: bool = True,
     report: Reporter = silent,
 ) -> ScanResult:
     """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`."""
@@ -205,17 +304,48 @@ def run_scan(
     variants = plan_variants(loaded.index.select(layers), wanted, alphas)
     if not variants:
         raise UserError(f"layers {layers!r} have none of the kinds {','.join(wanted)}: nothing to scan")
-    options = {"recipient": recipient, "donor": donor, "data": data, "layers": layers, "kinds": ",".join(wanted),
-               "alphas": list(alphas), "precision": loaded.precision, "split": split, "batch": batch,
-               "size": loaded.extra["size"]}
-    return evaluate_and_store(lab, loaded, variants, name=chosen, recipient=recipient, donor=donor, data=data,
-                              options=options, resume=resume, chunk_variants=chunk_variants, partial=partial,
-                              report=report)
+    options = {
+        "recipient": recipient,
+        "donor": donor,
+        "data": data,
+        "layers": layers,
+        "kinds": ",".join(wanted),
+        "alphas": list(alphas),
+        "precision": loaded.precision,
+        "split": split,
+        "batch": batch,
+        "size": loaded.extra["size"],
+    }
+    return evaluate_and_store(
+        lab,
+        loaded,
+        variants,
+        name=chosen,
+        recipient=recipient,
+        donor=donor,
+        data=data,
+        options=options,
+        resume=resume,
+        chunk_variants=chunk_variants,
+        partial=partial,
+        report=report,
+    )
 
 
 def run_swap(
-    lab: Lab, recipient: str, donor: str, data: str, *, layers: str, kinds: str, alpha: float = 1.0,
-    precision: str = "fp32", device: str = "auto", name: str | None = None, batch: int = 32, split: str = "val",
+    lab: Lab,
+    recipient: str,
+    donor: str,
+    data: str,
+    *,
+    layers: str,
+    kinds: str,
+    alpha: float = 1.0,
+    precision: str = "fp32",
+    device: str = "auto",
+    name: str | None = None,
+    batch: int = 32,
+    split: str = "val",
     report: Reporter = silent,
 ) -> ScanResult:
     """One swap of several tensors at once: Dice beside the baseline, kept as a one-variant scan."""
@@ -223,8 +353,19 @@ def run_swap(
     loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
     spec = SwapSpec.parse(recipient, donor, loaded.index, layers, kinds, alpha)
     variant = swap_variant(loaded.index.layers, spec.targets, spec.alpha, layers.strip())
-    options = {"recipient": recipient, "donor": donor, "data": data, "layers": layers,
-               "kinds": variant.kind, "alphas": [spec.alpha], "precision": loaded.precision, "split": split,
-               "batch": batch, "size": loaded.extra["size"], "swap": spec.describe()}
-    return evaluate_and_store(lab, loaded, [variant], name=chosen, recipient=recipient, donor=donor, data=data,
-                              options=options, report=report)
+    options = {
+        "recipient": recipient,
+        "donor": donor,
+        "data": data,
+        "layers": layers,
+        "kinds": variant.kind,
+        "alphas": [spec.alpha],
+        "precision": loaded.precision,
+        "split": split,
+        "batch": batch,
+        "size": loaded.extra["size"],
+        "swap": spec.describe(),
+    }
+    return evaluate_and_store(
+        lab, loaded, [variant], name=chosen, recipient=recipient, donor=donor, data=data, options=options, report=report
+    )

@@ -41,8 +41,13 @@ def progress_path(lab: Lab, name: str) -> Path:
 
 def summary(result: ScanResult) -> dict[str, Any]:
     """What a listing shows: who, on what, how many variants, the baseline and the worst variant."""
-    out: dict[str, Any] = {"recipient": result.recipient, "donor": result.donor, "data": result.data,
-                           "variants": len(result.variants), "precision": result.precision}
+    out: dict[str, Any] = {
+        "recipient": result.recipient,
+        "donor": result.donor,
+        "data": result.data,
+        "variants": len(result.variants),
+        "precision": result.precision,
+    }
     fg = [c for c in range(1, len(result.classes)) if result.present[c]]
     if fg and result.baseline.size:
         base = float(result.baseline_mean[fg].mean())
@@ -57,7 +62,9 @@ def summary(result: ScanResult) -> dict[str, Any]:
     return out
 
 
-def write_scan(path: Path, result: ScanResult, *, complete: bool = True, provenance: dict[str, Any] | None = None) -> Path:
+def write_scan(
+    path: Path, result: ScanResult, *, complete: bool = True, provenance: dict[str, Any] | None = None
+) -> Path:
     """Write `result` atomically to `path` (a finished scan, or a progress file)."""
     v = result.variants
     with atomic_h5(path) as f:
@@ -100,11 +107,22 @@ def read_scan(path: Path, name: str | None = None) -> ScanResult:
         g = f["variants"]
         index = g["index"][()]
         variants = [
-            Variant(layer, kind, float(alpha), tuple(keys.split(",")) if keys else (),
-                    None if int(i) < 0 else int(i), tuple(mods.split("+")) if mods else ())
+            Variant(
+                layer,
+                kind,
+                float(alpha),
+                tuple(keys.split(",")) if keys else (),
+                None if int(i) < 0 else int(i),
+                tuple(mods.split("+")) if mods else (),
+            )
             for layer, i, kind, alpha, keys, mods in zip(
-                read_strings(g["layer"]), index, read_strings(g["kind"]), g["alpha"][()],
-                read_strings(g["keys"]), read_strings(g["modules"]))
+                read_strings(g["layer"]),
+                index,
+                read_strings(g["kind"]),
+                g["alpha"][()],
+                read_strings(g["keys"]),
+                read_strings(g["modules"]),
+            )
         ]
         return ScanResult(
             name=name or path.name.split(".h5")[0],

@@ -77,7 +77,9 @@ class SwapSession:
             if not data:
                 raise UserError(f"recipient {recipient!r} does not say which data set it was trained on: choose one")
         self.data, self.split = data, split
-        self.loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+        self.loaded = load_inputs(
+            lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split
+        )
         from reuse_console.engine.core.device import memory_format
 
         self.model = self.loaded.model.to(memory_format=memory_format(self.loaded.device))
@@ -109,10 +111,14 @@ class SwapSession:
         start = time.perf_counter()
         donor = donor_like(self.donor, self.model, keys)
         with Swap(self.model, donor, keys, alpha), torch.inference_mode():
-            result = evaluate_seg(self.model, self.batches, self.subjects, self.classes, self.present, self.device, self.precision)
+            result = evaluate_seg(
+                self.model, self.batches, self.subjects, self.classes, self.present, self.device, self.precision
+            )
         return result, time.perf_counter() - start
 
-    def _outcome(self, number: int, targets: tuple[Target, ...], alpha: float, result: DiceResult, seconds: float) -> SwapOutcome:
+    def _outcome(
+        self, number: int, targets: tuple[Target, ...], alpha: float, result: DiceResult, seconds: float
+    ) -> SwapOutcome:
         dice = result.by_class()
         base = self.baseline.dice if number else dice
         delta = {c: (None if v is None or base.get(c) is None else v - base[c]) for c, v in dice.items()}
@@ -121,7 +127,9 @@ class SwapSession:
     def evaluate(self, targets: Iterable[Target], alpha: float = 1.0) -> SwapOutcome:
         """Swap `targets` towards the donor by `alpha`, evaluate, restore; the outcome joins the history."""
         order = {layer.name: i for i, layer in enumerate(self.index.layers)}
-        chosen = tuple(sorted(set(targets), key=lambda t: (order.get(t[0], len(order)), KINDS.index(t[1]) if t[1] in KINDS else 9)))
+        chosen = tuple(
+            sorted(set(targets), key=lambda t: (order.get(t[0], len(order)), KINDS.index(t[1]) if t[1] in KINDS else 9))
+        )
         if not chosen:
             raise UserError("nothing to swap: choose at least one layer kind")
         alpha = check_alpha(alpha)
@@ -147,16 +155,47 @@ class SwapSession:
         label = ",".join(dict.fromkeys(layer for layer, _ in outcome.targets))
         variant = swap_variant(self.index.layers, outcome.targets, outcome.alpha, label)
         spec = SwapSpec(self.recipient_ref, self.donor_ref, outcome.targets, outcome.alpha)
-        options = {"recipient": self.recipient_ref, "donor": self.donor_ref, "data": self.data, "layers": label,
-                   "kinds": variant.kind, "alphas": [outcome.alpha], "precision": self.precision, "split": self.split,
-                   "batch": self.loaded.extra.get("batch"), "size": self.loaded.extra.get("size"),
-                   "swap": spec.describe(), "source": "console swap lab"}
-        result = ScanResult(name, self.recipient_ref, self.donor_ref, self.data, self.classes, self.present,
-                            self.subjects, self.baseline.result.per_subject, [variant],
-                            outcome.result.per_subject[None, ...], self.precision, str(self.device),
-                            "swap session (full forward)", outcome.seconds, options)
-        write_scan(path, result, provenance={"recipient": self.recipient_ref, "donor": self.donor_ref,
-                                             "data": self.data, "options": options})
+        options = {
+            "recipient": self.recipient_ref,
+            "donor": self.donor_ref,
+            "data": self.data,
+            "layers": label,
+            "kinds": variant.kind,
+            "alphas": [outcome.alpha],
+            "precision": self.precision,
+            "split": self.split,
+            "batch": self.loaded.extra.get("batch"),
+            "size": self.loaded.extra.get("size"),
+            "swap": spec.describe(),
+            "source": "console swap lab",
+        }
+        result = ScanResult(
+            name,
+            self.recipient_ref,
+            self.donor_ref,
+            self.data,
+            self.classes,
+            self.present,
+            self.subjects,
+            self.baseline.result.per_subject,
+            [variant],
+            outcome.result.per_subject[None, ...],
+            self.precision,
+            str(self.device),
+            "swap session (full forward)",
+            outcome.seconds,
+            options,
+        )
+        write_scan(
+            path,
+            result,
+            provenance={
+                "recipient": self.recipient_ref,
+                "donor": self.donor_ref,
+                "data": self.data,
+                "options": options,
+            },
+        )
 
 
 def _stem(ref: str) -> str:

@@ -51,8 +51,14 @@ class SwapSpec:
         """JSON-able description: layers and kinds as lists, alpha."""
         layers = list(dict.fromkeys(name for name, _ in self.targets))
         kinds = list(dict.fromkeys(kind for _, kind in self.targets))
-        return {"recipient": self.recipient, "donor": self.donor, "layers": layers, "kinds": kinds,
-                "targets": [list(t) for t in self.targets], "alpha": self.alpha}
+        return {
+            "recipient": self.recipient,
+            "donor": self.donor,
+            "layers": layers,
+            "kinds": kinds,
+            "targets": [list(t) for t in self.targets],
+            "alpha": self.alpha,
+        }
 
 
 def check_alpha(alpha: float) -> float:
@@ -64,7 +70,7 @@ def check_alpha(alpha: float) -> float:
 
 
 def parse_alphas(spec: str) -> tuple[float, ...]:
-    """"1" or "0,0.25,0.5,0.75,1" -> floats in [0, 1], duplicates dropped, order kept."""
+    """ "1" or "0,0.25,0.5,0.75,1" -> floats in [0, 1], duplicates dropped, order kept."""
     values: list[float] = []
     for part in (p.strip() for p in (spec or "").split(",")):
         try:

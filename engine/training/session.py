@@ -46,7 +46,9 @@ def load_partial(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
 class TrainSession:
     """One run in progress: data, model, optimizer, and the epoch loop."""
 
-    def __init__(self, lab: Any, spec: TrainSpec, slices: Any, device: torch.device, precision: str, workers: int) -> None:
+    def __init__(
+        self, lab: Any, spec: TrainSpec, slices: Any, device: torch.device, precision: str, workers: int
+    ) -> None:
         self.lab, self.spec, self.slices = lab, spec, slices
         self.device, self.precision, self.workers = device, precision, workers
         self.name: str = spec.name or ""
@@ -174,7 +176,9 @@ class TrainSession:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def fit(self, writer: Any, *, first_epoch: int, global_step: int, best: dict | None, report: Reporter) -> TrainResult:
+    def fit(
+        self, writer: Any, *, first_epoch: int, global_step: int, best: dict | None, report: Reporter
+    ) -> TrainResult:
         """Epochs first_epoch..spec.epochs; the run file is finished (or failed) on the way out."""
         spec, steps = self.spec, self.batches.steps_per_epoch
         start = time.perf_counter()
@@ -183,13 +187,23 @@ class TrainSession:
                 what=f"train {self.name}",
                 total=spec.epochs * steps,
                 unit="steps",
-                info={"run": self.name, "first_epoch": first_epoch, "epochs": spec.epochs, "steps_per_epoch": steps,
-                      "device": str(self.device), "precision": self.precision},
+                info={
+                    "run": self.name,
+                    "first_epoch": first_epoch,
+                    "epochs": spec.epochs,
+                    "steps_per_epoch": steps,
+                    "device": str(self.device),
+                    "precision": self.precision,
+                },
             )
         )
         if not self.val_subjects:
-            report(Message(f"data set {spec.data!r} has no validation subjects: epochs are judged by training loss "
-                           "(the best checkpoint is the lowest-loss epoch)"))
+            report(
+                Message(
+                    f"data set {spec.data!r} has no validation subjects: epochs are judged by training loss "
+                    "(the best checkpoint is the lowest-loss epoch)"
+                )
+            )
         try:
             batches = self.batches.epochs(first_epoch, spec.epochs)
             for epoch in range(first_epoch, spec.epochs + 1):
@@ -205,8 +219,10 @@ class TrainSession:
                     raise
             reason = disk_full(exc)
             if reason:  # the run and the checkpoints that landed stay: say how to go on
-                raise UserError(f"disk full while writing run {self.name} ({reason}); the epochs saved before "
-                                f"are kept: free some space, then `reuse-console train --resume {self.name}`") from exc
+                raise UserError(
+                    f"disk full while writing run {self.name} ({reason}); the epochs saved before "
+                    f"are kept: free some space, then `reuse-console train --resume {self.name}`"
+                ) from exc
             raise
         writer.finish("finished")
         report(Finished(what="train", result=self.name, seconds=time.perf_counter() - start))
@@ -244,8 +260,17 @@ class TrainSession:
                 for (gs, _), value in zip(pending, values):
                     writer.append_step(epoch, gs, value, rate)
                 losses.extend(values)
-                report(StepEnd(epoch=epoch, step=step, steps_per_epoch=steps, global_step=global_step,
-                               total_steps=spec.epochs * steps, loss=values[-1], images_per_s=rate))
+                report(
+                    StepEnd(
+                        epoch=epoch,
+                        step=step,
+                        steps_per_epoch=steps,
+                        global_step=global_step,
+                        total_steps=spec.epochs * steps,
+                        loss=values[-1],
+                        images_per_s=rate,
+                    )
+                )
                 pending, last_flush, images_since = [], now, 0
         train_seconds = time.perf_counter() - epoch_start
         train_loss = float(sum(losses) / len(losses))
@@ -259,12 +284,33 @@ class TrainSession:
             best = {"epoch": epoch, "score": score, "metrics": metrics}
         images_per_s = images / max(train_seconds, 1e-9)
         mem = memory_mb(self.device)
-        writer.append_epoch({"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - epoch_start,
-                             "images_per_s": images_per_s, "memory_mb": mem, "best": float(is_best), **columns})
+        writer.append_epoch(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "seconds": time.perf_counter() - epoch_start,
+                "images_per_s": images_per_s,
+                "memory_mb": mem,
+                "best": float(is_best),
+                **columns,
+            }
+        )
         meta = self.checkpoint_meta(epoch, global_step, metrics, best)
-        save_epoch(self.lab, self.name, model, meta, optimizer=self.optimizer, best=is_best, provenance=self.provenance())
-        report(EpochEnd(epoch=epoch, epochs=spec.epochs, train_loss=train_loss, val=val, best=is_best,
-                        images_per_s=images_per_s, seconds=time.perf_counter() - epoch_start, memory_mb=mem))
+        save_epoch(
+            self.lab, self.name, model, meta, optimizer=self.optimizer, best=is_best, provenance=self.provenance()
+        )
+        report(
+            EpochEnd(
+                epoch=epoch,
+                epochs=spec.epochs,
+                train_loss=train_loss,
+                val=val,
+                best=is_best,
+                images_per_s=images_per_s,
+                seconds=time.perf_counter() - epoch_start,
+                memory_mb=mem,
+            )
+        )
         return global_step, best
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -288,13 +334,27 @@ class TrainSession:
         if self.spec.task == "ae":
             m = evaluate_ae(self.model, self.val_batches, self.device, self.precision)
             return dict(m), {"val_mse": m["mse"], "val_psnr": m["psnr"]}, dict(m), -m["mse"]
-        result = evaluate_seg(self.model, self.val_batches, self.val_subjects, self.slices.classes,
-                              self.slices.present, self.device, self.precision)
+        result = evaluate_seg(
+            self.model,
+            self.val_batches,
+            self.val_subjects,
+            self.slices.classes,
+            self.slices.present,
+            self.device,
+            self.precision,
+        )
         by_class = result.by_class()
         val = {"dice_fg": result.dice_fg, **{c: v for c, v in by_class.items() if v is not None}}
-        columns = {"val_dice_fg": result.dice_fg,
-                   **{f"val_dice_{c}": (float("nan") if v is None else v) for c, v in by_class.items()}}
-        metrics = {"dice": by_class, "dice_std": result.by_class(result.std), "dice_fg": result.dice_fg,
-                   "split": "val", "subjects": len(self.val_subjects)}
+        columns = {
+            "val_dice_fg": result.dice_fg,
+            **{f"val_dice_{c}": (float("nan") if v is None else v) for c, v in by_class.items()},
+        }
+        metrics = {
+            "dice": by_class,
+            "dice_std": result.by_class(result.std),
+            "dice_fg": result.dice_fg,
+            "split": "val",
+            "subjects": len(self.val_subjects),
+        }
         score = result.dice_fg if math.isfinite(result.dice_fg) else -1.0
         return val, columns, metrics, score

@@ -96,7 +96,9 @@ def claim_run(lab: Any, name: str, *, new: bool = False) -> contextlib.ExitStack
         if new:
             for kind in ("runs", "checkpoints"):
                 if lab.path(kind, name).exists():
-                    raise UserError(f"{kind[:-1]} {name!r} already exists (use --resume {name} to continue it, or another --name)")
+                    raise UserError(
+                        f"{kind[:-1]} {name!r} already exists (use --resume {name} to continue it, or another --name)"
+                    )
     except BaseException:
         stack.close()
         raise

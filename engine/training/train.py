@@ -125,8 +125,9 @@ def resume_training(
     )
 
 
-def _restart(lab: Any, run: str, *, device: str, precision: str | None, workers: int | None,
-             report: Reporter) -> TrainResult:
+def _restart(
+    lab: Any, run: str, *, device: str, precision: str | None, workers: int | None, report: Reporter
+) -> TrainResult:
     """A run killed before its first epoch's checkpoint: train it again from epoch 0, from the spec in
     its run file (the model is rebuilt as `train` built it, so the result is the same bit for bit)."""
     from reuse_console.store.runs import RunWriter, read_run
@@ -135,14 +136,17 @@ def _restart(lab: Any, run: str, *, device: str, precision: str | None, workers:
     if not meta.get("spec"):
         raise UserError(f"run {run!r} has no checkpoint and its run file no spec: it cannot be resumed")
     if meta.get("init_state") == "external":
-        raise UserError(f"run {run!r} started from tensors given by its caller and has no checkpoint yet: start it again")
+        raise UserError(
+            f"run {run!r} started from tensors given by its caller and has no checkpoint yet: start it again"
+        )
     spec, init_state = TrainSpec.from_dict(meta["spec"]), None
     if spec.init or spec.plan:
         from reuse_console.engine.reuse.transfer import transfer_init
 
         spec, init_state = transfer_init(lab, spec)  # idempotent: the stored spec already lists the frozen keys
-    session = TrainSession.open(lab, spec, device=device, precision=precision or meta.get("precision", "fp32"),
-                            workers=workers)
+    session = TrainSession.open(
+        lab, spec, device=device, precision=precision or meta.get("precision", "fp32"), workers=workers
+    )
     session.build_model(init_state)
     writer = RunWriter.resume(lab.path("runs", run), keep_epochs=0)
     report(Message(f"resuming {run}: killed before its first epoch ended, training from epoch 1 of {spec.epochs}"))
@@ -160,6 +164,12 @@ def _mark_finished(lab: Any, run: str, meta: CheckpointMeta, report: Reporter) -
     RunWriter.resume(lab.path("runs", run), keep_epochs=meta.epoch).finish("finished")
     report(Message(f"run {run}: all {spec.epochs} epochs were done before it was interrupted; marked finished"))
     best = meta.extra.get("best") or {"epoch": meta.epoch, "metrics": {}}
-    return TrainResult(name=run, run_path=lab.path("runs", run), best_path=lab.path("checkpoints", run),
-                       last_path=lab.path("checkpoints", last_name(run)), epochs=spec.epochs,
-                       best_epoch=int(best["epoch"]), best_metrics=dict(best.get("metrics", {})))
+    return TrainResult(
+        name=run,
+        run_path=lab.path("runs", run),
+        best_path=lab.path("checkpoints", run),
+        last_path=lab.path("checkpoints", last_name(run)),
+        epochs=spec.epochs,
+        best_epoch=int(best["epoch"]),
+        best_metrics=dict(best.get("metrics", {})),
+    )

@@ -11,8 +11,16 @@ from reuse_console.engine.grids.experiment import load_experiment
 
 @pytest.mark.slow
 def test_tiny_demo_makes_every_object_and_reruns_as_a_no_op(lab, monkeypatch) -> None:
-    tiny = demo.DemoConfig(subjects={"acdc": 5, "t1": 4, "rvsc": 4}, size=32, base_width=4, epochs=1,
-                           grid_epochs=1, grid_subjects=(2,), grid_seeds=(0,), batch=4)
+    tiny = demo.DemoConfig(
+        subjects={"acdc": 5, "t1": 4, "rvsc": 4},
+        size=32,
+        base_width=4,
+        epochs=1,
+        grid_epochs=1,
+        grid_subjects=(2,),
+        grid_seeds=(0,),
+        batch=4,
+    )
     monkeypatch.setattr(demo.DemoConfig, "choose", classmethod(lambda cls, quick: tiny))
     events: list[Event] = []
     result = demo.run_demo(lab, quick=True, device="cpu", precision="fp32", report=events.append)

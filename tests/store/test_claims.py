@@ -146,8 +146,9 @@ def test_a_forked_child_does_not_keep_the_claim_alive(tmp_path: Path) -> None:
             time.sleep(60)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         proc.kill()

@@ -70,7 +70,9 @@ def test_resolve_errors_say_what_is_wrong(lab: Lab) -> None:
         lab.resolve("nope")
     with pytest.raises(NotFound, match="no dataset 'same2'"):
         lab.resolve("datasets/same2")
-    with pytest.raises(UserError, match="ambiguous.*checkpoints/same.*datasets/same|ambiguous.*datasets/same.*checkpoints/same"):
+    with pytest.raises(
+        UserError, match="ambiguous.*checkpoints/same.*datasets/same|ambiguous.*datasets/same.*checkpoints/same"
+    ):
         lab.resolve("same")
     assert lab.resolve("datasets/same").kind == "datasets"
     for bad in ("../etc/passwd", "", "a b", "-x", "x.h5", "a" * 101):

@@ -58,7 +58,9 @@ def _build(root: Path) -> Path:
     with fixed_clock():
         import_dataset(lab, root / "phantom", name="acdc", size=64, val_subjects=1)
         for task in ("seg", "ae"):
-            spec = TrainSpec(data="acdc", arch_config={"base_width": 4}, task=task, epochs=1, batch=8, name=f"unet-{task}")
+            spec = TrainSpec(
+                data="acdc", arch_config={"base_width": 4}, task=task, epochs=1, batch=8, name=f"unet-{task}"
+            )
             train(lab, spec, device="cpu")
         run_scan(lab, "unet-seg", "unet-ae", "acdc", device="cpu", name="seg-vs-ae")
         run_rmse(lab, ["unet-seg", "unet-ae"], name="seg-vs-ae-rmse")

@@ -46,8 +46,17 @@ def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
 
 def mypy(tree: Path) -> subprocess.CompletedProcess[str]:
     """Type-check the mirrored packages with the [tool.mypy] settings of pyproject.toml."""
-    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-           "--cache-dir", str(ROOT / ".mypy_cache"), "-p", "reuse_console"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--cache-dir",
+        str(ROOT / ".mypy_cache"),
+        "-p",
+        "reuse_console",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tree, timeout=900)
 
 
@@ -61,7 +70,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         result = tools[argv[0]](mirror(Path(tmp)))
     out = result.stdout
-    sys.stdout.write(out[out.find("Contracts"):] if argv[0] == "imports" and "Contracts" in out else out)
+    sys.stdout.write(out[out.find("Contracts") :] if argv[0] == "imports" and "Contracts" in out else out)
     sys.stderr.write(result.stderr)
     return result.returncode
 

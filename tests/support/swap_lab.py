@@ -34,11 +34,15 @@ def make_data(lab: Lab, name: str = "toy", subjects: int = 4, per_subject: int =
     rng = np.random.default_rng(0)
     images, labels = blobs(subjects * per_subject, size, rng)
     slices = SliceSet(
-        name=name, images=images, labels=labels,
+        name=name,
+        images=images,
+        labels=labels,
         subject=np.repeat(np.arange(subjects, dtype=np.int32), per_subject),
         subjects=[f"patient{i:03d}" for i in range(subjects)],
         split=["train" if i < subjects // 2 else "val" for i in range(subjects)],
-        classes=list(CLASSES), present=[True] * 4, spacing=(1.5, 1.5),
+        classes=list(CLASSES),
+        present=[True] * 4,
+        spacing=(1.5, 1.5),
     )
     write_slices(lab.path("datasets", name), slices, source={"format": "test"})
     return name
@@ -57,13 +61,15 @@ def randomise_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def make_checkpoint(lab: Lab, name: str, *, task: str = "seg", seed: int = 0, arch: str = "unet",
-                    size: int = 64, **config) -> str:
+def make_checkpoint(
+    lab: Lab, name: str, *, task: str = "seg", seed: int = 0, arch: str = "unet", size: int = 64, **config
+) -> str:
     config = default_config(arch, 1, 4, **({"base_width": 4} if arch == "unet" else {"width": 0.125}) | config)
     torch.manual_seed(seed)
     model = randomise_bn(build_model(arch, config), seed)
-    meta = CheckpointMeta(arch=arch, arch_config=config, task=task, data="toy", classes=list(CLASSES),
-                          extra={"size": size})
+    meta = CheckpointMeta(
+        arch=arch, arch_config=config, task=task, data="toy", classes=list(CLASSES), extra={"size": size}
+    )
     save_model(lab, name, model, meta)
     return name
 

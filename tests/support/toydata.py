@@ -13,8 +13,14 @@ from reuse_console.engine.data.slices import CARDIAC_CLASSES, SliceSet, write_sl
 SPACING = (1.5, 1.25)
 
 
-def toy_slices(n_subjects: int = 4, per_subject: int = 4, size: int = 64, seed: int = 0, name: str = "toy",
-               present: list[bool] | None = None) -> SliceSet:
+def toy_slices(
+    n_subjects: int = 4,
+    per_subject: int = 4,
+    size: int = 64,
+    seed: int = 0,
+    name: str = "toy",
+    present: list[bool] | None = None,
+) -> SliceSet:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     images, labels, subject = [], [], []

@@ -153,10 +153,13 @@ async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
         assert ("2", "RW") not in screen.ticked
         await pilot.press("enter")
         await wait_until(pilot, lambda: len(screen.session.history) == 1 and not screen.busy, 60, "the evaluation")
-        engine = run_swap(test_lab, "unet-seg", "unet-ae", "acdc", layers="1-2", kinds="RM,RV,W,B", device="cpu",
-                          name="check")
+        engine = run_swap(
+            test_lab, "unet-seg", "unet-ae", "acdc", layers="1-2", kinds="RM,RV,W,B", device="cpu", name="check"
+        )
         # run_swap swaps every listed kind of both layers; the same targets in the Swap lab:
-        outcome = screen.session.evaluate([("1", k) for k in ("RM", "RV", "W", "B")] + [("2", k) for k in ("RM", "RV", "W", "B")])
+        outcome = screen.session.evaluate(
+            [("1", k) for k in ("RM", "RV", "W", "B")] + [("2", k) for k in ("RM", "RV", "W", "B")]
+        )
         np.testing.assert_allclose(outcome.result.per_subject, engine.dice[0], atol=1e-12)
         shown = screen.session.history[0]
         text = plain(screen.query_one("#swap-result"))
@@ -197,8 +200,12 @@ async def test_start_a_training_job_and_follow_it_to_the_end(test_lab: Lab) -> N
         await pilot.press("ctrl+s")
         screen = app.screen
         assert type(screen).__name__ == "JobsScreen"
-        await wait_until(pilot, lambda: screen.snapshot is not None and screen.snapshot.status == "finished", 240,
-                         "the job to finish")
+        await wait_until(
+            pilot,
+            lambda: screen.snapshot is not None and screen.snapshot.status == "finished",
+            240,
+            "the job to finish",
+        )
         snap = screen.snapshot
         assert snap.done == snap.total > 0
         assert [row["epoch"] for row in snap.epoch_rows] == [1, 2]

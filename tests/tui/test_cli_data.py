@@ -150,9 +150,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, cli, case: str) -> Non
 
 
 def test_phantom_bad_preset_exit_2(tmp_path: Path, cli) -> None:
-    code, _, stderr = cli(
-        "data", "phantom", "--preset", "ct", "--out", str(tmp_path / "x"), "--progress", "none"
-    )
+    code, _, stderr = cli("data", "phantom", "--preset", "ct", "--out", str(tmp_path / "x"), "--progress", "none")
     assert code == 2 and "unknown phantom preset 'ct'" in stderr
     assert not (tmp_path / "x").exists()
 

@@ -37,7 +37,9 @@ def test_layers_json_for_fresh_architectures(cli) -> None:
 
 def test_layers_of_a_checkpoint_table(cli, lab) -> None:
     config = default_config("unet", 2, 3, base_width=4)
-    save_model(lab, "seg-small", build_model("unet", config), CheckpointMeta(arch="unet", arch_config=config, task="seg"))
+    save_model(
+        lab, "seg-small", build_model("unet", config), CheckpointMeta(arch="unet", arch_config=config, task="seg")
+    )
     code, out, _ = cli("layers", "seg-small", "--lab", str(lab.root))
     assert code == 0
     assert "18 numbered layers" in out and "up4" in out and "4x2x3x3" in out  # 2 input channels from the config
@@ -67,8 +69,21 @@ def test_ckpt_import_export_round_trip(cli, lab, tmp_path: Path) -> None:
     source = _unet_file(tmp_path)
     root = str(lab.root)
     code, _, err = cli(
-        "ckpt", "import", str(source), "--arch", "unet", "--task", "seg", "--name", "ext",
-        "--arch-config", '{"base_width": 4}', "--data", "acdc", "--lab", root,
+        "ckpt",
+        "import",
+        str(source),
+        "--arch",
+        "unet",
+        "--task",
+        "seg",
+        "--name",
+        "ext",
+        "--arch-config",
+        '{"base_width": 4}',
+        "--data",
+        "acdc",
+        "--lab",
+        root,
     )
     assert code == 0 and "imported" in err
     state, meta = read_checkpoint(lab.path("checkpoints", "ext"))
@@ -100,11 +115,22 @@ def test_ckpt_import_refuses_code_and_names_mismatches(cli, lab, tmp_path: Path)
     code, _, err = cli("ckpt", "import", str(evil), "--name", "evil", *base)
     assert code == 2 and "refused evil.pt" in err and not marker.exists()
 
-    code, _, err = cli("ckpt", "import", str(_unet_file(tmp_path, 8)), "--name", "w", *base,
-                       "--arch-config", '{"base_width": 4}')
+    code, _, err = cli(
+        "ckpt", "import", str(_unet_file(tmp_path, 8)), "--name", "w", *base, "--arch-config", '{"base_width": 4}'
+    )
     assert code == 2 and "enc1.conv1.weight has shape (8, 1, 3, 3)" in err.replace("\n", "")
 
-    code, _, err = cli("ckpt", "import", str(_unet_file(tmp_path)), "--name", "c", *base,
-                       "--arch-config", '{"base_width": 4}', "--classes", "a,b")
+    code, _, err = cli(
+        "ckpt",
+        "import",
+        str(_unet_file(tmp_path)),
+        "--name",
+        "c",
+        *base,
+        "--arch-config",
+        '{"base_width": 4}',
+        "--classes",
+        "a,b",
+    )
     assert code == 2 and "names 2 classes" in err
     assert not lab.files("checkpoints")

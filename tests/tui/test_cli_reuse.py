@@ -34,8 +34,9 @@ def scan_lab(lab):
     for i, v in enumerate(variants):
         if (v.layer, v.kind) in {("1", "RM"), ("3", "W")}:
             dice[i, 0, 2] -= 0.2  # MYO drops by 0.2
-    write_scan(lab.path("scans", "sc"), ScanResult("sc", "seg", "ae", "toy", CLASSES, [True] * 4, ["a"], base,
-                                                   variants, dice))
+    write_scan(
+        lab.path("scans", "sc"), ScanResult("sc", "seg", "ae", "toy", CLASSES, [True] * 4, ["a"], base, variants, dice)
+    )
     return lab
 
 
@@ -62,7 +63,7 @@ def test_plan_export_edit_import(cli, scan_lab, tmp_path) -> None:
     assert code == 0 and toml.exists() and "wrote" in err
     text = toml.read_text()
     assert "RM = [1]\n" in text and "W = [3]\n" in text
-    toml.write_text(text.replace("W = [3]\n", "W = [3, \"head\"]\n"))
+    toml.write_text(text.replace("W = [3]\n", 'W = [3, "head"]\n'))
     code, out, err = cli("plan", "import", str(toml), "--name", "p2", "--lab", lab)
     assert code == 0, err
     assert "not reusable: RM: 1; W: 3,head" in out and "stored as plan p2" in err
@@ -76,24 +77,50 @@ def test_train_with_a_frozen_plan(cli, scan_lab) -> None:
     lab = str(scan_lab.root)
     write_toy(scan_lab)
     cli("plan", "--scan", "sc", "--name", "p", "--lab", lab)
-    code, _, err = cli("train", "--data", "toy", "--arch-config", json.dumps(TINY), "--epochs", "1",
-                       "--batch", "4", "--no-augment", "--init", "seg", "--plan", "p", "--mode", "freeze",
-                       "--name", "fz", "--device", "cpu", "--progress", "none", "--lab", lab)
+    code, _, err = cli(
+        "train",
+        "--data",
+        "toy",
+        "--arch-config",
+        json.dumps(TINY),
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--no-augment",
+        "--init",
+        "seg",
+        "--plan",
+        "p",
+        "--mode",
+        "freeze",
+        "--name",
+        "fz",
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+        "--lab",
+        lab,
+    )
     assert code == 0, err
     spec = read_meta(scan_lab.path("checkpoints", "fz")).extra["spec"]
     assert spec["init"] == "seg" and spec["plan"] == "p" and spec["mode"] == "freeze"
     assert len(spec["frozen"]) == 116
-    code, _, err = cli("train", "--data", "toy", "--init", "seg", "--plan", "p", "--mode", "thaw",
-                       "--device", "cpu", "--lab", lab)
+    code, _, err = cli(
+        "train", "--data", "toy", "--init", "seg", "--plan", "p", "--mode", "thaw", "--device", "cpu", "--lab", lab
+    )
     assert code == 2 and "--mode" in err
 
 
 def test_grid_resume_and_report(cli, lab, tmp_path) -> None:
     write_toy(lab)
     study = tmp_path / "s.toml"
-    study.write_text('name = "cg"\ntarget = "toy"\nsubjects = [2]\nseeds = 2\n'
-                     '[train]\narch_config = { base_width = 4 }\nepochs = 1\nbatch = 4\naugment = false\n'
-                     '[[sources]]\nname = "random"\n')
+    study.write_text(
+        'name = "cg"\ntarget = "toy"\nsubjects = [2]\nseeds = 2\n'
+        "[train]\narch_config = { base_width = 4 }\nepochs = 1\nbatch = 4\naugment = false\n"
+        '[[sources]]\nname = "random"\n'
+    )
     root = str(lab.root)
     code, out, err = cli("grid", str(study), "--device", "cpu", "--progress", "none", "--json", "--lab", root)
     assert code == 0, err
@@ -113,8 +140,13 @@ def test_grid_resume_and_report(cli, lab, tmp_path) -> None:
 
     code, out, err = cli("report", "cg", "--out", str(tmp_path / "fig"), "--lab", root)
     assert code == 0, err
-    assert sorted(Path(p).name for p in out.split()) == ["cg-dice.png", "cg-table.csv", "cg-table.md",
-                                                         "cg-table.png", "index.md"]
+    assert sorted(Path(p).name for p in out.split()) == [
+        "cg-dice.png",
+        "cg-table.csv",
+        "cg-table.md",
+        "cg-table.png",
+        "index.md",
+    ]
 
 
 def test_grid_user_errors(cli, lab, tmp_path) -> None:

@@ -12,8 +12,23 @@ CPU = ["--device", "cpu"]
 
 def test_swap_json_shows_baseline_swapped_and_delta(lab, cli) -> None:
     make_lab(lab)
-    code, out, _ = cli("--lab", str(lab.root), "swap", "seg", "ae", "--data", "toy", "--layers", "1-5",
-                       "--kinds", "RM,RV", "--json", *CPU, "--progress", "none")
+    code, out, _ = cli(
+        "--lab",
+        str(lab.root),
+        "swap",
+        "seg",
+        "ae",
+        "--data",
+        "toy",
+        "--layers",
+        "1-5",
+        "--kinds",
+        "RM,RV",
+        "--json",
+        *CPU,
+        "--progress",
+        "none",
+    )
     assert code == 0
     result = json.loads(out)
     assert set(result["baseline"]["dice"]) == set(CLASSES)
@@ -28,36 +43,92 @@ def test_swap_json_shows_baseline_swapped_and_delta(lab, cli) -> None:
 
 def test_swap_table_and_user_errors(lab, cli) -> None:
     make_lab(lab)
-    code, out, err = cli("--lab", str(lab.root), "swap", "seg", "ae", "--data", "toy", "--layers", "head",
-                         "--kinds", "W", "--alpha", "0.5", *CPU, "--progress", "none")
+    code, out, err = cli(
+        "--lab",
+        str(lab.root),
+        "swap",
+        "seg",
+        "ae",
+        "--data",
+        "toy",
+        "--layers",
+        "head",
+        "--kinds",
+        "W",
+        "--alpha",
+        "0.5",
+        *CPU,
+        "--progress",
+        "none",
+    )
     assert code == 0
     assert "baseline" in out and "swapped" in out and "MYO" in out and "stored as scan" in err
-    code, _, err = cli("--lab", str(lab.root), "swap", "seg", "wide", "--data", "toy", "--layers", "1",
-                       "--kinds", "RM", *CPU)
+    code, _, err = cli(
+        "--lab", str(lab.root), "swap", "seg", "wide", "--data", "toy", "--layers", "1", "--kinds", "RM", *CPU
+    )
     assert code == 2
     assert "enc1.conv1.weight differs" in err and "Traceback" not in err
-    code, _, err = cli("--lab", str(lab.root), "swap", "ae", "seg", "--data", "toy", "--layers", "1",
-                       "--kinds", "RM", *CPU)
+    code, _, err = cli(
+        "--lab", str(lab.root), "swap", "ae", "seg", "--data", "toy", "--layers", "1", "--kinds", "RM", *CPU
+    )
     assert code == 2 and "must be a seg checkpoint" in err
-    code, _, err = cli("--lab", str(lab.root), "swap", "seg", "ae", "--data", "toy", "--layers", "1",
-                       "--kinds", "XY", *CPU)
+    code, _, err = cli(
+        "--lab", str(lab.root), "swap", "seg", "ae", "--data", "toy", "--layers", "1", "--kinds", "XY", *CPU
+    )
     assert code == 2 and "unknown kind" in err
 
 
 def test_scan_json_matches_the_documented_shape_and_progress_events(lab, cli) -> None:
     make_lab(lab)
-    code, out, _ = cli("--lab", str(lab.root), "scan", "seg", "ae", "--data", "toy", "--layers", "3,head",
-                       "--kinds", "RM,B", "--alphas", "0,1", "--json", *CPU, "--progress", "none")
+    code, out, _ = cli(
+        "--lab",
+        str(lab.root),
+        "scan",
+        "seg",
+        "ae",
+        "--data",
+        "toy",
+        "--layers",
+        "3,head",
+        "--kinds",
+        "RM,B",
+        "--alphas",
+        "0,1",
+        "--json",
+        *CPU,
+        "--progress",
+        "none",
+    )
     assert code == 0
     result = json.loads(out)
     assert [(v["layer"], v["kind"], v["alpha"]) for v in result["variants"]] == [
-        (3, "RM", 0.0), (3, "RM", 1.0), (3, "B", 0.0), (3, "B", 1.0), ("head", "B", 0.0), ("head", "B", 1.0)]
+        (3, "RM", 0.0),
+        (3, "RM", 1.0),
+        (3, "B", 0.0),
+        (3, "B", 1.0),
+        ("head", "B", 0.0),
+        ("head", "B", 1.0),
+    ]
     for v in result["variants"]:
         assert set(v["dice"]) == set(CLASSES)
         if v["alpha"] == 0.0:  # alpha 0 keeps the recipient: exactly the baseline
             assert v["dice"] == result["baseline"]["dice"]
-    code, out, _ = cli("--lab", str(lab.root), "scan", "seg", "ae", "--data", "toy", "--layers", "1",
-                       "--kinds", "bn", *CPU, "--progress", "jsonl")
+    code, out, _ = cli(
+        "--lab",
+        str(lab.root),
+        "scan",
+        "seg",
+        "ae",
+        "--data",
+        "toy",
+        "--layers",
+        "1",
+        "--kinds",
+        "bn",
+        *CPU,
+        "--progress",
+        "jsonl",
+    )
     assert code == 0
     events = [json.loads(line) for line in out.splitlines()]
     done = [e for e in events if e["type"] == "variant_done"]
@@ -67,18 +138,49 @@ def test_scan_json_matches_the_documented_shape_and_progress_events(lab, cli) ->
 
 def test_scan_table_full_forward_and_resume_errors(lab, cli) -> None:
     make_lab(lab)
-    code, out, err = cli("--lab", str(lab.root), "scan", "seg", "ae", "--data", "toy", "--layers", "1-2",
-                         "--kinds", "RM,W", *CPU, "--progress", "none", "--full-forward", "--name", "ff")
+    code, out, err = cli(
+        "--lab",
+        str(lab.root),
+        "scan",
+        "seg",
+        "ae",
+        "--data",
+        "toy",
+        "--layers",
+        "1-2",
+        "--kinds",
+        "RM,W",
+        *CPU,
+        "--progress",
+        "none",
+        "--full-forward",
+        "--name",
+        "ff",
+    )
     assert code == 0 and "baseline seg on toy" in out and "full:" in err
-    code, out2, _ = cli("--lab", str(lab.root), "scan", "seg", "ae", "--data", "toy", "--layers", "1-2",
-                        "--kinds", "RM,W", *CPU, "--progress", "none", "--json")
+    code, out2, _ = cli(
+        "--lab",
+        str(lab.root),
+        "scan",
+        "seg",
+        "ae",
+        "--data",
+        "toy",
+        "--layers",
+        "1-2",
+        "--kinds",
+        "RM,W",
+        *CPU,
+        "--progress",
+        "none",
+        "--json",
+    )
     fast = json.loads(out2)
     from reuse_console.engine.swaps.scan_store import load_scan
 
     slow = load_scan(lab, "ff")
     np.testing.assert_allclose(slow.mean, [[v["dice"][c] for c in CLASSES] for v in fast["variants"]], atol=1e-9)
-    code, _, err = cli("--lab", str(lab.root), "scan", "seg", "ae", "--data", "toy", "--name", "ff",
-                       "--resume", *CPU)
+    code, _, err = cli("--lab", str(lab.root), "scan", "seg", "ae", "--data", "toy", "--name", "ff", "--resume", *CPU)
     assert code == 2 and "already finished" in err
     code, _, err = cli("--lab", str(lab.root), "scan", "seg", "ae", "--data", "toy", "--alphas", "2", *CPU)
     assert code == 2 and "outside [0, 1]" in err

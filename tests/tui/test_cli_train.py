@@ -13,8 +13,7 @@ TINY = ["--arch-config", '{"base_width": 4}', "--batch", "4", "--device", "cpu"]
 
 def test_train_jsonl_then_eval_json_and_table(lab, cli, tmp_path) -> None:
     write_toy(lab)
-    code, out, _ = cli("--lab", str(lab.root), "train", "--data", "toy", "--epochs", "2", *TINY,
-                       "--progress", "jsonl")
+    code, out, _ = cli("--lab", str(lab.root), "train", "--data", "toy", "--epochs", "2", *TINY, "--progress", "jsonl")
     assert code == 0
     events = [json.loads(line) for line in out.splitlines()]
     types = [e["type"] for e in events]
@@ -23,8 +22,17 @@ def test_train_jsonl_then_eval_json_and_table(lab, cli, tmp_path) -> None:
     assert {"dice_fg", "background", "RV", "MYO", "LV"} <= set(epoch_end["val"])
     assert events[-1]["result"] == "unet-seg-toy"
 
-    code, out, _ = cli("--lab", str(lab.root), "eval", "unet-seg-toy", "--json", "--device", "cpu",
-                       "--save-predictions", str(tmp_path / "nii"))
+    code, out, _ = cli(
+        "--lab",
+        str(lab.root),
+        "eval",
+        "unet-seg-toy",
+        "--json",
+        "--device",
+        "cpu",
+        "--save-predictions",
+        str(tmp_path / "nii"),
+    )
     assert code == 0
     result = json.loads(out)
     assert result["subjects"] == ["patient004"] and result["absent"] == []
@@ -39,13 +47,37 @@ def test_train_jsonl_then_eval_json_and_table(lab, cli, tmp_path) -> None:
 
 def test_train_ae_and_absent_classes_in_the_table(lab, cli) -> None:
     write_toy(lab, name="t1like", present=[True, False, True, False])
-    code, _, err = cli("--lab", str(lab.root), "train", "--data", "t1like", "--epochs", "1", *TINY,
-                       "--progress", "none", "--name", "seg1")
+    code, _, err = cli(
+        "--lab",
+        str(lab.root),
+        "train",
+        "--data",
+        "t1like",
+        "--epochs",
+        "1",
+        *TINY,
+        "--progress",
+        "none",
+        "--name",
+        "seg1",
+    )
     assert code == 0 and "run seg1" in err
     code, out, _ = cli("--lab", str(lab.root), "eval", "seg1", "--device", "cpu")
     assert code == 0 and out.count("absent") == 2
-    code, _, _ = cli("--lab", str(lab.root), "train", "--data", "t1like", "--task", "ae", "--epochs", "1",
-                     *TINY, "--progress", "none")
+    code, _, _ = cli(
+        "--lab",
+        str(lab.root),
+        "train",
+        "--data",
+        "t1like",
+        "--task",
+        "ae",
+        "--epochs",
+        "1",
+        *TINY,
+        "--progress",
+        "none",
+    )
     assert code == 0
     code, out, _ = cli("--lab", str(lab.root), "eval", "unet-ae-t1like", "--json", "--device", "cpu")
     assert code == 0 and set(json.loads(out)) >= {"mse", "psnr"}
@@ -59,8 +91,7 @@ def test_user_errors_are_one_line_and_exit_2(lab, cli) -> None:
     code, _, err = cli("--lab", str(lab.root), "eval", "nothing")
     assert code == 2 and "nothing" in err
     write_toy(lab)
-    code, _, err = cli("--lab", str(lab.root), "train", "--data", "toy", "--arch-config", "{bad",
-                       "--progress", "none")
+    code, _, err = cli("--lab", str(lab.root), "train", "--data", "toy", "--arch-config", "{bad", "--progress", "none")
     assert code == 2 and "--arch-config" in err
 
 

@@ -23,8 +23,13 @@ SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48"
 def snapshot_app(lab: Lab) -> ConsoleApp:
     """The console as the snapshots see it: fixed label, no clock, no blink, no background polling."""
     config = ConsoleConfig(
-        lab=lab, lab_label="test-lab", system_stats=False, timings=False, cursor_blink=False,
-        lab_poll_s=3600.0, job_poll_s=3600.0,
+        lab=lab,
+        lab_label="test-lab",
+        system_stats=False,
+        timings=False,
+        cursor_blink=False,
+        lab_poll_s=3600.0,
+        job_poll_s=3600.0,
     )
     return ConsoleApp(config)
 

@@ -34,8 +34,12 @@ def rmse(
         emit_json(comp.to_json())
         return
     for p, (a, b) in enumerate(comp.pairs):
-        table = Table(title=f"RMSE {comp.models[a]} vs {comp.models[b]} (in brackets: / RMS of {comp.models[a]})",
-                      title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+        table = Table(
+            title=f"RMSE {comp.models[a]} vs {comp.models[b]} (in brackets: / RMS of {comp.models[a]})",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1, 0, 0),
+        )
         table.add_column("layer", no_wrap=True)
         for kind in comp.kinds:
             table.add_column(kind, justify="right")
@@ -76,17 +80,24 @@ def bn(
     if json_out:
         emit_json({"recipient": recipient, "donor": donor, "layers": rows})
         return
-    table = Table(title=f"BN scale s and shift t of {recipient} (r) and {donor} (d); swapping one tensor r <- d",
-                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table = Table(
+        title=f"BN scale s and shift t of {recipient} (r) and {donor} (d); swapping one tensor r <- d",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+    )
     for col in ("layer", "s r", "s d", "t r", "t d", "RV s'/s", "RW s'/s", "RM |dt|", "RV |dt|", "RW |dt|", "RB |dt|"):
         table.add_column(col, justify="left" if col == "layer" else "right")
     for row in rows:
         swaps = row["swaps"]
         table.add_row(
             str(row["layer"]),
-            _g(row["s"]["recipient"]["mean"]), _g(row["s"]["donor"]["mean"]),
-            _g(row["t"]["recipient"]["mean"]), _g(row["t"]["donor"]["mean"]),
-            _g(_get(swaps, "RV", "scale_ratio_geomean")), _g(_get(swaps, "RW", "scale_ratio_geomean")),
+            _g(row["s"]["recipient"]["mean"]),
+            _g(row["s"]["donor"]["mean"]),
+            _g(row["t"]["recipient"]["mean"]),
+            _g(row["t"]["donor"]["mean"]),
+            _g(_get(swaps, "RV", "scale_ratio_geomean")),
+            _g(_get(swaps, "RW", "scale_ratio_geomean")),
             *(_g(_get(swaps, k, "shift_diff_mean_abs")) for k in ("RM", "RV", "RW", "RB")),
         )
     stdout.print(table)

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 
 def demo(
-    quick: Annotated[bool, typer.Option("--quick", help="Reduced sizes for CI: about 3 minutes on 2 CPU cores.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Reduced sizes for CI: about 3 minutes on 2 CPU cores.")
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom and the import split.")] = 0,
     device: DeviceOpt = "auto",
     precision: Annotated[
@@ -68,8 +70,9 @@ def demo(
         torch.set_num_threads(threads or 1)
     the_lab = Lab.from_option(lab)
     with make_reporter("none" if json_out and progress == "rich" else progress) as report:
-        result = run_demo(the_lab, quick=quick, seed=seed, device=device, precision=precision, figures=figures,
-                          report=report)
+        result = run_demo(
+            the_lab, quick=quick, seed=seed, device=device, precision=precision, figures=figures, report=report
+        )
     if json_out:
         emit_json(summary(result))
         return
@@ -94,7 +97,9 @@ def print_summary(lab: Lab, result: DemoResult) -> None:
     for ref in result.models:
         meta = read_meta(lab.path("checkpoints", ref))
         score = (
-            f"Dice fg {fmt(meta.metrics.get('dice_fg'))}" if meta.task == "seg" else f"PSNR {fmt(meta.metrics.get('psnr'), 1)} dB"
+            f"Dice fg {fmt(meta.metrics.get('dice_fg'))}"
+            if meta.task == "seg"
+            else f"PSNR {fmt(meta.metrics.get('psnr'), 1)} dB"
         )
         models.add_row(ref, meta.task, meta.data, str(meta.epoch), score)
     stdout.print(models)

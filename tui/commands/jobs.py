@@ -85,7 +85,9 @@ def start(
         return
     stdout.print(job.id)
     stderr.print(f"started job {escape(job.id)} (pid {job.pid}): {escape(job.command)}")
-    stderr.print(f"follow: reuse-console jobs show {escape(job.id)}    stop: reuse-console jobs cancel {escape(job.id)}")
+    stderr.print(
+        f"follow: reuse-console jobs show {escape(job.id)}    stop: reuse-console jobs cancel {escape(job.id)}"
+    )
 
 
 @jobs_app.command("ls")
@@ -212,7 +214,11 @@ def sleep(
         report(Started(what="sleep", total=total, unit="ticks"))
         for i in range(1, total + 1):
             time.sleep(max(0.0, t0 + i * tick - time.monotonic()))
-            report(StepEnd(epoch=1, step=i, steps_per_epoch=total, global_step=i, total_steps=total, loss=0.0, images_per_s=0.0))
+            report(
+                StepEnd(
+                    epoch=1, step=i, steps_per_epoch=total, global_step=i, total_steps=total, loss=0.0, images_per_s=0.0
+                )
+            )
         report(Finished(what="sleep", seconds=round(time.monotonic() - t0, 3)))
     if exit_code:
         raise typer.Exit(exit_code)

@@ -19,7 +19,7 @@ plan_app = typer.Typer(
         "reusable when swapping the donor's tensor into the recipient costs at most --max-dice-drop Dice on "
         "every present foreground class (scan) and/or its RMSE between the two models is at most --max-rmse "
         "(comparison); --combine says whether both or either must hold. Tensors with no evidence are not "
-        "reusable. Prints the non-reusable tensors the way the paper does (\"RM: 1,17; W: 1,6,11; B: 1\"), the "
+        'reusable. Prints the non-reusable tensors the way the paper does ("RM: 1,17; W: 1,6,11; B: 1"), the '
         "share of tensors reused (each layer's each kind counts one) and the share of parameter elements.\n\n"
         "Example: reuse-console plan --scan unet-seg-acdc-vs-unet-ae-acdc --max-dice-drop 0.05 --name acdc-ae\n\n"
         "Then: reuse-console plan export acdc-ae --out acdc-ae.toml (edit it) and plan import acdc-ae.toml --name mine"
@@ -32,11 +32,24 @@ plan_app = typer.Typer(
 @plan_app.callback()
 def plan(
     ctx: typer.Context,
-    scan: Annotated[Optional[str], typer.Option("--scan", help="Scan id: Dice of the recipient with each donor tensor swapped in.")] = None,
-    rmse: Annotated[Optional[str], typer.Option("--rmse", help="Comparison id (`reuse-console rmse`): RMSE per tensor.")] = None,
-    max_dice_drop: Annotated[float, typer.Option("--max-dice-drop", help="Largest Dice drop on any foreground class that still counts as reusable.")] = 0.05,
-    max_rmse: Annotated[Optional[float], typer.Option("--max-rmse", help="Largest RMSE that counts as reusable (needed with --rmse).")] = None,
-    combine: Annotated[str, typer.Option("--combine", help="With both --scan and --rmse: and (both must hold) or or (either).")] = "and",
+    scan: Annotated[
+        Optional[str], typer.Option("--scan", help="Scan id: Dice of the recipient with each donor tensor swapped in.")
+    ] = None,
+    rmse: Annotated[
+        Optional[str], typer.Option("--rmse", help="Comparison id (`reuse-console rmse`): RMSE per tensor.")
+    ] = None,
+    max_dice_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-dice-drop", help="Largest Dice drop on any foreground class that still counts as reusable."
+        ),
+    ] = 0.05,
+    max_rmse: Annotated[
+        Optional[float], typer.Option("--max-rmse", help="Largest RMSE that counts as reusable (needed with --rmse).")
+    ] = None,
+    combine: Annotated[
+        str, typer.Option("--combine", help="With both --scan and --rmse: and (both must hold) or or (either).")
+    ] = "and",
     name: NameOpt = None,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -49,8 +62,15 @@ def plan(
     from reuse_console.engine.reuse.plan_lab import plan_from_lab
     from reuse_console.store.lab import Lab
 
-    result = plan_from_lab(Lab.from_option(lab), scan=scan, rmse=rmse, max_dice_drop=max_dice_drop,
-                           max_rmse=max_rmse, combine=combine, name=name)
+    result = plan_from_lab(
+        Lab.from_option(lab),
+        scan=scan,
+        rmse=rmse,
+        max_dice_drop=max_dice_drop,
+        max_rmse=max_rmse,
+        combine=combine,
+        name=name,
+    )
     if json_out:
         emit_json(result.to_json())
         return
@@ -65,8 +85,12 @@ def print_plan(plan: Any) -> None:
 
     kinds = [k for k in KINDS if any(t.kind == k for t in plan.tensors)]
     evidence = "dice drop" if any(t.dice_drop is not None for t in plan.tensors) else "rmse"
-    table = Table(title=f"plan {plan.name}: reused tensors (green) and not (red); numbers: {evidence}",
-                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table = Table(
+        title=f"plan {plan.name}: reused tensors (green) and not (red); numbers: {evidence}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+    )
     table.add_column("layer", no_wrap=True)
     for kind in kinds:
         table.add_column(kind, justify="right")
@@ -86,8 +110,10 @@ def print_plan(plan: Any) -> None:
     stdout.print(table)
     reused = sum(t.reusable for t in plan.tensors)
     stdout.print(f"not reusable: {format_not_reusable(plan) or '(none)'}")
-    stdout.print(f"reused: {reused} of {len(plan.tensors)} tensors ({100 * plan.tensor_share():.1f}%), "
-                 f"{100 * plan.element_share():.1f}% of parameter elements")
+    stdout.print(
+        f"reused: {reused} of {len(plan.tensors)} tensors ({100 * plan.tensor_share():.1f}%), "
+        f"{100 * plan.element_share():.1f}% of parameter elements"
+    )
 
 
 @plan_app.command("show")
@@ -135,7 +161,9 @@ def plan_export(
 @plan_app.command("import")
 def plan_import(
     file: Annotated[Path, typer.Argument(help="Plan TOML file (as `plan export` writes it, possibly edited).")],
-    name: Annotated[Optional[str], typer.Option("--name", help="Id of the new plan (default: the file's `name`).")] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Id of the new plan (default: the file's `name`).")
+    ] = None,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
 ) -> None:
@@ -158,15 +186,22 @@ def plan_import(
 
 def grid(
     study: Annotated[Path, typer.Argument(help="Study TOML file (see examples/study.toml).")],
-    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted grid: train only the missing cells.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted grid: train only the missing cells.")
+    ] = False,
     devices: Annotated[
         Optional[str],
-        typer.Option("--devices", help="Run cells concurrently, one worker process per device: cuda:0,cuda:1 or all (every visible GPU)."),
+        typer.Option(
+            "--devices",
+            help="Run cells concurrently, one worker process per device: cuda:0,cuda:1 or all (every visible GPU).",
+        ),
     ] = None,
     name: NameOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Data loader processes per cell (default 4 on CUDA, 0 on CPU).")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", help="Data loader processes per cell (default 4 on CUDA, 0 on CPU).")
+    ] = None,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -191,8 +226,17 @@ def grid(
     the_study = load_study(study)
     chosen = parse_devices(devices)
     with sigterm_as_interrupt(), make_reporter(progress) as report:
-        exp = run_grid(Lab.from_option(lab), the_study, name=name, resume=resume, device=device, devices=chosen,
-                       precision=precision, workers=workers, report=report)
+        exp = run_grid(
+            Lab.from_option(lab),
+            the_study,
+            name=name,
+            resume=resume,
+            device=device,
+            devices=chosen,
+            precision=precision,
+            workers=workers,
+            report=report,
+        )
     if json_out:
         emit_json(exp.to_json())
         return
@@ -205,16 +249,26 @@ def grid(
 def print_table(exp: Any) -> None:
     header, rows = exp.table_cells(sep="\n")
     n = len(exp.subjects)
-    table = Table(title=f"experiment {exp.name}: Dice on {exp.target} ({n} validation subject{'s' if n != 1 else ''})",
-                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table = Table(
+        title=f"experiment {exp.name}: Dice on {exp.target} ({n} validation subject{'s' if n != 1 else ''})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+    )
     for i, col in enumerate(header):
-        table.add_column({"subjects": "n", "background": "bg"}.get(col, col), justify="left" if i < 2 else "right",
-                         no_wrap=i < 4, min_width=len(col) if i < 2 else None)
+        table.add_column(
+            {"subjects": "n", "background": "bg"}.get(col, col),
+            justify="left" if i < 2 else "right",
+            no_wrap=i < 4,
+            min_width=len(col) if i < 2 else None,
+        )
     for row in rows:
         table.add_row(*row)
     stdout.print(table)
     if exp.random_source:
-        stdout.print(f"mean ± sample std over seeds; (brackets): difference to {exp.random_source} with the same subjects")
+        stdout.print(
+            f"mean ± sample std over seeds; (brackets): difference to {exp.random_source} with the same subjects"
+        )
 
 
 def report(

@@ -10,7 +10,9 @@ from rich.table import Table
 from ..options import DataOpt, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
 from ..output import emit_json, fmt, sigterm_as_interrupt, stderr, stdout
 
-Recipient = Annotated[str, typer.Argument(help="Recipient checkpoint id (a seg model; see `reuse-console ls checkpoints`).")]
+Recipient = Annotated[
+    str, typer.Argument(help="Recipient checkpoint id (a seg model; see `reuse-console ls checkpoints`).")
+]
 Donor = Annotated[str, typer.Argument(help="Donor checkpoint id (same architecture and tensor shapes, any task).")]
 BatchOpt = Annotated[int, typer.Option("--batch", help="Validation slices per forward pass.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Subjects to evaluate on: val, train or all.")]
@@ -20,9 +22,21 @@ def swap(
     recipient: Recipient,
     donor: Donor,
     data: DataOpt,
-    layers: Annotated[str, typer.Option("--layers", help="Layers: numbers and ranges (1-5,9), names (head, up1), module paths, or all.")],
-    kinds: Annotated[str, typer.Option("--kinds", help="Kinds: RM RV RW RB (BN running mean/var, weight, bias), W B (conv weight/bias), bn, conv or all; comma-separated.")],
-    alpha: Annotated[float, typer.Option("--alpha", help="Interpolation: tensor = (1-alpha)*recipient + alpha*donor; 1 swaps, 0 keeps.")] = 1.0,
+    layers: Annotated[
+        str,
+        typer.Option("--layers", help="Layers: numbers and ranges (1-5,9), names (head, up1), module paths, or all."),
+    ],
+    kinds: Annotated[
+        str,
+        typer.Option(
+            "--kinds",
+            help="Kinds: RM RV RW RB (BN running mean/var, weight, bias), W B (conv weight/bias), bn, conv or all; comma-separated.",
+        ),
+    ],
+    alpha: Annotated[
+        float,
+        typer.Option("--alpha", help="Interpolation: tensor = (1-alpha)*recipient + alpha*donor; 1 swaps, 0 keeps."),
+    ] = 1.0,
     name: NameOpt = None,
     batch: BatchOpt = 32,
     split: SplitOpt = "val",
@@ -44,8 +58,21 @@ def swap(
     from ..progress import make_reporter
 
     with sigterm_as_interrupt(), make_reporter(progress) as report:
-        result = run_swap(Lab.from_option(lab), recipient, donor, data, layers=layers, kinds=kinds, alpha=alpha,
-                          precision=precision, device=device, name=name, batch=batch, split=split, report=report)
+        result = run_swap(
+            Lab.from_option(lab),
+            recipient,
+            donor,
+            data,
+            layers=layers,
+            kinds=kinds,
+            alpha=alpha,
+            precision=precision,
+            device=device,
+            name=name,
+            batch=batch,
+            split=split,
+            report=report,
+        )
     out = result.to_json()
     out["swap"] = result.options.get("swap", {})
     if json_out:
@@ -55,8 +82,10 @@ def swap(
         return
     v = out["variants"][0]
     spec = out["swap"]
-    title = (f"{recipient} with {donor}'s {','.join(spec.get('kinds', []))} in layers {', '.join(spec.get('layers', []))}"
-             f" (alpha {v['alpha']:g}) on {data}: {len(result.subjects)} subjects")
+    title = (
+        f"{recipient} with {donor}'s {','.join(spec.get('kinds', []))} in layers {', '.join(spec.get('layers', []))}"
+        f" (alpha {v['alpha']:g}) on {data}: {len(result.subjects)} subjects"
+    )
     table = Table(title=title, title_justify="left")
     for col in ("class", "baseline", "swapped", "delta"):
         table.add_column(col, justify="left" if col == "class" else "right")
@@ -79,15 +108,31 @@ def scan(
     donor: Donor,
     data: DataOpt,
     layers: Annotated[str, typer.Option("--layers", help="Layers to scan: all, numbered, 1-5,9, head ...")] = "all",
-    kinds: Annotated[str, typer.Option("--kinds", help="Kinds to scan: all, bn, conv, or a list such as RM,RV,W.")] = "all",
-    alphas: Annotated[str, typer.Option("--alphas", help="Interpolation factors: 1 (the paper's swap) or a list such as 0,0.25,0.5,0.75,1.")] = "1",
+    kinds: Annotated[
+        str, typer.Option("--kinds", help="Kinds to scan: all, bn, conv, or a list such as RM,RV,W.")
+    ] = "all",
+    alphas: Annotated[
+        str,
+        typer.Option(
+            "--alphas", help="Interpolation factors: 1 (the paper's swap) or a list such as 0,0.25,0.5,0.75,1."
+        ),
+    ] = "1",
     name: NameOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed scan (same options; --name if you gave one), keeping its finished variants.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue a killed scan (same options; --name if you gave one), keeping its finished variants.",
+        ),
+    ] = False,
     batch: BatchOpt = 32,
     split: SplitOpt = "val",
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
-    full_forward: Annotated[bool, typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking.")] = False,
+    full_forward: Annotated[
+        bool,
+        typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
+    ] = False,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -108,9 +153,23 @@ def scan(
 
     values = parse_alphas(alphas)
     with sigterm_as_interrupt(), make_reporter(progress) as report:
-        result = run_scan(Lab.from_option(lab), recipient, donor, data, layers=layers, kinds=kinds, alphas=values,
-                          precision=precision, device=device, name=name, resume=resume, batch=batch, split=split,
-                          partial=not full_forward, report=report)
+        result = run_scan(
+            Lab.from_option(lab),
+            recipient,
+            donor,
+            data,
+            layers=layers,
+            kinds=kinds,
+            alphas=values,
+            precision=precision,
+            device=device,
+            name=name,
+            resume=resume,
+            batch=batch,
+            split=split,
+            partial=not full_forward,
+            report=report,
+        )
     if json_out:
         emit_json(result.to_json())
         return
@@ -118,8 +177,10 @@ def scan(
         return
     print_scan(result)
     rate = len(result.variants) / result.seconds if result.seconds > 0 else float("nan")
-    stderr.print(f"stored as scan {result.name}: {len(result.variants)} variants in {result.seconds:.1f} s "
-                 f"({rate:.2f}/s, {result.engine})")
+    stderr.print(
+        f"stored as scan {result.name}: {len(result.variants)} variants in {result.seconds:.1f} s "
+        f"({rate:.2f}/s, {result.engine})"
+    )
 
 
 def print_scan(result: Any) -> None:
@@ -131,8 +192,10 @@ def print_scan(result: Any) -> None:
     stdout.print(f"baseline {result.recipient} on {result.data}: {line}  (fg mean {base_fg:.3f})")
     kinds = list(dict.fromkeys(v.kind for v in result.variants))
     many_alphas = len({v.alpha for v in result.variants}) > 1
-    table = Table(title=f"mean foreground Dice after swapping in {result.donor}'s tensor (red: drop > 0.05, "
-                  "yellow: > 0.005)", title_justify="left")
+    table = Table(
+        title=f"mean foreground Dice after swapping in {result.donor}'s tensor (red: drop > 0.05, yellow: > 0.005)",
+        title_justify="left",
+    )
     table.add_column("layer" + (" @alpha" if many_alphas else ""), no_wrap=True)
     for kind in kinds:
         table.add_column(kind, justify="right", no_wrap=True)

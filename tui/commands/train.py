@@ -31,10 +31,15 @@ TRAIN_HELP = (
 
 
 def train(
-    data: Annotated[Optional[str], typer.Option("--data", help="Data set id in the lab (see `reuse-console ls datasets`).")] = None,
+    data: Annotated[
+        Optional[str], typer.Option("--data", help="Data set id in the lab (see `reuse-console ls datasets`).")
+    ] = None,
     arch: Annotated[str, typer.Option("--arch", help="unet | pspnet | package.module:ClassName.")] = "unet",
     arch_config: Annotated[
-        Optional[str], typer.Option("--arch-config", help="JSON overrides of the arch defaults, e.g. '{\"base_width\": 16}', or @FILE.")
+        Optional[str],
+        typer.Option(
+            "--arch-config", help="JSON overrides of the arch defaults, e.g. '{\"base_width\": 16}', or @FILE."
+        ),
     ] = None,
     task: Annotated[str, typer.Option("--task", help="seg (segmentation) or ae (auto-encoder).")] = "seg",
     subjects: Annotated[
@@ -43,30 +48,49 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs to train.")] = 10,
     batch: Annotated[int, typer.Option("--batch", help="Slices per batch.")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds initialisation, subject choice, order and augmentation.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seeds initialisation, subject choice, order and augmentation.")
+    ] = 0,
     name: NameOpt = None,
     size: Annotated[
-        Optional[int], typer.Option("--size", help="Resample slices to SIZE x SIZE pixels (default: the data set's size).")
+        Optional[int],
+        typer.Option("--size", help="Resample slices to SIZE x SIZE pixels (default: the data set's size)."),
     ] = None,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random flips, rotations, scales, intensity.")] = True,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="Random flips, rotations, scales, intensity.")
+    ] = True,
     device: DeviceOpt = "auto",
     precision: Annotated[
         Optional[str],
-        typer.Option("--precision", help="fp32 (exact; default), bf16 (autocast; fast on AMX CPUs and GPUs), fp16 (GPU). Resume: the run's."),
+        typer.Option(
+            "--precision",
+            help="fp32 (exact; default), bf16 (autocast; fast on AMX CPUs and GPUs), fp16 (GPU). Resume: the run's.",
+        ),
     ] = None,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", help="Data loader processes for augmentation (default 4 on CUDA, 0 on CPU).")
+        Optional[int],
+        typer.Option("--workers", help="Data loader processes for augmentation (default 4 on CUDA, 0 on CPU)."),
     ] = None,
     init: Annotated[
-        Optional[str], typer.Option("--init", help="Transfer: start from donor checkpoint DONOR's tensors named by --plan.")
+        Optional[str],
+        typer.Option("--init", help="Transfer: start from donor checkpoint DONOR's tensors named by --plan."),
     ] = None,
-    plan: Annotated[Optional[str], typer.Option("--plan", help="Transfer: reuse plan id (see `reuse-console plan --help`).")] = None,
+    plan: Annotated[
+        Optional[str], typer.Option("--plan", help="Transfer: reuse plan id (see `reuse-console plan --help`).")
+    ] = None,
     mode: Annotated[
-        str, typer.Option("--mode", help="Transfer: freeze (the plan's tensors never change) or finetune (they only start the model).")
+        str,
+        typer.Option(
+            "--mode", help="Transfer: freeze (the plan's tensors never change) or finetune (they only start the model)."
+        ),
     ] = "finetune",
     progress: ProgressOpt = "rich",
     resume: Annotated[
-        Optional[str], typer.Option("--resume", help="Continue run NAME after its last finished epoch (other options but device, precision, workers and progress are ignored).")
+        Optional[str],
+        typer.Option(
+            "--resume",
+            help="Continue run NAME after its last finished epoch (other options but device, precision, workers and progress are ignored).",
+        ),
     ] = None,
     lab: LabOpt = None,
 ) -> None:
@@ -81,28 +105,52 @@ def train(
     the_lab = Lab.from_option(lab)
     with sigterm_as_interrupt(), make_reporter(progress) as report:
         if resume:
-            result = resume_training(the_lab, resume, device=device, precision=precision, workers=workers, report=report)
+            result = resume_training(
+                the_lab, resume, device=device, precision=precision, workers=workers, report=report
+            )
         else:
             if not data:
                 raise UserError("--data is required (a data set id; see `reuse-console ls datasets`)")
-            spec = TrainSpec(data=data, arch=arch, arch_config=parse_arch_config(arch_config), task=task,
-                             subjects=subjects, epochs=epochs, batch=batch, lr=lr, seed=seed, name=name, size=size,
-                             augment=augment, init=init, plan=plan, mode=mode if (init or plan) else None)
-            result = run_training(the_lab, spec, device=device, precision=precision or "fp32", workers=workers,
-                                  report=report)
+            spec = TrainSpec(
+                data=data,
+                arch=arch,
+                arch_config=parse_arch_config(arch_config),
+                task=task,
+                subjects=subjects,
+                epochs=epochs,
+                batch=batch,
+                lr=lr,
+                seed=seed,
+                name=name,
+                size=size,
+                augment=augment,
+                init=init,
+                plan=plan,
+                mode=mode if (init or plan) else None,
+            )
+            result = run_training(
+                the_lab, spec, device=device, precision=precision or "fp32", workers=workers, report=report
+            )
     if progress != "jsonl":
         metrics = result.best_metrics
-        score = f"dice_fg {fmt(metrics.get('dice_fg'))}" if "dice_fg" in metrics else f"mse {fmt(metrics.get('mse'), 5)}"
-        stderr.print(f"run {result.name}: best epoch {result.best_epoch} ({score}); "
-                     f"checkpoints {result.name} and {result.name}.last")
+        score = (
+            f"dice_fg {fmt(metrics.get('dice_fg'))}" if "dice_fg" in metrics else f"mse {fmt(metrics.get('mse'), 5)}"
+        )
+        stderr.print(
+            f"run {result.name}: best epoch {result.best_epoch} ({score}); "
+            f"checkpoints {result.name} and {result.name}.last"
+        )
 
 
 def evaluate(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint id (see `reuse-console ls checkpoints`) or .h5 path.")],
-    data: Annotated[Optional[str], typer.Option("--data", help="Data set id (default: the one it was trained on).")] = None,
+    data: Annotated[
+        Optional[str], typer.Option("--data", help="Data set id (default: the one it was trained on).")
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="train, val or all.")] = "val",
     save_predictions: Annotated[
-        Optional[Path], typer.Option("--save-predictions", help="Write {subject}_pred.nii.gz and {subject}_gt.nii.gz here.")
+        Optional[Path],
+        typer.Option("--save-predictions", help="Write {subject}_pred.nii.gz and {subject}_gt.nii.gz here."),
     ] = None,
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass.")] = 32,
     device: DeviceOpt = "auto",
@@ -119,8 +167,16 @@ def evaluate(
     from reuse_console.engine.evaluation.evaluate import evaluate_checkpoint
     from reuse_console.store.lab import Lab
 
-    result = evaluate_checkpoint(Lab.from_option(lab), checkpoint, data=data, split=split, device=device,
-                                 precision=precision, batch=batch, save_predictions=save_predictions)
+    result = evaluate_checkpoint(
+        Lab.from_option(lab),
+        checkpoint,
+        data=data,
+        split=split,
+        device=device,
+        precision=precision,
+        batch=batch,
+        save_predictions=save_predictions,
+    )
     if json_out:
         emit_json(result)
         return

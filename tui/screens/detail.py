@@ -98,8 +98,11 @@ def run_view(history: Any, attributes: Table) -> Group:
                 row[name] = None if values[i] != values[i] else float(values[i])
         rows.append(row)
     losses = tuple(float(v) for v in history.steps.get("loss", ()))
-    head = Text.assemble(("status ", "dim"), (history.status, STATUS_STYLE.get(history.status, "")),
-                         (f"  {history.n_epochs} epochs, {history.n_steps} steps", "dim"))
+    head = Text.assemble(
+        ("status ", "dim"),
+        (history.status, STATUS_STYLE.get(history.status, "")),
+        (f"  {history.n_epochs} epochs, {history.n_steps} steps", "dim"),
+    )
     parts: list[Any] = [head, loss_line(losses, 70)]
     if rows:
         parts += [Text(""), epoch_table(tuple(rows), 50)]

@@ -61,8 +61,12 @@ class JobsScreen(ConsoleScreen):
         """Lab objects a form offers, read in a worker, with a suggested recipient and donor."""
 
         def __init__(
-            self, form: str, datasets: list[tuple[str, str]], checkpoints: list[tuple[str, str]],
-            recipient: str | None = None, donor: str | None = None,
+            self,
+            form: str,
+            datasets: list[tuple[str, str]],
+            checkpoints: list[tuple[str, str]],
+            recipient: str | None = None,
+            donor: str | None = None,
         ) -> None:
             super().__init__()
             self.form = form
@@ -155,7 +159,9 @@ class JobsScreen(ConsoleScreen):
             return
         if [r[0] for r in rows] == [r[0] for r in self._rows]:
             for job in jobs:
-                table.update_cell(job.id, "status", Text(job.status, style=STATUS_STYLE.get(job.status, "")), update_width=True)
+                table.update_cell(
+                    job.id, "status", Text(job.status, style=STATUS_STYLE.get(job.status, "")), update_width=True
+                )
         else:
             table.clear()
             for job in jobs:
@@ -197,10 +203,14 @@ class JobsScreen(ConsoleScreen):
     def read_form_options(self, form: str) -> None:
         lab = self.console.lab
         pair = suggest_pair(lab) if form == "scan" else None
-        self.post_message(self.FormOptions(
-            form, entry_choices(lab.entries("datasets")), entry_choices(lab.entries("checkpoints")),
-            *(pair or (None, None)),
-        ))
+        self.post_message(
+            self.FormOptions(
+                form,
+                entry_choices(lab.entries("datasets")),
+                entry_choices(lab.entries("checkpoints")),
+                *(pair or (None, None)),
+            )
+        )
 
     def action_new_train(self) -> None:
         self.read_form_options("train")

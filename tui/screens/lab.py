@@ -193,7 +193,12 @@ class LabScreen(ConsoleScreen):
     def compose_body(self) -> ComposeResult:
         with ContentSwitcher(initial="lab-tables", id="lab-switcher"):
             with Vertical(id="lab-tables"):
-                yield ConsoleInput(placeholder="type to filter (ids, arch, data set...)", id="lab-filter", compact=True, select_on_focus=False)
+                yield ConsoleInput(
+                    placeholder="type to filter (ids, arch, data set...)",
+                    id="lab-filter",
+                    compact=True,
+                    select_on_focus=False,
+                )
                 with TabbedContent(id="lab-tabs"):
                     for kind, label in KIND_TABS:
                         with TabPane(label, id=f"tab-{kind}"):

@@ -98,7 +98,9 @@ class LayersScreen(ConsoleScreen):
         self._wide = False
 
     def compose_body(self) -> ComposeResult:
-        yield Static("No checkpoint open: press o to choose one, or Enter on a checkpoint in the Lab (1).", id="layers-head")
+        yield Static(
+            "No checkpoint open: press o to choose one, or Enter on a checkpoint in the Lab (1).", id="layers-head"
+        )
         tree: Tree[Any] = Tree("layers", id="layers-tree")
         tree.show_root = False
         tree.guide_depth = 2

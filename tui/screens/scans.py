@@ -155,7 +155,9 @@ class ScanScreen(ConsoleScreen):
         row = str(event.cell_key.row_key.value)
         column = str(event.cell_key.column_key.value)
         detail = self.grid.details.get((row, column))
-        self.query_one("#scan-detail", Static).update(detail if detail is not None else Text(self.grid.legend, style="dim"))
+        self.query_one("#scan-detail", Static).update(
+            detail if detail is not None else Text(self.grid.legend, style="dim")
+        )
 
     # -- actions -------------------------------------------------------------------------------
 

@@ -93,8 +93,11 @@ class SwapScreen(ConsoleScreen):
             history.add_column(col, key=col, width=width)
         self._head()
         self.query_one("#swap-result", Static).update(
-            Text("r recipient, d donor, t data set. Then walk the layers with ↑↓, tick kinds with "
-                 "m v w b (RM RV RW RB) and W B (conv), a sets alpha, Enter evaluates.", style="dim")
+            Text(
+                "r recipient, d donor, t data set. Then walk the layers with ↑↓, tick kinds with "
+                "m v w b (RM RV RW RB) and W B (conv), a sets alpha, Enter evaluates.",
+                style="dim",
+            )
         )
         if not self._preset:
             self.auto_pick()
@@ -299,7 +302,9 @@ class SwapScreen(ConsoleScreen):
 
     def _show_result(self, outcome: Any) -> None:
         self.last = outcome
-        title = Text.assemble((f"#{outcome.number} ", "bold"), outcome.describe(), (f"  {self._seconds(outcome)} s", "dim"))
+        title = Text.assemble(
+            (f"#{outcome.number} ", "bold"), outcome.describe(), (f"  {self._seconds(outcome)} s", "dim")
+        )
         self.query_one("#swap-result", Static).update(
             _group(title, dice_table(outcome, self.session.baseline), Text(""), subject_table(outcome))
         )

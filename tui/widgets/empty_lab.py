@@ -18,7 +18,10 @@ def start_commands(lab: Lab) -> list[tuple[str, str]]:
         ("The demo: a phantom data set, small UNets, a scan and comparisons:", f"reuse-console {at} demo --quick"),
         ("Or step by step, a phantom data set first:", "reuse-console data phantom --out phantom/acdc"),
         ("", f"reuse-console {at} data import phantom/acdc --format acdc --name acdc"),
-        ("then a model (or press 5 for Jobs, then t):", f"reuse-console {at} train --arch unet --task seg --data acdc --epochs 5 --name unet-seg"),
+        (
+            "then a model (or press 5 for Jobs, then t):",
+            f"reuse-console {at} train --arch unet --task seg --data acdc --epochs 5 --name unet-seg",
+        ),
     ]
 
 

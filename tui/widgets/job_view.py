@@ -116,8 +116,14 @@ class JobFollower:
                 self.epoch, self.epochs = event.epoch, event.epochs
                 self.images_per_s = event.images_per_s
                 self.epoch_rows.append(
-                    {"epoch": event.epoch, "loss": event.train_loss, "best": event.best,
-                     "img/s": event.images_per_s, "s": event.seconds, **event.val}
+                    {
+                        "epoch": event.epoch,
+                        "loss": event.train_loss,
+                        "best": event.best,
+                        "img/s": event.images_per_s,
+                        "s": event.seconds,
+                        **event.val,
+                    }
                 )
             elif isinstance(event, VariantDone):
                 self.done, self.total = event.index, event.total or self.total
@@ -149,11 +155,27 @@ class JobFollower:
             eta = elapsed / self.done * (self.total - self.done)
         tail = tuple(read_log_tail(job, 8)) if job.status in ("failed", "lost", "cancelled") else ()
         return JobSnapshot(
-            id=job.id, status=job.status, command=job.command or "", what=self.what, unit=self.unit,
-            total=self.total, done=self.done, epoch=self.epoch, epochs=self.epochs,
-            images_per_s=self.images_per_s, losses=tuple(self.losses), epoch_rows=tuple(self.epoch_rows),
-            variants=tuple(self.variants), cells=tuple(self.cells), message=self.message, result=self.result,
-            seconds=self.seconds, elapsed=elapsed, eta=eta, log_tail=tail, info=self.info,
+            id=job.id,
+            status=job.status,
+            command=job.command or "",
+            what=self.what,
+            unit=self.unit,
+            total=self.total,
+            done=self.done,
+            epoch=self.epoch,
+            epochs=self.epochs,
+            images_per_s=self.images_per_s,
+            losses=tuple(self.losses),
+            epoch_rows=tuple(self.epoch_rows),
+            variants=tuple(self.variants),
+            cells=tuple(self.cells),
+            message=self.message,
+            result=self.result,
+            seconds=self.seconds,
+            elapsed=elapsed,
+            eta=eta,
+            log_tail=tail,
+            info=self.info,
         )
 
 
@@ -203,11 +225,19 @@ def variant_table(variants: tuple[VariantDone, ...], limit: int) -> Table:
     for col in ("#", "layer", "kind", "alpha", *classes):
         table.add_column(col, justify="right")
     for v in variants[-limit:]:
-        table.add_row(str(v.index), str(v.layer), v.kind, f"{v.alpha:g}", *(f"{v.dice.get(c, math.nan):.3f}" for c in classes))
+        table.add_row(
+            str(v.index), str(v.layer), v.kind, f"{v.alpha:g}", *(f"{v.dice.get(c, math.nan):.3f}" for c in classes)
+        )
     return table
 
 
-STATUS_STYLE = {"running": "bold cyan", "finished": "bold green", "failed": "bold red", "cancelled": "yellow", "lost": "red"}
+STATUS_STYLE = {
+    "running": "bold cyan",
+    "finished": "bold green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+    "lost": "red",
+}
 
 
 def render_snapshot(snap: JobSnapshot, width: int, height: int, system: str = "") -> RenderableType:
@@ -224,7 +254,13 @@ def render_snapshot(snap: JobSnapshot, width: int, height: int, system: str = ""
     bar_width = max(10, width - 28)
     bar = Table.grid(padding=(0, 1))
     bar.add_row(
-        ProgressBar(total=max(snap.total, 1), completed=snap.done, width=bar_width, complete_style="green", finished_style="green"),
+        ProgressBar(
+            total=max(snap.total, 1),
+            completed=snap.done,
+            width=bar_width,
+            complete_style="green",
+            finished_style="green",
+        ),
         Text(f"{snap.fraction * 100:5.1f}%  {snap.done}/{snap.total or '?'} {snap.unit}"),
     )
     parts.append(bar)
@@ -254,7 +290,9 @@ def render_snapshot(snap: JobSnapshot, width: int, height: int, system: str = ""
         parts.append(Text(snap.message, style="dim"))
     if snap.log_tail:
         parts.append(Text("log (last lines):", style="bold red"))
-        parts.extend(Text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in snap.log_tail[-max(1, room):])
+        parts.extend(
+            Text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in snap.log_tail[-max(1, room) :]
+        )
     if system:
         parts.append(Text(""))
         parts.append(Text(system, style="dim"))

@@ -127,15 +127,27 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
         if series:
             panels.append(Panel(f"{kind} swapped: Dice per class against layer", tuple(series)))
     title = Text.assemble(
-        ("scan ", "dim"), (result.name, "bold"), "  ", (f"{result.recipient} ← {result.donor}", ""),
-        (f" on {result.data}  ", "dim"), ("baseline fg Dice ", "dim"), (f"{base_fg:.3f}", "bold"),
+        ("scan ", "dim"),
+        (result.name, "bold"),
+        "  ",
+        (f"{result.recipient} ← {result.donor}", ""),
+        (f" on {result.data}  ", "dim"),
+        ("baseline fg Dice ", "dim"),
+        (f"{base_fg:.3f}", "bold"),
     )
     if len(alphas) > 1:
         title.append(f"  α={alpha:g} (a: next)", style="yellow")
     return Grid(
-        title=title, rows=rows, columns=columns, cells=cells, details=details, panels=tuple(panels), axis=axis,
+        title=title,
+        rows=rows,
+        columns=columns,
+        cells=cells,
+        details=details,
+        panels=tuple(panels),
+        axis=axis,
         legend="mean foreground Dice after each swap; colour: drop from the baseline",
-        choices=tuple(f"{a:g}" for a in alphas), choice=alpha_choice,
+        choices=tuple(f"{a:g}" for a in alphas),
+        choice=alpha_choice,
         extra={"recipient": result.recipient, "donor": result.donor},
     )
 
@@ -160,7 +172,8 @@ def rmse_grid(comp: Any, pair_choice: int = 0) -> Grid:
             rel = _num(comp.relative[pair_choice, li, ki])
             cells[(layer, kind)] = (f"{rel:.3f}" if rel is not None else f"{rmse:.3g}", ratio_style(rel))
             details[(layer, kind)] = Text.assemble(
-                (f"layer {layer} {kind}  ", "bold"), f"RMSE {rmse:.4g}  RMS of {comp.models[a]} {comp.rms[a, li, ki]:.4g}  ",
+                (f"layer {layer} {kind}  ", "bold"),
+                f"RMSE {rmse:.4g}  RMS of {comp.models[a]} {comp.rms[a, li, ki]:.4g}  ",
                 (f"relative {rel:.4g}" if rel is not None else "relative -", ratio_style(rel)),
             )
     numbered = [(li, comp.index[li]) for li in range(len(comp.layers)) if comp.index[li] is not None]
@@ -178,14 +191,24 @@ def rmse_grid(comp: Any, pair_choice: int = 0) -> Grid:
         if series:
             panels.append(Panel(f"{kind} relative RMSE", tuple(series)))
     title = Text.assemble(
-        ("comparison ", "dim"), (comp.name, "bold"), "  ", (f"{comp.models[a]} ↔ {comp.models[b]}", ""),
+        ("comparison ", "dim"),
+        (comp.name, "bold"),
+        "  ",
+        (f"{comp.models[a]} ↔ {comp.models[b]}", ""),
     )
     if len(pairs) > 1:
         title.append(f"  pair {pair_choice + 1}/{len(pairs)} (p: next)", style="yellow")
     return Grid(
-        title=title, rows=rows, columns=columns, cells=cells, details=details, panels=tuple(panels), axis=axis,
+        title=title,
+        rows=rows,
+        columns=columns,
+        cells=cells,
+        details=details,
+        panels=tuple(panels),
+        axis=axis,
         legend="cells: RMSE relative to the first model's RMS; green small, red ≥ 1",
-        choices=tuple(f"{comp.models[x]}↔{comp.models[y]}" for x, y in pairs), choice=pair_choice,
+        choices=tuple(f"{comp.models[x]}↔{comp.models[y]}" for x, y in pairs),
+        choice=pair_choice,
         extra={"recipient": comp.models[a], "donor": comp.models[b]},
     )
 
@@ -233,10 +256,18 @@ def bn_grid(layers: Sequence[Any], recipient: str, donor: str) -> Grid:
         if finite:
             top = max(finite) or 1.0
             what = "|log s'/s|" if kind in ("RV", "RW") else "|t'-t| / mean|t|"
-            panels.append(Panel(f"{kind} swap: {what}", (Series(kind, values, 0.0, top, None, f"max {top:.3g}", "ratio"),)))
+            panels.append(
+                Panel(f"{kind} swap: {what}", (Series(kind, values, 0.0, top, None, f"max {top:.3g}", "ratio"),))
+            )
     title = Text.assemble(("BN scale/shift ", "dim"), (f"{recipient} ← {donor}", "bold"))
     return Grid(
-        title=title, rows=rows, columns=columns, cells=cells, details=details, panels=tuple(panels), axis=axis,
+        title=title,
+        rows=rows,
+        columns=columns,
+        cells=cells,
+        details=details,
+        panels=tuple(panels),
+        axis=axis,
         legend="RV/RW: scale ratio s'/s (×); RM/RB: mean |shift change| (Δ); green small, red large",
         extra={"recipient": recipient, "donor": donor},
     )

@@ -92,8 +92,14 @@ def _save_toy_checkpoint(lab, task: str = "seg", size: int = 64) -> str:
 
     torch.manual_seed(0)
     config = default_config("unet", 1, 4, base_width=4)
-    meta = CheckpointMeta(arch="unet", arch_config=config, task=task, data="toy",
-                          classes=["background", "RV", "MYO", "LV"], extra={"size": size})
+    meta = CheckpointMeta(
+        arch="unet",
+        arch_config=config,
+        task=task,
+        data="toy",
+        classes=["background", "RV", "MYO", "LV"],
+        extra={"size": size},
+    )
     save_model(lab, f"toy-{task}", build_model("unet", config), meta)
     return f"toy-{task}"
 

@@ -27,9 +27,15 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "study.toml"
 
 
 def _study(**kw) -> Study:
-    base = dict(name="g", target="toy", sources=[Source("random"), Source("seg2seg", "donor", "p")],
-                modes=["freeze", "finetune"], subjects=[2], seeds=[0, 1],
-                train=TrainSettings(arch_config=TINY, epochs=1, batch=4, augment=False))
+    base = dict(
+        name="g",
+        target="toy",
+        sources=[Source("random"), Source("seg2seg", "donor", "p")],
+        modes=["freeze", "finetune"],
+        subjects=[2],
+        seeds=[0, 1],
+        train=TrainSettings(arch_config=TINY, epochs=1, batch=4, augment=False),
+    )
     return Study(**{**base, **kw})
 
 
@@ -37,11 +43,19 @@ def _study(**kw) -> Study:
 def grid_lab(lab):
     """Toy data, a donor trained on it, and a plan reusing layers 1-9."""
     write_toy(lab)
-    train(lab, TrainSpec(data="toy", arch_config=TINY, epochs=1, batch=4, name="donor", augment=False, seed=5),
-          device="cpu")
+    train(
+        lab,
+        TrainSpec(data="toy", arch_config=TINY, epochs=1, batch=4, name="donor", augment=False, seed=5),
+        device="cpu",
+    )
     index = LayerIndex.from_model(build_model("unet", default_config("unet", 1, 4, **TINY)), 1, 64)
     plan = ReusePlan("p", "unet", universe(index))
-    save_plan(lab, plan.with_reusable({(layer.name, k) for layer in index for k in layer.kinds if layer.index and layer.index < 10}))
+    save_plan(
+        lab,
+        plan.with_reusable(
+            {(layer.name, k) for layer in index for k in layer.kinds if layer.index and layer.index < 10}
+        ),
+    )
     return lab
 
 
@@ -53,8 +67,13 @@ def test_example_study_parses_into_the_papers_grid() -> None:
     cells = study.cells()
     # per subject count: random 3 seeds + 3 donors x 2 modes x 3 seeds = 21
     assert len(cells) == 42
-    assert [c.name for c in cells[:5]] == ["random-n10-s0", "random-n10-s1", "random-n10-s2",
-                                           "auto2seg-freeze-n10-s0", "auto2seg-freeze-n10-s1"]
+    assert [c.name for c in cells[:5]] == [
+        "random-n10-s0",
+        "random-n10-s1",
+        "random-n10-s2",
+        "auto2seg-freeze-n10-s0",
+        "auto2seg-freeze-n10-s1",
+    ]
     assert cells[-1].name == "rvsc2acdc-finetune-n50-s2"
     assert Study.from_dict(study.to_dict()) == study
 
@@ -87,8 +106,14 @@ def test_grid_table_matches_the_cells_by_hand_and_rmse_is_per_layer(grid_lab) ->
     run_grid(lab, _study(reference="donor"), device="cpu", report=events.append)
     exp = load_experiment(lab, "g")
     assert exp.status == "complete"
-    names = ["random-n2-s0", "random-n2-s1", "seg2seg-freeze-n2-s0", "seg2seg-freeze-n2-s1",
-             "seg2seg-finetune-n2-s0", "seg2seg-finetune-n2-s1"]
+    names = [
+        "random-n2-s0",
+        "random-n2-s1",
+        "seg2seg-freeze-n2-s0",
+        "seg2seg-freeze-n2-s1",
+        "seg2seg-finetune-n2-s0",
+        "seg2seg-finetune-n2-s1",
+    ]
     assert [c.name for c in exp.cells] == names
     assert [e.cell for e in events if isinstance(e, CellDone)] == names
     for c in exp.cells:  # each cell is a checkpoint named <experiment>.<cell>
@@ -145,7 +170,9 @@ def test_resume_trains_only_the_missing_cells(grid_lab) -> None:
     with pytest.raises(KeyboardInterrupt):
         c = cells["random-n2-s1"]
         train(lab, cell_spec(study, c, cell_id("g", c)), device="cpu", report=_interrupt_after_first_epoch)
-    kept = {n: lab.path("checkpoints", f"g.{n}.last").stat().st_mtime_ns for n in ("random-n2-s0", "seg2seg-freeze-n2-s1")}
+    kept = {
+        n: lab.path("checkpoints", f"g.{n}.last").stat().st_mtime_ns for n in ("random-n2-s0", "seg2seg-freeze-n2-s1")
+    }
 
     with pytest.raises(UserError, match="--resume"):
         run_grid(lab, study, device="cpu")

@@ -86,10 +86,14 @@ def test_job_runs_to_the_end_and_its_events_are_tailed(lab: Lab) -> None:
 
 def test_read_events_skips_partial_lines_and_other_output(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
-    job = Job(id="j", argv=[], pid=0, started="", status="running", returncode=None, events_path=path, log_path=tmp_path / "l")
+    job = Job(
+        id="j", argv=[], pid=0, started="", status="running", returncode=None, events_path=path, log_path=tmp_path / "l"
+    )
     assert read_events(job) == ([], 0)
     first = Started(what="train", total=4).to_json() + "\n"
-    step = StepEnd(epoch=1, step=1, steps_per_epoch=4, global_step=1, total_steps=4, loss=0.5, images_per_s=9.0).to_json()
+    step = StepEnd(
+        epoch=1, step=1, steps_per_epoch=4, global_step=1, total_steps=4, loss=0.5, images_per_s=9.0
+    ).to_json()
     path.write_text(first + "not an event\n" + '{"type": "unknown"}\n' + step[:20])
     events, offset = read_events(job)
     assert events == [Started(what="train", total=4)]
@@ -200,7 +204,9 @@ def test_cli_start_show_cancel(lab: Lab) -> None:
     env = {**os.environ, "REUSE_LAB": str(lab.root)}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [*cli, *args], capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL
+        )
 
     started = run("jobs", "start", "--name", "cli", "--json", "--", "jobs", "sleep", "60", "--tick", "0.2")
     assert started.returncode == 0, started.stderr

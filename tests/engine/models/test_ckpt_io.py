@@ -123,7 +123,9 @@ def test_import_infers_channels_and_loads_the_exact_tensors(lab, tmp_path: Path)
     with pytest.raises(UserError, match="already exists"):
         import_checkpoint(lab, path, arch="unet", task="ae", name="three", arch_config={"base_width": 4})
     with pytest.raises(UserError, match="names 2 classes"):
-        import_checkpoint(lab, path, arch="unet", task="seg", name="x", arch_config={"base_width": 4}, classes=["a", "b"])
+        import_checkpoint(
+            lab, path, arch="unet", task="seg", name="x", arch_config={"base_width": 4}, classes=["a", "b"]
+        )
     with pytest.raises(UserError, match="unknown task"):
         import_checkpoint(lab, path, arch="unet", task="cls", name="y", arch_config={"base_width": 4})
 
@@ -147,8 +149,10 @@ def test_export_then_import_is_bit_identical(lab, tmp_path: Path, fmt: str) -> N
     assert again.keys() == original.keys()
     for key, tensor in original.items():
         assert again[key].dtype == tensor.dtype
-        assert torch.equal(again[key].view(torch.uint8) if tensor.is_floating_point() else again[key],
-                           tensor.view(torch.uint8) if tensor.is_floating_point() else tensor), key
+        assert torch.equal(
+            again[key].view(torch.uint8) if tensor.is_floating_point() else again[key],
+            tensor.view(torch.uint8) if tensor.is_floating_point() else tensor,
+        ), key
     with pytest.raises(UserError, match="already exists"):
         export_checkpoint(lab, "src", out)
     export_checkpoint(lab, "src", out, overwrite=True)

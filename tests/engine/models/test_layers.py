@@ -13,7 +13,11 @@ from reuse_console.engine.models.pspnet import PSPNet
 from reuse_console.engine.models.unet import UNet
 from reuse_console.store.errors import UserError
 
-UNET_CONVS = [f"{block}.conv{i}" for block in ("enc1", "enc2", "enc3", "enc4", "enc5", "dec1", "dec2", "dec3", "dec4") for i in (1, 2)]
+UNET_CONVS = [
+    f"{block}.conv{i}"
+    for block in ("enc1", "enc2", "enc3", "enc4", "enc5", "dec1", "dec2", "dec3", "dec4")
+    for i in (1, 2)
+]
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,9 @@ def test_pspnet_output_size_and_output_stride_8(size: int) -> None:
 def test_pspnet_backbone_matches_torchvision_resnet18_tensors() -> None:
     """At width 1, RGB input and no bias, a torchvision resnet18 state dict fits key for key."""
     ours = PSPNet(in_channels=3, out_channels=4, conv_bias=False).backbone.state_dict()
-    theirs = {k: v for k, v in torchvision.models.resnet18(weights=None).state_dict().items() if not k.startswith("fc.")}
+    theirs = {
+        k: v for k, v in torchvision.models.resnet18(weights=None).state_dict().items() if not k.startswith("fc.")
+    }
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
 
 

@@ -59,10 +59,20 @@ def report_lab(lab):
                 d[1] += 0.02
                 name = (source if mode == "scratch" else f"{source}-{mode}") + f"-n{n}-s{seed}"
                 cells.append(CellRecord(name, source, mode, n, seed, f"e.{name}.last", d))
-    exp = Experiment("e", "acdc", CLASSES, [True] * 4, ["a", "b"], cells, random_source="random", reference="seg",
-                     rmse_layers=[layer.name for layer in index.layers],
-                     rmse_index=[layer.index for layer in index.layers], rmse_kinds=["RM", "RV", "RW", "RB", "W", "B"],
-                     rmse=np.abs(rng.normal(0, 0.1, (len(cells), len(index.layers), 6))))
+    exp = Experiment(
+        "e",
+        "acdc",
+        CLASSES,
+        [True] * 4,
+        ["a", "b"],
+        cells,
+        random_source="random",
+        reference="seg",
+        rmse_layers=[layer.name for layer in index.layers],
+        rmse_index=[layer.index for layer in index.layers],
+        rmse_kinds=["RM", "RV", "RW", "RB", "W", "B"],
+        rmse=np.abs(rng.normal(0, 0.1, (len(cells), len(index.layers), 6))),
+    )
     write_experiment(lab.path("experiments", "e"), exp)
     return lab
 
@@ -72,10 +82,21 @@ def test_report_writes_every_figure_and_table(report_lab, tmp_path) -> None:
     out = tmp_path / "fig"
     files = make_report(report_lab, ["sc", "cmp", "pl", "experiments/e"], out)
     names = sorted(p.name for p in files)
-    assert names == sorted([
-        "sc-dice.png", "cmp-rmse.png", "cmp-bn.png", "pl-plan.png", "e-table.png", "e-table.csv", "e-table.md",
-        "e-dice.png", "e-rmse-n2.png", "e-rmse-n5.png", "index.md",
-    ])
+    assert names == sorted(
+        [
+            "sc-dice.png",
+            "cmp-rmse.png",
+            "cmp-bn.png",
+            "pl-plan.png",
+            "e-table.png",
+            "e-table.csv",
+            "e-table.md",
+            "e-dice.png",
+            "e-rmse-n2.png",
+            "e-rmse-n5.png",
+            "index.md",
+        ]
+    )
     for path in files:
         if path.suffix == ".png":
             data = path.read_bytes()
@@ -88,8 +109,13 @@ def test_experiment_table_csv_by_hand(report_lab) -> None:
     exp = load_experiment(report_lab, "e")
     rows = list(csv.DictReader(io.StringIO(exp.table_csv())))
     assert [(r["source"], r["mode"], r["subjects"]) for r in rows] == [
-        ("random", "scratch", "2"), ("random", "scratch", "5"), ("a2s", "freeze", "2"), ("a2s", "freeze", "5"),
-        ("a2s", "finetune", "2"), ("a2s", "finetune", "5")]
+        ("random", "scratch", "2"),
+        ("random", "scratch", "5"),
+        ("a2s", "freeze", "2"),
+        ("a2s", "freeze", "5"),
+        ("a2s", "finetune", "2"),
+        ("a2s", "finetune", "5"),
+    ]
     # freeze, n=2: cell means over the two subjects are 0.5+0.1s+0.02+0.05+0.01 for seeds 0, 1, 2
     freeze2 = rows[2]
     seeds = [0.58, 0.68, 0.78]

@@ -40,7 +40,7 @@ BASE = np.array([[0.99, 0.80, 0.70, 0.90], [0.97, 0.60, 0.70, 0.80]])  # 2 subje
 
 def _variant(layer: str, kind: str, alpha: float = 1.0) -> Variant:
     bn = kind in BN
-    key = f"{'b' if bn else 'c'}{layer}.{ {'RM': 'running_mean', 'RV': 'running_var', 'RW': 'weight', 'RB': 'bias', 'W': 'weight', 'B': 'bias'}[kind]}"
+    key = f"{'b' if bn else 'c'}{layer}.{ {'RM': 'running_mean', 'RV': 'running_var', 'RW': 'weight', 'RB': 'bias', 'W': 'weight', 'B': 'bias'}[kind] }"
     return Variant(layer, kind, alpha, (key,), int(layer), (key.rpartition(".")[0],))
 
 
@@ -67,8 +67,16 @@ def _scan(present: list[bool] | None = None) -> ScanResult:
     dice[len(drops)] = np.nan
     dice[len(drops) + 1] = BASE  # a half swap with no drop: must not count as evidence
     return ScanResult(
-        name="s1", recipient="seg", donor="ae", data="acdc", classes=CLASSES, present=present or [True] * 4,
-        subjects=["a", "b"], baseline=BASE, variants=variants, dice=dice,
+        name="s1",
+        recipient="seg",
+        donor="ae",
+        data="acdc",
+        classes=CLASSES,
+        present=present or [True] * 4,
+        subjects=["a", "b"],
+        baseline=BASE,
+        variants=variants,
+        dice=dice,
     )
 
 
@@ -152,7 +160,7 @@ def test_lab_round_trip_is_exact(lab) -> None:
 def test_toml_round_trip_and_hand_edit(tmp_path) -> None:
     plan = infer_plan(_scan(), max_dice_drop=0.05, layers=LAYERS, name="p1", arch="unet")
     text = plan_to_toml(plan)
-    assert "[not_reusable]\nRM = [1, 2]\nRV = []\nRW = []\nRB = []\nW = [1, 2, \"head\"]\nB = [2, \"head\"]\n" in text
+    assert '[not_reusable]\nRM = [1, 2]\nRV = []\nRW = []\nRB = []\nW = [1, 2, "head"]\nB = [2, "head"]\n' in text
     back = plan_from_toml(text)
     assert back.tensors == plan.tensors and back.name == "p1" and back.arch == "unet"
     assert back.criteria == plan.criteria

@@ -75,8 +75,15 @@ def test_scan_dice_equals_naive_loop(arch: str) -> None:
     assert {v.kind for v in variants} == {"RM", "RV", "RW", "RB", "W", "B"}
     want = np.stack([_naive_dice(recipient, donor.state_dict(), v, batches) for v in variants])
     base, dice, engine = evaluate_variants(
-        recipient, donor.state_dict(), variants, batches, classes=CLASSES, present=[True] * 4,
-        num_subjects=2, device=CPU, chunk_variants=7,
+        recipient,
+        donor.state_dict(),
+        variants,
+        batches,
+        classes=CLASSES,
+        present=[True] * 4,
+        num_subjects=2,
+        device=CPU,
+        chunk_variants=7,
     )
     assert engine == "partial"
     np.testing.assert_allclose(dice, want, rtol=0, atol=1e-9)
@@ -112,8 +119,11 @@ def test_partial_logits_match_naive_within_1e_4(arch: str) -> None:
 
 def _mini_variants(model: torch.nn.Module) -> list[Variant]:
     keys = [k for k, t in model.state_dict().items() if t.is_floating_point()]
-    return [Variant(k.rpartition(".")[0], k.rpartition(".")[2], a, (k,), None, (k.rpartition(".")[0],))
-            for k in keys for a in (1.0, 0.25)]
+    return [
+        Variant(k.rpartition(".")[0], k.rpartition(".")[2], a, (k,), None, (k.rpartition(".")[0],))
+        for k in keys
+        for a in (1.0, 0.25)
+    ]
 
 
 def test_untraceable_model_falls_back_with_the_same_results() -> None:
@@ -122,8 +132,14 @@ def test_untraceable_model_falls_back_with_the_same_results() -> None:
     variants = _mini_variants(recipient)
     want = np.stack([_naive_dice(recipient, donor.state_dict(), v, batches) for v in variants])
     base, dice, engine = evaluate_variants(
-        recipient, donor.state_dict(), variants, batches, classes=CLASSES, present=[True] * 4,
-        num_subjects=2, device=CPU,
+        recipient,
+        donor.state_dict(),
+        variants,
+        batches,
+        classes=CLASSES,
+        present=[True] * 4,
+        num_subjects=2,
+        device=CPU,
     )
     assert engine.startswith("full:")
     np.testing.assert_allclose(dice, want, rtol=0, atol=1e-9)
@@ -135,16 +151,25 @@ def test_resumed_evaluation_only_does_the_rest_and_reports_progress() -> None:
     variants = _mini_variants(recipient)
     kwargs = dict(classes=CLASSES, present=[True, True, False, True], num_subjects=2, device=CPU)
     events, snapshots = [], []
-    base, full, _ = evaluate_variants(recipient, donor.state_dict(), variants, batches, report=events.append,
-                                      chunk_variants=4, on_chunk=lambda b, d: snapshots.append(dict(d)), **kwargs)
+    base, full, _ = evaluate_variants(
+        recipient,
+        donor.state_dict(),
+        variants,
+        batches,
+        report=events.append,
+        chunk_variants=4,
+        on_chunk=lambda b, d: snapshots.append(dict(d)),
+        **kwargs,
+    )
     done = [e for e in events if type(e).__name__ == "VariantDone"]
     assert [e.index for e in done] == list(range(1, len(variants) + 1))
     assert "b" not in done[0].dice and set(done[0].dice) == {"background", "a", "c"}
     assert len(snapshots) > 2
     first = snapshots[0]
     events2: list = []
-    base2, resumed, _ = evaluate_variants(recipient, donor.state_dict(), variants, batches, baseline=base,
-                                          done=first, report=events2.append, **kwargs)
+    base2, resumed, _ = evaluate_variants(
+        recipient, donor.state_dict(), variants, batches, baseline=base, done=first, report=events2.append, **kwargs
+    )
     done2 = [e for e in events2 if type(e).__name__ == "VariantDone"]
     assert len(done2) == len(variants) - len(first)
     assert done2[0].index == len(first) + 1
@@ -188,7 +213,11 @@ def test_scan_in_the_lab_is_stored_and_matches_evaluate_seg(lab) -> None:
     make_lab(lab)
     result = run_scan(lab, "seg", "ae", "toy", layers="1,18,head", kinds="RM,RV,W,B", alphas=(1.0, 0.5), device="cpu")
     assert result.name == "seg-vs-ae" and result.engine == "partial"
-    assert [(v.layer, v.kind, v.alpha) for v in result.variants][:3] == [("1", "RM", 1.0), ("1", "RM", 0.5), ("1", "RV", 1.0)]
+    assert [(v.layer, v.kind, v.alpha) for v in result.variants][:3] == [
+        ("1", "RM", 1.0),
+        ("1", "RM", 0.5),
+        ("1", "RV", 1.0),
+    ]
     assert len(result.variants) == 2 * (4 + 4 + 2)
     back = load_scan(lab, "seg-vs-ae")
     np.testing.assert_array_equal(back.dice, result.dice)
@@ -211,7 +240,9 @@ def test_scan_in_the_lab_is_stored_and_matches_evaluate_seg(lab) -> None:
 
     out = back.to_json()
     assert set(out["baseline"]["dice"]) == set(LAB_CLASSES)
-    assert out["variants"][0]["layer"] == 1 and out["variants"][0]["kind"] == "RM" and out["variants"][0]["alpha"] == 1.0
+    assert (
+        out["variants"][0]["layer"] == 1 and out["variants"][0]["kind"] == "RM" and out["variants"][0]["alpha"] == 1.0
+    )
     assert out["variants"][-1]["layer"] == "head"
     assert set(out["variants"][0]["dice"]) == set(LAB_CLASSES)
 

@@ -28,8 +28,22 @@ from reuse_console.store.checkpoints import read_checkpoint, read_meta
 from reuse_console.store.errors import UserError
 from reuse_console.store.runs import read_run
 
-ARGS = ["--data", "toy", "--arch-config", '{"base_width": 4}', "--epochs", "3", "--batch", "4", "--seed", "5",
-        "--device", "cpu", "--progress", "jsonl"]
+ARGS = [
+    "--data",
+    "toy",
+    "--arch-config",
+    '{"base_width": 4}',
+    "--epochs",
+    "3",
+    "--batch",
+    "4",
+    "--seed",
+    "5",
+    "--device",
+    "cpu",
+    "--progress",
+    "jsonl",
+]
 
 
 def _cli(lab_root: Path, *args: str) -> list[str]:
@@ -43,11 +57,17 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_sigkilled_then_resumed_run_equals_uninterrupted_run(lab) -> None:
     write_toy(lab, n_subjects=4, per_subject=12)  # 36 training slices: 9 steps per epoch
-    subprocess.run(_cli(lab.root, "train", *ARGS, "--name", "straight"), env=_env(), check=True,
-                   stdout=subprocess.DEVNULL, timeout=300)
+    subprocess.run(
+        _cli(lab.root, "train", *ARGS, "--name", "straight"),
+        env=_env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        timeout=300,
+    )
 
-    proc = subprocess.Popen(_cli(lab.root, "train", *ARGS, "--name", "killed"), env=_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli(lab.root, "train", *ARGS, "--name", "killed"), env=_env(), stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if json.loads(line)["type"] == "epoch_end":
@@ -59,8 +79,14 @@ def test_sigkilled_then_resumed_run_equals_uninterrupted_run(lab) -> None:
     assert 1 <= interrupted_at < 3, "the run should have been killed before it finished"
     assert read_run(lab.path("runs", "killed")).status == "lost"
 
-    out = subprocess.run(_cli(lab.root, "train", "--resume", "killed", "--device", "cpu", "--progress", "jsonl"),
-                         env=_env(), check=True, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        _cli(lab.root, "train", "--resume", "killed", "--device", "cpu", "--progress", "jsonl"),
+        env=_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     events = [json.loads(line) for line in out.stdout.splitlines()]
     assert events[0]["type"] == "message" and f"after epoch {interrupted_at}" in events[0]["text"]
     assert [e["epoch"] for e in events if e["type"] == "epoch_end"] == list(range(interrupted_at + 1, 4))
@@ -109,11 +135,19 @@ def _same_checkpoints(lab, a: str, b: str) -> None:
 
 def _plan_lab(lab):
     write_toy(lab)
-    train(lab, TrainSpec(data="toy", arch_config=TINY, epochs=1, batch=4, name="donor", augment=False, seed=5),
-          device="cpu")
+    train(
+        lab,
+        TrainSpec(data="toy", arch_config=TINY, epochs=1, batch=4, name="donor", augment=False, seed=5),
+        device="cpu",
+    )
     index = LayerIndex.from_model(build_model("unet", default_config("unet", 1, 4, **TINY)), 1, 64)
     plan = ReusePlan("p", "unet", universe(index))
-    save_plan(lab, plan.with_reusable({(layer.name, k) for layer in index for k in layer.kinds if layer.index and layer.index < 10}))
+    save_plan(
+        lab,
+        plan.with_reusable(
+            {(layer.name, k) for layer in index for k in layer.kinds if layer.index and layer.index < 10}
+        ),
+    )
     return lab
 
 
@@ -164,8 +198,15 @@ def test_run_interrupted_after_its_last_checkpoint_is_marked_finished(lab) -> No
 
 def test_grid_resume_marks_a_cell_killed_after_its_last_epoch_finished(lab) -> None:
     write_toy(lab)
-    study = Study(name="g", target="toy", sources=[Source("random")], modes=["freeze"], subjects=[2], seeds=[0],
-                  train=TrainSettings(arch_config=TINY, epochs=1, batch=4, augment=False))
+    study = Study(
+        name="g",
+        target="toy",
+        sources=[Source("random")],
+        modes=["freeze"],
+        subjects=[2],
+        seeds=[0],
+        train=TrainSettings(arch_config=TINY, epochs=1, batch=4, augment=False),
+    )
     with pytest.raises(KeyboardInterrupt):
         run_grid(lab, study, device="cpu", report=_interrupt_at(EpochEnd))
     cid = "g.random-n2-s0"

@@ -39,8 +39,17 @@ def test_tiny_run_writes_run_file_and_checkpoints(lab) -> None:
     assert history.steps["step"].tolist() == [1, 2, 3, 4, 5, 6]
     assert np.all(np.isfinite(history.steps["loss"]))
     assert history.epochs["epoch"].tolist() == [1.0, 2.0]
-    for col in ("train_loss", "seconds", "images_per_s", "memory_mb", "val_dice_fg", "val_dice_background",
-                "val_dice_RV", "val_dice_MYO", "val_dice_LV"):
+    for col in (
+        "train_loss",
+        "seconds",
+        "images_per_s",
+        "memory_mb",
+        "val_dice_fg",
+        "val_dice_background",
+        "val_dice_RV",
+        "val_dice_MYO",
+        "val_dice_LV",
+    ):
         assert np.all(np.isfinite(history.epochs[col])), col
     # the epoch's train loss is the mean of its step losses
     assert history.epochs["train_loss"][0] == pytest.approx(history.steps["loss"][:3].mean())
