@@ -1,10 +1,10 @@
-"""The bad-input table (README.md, "Bad input"): one row per thing a user can type or point at wrongly.
+"""The bad-input table (docs/errors.md): one row per thing a user can type or point at wrongly.
 
 Every row runs the real CLI entry point (`reuse_console.tui.cli.main`, in-process; a few rows
 also as a subprocess) against one tiny lab built once for the module, and checks the contract
 of issue 7: exit code 2, one line on stderr that says what is wrong (the row's fragment), no
 traceback, and the lab unchanged (every file's path, size, mtime and sha256, hidden files included).
-The order of ROWS is the order of the table in the README.
+The order of ROWS is the order of the table in docs/errors.md.
 """
 
 from __future__ import annotations
@@ -664,12 +664,14 @@ def test_train_without_validation_subjects_says_how_it_judges(
 
 
 def test_rows_are_documented() -> None:
-    """The README's bad-input table lists every row, by test id, in the same order."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    doc = readme[readme.index("### Bad input") :]
+    """docs/errors.md's bad-input table lists every row, by test id, in the same order, and no other."""
+    errors = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    lines = [line for line in errors.splitlines() if line.startswith("| ")]
+    documented = [line.rstrip(" |").rsplit("|", 1)[-1].strip().strip("`") for line in lines[1:]]
     ids = [r.id for r in ROWS]
     assert len(set(ids)) == len(ids)
-    positions = [doc.find(f"`{i}`") for i in ids]
-    missing = [i for i, p in zip(ids, positions) if p < 0]
-    assert not missing, f"rows missing from the README's bad-input table: {missing}"
-    assert positions == sorted(positions), "the README lists the rows in another order"
+    missing = [i for i in ids if i not in documented]
+    assert not missing, f"rows missing from the bad-input table in docs/errors.md: {missing}"
+    extra = [i for i in documented if i not in ids]
+    assert not extra, f"docs/errors.md lists rows that are not tests: {extra}"
+    assert documented == ids, "docs/errors.md lists the rows in another order"

@@ -61,9 +61,9 @@ def grid_lab(lab):
 
 def test_example_study_parses_into_the_papers_grid() -> None:
     study = load_study(EXAMPLE)
-    assert study.name == "acdc-reuse" and study.target == "acdc" and study.reference == "unet-seg-acdc"
+    assert study.name == "acdc-reuse-paper" and study.target == "acdc" and study.reference == "unet-seg-acdc"
     assert [s.name for s in study.sources] == ["random", "auto2seg", "seg2seg", "rvsc2acdc"]
-    assert study.seeds == [0, 1, 2] and study.subjects == [10, 50]
+    assert study.seeds == [0, 1, 2] and study.subjects == [10, None]  # the paper's 10 and all
     cells = study.cells()
     # per subject count: random 3 seeds + 3 donors x 2 modes x 3 seeds = 21
     assert len(cells) == 42
@@ -74,8 +74,25 @@ def test_example_study_parses_into_the_papers_grid() -> None:
         "auto2seg-freeze-n10-s0",
         "auto2seg-freeze-n10-s1",
     ]
-    assert cells[-1].name == "rvsc2acdc-finetune-n50-s2"
+    assert cells[-1].name == "rvsc2acdc-finetune-nall-s2"
     assert Study.from_dict(study.to_dict()) == study
+
+
+def test_example_study_names_what_the_demo_makes() -> None:
+    """examples/study.toml runs on `make demo`'s lab: its donors, plans, reference, data set and
+    UNet config are the ones engine/demo.py makes, and 10 subjects fit the demo's training split."""
+    from reuse_console.engine import demo
+
+    study = load_study(EXAMPLE)
+    donors = [(s.name, s.donor, s.plan) for s in study.sources if not s.random]
+    assert donors == list(demo.DONORS)
+    models = {name for name, _, _ in demo.MODELS}
+    assert study.reference in models and study.target == demo.MODELS[0][1]
+    full = demo.DemoConfig.choose(quick=False)
+    assert study.train.arch_config == {"base_width": full.base_width}
+    assert study.train.size is None  # the data set's size, the one the donors were trained at
+    # import keeps 20% of the subjects for validation: the rest must hold the largest count
+    assert max(n for n in study.subjects if n is not None) <= 0.8 * full.subjects[study.target]
 
 
 @pytest.mark.parametrize(
