@@ -236,8 +236,16 @@ class Lab:
         kinds = (kind,) if kind else KINDS
         return [read_entry(k, p) for k in kinds for p in self.files(k)]
 
-    def resolve(self, ref: str, kind: str | None = None) -> Entry:
-        """Find an object by `id` or `kind/id`; raise NotFound or say when an id is ambiguous."""
+    def kinds_of(self, obj_id: str) -> list[str]:
+        """Every kind holding an object `obj_id` (`train --name X` makes a run and a checkpoint X)."""
+        check_name(obj_id)
+        return [k for k in KINDS if self.path(k, obj_id).exists()]
+
+    def resolve(self, ref: str, kind: str | None = None, *, prefer: tuple[str, ...] = ()) -> Entry:
+        """Find an object by `id` or `kind/id`; raise NotFound or say when an id is ambiguous.
+
+        `prefer`: kinds, in order, that win when a bare id is in several kinds (instead of the
+        ambiguity error); the caller says which others it hides (see `kinds_of`)."""
         if "/" in ref:
             given = ref
             kind, _, ref = ref.partition("/")
@@ -246,11 +254,13 @@ class Lab:
             if kind not in KINDS or "/" in ref:
                 raise UserError(f"invalid name {given!r}: use NAME or KIND/NAME, KIND one of {', '.join(KINDS)}")
         check_name(ref)
-        kinds = (kind,) if kind else KINDS
-        hits = [k for k in kinds if self.path(k, ref).exists()]
+        hits = [kind] if kind and self.path(kind, ref).exists() else [] if kind else self.kinds_of(ref)
         if not hits:
             where = kind[:-1] if kind else "object"
             raise NotFound(f"no {where} {ref!r} in lab {self.root} (see `reuse-console ls`)")
+        chosen = [k for k in prefer if k in hits]
+        if len(hits) > 1 and chosen:
+            hits = chosen[:1]
         if len(hits) > 1:
             options = ", ".join(f"{k}/{ref}" for k in hits)
             raise UserError(f"{ref!r} is ambiguous: say which one ({options})")

@@ -254,6 +254,68 @@ def read_slices(path: Path, name: str | None = None) -> SliceSet:
         raise UserError(f"{path}: not a readable data set ({exc})") from exc
 
 
+@dataclass
+class DatasetInfo:
+    """A data set file's description without its images: what `reuse-console show` prints."""
+
+    name: str
+    classes: list[str]
+    present: list[bool]
+    spacing: list[float]
+    size: int
+    source: dict[str, Any]
+    subjects: list[str]
+    split: list[str]  # per subject
+    slices: list[int]  # per subject
+    volumes: list[int]  # per subject (0 when the file has no volume index)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "classes": self.classes,
+            "present": self.present,
+            "spacing": self.spacing,
+            "size": self.size,
+            "source": self.source,
+            "subjects": [
+                {"subject": s, "split": sp, "slices": n, "volumes": v}
+                for s, sp, n, v in zip(self.subjects, self.split, self.slices, self.volumes)
+            ],
+        }
+
+
+def read_dataset_info(path: Path, name: str | None = None) -> DatasetInfo:
+    """Read a data set's attributes and per-subject slice counts; the images stay on disk."""
+    try:
+        with open_h5(path) as f:
+            kind = attr_str(f, "kind")
+            if kind != KIND:
+                raise UserError(f"{path} is a {kind or 'unknown'} file, not a data set")
+            subjects = read_strings(f["subjects"])
+            subject = np.asarray(f["subject"][()], dtype=np.int64)
+            slices = np.bincount(subject, minlength=len(subjects)) if subject.size else np.zeros(len(subjects), int)
+            volumes = [0] * len(subjects)
+            if "volume" in f:
+                pairs = set(zip(subject.tolist(), np.asarray(f["volume"][()]).tolist()))
+                volumes = [sum(1 for s, _ in pairs if s == i) for i in range(len(subjects))]
+            return DatasetInfo(
+                name=name or attr_str(f, "name") or path.stem,
+                classes=list(get_json(f, "classes", [])),
+                present=[bool(p) for p in get_json(f, "present", [])],
+                spacing=[float(s) for s in get_json(f, "spacing", [])],
+                size=int(f.attrs.get("size", 0)),
+                source=get_json(f, "source", {}) or {},
+                subjects=subjects,
+                split=read_strings(f["split"]),
+                slices=[int(n) for n in slices[: len(subjects)]],
+                volumes=volumes,
+            )
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"{path}: not a readable data set ({exc})") from exc
+
+
 def load_slices(lab: Lab, name: str) -> SliceSet:
     """The data set `name` of `lab`, all in memory; NotFound when there is none."""
     if name.startswith("datasets/"):

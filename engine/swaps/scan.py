@@ -116,11 +116,33 @@ class ScanResult:
         """(V, C) mean Dice over subjects."""
         return self.dice.mean(axis=1)
 
+    @property
+    def delta(self) -> np.ndarray:
+        """(V, C) change of the mean Dice from the baseline's (negative: the swap hurt)."""
+        return self.mean - self.baseline_mean
+
+    @property
+    def foreground(self) -> list[int]:
+        """The classes a Dice drop is judged on: present ones but background (all, if none is)."""
+        return [c for c in range(1, len(self.classes)) if self.present[c]] or list(range(len(self.classes)))
+
+    def fg_means(self) -> tuple[float, np.ndarray]:
+        """Mean Dice over the foreground classes: the baseline's, and each variant's (V,)."""
+        fg = self.foreground
+        variants = self.mean[:, fg].mean(axis=1) if len(self.variants) else np.zeros(0)
+        return float(self.baseline_mean[fg].mean()), variants
+
+    def largest_drops(self, n: int) -> list[int]:
+        """The `n` evaluated variants whose foreground mean Dice fell most, largest drop first."""
+        base, means = self.fg_means()
+        done = [i for i in np.argsort(means, kind="stable") if np.isfinite(means[i])]
+        return [int(i) for i in done[:n] if base - means[i] > 0]
+
     def to_json(self) -> dict[str, Any]:
         """The documented `--json` shape: baseline and variants, class names as keys."""
         base = self.baseline_mean
         variants = []
-        for v, mean, per_subject in zip(self.variants, self.mean, self.dice):
+        for v, mean, delta, per_subject in zip(self.variants, self.mean, self.delta, self.dice):
             variants.append(
                 {
                     "layer": v.label(),
@@ -128,7 +150,7 @@ class ScanResult:
                     "alpha": v.alpha,
                     "keys": list(v.keys),
                     "dice": self.by_class(mean),
-                    "delta": self.by_class(mean - base),
+                    "delta": self.by_class(delta),
                     "per_subject": {s: self.by_class(row) for s, row in zip(self.subjects, per_subject)},
                 }
             )

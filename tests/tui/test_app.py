@@ -76,6 +76,65 @@ async def test_empty_lab_shows_how_to_start_and_keys_still_work(tmp_path: Path) 
 # -- lab and layers ------------------------------------------------------------------------
 
 
+def _small_lab(root: Path, checkpoint: bool) -> Lab:
+    """A data set, and with `checkpoint` one untrained checkpoint (quick to write)."""
+    from swap_lab import make_checkpoint
+    from toydata import write_toy
+
+    lab = Lab(root)
+    write_toy(lab)
+    if checkpoint:
+        make_checkpoint(lab, "seg")
+    return lab
+
+
+def _active_tab(app: ConsoleApp) -> str:
+    return app.screen.query_one("#lab-tabs").active
+
+
+@pytest.mark.parametrize(("checkpoint", "tab"), [(True, "tab-checkpoints"), (False, "tab-datasets")])
+@run_async
+async def test_the_console_opens_on_checkpoints_when_the_lab_has_some(tmp_path: Path, checkpoint, tab) -> None:
+    app = make_app(_small_lab(tmp_path / "lab", checkpoint))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.listing is not None, 20, "the lab listing")
+        await pilot.pause()
+        assert _active_tab(app) == tab
+        assert app.focused is app.screen.query_one(f"#table-{tab.removeprefix('tab-')}")
+        await pilot.press("down")  # the table has the focus: keys work at once
+        await pilot.press("right")
+        assert _active_tab(app) != tab
+
+
+@run_async
+async def test_the_first_listing_leaves_a_user_who_already_moved_where_they_went(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing is read in a worker; a key pressed before it arrives wins over the opening tab."""
+    import threading
+
+    from reuse_console.tui.screens import lab as lab_screen
+
+    release = threading.Event()
+    real = lab_screen.read_listing
+
+    def slow_listing(lab: Lab) -> lab_screen.LabListing:
+        release.wait(20)
+        return real(lab)
+
+    monkeypatch.setattr(lab_screen, "read_listing", slow_listing)
+    app = make_app(_small_lab(tmp_path / "lab", checkpoint=True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("left")  # Data -> Jobs, before the lab is read
+        assert _active_tab(app) == "tab-jobs"
+        release.set()
+        await wait_until(pilot, lambda: app.listing is not None, 20, "the lab listing")
+        await pilot.pause()
+        assert app.screen.query_one("#table-checkpoints").row_count == 1
+        assert _active_tab(app) == "tab-jobs"
+
+
 @pytest.mark.slow
 @run_async
 async def test_lab_lists_filters_and_opens_a_checkpoints_layer_tree(test_lab: Lab) -> None:

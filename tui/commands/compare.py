@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..options import JsonOpt, LabOpt, NameOpt
 from ..output import emit_json, stderr, stdout
+from ..render.results import render_comparison
 
 
 def rmse(
@@ -33,31 +34,8 @@ def rmse(
     if json_out:
         emit_json(comp.to_json())
         return
-    for p, (a, b) in enumerate(comp.pairs):
-        table = Table(
-            title=f"RMSE {comp.models[a]} vs {comp.models[b]} (in brackets: / RMS of {comp.models[a]})",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            padding=(0, 1, 0, 0),
-        )
-        table.add_column("layer", no_wrap=True)
-        for kind in comp.kinds:
-            table.add_column(kind, justify="right")
-        for li, layer in enumerate(comp.layers):
-            cells = []
-            for ki in range(len(comp.kinds)):
-                value, rel = comp.rmse[p, li, ki], comp.relative[p, li, ki]
-                cells.append("" if value != value else f"{value:.3g} {_rel(rel)}")
-            table.add_row(layer, *cells)
-        stdout.print(table)
+    stdout.print(render_comparison(comp))
     stderr.print(f"stored as comparison {comp.name}")
-
-
-def _rel(value: float) -> str:
-    if value != value or value in (float("inf"), float("-inf")):
-        return "[dim](-)[/dim]"
-    style = "red" if value > 1.0 else "yellow" if value > 0.3 else "dim"
-    return f"[{style}]({value:.2f})[/{style}]"
 
 
 def bn(

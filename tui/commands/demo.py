@@ -89,7 +89,7 @@ def print_summary(lab: Lab, result: DemoResult) -> None:
     from reuse_console.engine.reuse.plans import load_plan
     from reuse_console.store.checkpoints import read_meta
 
-    from .reuse import print_table
+    from ..render.results import render_experiment
 
     models = Table(title="models", title_justify="left")
     for col in ("checkpoint", "task", "data", "epoch", "val score"):
@@ -110,7 +110,7 @@ def print_summary(lab: Lab, result: DemoResult) -> None:
             f"  {ref}: {100 * (s['tensor_share'] or 0):.0f}% of tensors, {100 * (s['element_share'] or 0):.0f}% of "
             f"elements reused; not reusable: {s['not_reusable'] or 'none'}"
         )
-    print_table(load_experiment(lab, result.experiment))
+    stdout.print(render_experiment(load_experiment(lab, result.experiment)))
     stderr.print(
         f"demo finished in {result.seconds:.0f} s; lab {result.lab}; figures: "
         f"{Path(result.figures[0]).parent if result.figures else '-'} "

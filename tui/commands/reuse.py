@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.table import Table
 
 from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
 from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
+from ..render.results import render_experiment, render_plan
 
 plan_app = typer.Typer(
     help=(
@@ -74,46 +73,8 @@ def plan(
     if json_out:
         emit_json(result.to_json())
         return
-    print_plan(result)
+    stdout.print(render_plan(result))
     stderr.print(f"stored as plan {result.name}")
-
-
-def print_plan(plan: Any) -> None:
-    """The plan as a layer x kind table (reused / not, with the evidence), then its summary."""
-    from reuse_console.engine.models.layers import KINDS
-    from reuse_console.engine.reuse.plans import format_not_reusable
-
-    kinds = [k for k in KINDS if any(t.kind == k for t in plan.tensors)]
-    evidence = "dice drop" if any(t.dice_drop is not None for t in plan.tensors) else "rmse"
-    table = Table(
-        title=f"plan {plan.name}: reused tensors (green) and not (red); numbers: {evidence}",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1, 0, 0),
-    )
-    table.add_column("layer", no_wrap=True)
-    for kind in kinds:
-        table.add_column(kind, justify="right")
-    layers = list(dict.fromkeys(t.layer for t in plan.tensors))
-    cells = {(t.layer, t.kind): t for t in plan.tensors}
-    for layer in layers:
-        row = []
-        for kind in kinds:
-            t = cells.get((layer, kind))
-            if t is None:
-                row.append("")
-                continue
-            value = t.dice_drop if evidence == "dice drop" else t.rmse
-            text = "-" if value is None else f"{value:.3f}"
-            row.append(f"[green]{text}[/green]" if t.reusable else f"[red]{text} x[/red]")
-        table.add_row(layer, *row)
-    stdout.print(table)
-    reused = sum(t.reusable for t in plan.tensors)
-    stdout.print(f"not reusable: {format_not_reusable(plan) or '(none)'}")
-    stdout.print(
-        f"reused: {reused} of {len(plan.tensors)} tensors ({100 * plan.tensor_share():.1f}%), "
-        f"{100 * plan.element_share():.1f}% of parameter elements"
-    )
 
 
 @plan_app.command("show")
@@ -133,7 +94,7 @@ def plan_show(
     if json_out:
         emit_json(result.to_json())
         return
-    print_plan(result)
+    stdout.print(render_plan(result))
 
 
 @plan_app.command("export")
@@ -180,7 +141,7 @@ def plan_import(
     if json_out:
         emit_json(plan_obj.to_json())
         return
-    print_plan(plan_obj)
+    stdout.print(render_plan(plan_obj))
     stderr.print(f"stored as plan {plan_obj.name}")
 
 
@@ -242,33 +203,8 @@ def grid(
         return
     if progress == "jsonl":
         return
-    print_table(exp)
+    stdout.print(render_experiment(exp))
     stderr.print(f"stored as experiment {exp.name} (figures: reuse-console report {exp.name} --out DIR)")
-
-
-def print_table(exp: Any) -> None:
-    header, rows = exp.table_cells(sep="\n")
-    n = len(exp.subjects)
-    table = Table(
-        title=f"experiment {exp.name}: Dice on {exp.target} ({n} validation subject{'s' if n != 1 else ''})",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1, 0, 0),
-    )
-    for i, col in enumerate(header):
-        table.add_column(
-            {"subjects": "n", "background": "bg"}.get(col, col),
-            justify="left" if i < 2 else "right",
-            no_wrap=i < 4,
-            min_width=len(col) if i < 2 else None,
-        )
-    for row in rows:
-        table.add_row(*row)
-    stdout.print(table)
-    if exp.random_source:
-        stdout.print(
-            f"mean ± sample std over seeds; (brackets): difference to {exp.random_source} with the same subjects"
-        )
 
 
 def report(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ..options import DataOpt, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
-from ..output import emit_json, fmt, sigterm_as_interrupt, stderr, stdout
+from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
+from ..render.results import render_scan, render_swap
 
 Recipient = Annotated[
     str, typer.Argument(help="Recipient checkpoint id (a seg model; see `reuse-console ls checkpoints`).")
@@ -80,27 +80,8 @@ def swap(
         return
     if progress == "jsonl":
         return
-    v = out["variants"][0]
-    spec = out["swap"]
-    title = (
-        f"{recipient} with {donor}'s {','.join(spec.get('kinds', []))} in layers {', '.join(spec.get('layers', []))}"
-        f" (alpha {v['alpha']:g}) on {data}: {len(result.subjects)} subjects"
-    )
-    table = Table(title=title, title_justify="left")
-    for col in ("class", "baseline", "swapped", "delta"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for c in result.classes:
-        base, new, delta = out["baseline"]["dice"][c], v["dice"][c], v["delta"][c]
-        table.add_row(c, fmt(base), fmt(new), _delta(delta))
-    stdout.print(table)
+    stdout.print(render_swap(result))
     stderr.print(f"stored as scan {result.name} ({result.seconds:.1f} s)")
-
-
-def _delta(value: float | None) -> str:
-    if value is None or value != value:
-        return "-"
-    colour = "red" if value < -0.005 else "green" if value > 0.005 else "dim"
-    return f"[{colour}]{value:+.3f}[/{colour}]"
 
 
 def scan(
@@ -175,41 +156,12 @@ def scan(
         return
     if progress == "jsonl":
         return
-    print_scan(result)
+    stdout.print(render_scan(result))
     rate = len(result.variants) / result.seconds if result.seconds > 0 else float("nan")
     stderr.print(
         f"stored as scan {result.name}: {len(result.variants)} variants in {result.seconds:.1f} s "
         f"({rate:.2f}/s, {result.engine})"
     )
-
-
-def print_scan(result: Any) -> None:
-    """Baseline per class, then mean foreground Dice per layer and kind (rows per alpha when several)."""
-    base = result.baseline_mean
-    fg = [c for c in range(1, len(result.classes)) if result.present[c]] or list(range(len(result.classes)))
-    base_fg = float(base[fg].mean())
-    line = "  ".join(f"{c} {fmt(float(b))}" for c, b, p in zip(result.classes, base, result.present) if p)
-    stdout.print(f"baseline {result.recipient} on {result.data}: {line}  (fg mean {base_fg:.3f})")
-    kinds = list(dict.fromkeys(v.kind for v in result.variants))
-    many_alphas = len({v.alpha for v in result.variants}) > 1
-    table = Table(
-        title=f"mean foreground Dice after swapping in {result.donor}'s tensor (red: drop > 0.05, yellow: > 0.005)",
-        title_justify="left",
-    )
-    table.add_column("layer" + (" @alpha" if many_alphas else ""), no_wrap=True)
-    for kind in kinds:
-        table.add_column(kind, justify="right", no_wrap=True)
-    rows: dict[str, dict[str, str]] = {}
-    for v, m in zip(result.variants, result.mean):
-        value = float(m[fg].mean())
-        drop = base_fg - value
-        style = "red" if drop > 0.05 else "yellow" if drop > 0.005 else ""
-        row = f"{v.layer} @{v.alpha:g}" if many_alphas else v.layer
-        rows.setdefault(row, {})[v.kind] = f"[{style}]{value:.3f}[/{style}]" if style else f"{value:.3f}"
-    for row, cells in rows.items():
-        table.add_row(row, *(cells.get(kind, "") for kind in kinds))
-    stdout.print(table)
-    stdout.print("per-class and per-subject values: add --json, or read the scan file")
 
 
 def register(app: typer.Typer) -> None:

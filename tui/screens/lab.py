@@ -189,6 +189,10 @@ class LabScreen(ConsoleScreen):
         super().__init__()
         self.listing: LabListing | None = None
         self._shown: dict[str, tuple[Row, ...]] = {}
+        # The tab the screen itself last chose; the user choosing another one (keys, mouse,
+        # palette) means the first listing, read in a worker, must not move them away from it.
+        self._chosen_tab = f"tab-{KIND_TABS[0][0]}"
+        self.user_moved = False
 
     def compose_body(self) -> ComposeResult:
         with ContentSwitcher(initial="lab-tables", id="lab-switcher"):
@@ -232,8 +236,8 @@ class LabScreen(ConsoleScreen):
         first_fill = switcher.current != "lab-tables" or not self._shown
         switcher.current = "lab-tables"
         self._fill()
-        if first_fill:
-            self._focus_first_nonempty()
+        if first_fill and not self.user_moved:
+            self._show_first_kind()
 
     def _fill(self) -> None:
         """Put the filtered rows in each table, keeping the cursor on the same object."""
@@ -265,9 +269,13 @@ class LabScreen(ConsoleScreen):
         except Exception:
             return None
 
-    def _focus_first_nonempty(self) -> None:
-        for kind, _ in KIND_TABS:
+    def _show_first_kind(self) -> None:
+        """Open on Checkpoints when the lab has any (what a study starts from), else on the first
+        kind it has (Data, in a lab that has data)."""
+        kinds = ["checkpoints", *(kind for kind, _ in KIND_TABS)]
+        for kind in kinds:
             if self._shown.get(kind):
+                self._chosen_tab = f"tab-{kind}"
                 self.show_kind(kind)
                 return
 
@@ -289,6 +297,8 @@ class LabScreen(ConsoleScreen):
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id != self._chosen_tab:
+            self.user_moved = True
         self.query_one(f"#table-{self.current_kind}", LabTable).focus()
 
     def action_focus_filter(self) -> None:

@@ -1,0 +1,196 @@
+"""The study's results as rich tables: scans and swaps, plans, experiments (Table 3), RMSE comparisons.
+
+The commands that make these objects print them with these renderers when they finish, and
+`reuse-console show` prints a stored one the same way. Values come from the engine's objects
+(ScanResult, ReusePlan, Experiment, Comparison); nothing here reads a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..output import fmt
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+# -- scans and swaps --------------------------------------------------------------------------------
+
+
+def render_scan(result: Any, drops: int = 5) -> RenderableType:
+    """Baseline per class; mean foreground Dice per layer and kind (rows per alpha when several);
+    then the variants that cost most, with the change per class."""
+    base_fg, fg_means = result.fg_means()
+    base = result.baseline_mean
+    line = "  ".join(f"{c} {fmt(float(b))}" for c, b, p in zip(result.classes, base, result.present) if p)
+    head = Text(f"baseline {result.recipient} on {result.data}: {line}  (fg mean {base_fg:.3f})")
+    kinds = list(dict.fromkeys(v.kind for v in result.variants))
+    many_alphas = len({v.alpha for v in result.variants}) > 1
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table.add_column("layer" + (" @alpha" if many_alphas else ""), no_wrap=True)
+    for kind in kinds:
+        table.add_column(kind, justify="right", no_wrap=True)
+    rows: dict[str, dict[str, str]] = {}
+    for v, value in zip(result.variants, fg_means):
+        drop = base_fg - value
+        style = "red" if drop > 0.05 else "yellow" if drop > 0.005 else ""
+        row = f"{v.layer} @{v.alpha:g}" if many_alphas else v.layer
+        rows.setdefault(row, {})[v.kind] = f"[{style}]{fmt(float(value))}[/{style}]" if style else fmt(float(value))
+    for row, cells in rows.items():
+        table.add_row(row, *(cells.get(kind, "") for kind in kinds))
+    parts: list[RenderableType] = [
+        head,
+        Text(f"mean foreground Dice with one tensor of {result.donor} swapped in (red: drop > 0.05, yellow: > 0.005)"),
+        table,
+    ]
+    worst = result.largest_drops(drops)
+    if worst:
+        fg = result.foreground
+        changes = result.delta
+        detail = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+        for col in ("layer", "kind", "alpha", *(result.classes[c] for c in fg), "fg"):
+            detail.add_column(col, justify="left" if col in ("layer", "kind") else "right", no_wrap=True)
+        for i in worst:
+            v = result.variants[i]
+            per_class = [f"{changes[i, c]:+.3f}" for c in fg]
+            detail.add_row(v.layer, v.kind, f"{v.alpha:g}", *per_class, f"{fg_means[i] - base_fg:+.3f}")
+        parts += [Text(f"largest drops: change of mean Dice per class ({_plural(len(worst), 'variant')})"), detail]
+    parts.append(Text("per-subject values: add --json, or read the scan file", style="dim"))
+    return Group(*parts)
+
+
+def render_swap(result: Any) -> RenderableType:
+    """One swap (a one-variant scan): Dice per class before and after, and the change."""
+    out = result.to_json()
+    v = out["variants"][0]
+    spec = result.options.get("swap", {})
+    kinds = ",".join(spec.get("kinds", [])) or v["kind"]
+    layers = ", ".join(spec.get("layers", [])) or str(v["layer"])
+    title = (
+        f"{result.recipient} with {result.donor}'s {kinds} in layers {layers} (alpha {v['alpha']:g}) "
+        f"on {result.data}: {_plural(len(result.subjects), 'subject')}"
+    )
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for col in ("class", "baseline", "swapped", "delta"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c in result.classes:
+        table.add_row(c, fmt(out["baseline"]["dice"][c]), fmt(v["dice"][c]), _delta(v["delta"][c]))
+    return Group(Text(title), table)
+
+
+def _delta(value: float | None) -> str:
+    if value is None or value != value:
+        return "-"
+    colour = "red" if value < -0.005 else "green" if value > 0.005 else "dim"
+    return f"[{colour}]{value:+.3f}[/{colour}]"
+
+
+def is_swap(result: Any) -> bool:
+    """A stored `swap` (or a swap saved from the console): one variant, shown per class."""
+    return len(result.variants) == 1 and ("swap" in result.options or len(result.variants[0].keys) > 1)
+
+
+# -- plans ------------------------------------------------------------------------------------------
+
+
+def render_plan(plan: Any) -> RenderableType:
+    """The plan as a layer x kind table (reused / not, with the evidence), then the paper's text form."""
+    from reuse_console.engine.models.layers import KINDS
+    from reuse_console.engine.reuse.plans import format_not_reusable
+
+    kinds = [k for k in KINDS if any(t.kind == k for t in plan.tensors)]
+    evidence = "dice drop" if any(t.dice_drop is not None for t in plan.tensors) else "rmse"
+    title = Text(f"plan {plan.name}: reused tensors (green) and not (red, x); numbers: {evidence}")
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table.add_column("layer", no_wrap=True)
+    for kind in kinds:
+        table.add_column(kind, justify="right")
+    cells = {(t.layer, t.kind): t for t in plan.tensors}
+    for layer in dict.fromkeys(t.layer for t in plan.tensors):
+        row = []
+        for kind in kinds:
+            t = cells.get((layer, kind))
+            if t is None:
+                row.append("")
+                continue
+            value = t.dice_drop if evidence == "dice drop" else t.rmse
+            text = "-" if value is None else f"{value:.3f}"
+            row.append(f"[green]{text}[/green]" if t.reusable else f"[red]{text} x[/red]")
+        table.add_row(layer, *row)
+    reused = sum(t.reusable for t in plan.tensors)
+    return Group(
+        title,
+        table,
+        Text(f"not reusable: {format_not_reusable(plan) or '(none)'}"),
+        Text(
+            f"reused: {reused} of {len(plan.tensors)} tensors ({100 * plan.tensor_share():.1f}%), "
+            f"{100 * plan.element_share():.1f}% of parameter elements"
+        ),
+    )
+
+
+# -- experiments ------------------------------------------------------------------------------------
+
+
+def render_experiment(exp: Any) -> RenderableType:
+    """The paper's Table 3: Dice per class, mean, ± std over seeds and (difference to random init),
+    one under the other so five classes fit in 80 columns."""
+    rows = exp.table_json()
+    columns = exp.columns
+    n = len(exp.subjects)
+    title = Text(f"experiment {exp.name} ({exp.status}): Dice on {exp.target} ({_plural(n, 'validation subject')})")
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for col in ("source", "mode", "n", "seeds"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("source", "mode") else "right")
+    for col in columns:
+        table.add_column({"background": "bg", "fg": "mean fg"}.get(col, col), justify="right", no_wrap=True)
+    for row in rows:
+        cells = [row["source"], row["mode"], str(row["subjects"]), str(row["seeds"])]
+        for col in columns:
+            lines = [fmt(row["mean"][col])]
+            if row["std"][col] is not None:
+                lines.append(f"± {row['std'][col]:.3f}")
+            if row["diff"][col] is not None:
+                lines.append(f"({row['diff'][col]:+.3f})")
+            cells.append("\n".join(lines))
+        table.add_row(*cells)
+    parts: list[RenderableType] = [title, table]
+    if exp.random_source:
+        parts.append(Text(f"mean, ± sample std over seeds, (difference to {exp.random_source} with the same subjects)"))
+    return Group(*parts)
+
+
+# -- comparisons ------------------------------------------------------------------------------------
+
+
+def render_comparison(comp: Any) -> RenderableType:
+    """RMSE per layer and kind for every pair; in brackets relative to the first model's RMS."""
+    tables: list[RenderableType] = []
+    for p, (a, b) in enumerate(comp.pairs):
+        tables.append(Text(f"RMSE {comp.models[a]} vs {comp.models[b]} (in brackets: / RMS of {comp.models[a]})"))
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+        table.add_column("layer", no_wrap=True)
+        for kind in comp.kinds:
+            table.add_column(kind, justify="right")
+        for li, layer in enumerate(comp.layers):
+            cells = []
+            for ki in range(len(comp.kinds)):
+                value, rel = comp.rmse[p, li, ki], comp.relative[p, li, ki]
+                cells.append("" if value != value else f"{value:.3g} {_rel(rel)}")
+            table.add_row(layer, *cells)
+        tables.append(table)
+    return Group(*tables)
+
+
+def _rel(value: float) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        return "[dim](-)[/dim]"
+    style = "red" if value > 1.0 else "yellow" if value > 0.3 else "dim"
+    return f"[{style}]({value:.2f})[/{style}]"
