@@ -11,10 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reuse_console.engine.core.events import Finished, Message, Reporter, silent
 from reuse_console.store.lab import Lab
+
+if TYPE_CHECKING:  # the stages are imported where the demo reaches them
+    from reuse_console.engine.grids.study import Study
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def make_plans(lab: Lab, cfg: DemoConfig, report: Reporter) -> list[str]:
     return plans
 
 
-def study_for(cfg: DemoConfig) -> Any:
+def study_for(cfg: DemoConfig) -> Study:
     """The demo's transfer grid: random init vs each donor, freeze and finetune (the paper's Table 3)."""
     from reuse_console.engine.grids.study import Study
 

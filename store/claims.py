@@ -10,10 +10,12 @@ and host only for the message the other job sees. Where a file system has no flo
 falls back to that pid (+ start time) check.
 
 A claim is taken in one of two ways:
-- pinned, `with holding(...)`: kept for a whole job (a training run rewrites its checkpoints every
-  epoch, a scan its progress file every chunk), released when the block ends;
-- unpinned (`take(..., pin=False)`, what `Lab.ensure_new` does): released when the object's final
-  atomic rename lands (`land`, called by `store.h5.atomic_path`), or when that write fails.
+- pinned, `with holding(...)` (what `Lab.claim`, the lab's way to claim a name, does): kept for
+  the block, one write or a whole job (a training run rewrites its checkpoints every epoch, a scan
+  its progress file every chunk), released when the block ends;
+- unpinned (`take(..., pin=False)`, what `Lab.ensure_new` and `Lab.unique_name` do): released when
+  the object's final atomic rename lands (`land`, called by `store.h5.atomic_path`), when that
+  write fails, or when a pinned block on the same name ends.
 A claim taken for an object that did not exist yet is "new": its first landing uses a hard link,
 which never replaces a file, as a second line of defence against writers that did not claim.
 Claims are per process and re-entrant: claiming a name this process already holds is a no-op.

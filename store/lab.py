@@ -11,7 +11,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,24 @@ def check_name(name: str) -> str:
             "starting with a letter or digit)"
         )
     return name
+
+
+MAX_SUFFIX = 10_000
+
+
+def next_free_name(base: str, take: Callable[[str], bool]) -> str:
+    """`base`, else `base-2`, `base-3`, ...: the first name `take` accepts.
+
+    The one rule for a name derived from a command's inputs when that name is taken (lab objects
+    through `Lab.unique_name`, job ids). `take(name)` checks one name and may claim it: names are
+    tried in order, so choosers that claim as they take get different names even at the same time.
+    """
+    check_name(base)
+    for n in range(1, MAX_SUFFIX + 1):
+        name = base if n == 1 else f"{base}-{n}"
+        if take(name):
+            return name
+    raise UserError(f"every name from {base!r} to '{base}-{MAX_SUFFIX}' is taken: choose one with --name")
 
 
 @dataclass(frozen=True)
@@ -174,55 +192,66 @@ class Lab:
         return self.path(kind, obj_id).exists()
 
     def ensure_new(self, kind: str, obj_id: str) -> Path:
-        """The path for a new object, claimed by this process until its file lands (see
-        store/claims.py); refuses an existing object and one another live job is writing."""
+        """The path for a new object written at once: claimed by this process until its file
+        lands (an unpinned claim, see store/claims.py; `unique_name` reserves names this way);
+        refuses an existing object and one another live job is writing. Work that may still fail
+        before the write uses `claim(..., new=True)` instead."""
         path = self.path(kind, obj_id)
-        claims.take(path, f"{kind[:-1]} {obj_id!r}", pin=False, new=True)
+        claims.take(path, self._label(kind, obj_id), pin=False, new=True)
         if path.exists():
             claims.abandon(path)
             raise self._taken(kind, obj_id)
         return path
 
     @contextlib.contextmanager
-    def creating(self, kind: str, obj_id: str) -> Iterator[Path]:
-        """`ensure_new` for a block that checks and computes before it writes: the claim is held
-        for the whole block and given up when it ends, so a refusal inside it (bad input found
-        half-way) leaves no claim file behind, even in a long-lived process like the console."""
+    def claim(
+        self, kind: str, obj_id: str, *, new: bool = False, hint: str = "choose another --name"
+    ) -> Iterator[Path]:
+        """Hold the name `kind/obj_id` for the block (`with lab.claim(...) as path:`); yields its path.
+
+        The one way to hold a name while writing an object (store/claims.py), for one write or a
+        whole job (a training run rewrites its checkpoints every epoch, a scan its progress file,
+        a grid its experiment after every cell): another process claiming the name meanwhile gets
+        a UserError naming this one. The claim ends with the block however it ends, so a refusal
+        half-way (bad input found after some work) leaves no claim file behind, even in a
+        long-lived process like the console. Re-entrant: a name this process already holds (from
+        `unique_name`, say) stays held until the outermost block ends.
+        `new`: the object must not exist yet (checked once claimed, so two writers cannot both
+        pass; refused as "already exists (<hint>)"), and its first landing never replaces a file.
+        Without it the block may resume or replace an existing object.
+        """
         path = self.path(kind, obj_id)
-        with claims.holding(path, f"{kind[:-1]} {obj_id!r}", new=True):
-            if path.exists():
-                raise self._taken(kind, obj_id)
+        with claims.holding(path, self._label(kind, obj_id), new=new):
+            if new and path.exists():
+                raise self._taken(kind, obj_id, hint)
             yield path
 
-    def _taken(self, kind: str, obj_id: str) -> UserError:
-        return UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} (choose another --name)")
+    @staticmethod
+    def _label(kind: str, obj_id: str) -> str:
+        return f"{kind[:-1]} {obj_id!r}"
 
-    def claim(self, kind: str, obj_id: str, *, new: bool = False) -> contextlib.AbstractContextManager[Any]:
-        """Hold the name `kind/obj_id` for a whole job (`with lab.claim(...)`): another process
-        claiming it meanwhile gets a UserError. `new`: the object must not exist yet, and its
-        first write will not replace a file."""
-        path = self.path(kind, obj_id)
-        return claims.holding(path, f"{kind[:-1]} {obj_id!r}", new=new)
+    def _taken(self, kind: str, obj_id: str, hint: str = "choose another --name") -> UserError:
+        return UserError(f"{kind[:-1]} {obj_id!r} already exists in {self.root} ({hint})")
 
     def claimed(self, kind: str, obj_id: str) -> bool:
         """Is the name being written by a live job (this process included)?"""
         return claims.is_live(claims.claim_path(self.path(kind, obj_id)))
 
-    def unique_name(self, kind: str, base: str) -> str:
-        """`base`, or `base-2`, `base-3`... whichever is free in `kind`, claimed by this process
-        like `ensure_new` (so two jobs choosing at once get different names)."""
-        check_name(base)
-        name, n = base, 1
-        while True:
-            path = self.path(kind, name)
-            if not path.exists() and not self.claimed(kind, name):
-                try:
-                    self.ensure_new(kind, name)
-                    return name
-                except UserError:
-                    pass  # taken a moment ago by another job: next
-            n += 1
-            name = f"{base}-{n}"
+    def unique_name(self, kind: str, base: str, *, free: Callable[[str], bool] | None = None) -> str:
+        """`base`, or `base-2`, `base-3`... (`next_free_name`): the first name free in `kind` (and
+        for which `free(name)` holds, for the other files the object writes), claimed by this
+        process like `ensure_new`, so two jobs choosing at once get different names."""
+
+        def take(name: str) -> bool:
+            if self.exists(kind, name) or self.claimed(kind, name) or (free is not None and not free(name)):
+                return False
+            try:
+                self.ensure_new(kind, name)
+            except UserError:
+                return False  # taken a moment ago by another job: next
+            return True
+
+        return next_free_name(base, take)
 
     def files(self, kind: str) -> list[Path]:
         """Finished object files of one kind, sorted by name (temporary files are skipped)."""

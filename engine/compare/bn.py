@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from reuse_console.engine.core.numbers import finite_or_none
 from reuse_console.engine.models.layers import BN_KINDS, Layer, LayerIndex
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 _LEAF = {"RM": "running_mean", "RV": "running_var", "RW": "weight", "RB": "bias"}
 
@@ -81,24 +83,19 @@ class BNLayer:
                 log_r = np.log(np.abs(r))
             finite = np.isfinite(log_r)
             out["swaps"][kind] = {
-                "scale_ratio_geomean": _num(np.exp(log_r[finite].mean())) if finite.any() else None,
-                "scale_ratio_min": _num(np.nanmin(r)),
-                "scale_ratio_max": _num(np.nanmax(r)),
+                "scale_ratio_geomean": finite_or_none(np.exp(log_r[finite].mean())) if finite.any() else None,
+                "scale_ratio_min": finite_or_none(np.nanmin(r)),
+                "scale_ratio_max": finite_or_none(np.nanmax(r)),
                 "sign_flips": int((r < 0).sum()),
-                "shift_diff_mean": _num(d.mean()),
-                "shift_diff_mean_abs": _num(np.abs(d).mean()),
-                "shift_diff_max_abs": _num(np.abs(d).max()),
+                "shift_diff_mean": finite_or_none(d.mean()),
+                "shift_diff_mean_abs": finite_or_none(np.abs(d).mean()),
+                "shift_diff_max_abs": finite_or_none(np.abs(d).max()),
             }
         return out
 
 
-def _num(value: Any) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
-
-
 def _stats(v: np.ndarray) -> dict[str, float | None]:
-    return {"mean": _num(v.mean()), "min": _num(v.min()), "max": _num(v.max())}
+    return {"mean": finite_or_none(v.mean()), "min": finite_or_none(v.min()), "max": finite_or_none(v.max())}
 
 
 def analyse_layer(
@@ -133,7 +130,7 @@ def analyse(
     return [analyse_layer(layer, float(modules[layer.bn].eps), recipient, donor) for layer in index.layers if layer.bn]
 
 
-def run_bn(lab: Any, recipient: str, donor: str) -> list[BNLayer]:
+def run_bn(lab: Lab, recipient: str, donor: str) -> list[BNLayer]:
     """BN scale/shift analysis of two checkpoints of one architecture."""
     from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
     from reuse_console.engine.models.state_checks import check_finite

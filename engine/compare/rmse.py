@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reuse_console.engine.core.numbers import finite_or_none
 from reuse_console.engine.models.layers import KINDS, Layer, LayerIndex
 from reuse_console.engine.swaps.swap import check_compatible, in_model_order
 from reuse_console.store.errors import UserError
@@ -62,16 +63,12 @@ class Comparison:
                             "layer": label,
                             "kind": kind,
                             "rmse": float(value),
-                            "relative": _num(self.relative[p, li, ki]),
+                            "relative": finite_or_none(self.relative[p, li, ki]),
                             "rms_a": float(self.rms[a, li, ki]),
                         }
                     )
             pairs.append({"a": self.models[a], "b": self.models[b], "rows": rows})
         return {"name": self.name, "models": list(self.models), "kinds": list(self.kinds), "pairs": pairs}
-
-
-def _num(value: float) -> float | None:
-    return None if not np.isfinite(value) else float(value)
 
 
 def _rms(t: torch.Tensor) -> float:

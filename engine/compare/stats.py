@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from reuse_console.engine.core.numbers import finite_or_none
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the console starts without it
     import torch
@@ -129,16 +131,11 @@ def layer_stats(
             rmse = rel = None
             if comparison is not None:
                 ki = comparison.kinds.index(kind)
-                rmse = _finite(comparison.rmse[0, li, ki])
-                rel = _finite(comparison.relative[0, li, ki])
+                rmse = finite_or_none(comparison.rmse[0, li, ki])
+                rel = finite_or_none(comparison.relative[0, li, ki])
             kinds.append(KindStats(kind, key, tuple(tensor.shape), tensor_stats(tensor, bins), rmse, rel))
         out.append(LayerStats(layer.index, layer.name, tuple(layer.modules), tuple(kinds)))
     return out
-
-
-def _finite(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -153,7 +150,7 @@ class CheckpointLayers:
     layers: list[LayerStats]
 
 
-def checkpoint_layers(lab: Any, checkpoint: str, compare_with: str | None = None) -> CheckpointLayers:
+def checkpoint_layers(lab: Lab, checkpoint: str, compare_with: str | None = None) -> CheckpointLayers:
     """Load a checkpoint (and optionally a second one), index its layers and compute statistics."""
     from reuse_console.engine.models.layers import LayerIndex
     from reuse_console.engine.models.registry import load_model, model_in_channels

@@ -1,1 +1,1 @@
-"""Shared by every stage: device and precision, progress events."""
+"""Shared by every stage: device and precision, progress events, numbers for JSON output."""

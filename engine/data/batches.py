@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reuse_console.engine.data.augment import AugmentConfig, augment_pair, epoch_order, sample_generator
+from reuse_console.engine.data.slices import SliceSet, resample_slices
 from reuse_console.store.errors import UserError
 
 
-def resize_slices(slices: Any, size: int) -> Any:
+def resize_slices(slices: SliceSet, size: int) -> SliceSet:
     """A copy of a SliceSet resampled in-plane to size x size (bilinear images, nearest labels).
 
     The in-plane spacing grows or shrinks with it, so saved predictions keep true millimetres.
     """
-    from reuse_console.engine.data.slices import resample_slices
-
     if size == slices.size:
         return slices
     if size < 16:
@@ -41,7 +39,7 @@ def resize_slices(slices: Any, size: int) -> Any:
     )
 
 
-def pick_subjects(slices: Any, count: int | None, seed: int) -> list[int]:
+def pick_subjects(slices: SliceSet, count: int | None, seed: int) -> list[int]:
     """`count` training subjects chosen by `seed` (all of them when None), in data-set order.
 
     The paper's "10 vs 50 training subjects": the same seed picks the same subjects, and a
@@ -98,7 +96,7 @@ class TrainBatches:
 
     def __init__(
         self,
-        slices: Any,
+        slices: SliceSet,
         indices: Sequence[int] | np.ndarray,
         *,
         batch: int,

@@ -50,7 +50,7 @@ def import_dataset(
 ) -> SliceSet:
     """Read `path`, slice, normalise, crop and split it, and store it as `datasets/<name>.h5`."""
     check_name(name)
-    with lab.creating("datasets", name) as target:
+    with lab.claim("datasets", name, new=True) as target:
         return _import(
             lab,
             target,

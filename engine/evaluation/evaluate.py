@@ -19,6 +19,7 @@ from torch import nn
 from reuse_console.engine.core.device import autocast, memory_format
 from reuse_console.engine.evaluation.metrics import DiceAccumulator, DiceResult, psnr
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 
 @dataclass
@@ -152,7 +153,7 @@ def _check_compatible(meta: Any, slices: Any, ref: str) -> None:
 
 
 def evaluate_checkpoint(
-    lab: Any,
+    lab: Lab,
     ref: str,
     *,
     data: str | None = None,

@@ -8,7 +8,6 @@ evaluate it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from reuse_console.engine.grids.study import Cell, Study
 from reuse_console.engine.training.checkpoints import last_name
 from reuse_console.engine.training.train import TrainSpec, resume_training, train
 from reuse_console.store.checkpoints import read_meta
+from reuse_console.store.lab import Lab
 from reuse_console.store.runs import read_run
 
 DONE, PARTIAL, STALE, NEW = "done", "partial", "stale", "new"
@@ -28,7 +28,7 @@ def cell_id(experiment: str, cell: Cell) -> str:
     return f"{experiment}.{cell.name}"
 
 
-def cell_state(lab: Any, cid: str, epochs: int) -> str:
+def cell_state(lab: Lab, cid: str, epochs: int) -> str:
     """done (all epochs trained), partial (resumable), stale (killed before its first epoch) or new."""
     from reuse_console.engine.training.checkpoints import last_name
 
@@ -40,7 +40,7 @@ def cell_state(lab: Any, cid: str, epochs: int) -> str:
     return NEW
 
 
-def cell_spec(study: Study, cell: Cell, cid: str) -> Any:
+def cell_spec(study: Study, cell: Cell, cid: str) -> TrainSpec:
     s = study.train
     donor = cell.source.donor
     return TrainSpec(
@@ -73,7 +73,7 @@ def forward_events(report: Reporter) -> Reporter:
 
 
 def train_cell(
-    lab: Any,
+    lab: Lab,
     study: Study,
     experiment: str,
     cell: Cell,
@@ -98,7 +98,7 @@ def train_cell(
     return "trained"
 
 
-def finish_record(lab: Any, cid: str, report: Reporter = silent) -> None:
+def finish_record(lab: Lab, cid: str, report: Reporter = silent) -> None:
     """A cell killed after its last checkpoint but before its run file said so: mark it finished."""
     from reuse_console.engine.training.train import resume_training
 
@@ -113,7 +113,7 @@ def evaluated_checkpoint(study: Study, experiment: str, cell: Cell) -> str:
 
 
 def evaluate_cell(
-    lab: Any,
+    lab: Lab,
     study: Study,
     experiment: str,
     cell: Cell,

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from reuse_console.engine.core.numbers import finite_or_none
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
+from reuse_console.store.lab import Lab
 
 KIND = "experiment"
 FG = "fg"
@@ -124,9 +126,9 @@ class Experiment:
                 "mode": r.mode,
                 "subjects": r.subjects if r.subjects is not None else "all",
                 "seeds": r.seeds,
-                "mean": {c: _num(r.mean[i]) for c, i in zip(cols, idx)},
-                "std": {c: _num(r.std[i]) for c, i in zip(cols, idx)},
-                "diff": {c: _num(r.diff[i]) for c, i in zip(cols, idx)},
+                "mean": {c: finite_or_none(r.mean[i]) for c, i in zip(cols, idx)},
+                "std": {c: finite_or_none(r.std[i]) for c, i in zip(cols, idx)},
+                "diff": {c: finite_or_none(r.diff[i]) for c, i in zip(cols, idx)},
             }
             for r in self.table()
         ]
@@ -217,16 +219,12 @@ class Experiment:
                     "seed": c.seed,
                     "checkpoint": c.checkpoint,
                     "done": c.done,
-                    "dice": {col: _num(means[k, i]) for col, i in zip(cols, idx)},
+                    "dice": {col: finite_or_none(means[k, i]) for col, i in zip(cols, idx)},
                 }
                 for k, c in enumerate(self.cells)
             ],
             "table": self.table_json(),
         }
-
-
-def _num(value: float) -> float | None:
-    return None if not math.isfinite(float(value)) else float(value)
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -325,6 +323,6 @@ def read_experiment(path: Path, name: str | None = None) -> Experiment:
         return exp
 
 
-def load_experiment(lab: Any, ref: str) -> Experiment:
+def load_experiment(lab: Lab, ref: str) -> Experiment:
     entry = lab.resolve(ref.removeprefix("experiments/"), "experiments")
     return read_experiment(entry.path, entry.id)

@@ -11,10 +11,9 @@ Cells run one after another on one device, or concurrently as one worker process
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,7 +32,11 @@ from reuse_console.engine.grids.experiment import CellRecord, Experiment, read_e
 from reuse_console.engine.grids.study import Cell, Study
 from reuse_console.engine.grids.workers import run_parallel
 from reuse_console.store.errors import UserError
-from reuse_console.store.lab import check_name
+from reuse_console.store.lab import Lab, check_name
+
+if TYPE_CHECKING:  # imported where they are used: a grid loads data and models only once it runs
+    from reuse_console.engine.data.slices import SliceSet
+    from reuse_console.engine.models.layers import LayerIndex
 
 
 def parse_devices(spec: str | None) -> list[str]:
@@ -59,7 +62,7 @@ def parse_devices(spec: str | None) -> list[str]:
     return out
 
 
-def check_inputs(lab: Any, study: Study, experiment: str) -> Any:
+def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
     """Every data set, donor, plan and reference the study names exists and fits; the target slices."""
     from reuse_console.engine.data.slices import load_slices
     from reuse_console.engine.models.registry import checkpoint_path
@@ -91,7 +94,7 @@ def check_inputs(lab: Any, study: Study, experiment: str) -> Any:
     return slices
 
 
-def reference_rmse(lab: Any, study: Study, experiment: str, cells: Sequence[Cell]) -> tuple[Any, np.ndarray]:
+def reference_rmse(lab: Lab, study: Study, experiment: str, cells: Sequence[Cell]) -> tuple[LayerIndex, np.ndarray]:
     """RMSE per layer and kind of every cell's evaluated model against the reference: (layers, (N, L, K))."""
     from reuse_console.engine.compare.rmse import compare_states
     from reuse_console.engine.models.layers import KINDS, LayerIndex
@@ -113,22 +116,8 @@ def reference_rmse(lab: Any, study: Study, experiment: str, cells: Sequence[Cell
     return index, values
 
 
-def _holding_experiment(run: Any) -> Any:
-    """Run a grid only under its experiment's claim (store/claims.py): a second grid of the same
-    name, or a second --resume, is refused while one runs; a killed grid's claim is free. Its
-    cells are claimed as runs by whichever process trains them."""
-
-    @functools.wraps(run)
-    def held(lab: Any, study: Study, *, name: str | None = None, **kwargs: Any) -> Experiment:
-        with lab.claim("experiments", check_name(name or study.name)):
-            return run(lab, study, name=name, **kwargs)
-
-    return held
-
-
-@_holding_experiment
 def run_grid(
-    lab: Any,
+    lab: Lab,
     study: Study,
     *,
     name: str | None = None,
@@ -139,9 +128,39 @@ def run_grid(
     workers: int | None = None,
     report: Reporter = silent,
 ) -> Experiment:
-    """Train and evaluate every cell of `study` and store experiments/<name>.h5."""
-    start = time.perf_counter()
+    """Train and evaluate every cell of `study` and store experiments/<name>.h5.
+
+    Only under the experiment's claim (store/claims.py): a second grid of the same name, or a
+    second --resume, is refused while one runs; a killed grid's claim is free. Its cells are
+    claimed as runs by whichever process trains them."""
     name = check_name(name or study.name)
+    with lab.claim("experiments", name):
+        return _run_grid(
+            lab,
+            study,
+            name,
+            resume=resume,
+            device=device,
+            devices=devices,
+            precision=precision,
+            workers=workers,
+            report=report,
+        )
+
+
+def _run_grid(
+    lab: Lab,
+    study: Study,
+    name: str,
+    *,
+    resume: bool,
+    device: str,
+    devices: Sequence[str],
+    precision: str,
+    workers: int | None,
+    report: Reporter,
+) -> Experiment:
+    start = time.perf_counter()
     exp_path = lab.path("experiments", name)
     cells = study.cells()
     ids = [cell_id(name, c) for c in cells]

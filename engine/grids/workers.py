@@ -20,10 +20,11 @@ from reuse_console.engine.core.events import EpochEnd, Event, Message, Reporter,
 from reuse_console.engine.grids.cells import evaluate_cell, train_cell
 from reuse_console.engine.grids.study import Cell, Study
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 
 def run_parallel(
-    lab: Any,
+    lab: Lab,
     study: Study,
     name: str,
     cells: list[Cell],

@@ -43,7 +43,7 @@ from reuse_console.engine.jobs.processes import (
 )
 from reuse_console.store.errors import NotFound, UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, now_iso, open_h5, set_json, stamp
-from reuse_console.store.lab import Lab, check_name
+from reuse_console.store.lab import Lab, check_name, next_free_name
 
 KIND = "job"
 STATUSES = ("running", "finished", "failed", "cancelled", "lost")
@@ -129,12 +129,7 @@ def _new_id(folder: Path, argv: list[str], name: str | None) -> str:
             raise UserError(f"job {name!r} already exists (choose another --name)")
         return name
     base = f"{_base_name(argv)}-{time.strftime('%m%d-%H%M%S')}"[:90]
-    check_name(base)
-    for n in range(1, 1000):
-        job_id = base if n == 1 else f"{base}-{n}"
-        if _reserve(folder, job_id):
-            return job_id
-    raise UserError(f"too many jobs named {base!r}")
+    return next_free_name(base, lambda job_id: _reserve(folder, job_id))
 
 
 def start_job(

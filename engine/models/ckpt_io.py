@@ -140,7 +140,7 @@ def import_checkpoint(
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}: use {' or '.join(TASKS)}")
     check_name(name)
-    with lab.creating("checkpoints", name) as target:
+    with lab.claim("checkpoints", name, new=True) as target:
         return _import_into(
             lab,
             target,

@@ -20,11 +20,12 @@ from reuse_console.engine.core.events import Message, Reporter, silent
 from reuse_console.engine.models.layers import KINDS
 from reuse_console.engine.report import figures
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 MODE_STYLE = {"finetune": "-", "freeze": "--", "scratch": ":"}
 
 
-def make_report(lab: Any, refs: Sequence[str], out: Path, *, report: Reporter = silent) -> list[Path]:
+def make_report(lab: Lab, refs: Sequence[str], out: Path, *, report: Reporter = silent) -> list[Path]:
     """Write the figures and tables of every object in `refs` (ids, or kind/id) to folder `out`."""
     if not refs:
         raise UserError("name at least one scan, comparison, plan or experiment to report on")
@@ -83,7 +84,7 @@ def scan_arrays(scan: Any) -> tuple[list[str], list[str], np.ndarray]:
     return layers, kinds, out
 
 
-def scan_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
+def scan_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
     from reuse_console.engine.swaps.scan_store import load_scan
 
     scan = load_scan(lab, ref)
@@ -106,7 +107,7 @@ def scan_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
 # -- comparisons ------------------------------------------------------------------------------------
 
 
-def comparison_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
+def comparison_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
     from reuse_console.engine.compare.rmse import read_comparison
 
     entry = lab.resolve(ref, "comparisons")
@@ -131,7 +132,7 @@ def comparison_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
     return files, text
 
 
-def _bn_figure(lab: Any, recipient: str, donor: str, path: Path) -> Path | None:
+def _bn_figure(lab: Lab, recipient: str, donor: str, path: Path) -> Path | None:
     """BN scale/shift of two checkpoints, if both are still in the lab and have BN layers."""
     from reuse_console.engine.compare.bn import run_bn
 
@@ -164,7 +165,7 @@ def _geomean(ratio: np.ndarray | None) -> float:
 # -- experiments ------------------------------------------------------------------------------------
 
 
-def experiment_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
+def experiment_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
     from reuse_console.engine.grids.experiment import load_experiment
 
     exp = load_experiment(lab, ref)
@@ -262,7 +263,7 @@ def _write(path: Path, text: str) -> Path:
 # -- plans ------------------------------------------------------------------------------------------
 
 
-def plan_report(lab: Any, ref: str, out: Path) -> tuple[list[Path], str]:
+def plan_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
     from reuse_console.engine.reuse.plans import format_not_reusable, load_plan
 
     plan = load_plan(lab, ref)

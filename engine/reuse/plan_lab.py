@@ -9,9 +9,10 @@ import numpy as np
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.reuse.plans import ReusePlan, infer_plan, save_plan
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 
-def recipient_layers(lab: Any, ref: str) -> tuple[LayerIndex, str] | None:
+def recipient_layers(lab: Lab, ref: str) -> tuple[LayerIndex, str] | None:
     """The layer index and arch of checkpoint `ref`, or None when it is no longer in the lab."""
     from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
     from reuse_console.store.checkpoints import read_meta
@@ -55,7 +56,7 @@ def comparison_rmse(comp: Any, layers: LayerIndex, *, models: tuple[str, str] | 
 
 
 def plan_from_lab(
-    lab: Any,
+    lab: Lab,
     *,
     scan: str | None = None,
     rmse: str | None = None,

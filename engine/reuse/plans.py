@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from reuse_console.engine.core.numbers import finite_or_none
 from reuse_console.engine.models.layers import KINDS, Layer, LayerIndex
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
+from reuse_console.store.lab import Lab
 
 KIND = "plan"
 COMBINE = ("and", "or")
@@ -125,7 +127,8 @@ class ReusePlan:
 
 
 def _round(value: float, digits: int = 4) -> float | None:
-    return None if not math.isfinite(value) else round(value, digits)
+    number = finite_or_none(value)
+    return None if number is None else round(number, digits)
 
 
 def format_not_reusable(plan: ReusePlan) -> str:
@@ -271,10 +274,6 @@ def _nan_array(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype="<f8")
 
 
-def _opt(value: float) -> float | None:
-    return None if not math.isfinite(value) else float(value)
-
-
 def read_plan(path: Path) -> ReusePlan:
     """Read a plan file written by `write_plan`."""
     with open_h5(path) as f:
@@ -292,8 +291,8 @@ def read_plan(path: Path) -> ReusePlan:
                 key[i],
                 int(numel[i]),
                 bool(reusable[i]),
-                _opt(drop[i]),
-                _opt(err[i]),
+                finite_or_none(drop[i]),
+                finite_or_none(err[i]),
             )
             for i in range(len(layer))
         ]
@@ -306,13 +305,13 @@ def read_plan(path: Path) -> ReusePlan:
         )
 
 
-def save_plan(lab: Any, plan: ReusePlan, *, overwrite: bool = False) -> Path:
+def save_plan(lab: Lab, plan: ReusePlan, *, overwrite: bool = False) -> Path:
     """Store `plan` as plans/<plan.name>.h5 (refuses to replace one unless `overwrite`)."""
     path = lab.path("plans", plan.name) if overwrite else lab.ensure_new("plans", plan.name)
     return write_plan(path, plan)
 
 
-def load_plan(lab: Any, ref: str) -> ReusePlan:
+def load_plan(lab: Lab, ref: str) -> ReusePlan:
     """A plan by id (`name` or `plans/name`) or a path to a plan .h5 file."""
     path = Path(ref).expanduser()
     if not (ref.endswith(".h5") and path.is_file()):

@@ -28,6 +28,7 @@ from torch import nn
 
 from reuse_console.store.checkpoints import read_checkpoint
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 MODES = ("freeze", "finetune")
 _STATS = ("running_mean", "running_var")
@@ -41,7 +42,7 @@ def check_mode(mode: str | None) -> str:
     return mode
 
 
-def donor_tensors(lab: Any, donor: str, plan: Any, *, arch: str = "") -> dict[str, torch.Tensor]:
+def donor_tensors(lab: Lab, donor: str, plan: Any, *, arch: str = "") -> dict[str, torch.Tensor]:
     """The donor checkpoint's tensors named by the plan's reusable set (checked against the plan)."""
     from reuse_console.engine.models.registry import checkpoint_path
     from reuse_console.engine.models.state_checks import check_finite
@@ -69,7 +70,7 @@ def donor_tensors(lab: Any, donor: str, plan: Any, *, arch: str = "") -> dict[st
     return out
 
 
-def transfer_init(lab: Any, spec: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+def transfer_init(lab: Lab, spec: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     """For a TrainSpec with `init` (donor) and `plan`: the donor's tensors, and the spec with the
     keys to freeze added to `frozen` in mode freeze."""
     from reuse_console.engine.reuse.plans import load_plan
@@ -89,7 +90,7 @@ def transfer_init(lab: Any, spec: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     return replace(spec, mode=mode, frozen=frozen), state
 
 
-def check_fits(lab: Any, spec: Any, model: nn.Module, state: Mapping[str, torch.Tensor], classes: list[str]) -> None:
+def check_fits(lab: Lab, spec: Any, model: nn.Module, state: Mapping[str, torch.Tensor], classes: list[str]) -> None:
     """Say why a donor's tensor does not fit the new model: the data set's classes differ from the
     donor's (a reused output layer), or the model was built with other arch options than the donor."""
     import json

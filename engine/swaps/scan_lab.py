@@ -127,17 +127,8 @@ def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
         if lab.exists("scans", base):
             raise UserError(f"scan {base!r} is already finished: nothing to resume (drop --resume to start another)")
         raise UserError(f"no unfinished scan {base!r} to resume (give its --name)")
-    candidate, n = base, 1
-    while True:  # the next free name, claimed (a name another job claims meanwhile is skipped)
-        if not lab.exists("scans", candidate) and not progress_path(lab, candidate).exists():
-            try:
-                lab.ensure_new("scans", candidate)
-                return candidate
-            except UserError:
-                if not lab.claimed("scans", candidate):
-                    raise
-        n += 1
-        candidate = f"{base}-{n}"
+    # the next free name (no unfinished scan of that name either), claimed: one another job claims meanwhile is skipped
+    return lab.unique_name("scans", base, free=lambda candidate: not progress_path(lab, candidate).exists())
 
 
 def _resume_state(

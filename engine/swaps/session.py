@@ -23,6 +23,7 @@ from reuse_console.engine.evaluation.metrics import DiceResult
 from reuse_console.engine.models.layers import KINDS, Layer
 from reuse_console.engine.swaps.swap import Swap, SwapSpec, check_alpha, donor_like
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 Target = tuple[str, str]  # (layer name, kind)
 
@@ -56,7 +57,7 @@ class SwapSession:
 
     def __init__(
         self,
-        lab: Any,
+        lab: Lab,
         recipient: str,
         donor: str,
         data: str | None = None,
@@ -143,7 +144,7 @@ class SwapSession:
             raise UserError("the baseline is not a swap: evaluate one first")
         if name is None:
             name = self.lab.unique_name("scans", f"swap-{_stem(self.recipient_ref)}-vs-{_stem(self.donor_ref)}")
-        with self.lab.creating("scans", name) as path:
+        with self.lab.claim("scans", name, new=True) as path:
             self._write(path, name, outcome)
         return name
 

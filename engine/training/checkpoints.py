@@ -15,6 +15,7 @@ import torch
 
 from reuse_console.store.checkpoints import CheckpointMeta, read_extra
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 LAST_SUFFIX = ".last"
 # optimizer flags that describe this process's kernels, not the optimisation: never restored
@@ -59,7 +60,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch
 
 
 def save_epoch(
-    lab: Any,
+    lab: Lab,
     name: str,
     model: torch.nn.Module,
     meta: CheckpointMeta,
@@ -78,7 +79,7 @@ def save_epoch(
     save_model(lab, last_name(name), model, last_meta, provenance=provenance, extra_groups={"optimizer": tensors})
 
 
-def read_optimizer(lab: Any, run: str) -> dict[str, torch.Tensor]:
+def read_optimizer(lab: Lab, run: str) -> dict[str, torch.Tensor]:
     """The optimizer tensors of a run's last checkpoint; UserError when it has none."""
     tensors = read_extra(lab.path("checkpoints", last_name(run)), "optimizer")
     if tensors is None:

@@ -26,6 +26,7 @@ from reuse_console.engine.training.spec import TrainResult, TrainSpec
 from reuse_console.store.checkpoints import CheckpointMeta
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import disk_full
+from reuse_console.store.lab import Lab
 
 STEP_FLUSH_S = 0.5  # how often step losses are read back from the device and reported
 
@@ -47,7 +48,7 @@ class TrainSession:
     """One run in progress: data, model, optimizer, and the epoch loop."""
 
     def __init__(
-        self, lab: Any, spec: TrainSpec, slices: Any, device: torch.device, precision: str, workers: int
+        self, lab: Lab, spec: TrainSpec, slices: Any, device: torch.device, precision: str, workers: int
     ) -> None:
         self.lab, self.spec, self.slices = lab, spec, slices
         self.device, self.precision, self.workers = device, precision, workers
@@ -67,7 +68,7 @@ class TrainSession:
         self.dice_classes = dice_classes(slices.present)
 
     @classmethod
-    def open(cls, lab: Any, spec: TrainSpec, *, device: str, precision: str, workers: int | None) -> TrainSession:
+    def open(cls, lab: Lab, spec: TrainSpec, *, device: str, precision: str, workers: int | None) -> TrainSession:
         from reuse_console.engine.data.slices import load_slices
 
         dev = pick_device(device)

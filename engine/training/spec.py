@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
 
 TASKS = ("seg", "ae")
 
@@ -71,34 +72,25 @@ class TrainResult:
     best_metrics: dict[str, Any]
 
 
-def default_name(lab: Any, spec: TrainSpec) -> str:
+def default_name(lab: Lab, spec: TrainSpec) -> str:
     """e.g. unet-seg-acdc, or unet-seg-acdc-2 when that is taken (by a run or a checkpoint, or
-    claimed by a run another job is starting)."""
+    claimed by a run another job is starting); claimed for this run (`Lab.unique_name`)."""
     arch = spec.arch.rsplit(":", 1)[-1].lower()
     base = f"{arch}-{spec.task}-{spec.data.split('/')[-1]}"
-    name, n = base, 1
-    while lab.path("runs", name).exists() or lab.path("checkpoints", name).exists() or lab.claimed("runs", name):
-        n += 1
-        name = f"{base}-{n}"
-    return name
+    return lab.unique_name("runs", base, free=lambda name: not lab.exists("checkpoints", name))
 
 
-def claim_run(lab: Any, name: str, *, new: bool = False) -> contextlib.ExitStack:
+def claim_run(lab: Lab, name: str, *, new: bool = False) -> contextlib.ExitStack:
     """Hold every name run `name` writes (runs/R, checkpoints/R, checkpoints/R.last) for the
     whole training, so a second `train --name R` or `train --resume R` is refused while it runs.
     `new`: none of them may exist yet (checked after claiming, so two starts cannot both pass)."""
     from reuse_console.engine.training.checkpoints import last_name
 
     stack = contextlib.ExitStack()
+    hint = f"use --resume {name} to continue it, or another --name"
     try:
         for kind, obj in (("runs", name), ("checkpoints", name), ("checkpoints", last_name(name))):
-            stack.enter_context(lab.claim(kind, obj, new=new))
-        if new:
-            for kind in ("runs", "checkpoints"):
-                if lab.path(kind, name).exists():
-                    raise UserError(
-                        f"{kind[:-1]} {name!r} already exists (use --resume {name} to continue it, or another --name)"
-                    )
+            stack.enter_context(lab.claim(kind, obj, new=new, hint=hint))
     except BaseException:
         stack.close()
         raise

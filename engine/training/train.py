@@ -10,9 +10,7 @@ same weights, bit for bit, as one that was never interrupted.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 
@@ -22,12 +20,13 @@ from reuse_console.engine.training.session import TrainSession
 from reuse_console.engine.training.spec import TASKS, TrainResult, TrainSpec, claim_run, default_name
 from reuse_console.store.checkpoints import CheckpointMeta, read_meta
 from reuse_console.store.errors import NotFound, UserError
+from reuse_console.store.lab import Lab
 
 __all__ = ["TASKS", "TrainResult", "TrainSpec", "default_name", "resume_training", "train"]
 
 
 def train(
-    lab: Any,
+    lab: Lab,
     spec: TrainSpec,
     *,
     device: str = "auto",
@@ -44,20 +43,8 @@ def train(
 
         spec, donor_state = transfer_init(lab, spec)
         init_state = {**(init_state or {}), **donor_state}
-    if spec.name:
-        held = claim_run(lab, spec.name, new=True)
-        name = spec.name
-    else:  # the default name: the next one free, skipping one another job claims meanwhile
-        while True:
-            name = default_name(lab, spec)
-            try:
-                held = claim_run(lab, name, new=True)
-                break
-            except UserError:
-                if lab.claimed("runs", name):
-                    continue
-                raise
-    with held:
+    name = spec.name or default_name(lab, spec)  # the default: the next name free, claimed at once
+    with claim_run(lab, name, new=True):
         spec = dataclasses.replace(spec, name=name)
         session = TrainSession.open(lab, spec, device=device, precision=precision, workers=workers)
         session.build_model(init_state)
@@ -72,21 +59,8 @@ def train(
         return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
 
 
-def _holding_run(resume: Any) -> Any:
-    """Resume only under the run's claim: two resumes of one run (or a resume of a run still
-    training) are refused; a killed writer's claim is free (store/claims.py)."""
-
-    @functools.wraps(resume)
-    def held(lab: Any, run: str, **kwargs: Any) -> TrainResult:
-        with claim_run(lab, run):
-            return resume(lab, run, **kwargs)
-
-    return held
-
-
-@_holding_run
 def resume_training(
-    lab: Any,
+    lab: Lab,
     run: str,
     *,
     device: str = "auto",
@@ -94,7 +68,17 @@ def resume_training(
     workers: int | None = None,
     report: Reporter = silent,
 ) -> TrainResult:
-    """Continue run `run` after its last finished epoch (model and optimizer from `<run>.last`)."""
+    """Continue run `run` after its last finished epoch (model and optimizer from `<run>.last`).
+
+    Only under the run's claim: two resumes of one run (or a resume of a run still training) are
+    refused; a killed writer's claim is free (store/claims.py)."""
+    with claim_run(lab, run):
+        return _resume(lab, run, device=device, precision=precision, workers=workers, report=report)
+
+
+def _resume(
+    lab: Lab, run: str, *, device: str, precision: str | None, workers: int | None, report: Reporter
+) -> TrainResult:
     from reuse_console.engine.models.registry import load_model
     from reuse_console.store.runs import RunWriter
 
@@ -126,7 +110,7 @@ def resume_training(
 
 
 def _restart(
-    lab: Any, run: str, *, device: str, precision: str | None, workers: int | None, report: Reporter
+    lab: Lab, run: str, *, device: str, precision: str | None, workers: int | None, report: Reporter
 ) -> TrainResult:
     """A run killed before its first epoch's checkpoint: train it again from epoch 0, from the spec in
     its run file (the model is rebuilt as `train` built it, so the result is the same bit for bit)."""
@@ -153,7 +137,7 @@ def _restart(
     return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
 
 
-def _mark_finished(lab: Any, run: str, meta: CheckpointMeta, report: Reporter) -> TrainResult:
+def _mark_finished(lab: Lab, run: str, meta: CheckpointMeta, report: Reporter) -> TrainResult:
     """All epochs are in the checkpoints: a run killed before it recorded so is marked finished;
     a run that did record it has nothing to resume (UserError)."""
     from reuse_console.store.runs import RunWriter, read_run

@@ -100,6 +100,30 @@ def test_claims_are_reentrant_and_pinned_ones_outlive_writes(tmp_path: Path) -> 
         assert f.attrs["value"] == 2
 
 
+def test_a_claim_for_a_new_object_refuses_one_that_exists_and_leaves_no_claim(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    with lab.claim("checkpoints", "x", new=True) as path:
+        assert path == tmp_path / "checkpoints" / "x.h5"
+        _write(path, 1)
+    with pytest.raises(UserError) as err, lab.claim("checkpoints", "x", new=True, hint="use --resume x"):
+        pytest.fail("the block must not run for an existing object")
+    assert str(err.value) == f"checkpoint 'x' already exists in {tmp_path} (use --resume x)"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["x.h5"]  # no claim file left
+    with lab.claim("checkpoints", "x") as path:  # without `new`: resume or replace it
+        _write(path, 2)
+    with h5py.File(lab.path("checkpoints", "x")) as f:
+        assert f.attrs["value"] == 2
+
+
+def test_a_refusal_inside_the_block_gives_the_claim_up(tmp_path: Path) -> None:
+    """The console is one long process: bad input found half-way must not keep the name claimed."""
+    lab = Lab(tmp_path)
+    with pytest.raises(UserError, match="bad input"), lab.claim("plans", "p", new=True):
+        raise UserError("bad input")
+    assert not lab.claimed("plans", "p")
+    assert not (tmp_path / "plans").exists()
+
+
 def test_a_failed_write_releases_its_claim_and_leaves_nothing(tmp_path: Path) -> None:
     lab = Lab(tmp_path)
     path = lab.ensure_new("plans", "p")

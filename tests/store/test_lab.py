@@ -10,7 +10,7 @@ import pytest
 
 from reuse_console.store.errors import NotFound, UserError
 from reuse_console.store.h5 import TMP_PREFIX, atomic_h5, set_json, stamp
-from reuse_console.store.lab import Lab, check_name
+from reuse_console.store.lab import MAX_SUFFIX, Lab, check_name, next_free_name
 
 
 def _put(lab: Lab, kind: str, obj_id: str, **summary: object) -> None:
@@ -90,6 +90,26 @@ def test_names(lab: Lab) -> None:
     assert lab.unique_name("runs", "fresh") == "fresh"
     with pytest.raises(UserError, match="already exists"):
         lab.ensure_new("runs", "r")
+
+
+def test_derived_names_count_up_from_2_and_skip_what_other_files_use(lab: Lab) -> None:
+    asked: list[str] = []
+
+    def take(name: str) -> bool:
+        asked.append(name)
+        return name == "scan-4"
+
+    assert next_free_name("scan", take) == "scan-4"
+    assert asked == ["scan", "scan-2", "scan-3", "scan-4"]
+    with pytest.raises(UserError, match=f"'scan-{MAX_SUFFIX}' is taken: choose one with --name"):
+        next_free_name("scan", lambda name: False)
+    # a name whose side file exists (an unfinished scan's progress file, a run's checkpoint) is skipped
+    (lab.folder("scans", create=True) / "s.progress").write_bytes(b"")
+
+    def no_progress_file(name: str) -> bool:
+        return not (lab.folder("scans") / f"{name}.progress").exists()
+
+    assert lab.unique_name("scans", "s", free=no_progress_file) == "s-2"
 
 
 def test_cleanup_keeps_temp_files_of_live_writers(lab: Lab) -> None:

@@ -21,7 +21,7 @@ from reuse_console.engine.compare.stats import CheckpointLayers, KindStats, Laye
 
 from ..widgets.charts import hist_bars, ratio_style
 from .base import ConsoleScreen
-from .pick import PickModal, entry_choices
+from .pick import Choices, PickModal, entry_choices
 
 WIDE = 120  # from this width on, kind nodes also show min, max and L2 inline
 
@@ -81,14 +81,6 @@ class LayersScreen(ConsoleScreen):
         def __init__(self, layers: CheckpointLayers) -> None:
             super().__init__()
             self.layers = layers
-
-    class Choices(Message):
-        """Checkpoints to pick from, for `purpose` ("open" or "compare")."""
-
-        def __init__(self, purpose: str, choices: list[tuple[str, str]]) -> None:
-            super().__init__()
-            self.purpose = purpose
-            self.choices = choices
 
     def __init__(self) -> None:
         super().__init__()
@@ -176,7 +168,7 @@ class LayersScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="layers-choices", name="listing checkpoints")
     def list_checkpoints(self, purpose: str) -> None:
-        self.post_message(self.Choices(purpose, entry_choices(self.console.lab.entries("checkpoints"))))
+        self.post_message(Choices(purpose, entry_choices(self.console.lab.entries("checkpoints"))))
 
     def action_pick_checkpoint(self) -> None:
         self.list_checkpoints("open")

@@ -8,13 +8,26 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from reuse_console.store.lab import Lab
+
 from ..widgets.inputs import ConsoleInput
 
 Choice = tuple[str, str]  # (id, one-line description)
+
+
+class Choices(Message):
+    """Lab objects to pick from, listed by a screen's worker thread; `purpose` says which pick
+    they are for ("open", "compare", "recipient", "donor", "data") when a screen has several."""
+
+    def __init__(self, purpose: str, choices: list[Choice]) -> None:
+        super().__init__()
+        self.purpose = purpose
+        self.choices = choices
 
 
 class PickModal(ModalScreen[str | None]):
@@ -97,7 +110,7 @@ def entry_choices(entries: list[Any]) -> list[Choice]:
     return out
 
 
-def suggest_pair(lab: Any) -> tuple[str, str] | None:
+def suggest_pair(lab: Lab) -> tuple[str, str] | None:
     """The best seg recipient and a donor built the same way (arch and config), an ae one first.
 
     Reads checkpoint metadata: call from a worker thread.

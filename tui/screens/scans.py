@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from ..widgets.scan_grid import Grid, bn_grid, chart_lines, rmse_grid, scan_grid
 from .base import ConsoleScreen
-from .pick import PickModal, entry_choices
+from .pick import Choices, PickModal, entry_choices
 
 EMPTY = (
     "No scan open. o opens a scan or a comparison (or Enter on one in the Lab, 1).\n"
@@ -47,11 +47,6 @@ class ScanScreen(ConsoleScreen):
             self.ref = ref
             self.source = source
             self.grid = grid
-
-    class Choices(Message):
-        def __init__(self, choices: list[tuple[str, str]]) -> None:
-            super().__init__()
-            self.choices = choices
 
     def __init__(self) -> None:
         super().__init__()
@@ -166,7 +161,7 @@ class ScanScreen(ConsoleScreen):
         lab = self.console.lab
         scans = [(f"scans/{i}", d) for i, d in entry_choices(lab.entries("scans"))]
         comps = [(f"comparisons/{i}", d) for i, d in entry_choices(lab.entries("comparisons"))]
-        self.post_message(self.Choices(scans + comps))
+        self.post_message(Choices("open", scans + comps))
 
     def action_pick(self) -> None:
         self.list_choices()

@@ -8,7 +8,7 @@ the engine's `SwapOutcome`. The screen only keeps which (layer, kind) pairs are 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -21,8 +21,13 @@ from textual.widgets import DataTable, Static
 from ..widgets.charts import drop_style
 from ..widgets.swap_tables import LayerTable, dice_table, subject_table
 from .base import ConsoleScreen
-from .pick import PickModal, entry_choices, suggest_pair
+from .pick import Choices, PickModal, entry_choices, suggest_pair
 from .prompt import PromptModal
+
+if TYPE_CHECKING:  # the console starts without torch: the engine is loaded by the worker that opens a session
+    from rich.console import Group
+
+    from reuse_console.engine.models.layers import Layer
 
 KIND_GROUP = Binding.Group("kinds", compact=True)
 KIND_KEYS = (("m", "RM"), ("v", "RV"), ("w", "RW"), ("b", "RB"), ("W", "W"), ("B", "B"))
@@ -60,12 +65,6 @@ class SwapScreen(ConsoleScreen):
         def __init__(self, ref: str) -> None:
             super().__init__()
             self.ref = ref
-
-    class Choices(Message):
-        def __init__(self, purpose: str, choices: list[tuple[str, str]]) -> None:
-            super().__init__()
-            self.purpose = purpose
-            self.choices = choices
 
     def __init__(self) -> None:
         super().__init__()
@@ -132,7 +131,7 @@ class SwapScreen(ConsoleScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="swap-list", name="listing the lab")
     def list_choices(self, purpose: str) -> None:
         kind = "datasets" if purpose == "data" else "checkpoints"
-        self.post_message(self.Choices(purpose, entry_choices(self.console.lab.entries(kind))))
+        self.post_message(Choices(purpose, entry_choices(self.console.lab.entries(kind))))
 
     @on(Choices)
     def _choices(self, message: Choices) -> None:
@@ -217,7 +216,7 @@ class SwapScreen(ConsoleScreen):
 
     # -- ticking kinds -------------------------------------------------------------------------
 
-    def _current_layer(self) -> Any:
+    def _current_layer(self) -> Layer | None:
         if self.session is None:
             return None
         table = self.query_one("#swap-layers", DataTable)
@@ -365,7 +364,7 @@ class SwapScreen(ConsoleScreen):
         yield ("Swap: save the selected result", "Keep it in the lab", self.action_save)
 
 
-def _group(*parts: Any) -> Any:
+def _group(*parts: Any) -> Group:
     from rich.console import Group
 
     return Group(*parts)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from rich.text import Text
 
+from reuse_console.engine.core.numbers import finite_or_none
+
 from .charts import drop_style, level_rows, ratio_style
 
 
@@ -60,14 +62,6 @@ class Grid:
     choices: tuple[str, ...] = ()  # alphas of a scan, or pairs of a comparison
     choice: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _columns(labels: Sequence[str]) -> tuple[str, ...]:
@@ -121,7 +115,7 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
         for c, name in enumerate(classes):
             if not present[c]:
                 continue
-            values = tuple(_num(means[where[(x, kind)], c]) if (x, kind) in where else None for x in axis)
+            values = tuple(finite_or_none(means[where[(x, kind)], c]) if (x, kind) in where else None for x in axis)
             if any(v is not None for v in values):
                 series.append(Series(name, values, 0.0, 1.0, float(base[c]), f"base {base[c]:.3f}"))
         if series:
@@ -166,10 +160,10 @@ def rmse_grid(comp: Any, pair_choice: int = 0) -> Grid:
     details: dict[tuple[str, str], Text] = {}
     for li, layer in enumerate(comp.layers):
         for ki, kind in enumerate(comp.kinds):
-            rmse = _num(comp.rmse[pair_choice, li, ki])
+            rmse = finite_or_none(comp.rmse[pair_choice, li, ki])
             if rmse is None:
                 continue
-            rel = _num(comp.relative[pair_choice, li, ki])
+            rel = finite_or_none(comp.relative[pair_choice, li, ki])
             cells[(layer, kind)] = (f"{rel:.3f}" if rel is not None else f"{rmse:.3g}", ratio_style(rel))
             details[(layer, kind)] = Text.assemble(
                 (f"layer {layer} {kind}  ", "bold"),
@@ -182,7 +176,7 @@ def rmse_grid(comp: Any, pair_choice: int = 0) -> Grid:
     for ki, kind in enumerate(comp.kinds):
         series = []
         for p, (pa, pb) in enumerate(pairs):
-            values = tuple(_num(comp.relative[p, li, ki]) for li, _ in numbered)
+            values = tuple(finite_or_none(comp.relative[p, li, ki]) for li, _ in numbered)
             finite = [v for v in values if v is not None]
             if finite:
                 top = max(finite) or 1.0

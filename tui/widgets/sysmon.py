@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from types import ModuleType
 
-_nvml: Any = None
+_nvml: ModuleType | None = None
 _nvml_tried = False
 
 
-def _gpu() -> Any:
+def _gpu() -> ModuleType | None:
     """The initialised pynvml module, or None (not installed, no driver, no GPU)."""
     global _nvml, _nvml_tried
     if not _nvml_tried:
