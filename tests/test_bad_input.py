@@ -372,6 +372,32 @@ ROWS: list[Row] = [
     ),
 ]
 
+# --threads on every command that runs torch. Kept out of ROWS (which the documented bad-input
+# table mirrors) until that table lists them; they run through the same test and the same checks.
+THREAD_ROWS: list[Row] = [
+    row("threads-0-train", "train --threads 0", f"train --data toy --epochs 1 --threads 0 {L}", "--threads must be"),
+    row(
+        "threads-neg-train",
+        "train --threads -1",
+        f"train --data toy --epochs 1 --threads -1 {L}",
+        "at least 1 (got -1)",
+    ),
+    row("threads-0-eval", "eval --threads 0", f"eval seg --data toy --threads 0 {L}", "at least 1 (got 0)"),
+    row("threads-neg-eval", "eval --threads -1", f"eval seg --data toy --threads -1 {L}", "at least 1 (got -1)"),
+    row(
+        "threads-0-swap",
+        "swap --threads 0",
+        f"swap seg ae --data toy --layers 1 --kinds RM --threads 0 {L}",
+        "at least 1 (got 0)",
+    ),
+    row("threads-0-scan", "scan --threads 0", f"scan seg ae --data toy --threads 0 {L}", "at least 1 (got 0)"),
+    row("threads-neg-scan", "scan --threads -1", f"scan seg ae --data toy --threads -1 {L}", "at least 1 (got -1)"),
+    row("threads-0-grid", "grid --threads 0", f"grid {{root}}/study-ok.toml --threads 0 {L}", "at least 1 (got 0)"),
+    row("threads-0-rmse", "rmse --threads 0", f"rmse seg ae --threads 0 {L}", "at least 1 (got 0)"),
+    row("threads-neg-bn", "bn --threads -1", f"bn seg ae --threads -1 {L}", "at least 1 (got -1)"),
+    row("threads-0-demo", "demo --threads 0", f"demo --quick --no-console --threads 0 {L}", "at least 1 (got 0)"),
+]
+
 
 # --------------------------------------------------------------------------------------------------
 # The lab, built once per module
@@ -463,6 +489,7 @@ batch = 4
 arch_config = { base_width = 4 }
 """
 STUDIES = {
+    "study-ok.toml": STUDY_OK,
     "study-syntax.toml": 'target = "toy"\n[[sources]\nname = "random"\n',
     "study-unknown.toml": STUDY_OK.replace("epochs = 1", "epoch = 1"),
     "study-type.toml": STUDY_OK.replace("epochs = 1", 'epochs = "ten"'),
@@ -594,7 +621,7 @@ def check(r: Row, code: int, err: str, before: dict, after: dict) -> None:
     assert not changed, f"{r.id}: the lab changed: {changed}"
 
 
-@pytest.mark.parametrize("r", ROWS, ids=[r.id for r in ROWS])
+@pytest.mark.parametrize("r", ROWS + THREAD_ROWS, ids=[r.id for r in ROWS + THREAD_ROWS])
 def test_bad_input(
     r: Row, bad_lab: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -7,6 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from reuse_console.engine.core.device import CPU_THREADS, PRECISION_NOTES, check_threads
+
+PRECISION_HELP = ", ".join(f"{p} ({note})" for p, note in PRECISION_NOTES.items())
+
 LabOpt = Annotated[
     Optional[Path],
     typer.Option(
@@ -25,8 +29,22 @@ ProgressOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N.")]
-PrecisionOpt = Annotated[
-    str, typer.Option("--precision", help="fp32 (exact), bf16 (autocast; fast on AMX CPUs and GPUs), fp16 (GPU).")
+PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP + ".")]
+THREADS_HELP = (
+    "CPU threads for torch, set before any torch work (a job also gets OMP_NUM_THREADS and MKL_NUM_THREADS). "
+    f"Default {CPU_THREADS} on CPU, the safe choice on a busy box: torch's threads wait for each other at every "
+    "operation, so one of them pushed off its core by any other process stalls them all (on 2 shared cores, 2 "
+    "threads trained 10x slower than 1). Give more on an idle machine with cores to spare. On a GPU the default "
+    "is torch's own."
+)
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        help=THREADS_HELP,
+        show_default=False,
+        callback=check_threads,  # a UserError at parse time: one line, exit 2, before anything runs
+    ),
 ]
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="Id to store the result under (default: derived).")]
 DataOpt = Annotated[str, typer.Option("--data", help="Data set id in the lab (see `reuse-console ls datasets`).")]

@@ -19,6 +19,7 @@ from typing import Any
 import tomllib
 
 from reuse_console.engine.reuse.transfer import MODES
+from reuse_console.engine.training.spec import TRAIN_DEFAULTS
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import check_name
 
@@ -66,15 +67,15 @@ class Cell:
 
 @dataclass
 class TrainSettings:
-    """Training settings shared by every cell (as for `reuse-console train`)."""
+    """Training settings shared by every cell (as for `reuse-console train`, with its defaults)."""
 
-    arch: str = "unet"
+    arch: str = TRAIN_DEFAULTS.arch
     arch_config: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch: int = 16
-    lr: float = 1e-3
-    size: int | None = None
-    augment: bool = True
+    epochs: int = TRAIN_DEFAULTS.epochs
+    batch: int = TRAIN_DEFAULTS.batch
+    lr: float = TRAIN_DEFAULTS.lr
+    size: int | None = TRAIN_DEFAULTS.size
+    augment: bool = TRAIN_DEFAULTS.augment
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Workers are spawned (never forked: CUDA), take the next cell when they finish one, send their
 progress events back to the grid process, and die with it (so a resumed grid never meets an
-orphan still training one of its cells).
+orphan still training one of its cells). Each worker sets torch's CPU threads to what the grid
+process set (`grid --threads`), before any torch work.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from reuse_console.engine.core.device import applied_threads, use_threads
 from reuse_console.engine.core.events import EpochEnd, Event, Message, Reporter, from_dict
 from reuse_console.engine.grids.cells import evaluate_cell, train_cell
 from reuse_console.engine.grids.study import Cell, Study
@@ -37,13 +39,15 @@ def run_parallel(
     report: Reporter,
 ) -> None:
     """Train `to_train` cells on one spawned worker process per device, each taking the next cell
-    when it finishes one; `record` gets every cell's Dice as it arrives, `report` the events."""
+    when it finishes one; `record` gets every cell's Dice as it arrives, `report` the events.
+    The workers use the CPU threads this process was given (`use_threads`; default as there)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
     inboxes = [ctx.Queue() for _ in devices]
     n_workers = min(len(devices), len(to_train))
+    threads = applied_threads()
     procs = [
         ctx.Process(
             target=_worker_main,
@@ -60,7 +64,7 @@ def run_parallel(
                 results,
                 w,
                 os.getpid(),
-                n_workers,
+                threads,
             ),
         )
         for w in range(n_workers)
@@ -141,22 +145,17 @@ def _worker_main(
     results: Any,
     w: int,
     parent: int,
-    n_workers: int,
+    threads: int | None,
 ) -> None:
     """A grid worker: train and evaluate the cells it is handed on its device, until told to stop."""
     import signal
-
-    import torch
-
-    from reuse_console.store.lab import Lab
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
     _die_with_parent(parent)
-    if device.startswith("cpu"):
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
+    use_threads(threads, device)
     lab, study = Lab(Path(root)), Study.from_dict(study_dict)
     cells = study.cells()
 

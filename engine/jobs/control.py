@@ -39,6 +39,7 @@ from reuse_console.engine.jobs.processes import (
     read_json,
     reap,
     spawned,
+    threads_env,
     write_json_atomic,
 )
 from reuse_console.store.errors import NotFound, UserError
@@ -143,7 +144,9 @@ def start_job(
     """Run `reuse-console <argv> --progress jsonl` detached; return at once with the running job.
 
     `progress=False` leaves out `--progress jsonl` (for commands without that option). The job
-    uses this lab (REUSE_LAB is set for it) and the caller's working directory.
+    uses this lab (REUSE_LAB is set for it) and the caller's working directory; with `--threads N`
+    in `argv` also OMP_NUM_THREADS=MKL_NUM_THREADS=N, so nothing starts more threads before the
+    command sets torch's.
     """
     argv = [str(a) for a in argv]
     if not argv:
@@ -155,7 +158,7 @@ def start_job(
     child_argv = [*argv, "--progress", "jsonl"] if progress else list(argv)
     root = lab.root.resolve()
     log = _side(folder, job_id, ".log")
-    child_env = {**os.environ, **(env or {}), "REUSE_LAB": str(root), "PYTHONUNBUFFERED": "1"}
+    child_env = {**os.environ, **(env or {}), **threads_env(argv), "REUSE_LAB": str(root), "PYTHONUNBUFFERED": "1"}
     started = now_iso()
     with open(log, "ab") as log_fh:
         proc = subprocess.Popen(

@@ -1,8 +1,8 @@
 """Process facts for detached jobs, kept apart from the job bookkeeping in jobs.py.
 
 Whether a pid is still the runner we started (not a zombie, not a reused pid), which live
-processes a process group has, reaping runners this process started, and the small JSON side
-files that are written all-or-nothing.
+processes a process group has, reaping runners this process started, the small JSON side
+files that are written all-or-nothing, and the environment a job's command starts in.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from reuse_console.engine.core.device import thread_env
 from reuse_console.store.h5 import atomic_path
 from reuse_console.store.procs import pid_alive
 
@@ -30,6 +31,24 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def threads_env(argv: list[str]) -> dict[str, str]:
+    """OMP_NUM_THREADS/MKL_NUM_THREADS for a command whose argv says `--threads N` (the last one
+    counts, as for the command), so OpenMP and MKL start with N threads before torch reads the
+    option; {} when it does not say (or says something the command will refuse)."""
+    threads: int | None = None
+    for i, token in enumerate(argv):
+        if token == "--":  # what follows is positional
+            break
+        if token == "--threads":
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        elif token.startswith("--threads="):
+            value = token.partition("=")[2]
+        else:
+            continue
+        threads = int(value) if value.isdigit() and int(value) >= 1 else None
+    return thread_env(threads) if threads is not None else {}
 
 
 # Runners started by this process: polled now and then so finished ones do not linger as

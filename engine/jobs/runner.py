@@ -2,20 +2,22 @@
 
 Started by `engine.jobs.start_job` as a session leader. It runs `reuse-console ARGS...` as its
 child (same process group, so a cancel reaches both), stdout to `jobs/ID.events.jsonl`, stderr to
-`jobs/ID.log`, and when the child ends writes `jobs/ID.exit.json` atomically. It outlives the
-console: it has no terminal, and SIGTERM/SIGHUP/SIGINT only make it wait for the child to end
-(the child, which gets the same signal from a group cancel, decides how to stop).
+`jobs/ID.log`, and when the child ends writes `jobs/ID.exit.json` atomically. The child gets the
+OpenMP/MKL thread variables its `--threads` asks for, whoever started this runner. It outlives
+the console: it has no terminal, and SIGTERM/SIGHUP/SIGINT only make it wait for the child to
+end (the child, which gets the same signal from a group cancel, decides how to stop).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from reuse_console.engine.jobs.processes import write_json_atomic
+from reuse_console.engine.jobs.processes import threads_env, write_json_atomic
 from reuse_console.store.h5 import now_iso
 
 
@@ -41,6 +43,7 @@ def run(lab_root: Path, job_id: str, argv: list[str]) -> int:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
+                env={**os.environ, **threads_env(argv)},
             )
         returncode = child.wait()
     except OSError as exc:

@@ -22,7 +22,7 @@ from reuse_console.engine.data.batches import TrainBatches, pick_subjects, resiz
 from reuse_console.engine.evaluation.evaluate import eval_batches, evaluate_ae, evaluate_seg
 from reuse_console.engine.training.checkpoints import last_name, save_epoch
 from reuse_console.engine.training.losses import ae_loss, dice_classes, seg_loss
-from reuse_console.engine.training.spec import TrainResult, TrainSpec
+from reuse_console.engine.training.spec import TrainResult, TrainSpec, default_workers
 from reuse_console.store.checkpoints import CheckpointMeta
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import disk_full
@@ -77,7 +77,7 @@ class TrainSession:
         if spec.size is not None:
             slices = resize_slices(slices, spec.size)
         if workers is None:
-            workers = 4 if dev.type == "cuda" else 0
+            workers = default_workers(dev.type)
         if workers < 0:
             raise UserError(f"--workers must be 0 or more (got {workers})")
         if dev.type == "cuda":
@@ -139,6 +139,7 @@ class TrainSession:
             "seed": s.seed,
             "precision": self.precision,
             "device": str(self.device),
+            "threads": torch.get_num_threads(),  # torch's CPU threads (--threads): speed depends on them
             "checkpoint": self.name,
             "last_checkpoint": last_name(self.name),
             "size": self.slices.size,
@@ -195,6 +196,7 @@ class TrainSession:
                     "steps_per_epoch": steps,
                     "device": str(self.device),
                     "precision": self.precision,
+                    "threads": torch.get_num_threads(),
                 },
             )
         )

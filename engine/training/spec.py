@@ -1,7 +1,9 @@
 """What defines a training run (`TrainSpec`), what it produced (`TrainResult`), and its name.
 
 The spec is stored in the run file and in every checkpoint of the run, so `--resume` and the
-console can rebuild the run from the lab alone.
+console can rebuild the run from the lab alone. Its field defaults are the training defaults:
+`train`'s options, a study's [train] table and the console's training form read them from
+`TRAIN_DEFAULTS`, so a default is changed here and nowhere else.
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ class TrainSpec:
                 raise UserError(f"{label} must be at least 1 (got {value})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive number (got {self.lr})")
+
+
+TRAIN_DEFAULTS = TrainSpec(data="")  # read, never changed: the defaults every front end shows
+
+
+def default_workers(device_type: str) -> int:
+    """Data loader processes when --workers is not given: augmentation off the main process on
+    CUDA (the GPU would wait for it), none on CPU (they would take the cores training uses)."""
+    return 4 if device_type == "cuda" else 0
 
 
 @dataclass

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from reuse_console.engine.core.device import DEFAULT_PRECISION
 from reuse_console.engine.core.events import Message, Reporter, silent
 from reuse_console.engine.training.checkpoints import last_name, load_optimizer, read_optimizer
 from reuse_console.engine.training.session import TrainSession
@@ -30,7 +31,7 @@ def train(
     spec: TrainSpec,
     *,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
     workers: int | None = None,
     report: Reporter = silent,
     init_state: Mapping[str, torch.Tensor] | None = None,

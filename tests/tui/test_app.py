@@ -245,6 +245,27 @@ def _train_form_fill(pilot, epochs: str, name: str):
     return fill
 
 
+@run_async
+async def test_job_forms_show_and_start_the_threads_option(test_lab: Lab) -> None:
+    """Both forms carry `--threads` (default 1, what the CLI does on CPU) in the line they show and start."""
+    app = make_app(test_lab)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("5", "t")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainForm", 10, "the train form")
+        form = app.screen
+        shown = plain(form.query_one("#form-command"))
+        assert shown.startswith("$ reuse-console train --data acdc") and " --threads 1" in shown, shown
+        form.query_one("#f-threads").value = "2"
+        await pilot.pause()
+        assert " --threads 2" in plain(form.query_one("#form-command"))
+        assert form.argv()[-2:] == ["--threads", "2"]  # what ctrl+s hands to start_job
+        await pilot.press("escape")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ScanForm", 10, "the scan form")
+        shown = plain(app.screen.query_one("#form-command"))
+        assert shown.startswith("$ reuse-console scan unet-seg unet-ae") and " --threads 1" in shown, shown
+
+
 @pytest.mark.slow
 @run_async
 async def test_start_a_training_job_and_follow_it_to_the_end(test_lab: Lab) -> None:
@@ -272,6 +293,7 @@ async def test_start_a_training_job_and_follow_it_to_the_end(test_lab: Lab) -> N
         assert get_job(test_lab, snap.id).returncode == 0
         view = plain(screen.query_one("#job-view"))
         assert "finished" in view and "100.0%" in view and "reuse-console train --data acdc" in view
+        assert "--threads 1" in snap.command
         await pilot.press("y")
         assert app.clipboard == snap.command
         await pilot.press("o")  # the result opens in the Layers screen

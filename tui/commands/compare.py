@@ -8,7 +8,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..options import JsonOpt, LabOpt, NameOpt
+from reuse_console.engine.core.device import use_threads
+
+from ..options import JsonOpt, LabOpt, NameOpt, ThreadsOpt
 from ..output import emit_json, stderr, stdout
 from ..render.results import render_comparison
 
@@ -18,6 +20,7 @@ def rmse(
     layers: Annotated[str, typer.Option("--layers", help="Layers: all, 1-5,9, head ...")] = "all",
     kinds: Annotated[str, typer.Option("--kinds", help="Kinds: all, bn, conv, or a list such as RM,RV,W.")] = "all",
     name: NameOpt = None,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
 ) -> None:
@@ -30,6 +33,7 @@ def rmse(
     from reuse_console.engine.compare.rmse import run_rmse
     from reuse_console.store.lab import Lab
 
+    use_threads(threads, "cpu")  # tensors are compared on the CPU
     comp = run_rmse(Lab.from_option(lab), checkpoints, layers=layers, kinds=kinds, name=name)
     if json_out:
         emit_json(comp.to_json())
@@ -41,6 +45,7 @@ def rmse(
 def bn(
     recipient: Annotated[str, typer.Argument(help="Recipient checkpoint id.")],
     donor: Annotated[str, typer.Argument(help="Donor checkpoint id (same architecture).")],
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
 ) -> None:
@@ -53,6 +58,7 @@ def bn(
     from reuse_console.engine.compare.bn import run_bn
     from reuse_console.store.lab import Lab
 
+    use_threads(threads, "cpu")
     layers = run_bn(Lab.from_option(lab), recipient, donor)
     rows = [layer.summary() for layer in layers]
     if json_out:

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..options import DeviceOpt, JsonOpt, LabOpt, ProgressOpt
+from reuse_console.engine.core.device import use_threads
+
+from ..options import DeviceOpt, JsonOpt, LabOpt, ProgressOpt, ThreadsOpt
 from ..output import emit_json, fmt, stderr, stdout
 
 if TYPE_CHECKING:
@@ -27,15 +29,7 @@ def demo(
         Optional[str],
         typer.Option("--precision", help="Training precision (default bf16 on CPU/CUDA; scans always run exact fp32)."),
     ] = None,
-    threads: Annotated[
-        Optional[int],
-        typer.Option(
-            "--threads",
-            help="CPU threads for torch. Default 1 on CPU: on a 2-core box two threads collapse whenever anything "
-            "else runs (10x slower measured), one thread does not.",
-            min=1,
-        ),
-    ] = None,
+    threads: ThreadsOpt = None,
     figures: Annotated[
         Optional[Path], typer.Option("--figures", help="Where the report goes (default LAB/figures).")
     ] = None,
@@ -58,16 +52,12 @@ def demo(
 
     Example: reuse-console --lab demo-lab demo --quick
     """
-    import torch
-
-    from reuse_console.engine.core.device import pick_device
     from reuse_console.engine.demo import run_demo, summary
     from reuse_console.store.lab import Lab
 
     from ..progress import make_reporter
 
-    if threads is not None or pick_device(device).type == "cpu":
-        torch.set_num_threads(threads or 1)
+    use_threads(threads, device)
     the_lab = Lab.from_option(lab)
     with make_reporter("none" if json_out and progress == "rich" else progress) as report:
         result = run_demo(

@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
+from reuse_console.engine.core.device import DEFAULT_PRECISION, use_threads
+from reuse_console.engine.training.spec import default_workers
+
+from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt, ThreadsOpt
 from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
 from ..render.results import render_experiment, render_plan
 
@@ -159,10 +162,16 @@ def grid(
     ] = None,
     name: NameOpt = None,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", help="Data loader processes per cell (default 4 on CUDA, 0 on CPU).")
+        Optional[int],
+        typer.Option(
+            "--workers",
+            help=f"Data loader processes per cell (default {default_workers('cuda')} on CUDA, "
+            f"{default_workers('cpu')} on CPU).",
+        ),
     ] = None,
+    threads: ThreadsOpt = None,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -184,6 +193,7 @@ def grid(
 
     from ..progress import make_reporter
 
+    use_threads(threads, device)  # before the workers are spawned: they inherit it
     the_study = load_study(study)
     chosen = parse_devices(devices)
     with sigterm_as_interrupt(), make_reporter(progress) as report:

@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
-from ..options import DataOpt, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
+from reuse_console.engine.core.device import DEFAULT_PRECISION, use_threads
+
+from ..options import DataOpt, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt, ThreadsOpt
 from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
 from ..render.results import render_scan, render_swap
 
@@ -41,7 +43,8 @@ def swap(
     batch: BatchOpt = 32,
     split: SplitOpt = "val",
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = DEFAULT_PRECISION,
+    threads: ThreadsOpt = None,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -57,6 +60,7 @@ def swap(
 
     from ..progress import make_reporter
 
+    use_threads(threads, device)
     with sigterm_as_interrupt(), make_reporter(progress) as report:
         result = run_swap(
             Lab.from_option(lab),
@@ -109,7 +113,8 @@ def scan(
     batch: BatchOpt = 32,
     split: SplitOpt = "val",
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = DEFAULT_PRECISION,
+    threads: ThreadsOpt = None,
     full_forward: Annotated[
         bool,
         typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
@@ -133,6 +138,7 @@ def scan(
     from ..progress import make_reporter
 
     values = parse_alphas(alphas)
+    use_threads(threads, device)
     with sigterm_as_interrupt(), make_reporter(progress) as report:
         result = run_scan(
             Lab.from_option(lab),

@@ -8,7 +8,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt
+from reuse_console.engine.core.device import DEFAULT_PRECISION, use_threads
+from reuse_console.engine.training.spec import TRAIN_DEFAULTS, default_workers
+
+from ..options import PRECISION_HELP, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt, ThreadsOpt
 from ..output import emit_json, fmt, sigterm_as_interrupt, stderr, stdout
 
 TRAIN_HELP = (
@@ -34,42 +37,48 @@ def train(
     data: Annotated[
         Optional[str], typer.Option("--data", help="Data set id in the lab (see `reuse-console ls datasets`).")
     ] = None,
-    arch: Annotated[str, typer.Option("--arch", help="unet | pspnet | package.module:ClassName.")] = "unet",
+    arch: Annotated[
+        str, typer.Option("--arch", help="unet | pspnet | package.module:ClassName.")
+    ] = TRAIN_DEFAULTS.arch,
     arch_config: Annotated[
         Optional[str],
         typer.Option(
             "--arch-config", help="JSON overrides of the arch defaults, e.g. '{\"base_width\": 16}', or @FILE."
         ),
     ] = None,
-    task: Annotated[str, typer.Option("--task", help="seg (segmentation) or ae (auto-encoder).")] = "seg",
+    task: Annotated[str, typer.Option("--task", help="seg (segmentation) or ae (auto-encoder).")] = TRAIN_DEFAULTS.task,
     subjects: Annotated[
         Optional[int], typer.Option("--subjects", help="Train on N training subjects picked by --seed (default: all).")
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs to train.")] = 10,
-    batch: Annotated[int, typer.Option("--batch", help="Slices per batch.")] = 16,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs to train.")] = TRAIN_DEFAULTS.epochs,
+    batch: Annotated[int, typer.Option("--batch", help="Slices per batch.")] = TRAIN_DEFAULTS.batch,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = TRAIN_DEFAULTS.lr,
     seed: Annotated[
         int, typer.Option("--seed", help="Seeds initialisation, subject choice, order and augmentation.")
-    ] = 0,
+    ] = TRAIN_DEFAULTS.seed,
     name: NameOpt = None,
     size: Annotated[
         Optional[int],
         typer.Option("--size", help="Resample slices to SIZE x SIZE pixels (default: the data set's size)."),
-    ] = None,
+    ] = TRAIN_DEFAULTS.size,
     augment: Annotated[
         bool, typer.Option("--augment/--no-augment", help="Random flips, rotations, scales, intensity.")
-    ] = True,
+    ] = TRAIN_DEFAULTS.augment,
     device: DeviceOpt = "auto",
     precision: Annotated[
         Optional[str],
         typer.Option(
             "--precision",
-            help="fp32 (exact; default), bf16 (autocast; fast on AMX CPUs and GPUs), fp16 (GPU). Resume: the run's.",
+            help=f"{PRECISION_HELP}. Default {DEFAULT_PRECISION}; resume: the run's.",
         ),
     ] = None,
     workers: Annotated[
         Optional[int],
-        typer.Option("--workers", help="Data loader processes for augmentation (default 4 on CUDA, 0 on CPU)."),
+        typer.Option(
+            "--workers",
+            help=f"Data loader processes for augmentation (default {default_workers('cuda')} on CUDA, "
+            f"{default_workers('cpu')} on CPU).",
+        ),
     ] = None,
     init: Annotated[
         Optional[str],
@@ -84,12 +93,14 @@ def train(
             "--mode", help="Transfer: freeze (the plan's tensors never change) or finetune (they only start the model)."
         ),
     ] = "finetune",
+    threads: ThreadsOpt = None,
     progress: ProgressOpt = "rich",
     resume: Annotated[
         Optional[str],
         typer.Option(
             "--resume",
-            help="Continue run NAME after its last finished epoch (other options but device, precision, workers and progress are ignored).",
+            help="Continue run NAME after its last finished epoch (other options but device, precision, workers, "
+            "threads and progress are ignored).",
         ),
     ] = None,
     lab: LabOpt = None,
@@ -102,6 +113,7 @@ def train(
 
     from ..progress import make_reporter
 
+    use_threads(threads, device)
     the_lab = Lab.from_option(lab)
     with sigterm_as_interrupt(), make_reporter(progress) as report:
         if resume:
@@ -129,7 +141,7 @@ def train(
                 mode=mode if (init or plan) else None,
             )
             result = run_training(
-                the_lab, spec, device=device, precision=precision or "fp32", workers=workers, report=report
+                the_lab, spec, device=device, precision=precision or DEFAULT_PRECISION, workers=workers, report=report
             )
     if progress != "jsonl":
         metrics = result.best_metrics
@@ -154,7 +166,8 @@ def evaluate(
     ] = None,
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass.")] = 32,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = DEFAULT_PRECISION,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
 ) -> None:
@@ -167,6 +180,7 @@ def evaluate(
     from reuse_console.engine.evaluation.evaluate import evaluate_checkpoint
     from reuse_console.store.lab import Lab
 
+    use_threads(threads, device)
     result = evaluate_checkpoint(
         Lab.from_option(lab),
         checkpoint,

@@ -1,7 +1,9 @@
 """Forms that build a `reuse-console` command line for a job (train, scan) and show it live.
 
 A form only assembles argv from what the user chose; the command itself validates everything
-(and its errors show in the job's log), so the console and the shell behave the same.
+(and its errors show in the job's log), so the console and the shell behave the same. Defaults
+and choices are the CLI's own (`TRAIN_DEFAULTS`, `PRECISIONS`, `CPU_THREADS`), read from the
+engine, so a form never offers what the command would not do by itself.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from textual.containers import Grid, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 
+from reuse_console.engine.core.device import CPU_THREADS, DEFAULT_PRECISION, PRECISIONS
+from reuse_console.engine.training.spec import TASKS, TRAIN_DEFAULTS
+
 from ..widgets.inputs import ConsoleInput
 
 Options = list[tuple[str, str]]  # (id, description)
+THREADS_HINT = f"{CPU_THREADS}: safe on a busy box"
 
 
 @dataclass(frozen=True)
@@ -156,17 +162,18 @@ class TrainForm(JobForm):
     def __init__(self, datasets: Options) -> None:
         fields = [
             Field("--data", "data set", "choice", required=True, hint="no data sets: import one first"),
-            Field("--arch", "arch", "choice", "unet", ("unet", "pspnet")),
-            Field("--task", "task", "choice", "seg", ("seg", "ae")),
+            Field("--arch", "arch", "choice", TRAIN_DEFAULTS.arch, ("unet", "pspnet")),
+            Field("--task", "task", "choice", TRAIN_DEFAULTS.task, TASKS),
             Field("base_width", "UNet width", "int", "", hint="blank: 32 (the paper's)"),
-            Field("--epochs", "epochs", "int", "10"),
-            Field("--batch", "batch", "int", "16"),
-            Field("--lr", "learning rate", "float", "0.001"),
+            Field("--epochs", "epochs", "int", str(TRAIN_DEFAULTS.epochs)),
+            Field("--batch", "batch", "int", str(TRAIN_DEFAULTS.batch)),
+            Field("--lr", "learning rate", "float", str(TRAIN_DEFAULTS.lr)),
             Field("--subjects", "subjects", "int", "", hint="blank: all training subjects"),
-            Field("--seed", "seed", "int", "0"),
+            Field("--seed", "seed", "int", str(TRAIN_DEFAULTS.seed)),
             Field("--name", "name", "text", "", hint="blank: derived"),
             Field("--device", "device", "choice", "auto", ("auto", "cpu", "cuda")),
-            Field("--precision", "precision", "choice", "fp32", ("fp32", "bf16", "fp16")),
+            Field("--precision", "precision", "choice", DEFAULT_PRECISION, PRECISIONS),
+            Field("--threads", "CPU threads", "int", str(CPU_THREADS), hint=THREADS_HINT),
         ]
         super().__init__(fields, {"--data": datasets})
 
@@ -194,8 +201,9 @@ class ScanForm(JobForm):
             Field("--layers", "layers", "text", "all", hint="all, 1-5,9, head"),
             Field("--kinds", "kinds", "text", "all", hint="all, bn, conv, RM,RV"),
             Field("--alphas", "alphas", "text", "1", hint="1 or 0,0.25,0.5,0.75,1"),
-            Field("--precision", "precision", "choice", "fp32", ("fp32", "bf16")),
+            Field("--precision", "precision", "choice", DEFAULT_PRECISION, PRECISIONS),
             Field("--device", "device", "choice", "auto", ("auto", "cpu", "cuda")),
+            Field("--threads", "CPU threads", "int", str(CPU_THREADS), hint=THREADS_HINT),
             Field("--name", "name", "text", "", hint="blank: derived"),
         ]
         donor = donor or next((i for i, _ in checkpoints if i != recipient), "")
