@@ -370,11 +370,7 @@ ROWS: list[Row] = [
         f"eval seg --data toy --save-predictions {{root}}/afile.txt {L}",
         "afile.txt",
     ),
-]
-
-# --threads on every command that runs torch. Kept out of ROWS (which the documented bad-input
-# table mirrors) until that table lists them; they run through the same test and the same checks.
-THREAD_ROWS: list[Row] = [
+    # -- --threads on every command that runs torch ---------------------------------------------
     row("threads-0-train", "train --threads 0", f"train --data toy --epochs 1 --threads 0 {L}", "--threads must be"),
     row(
         "threads-neg-train",
@@ -621,7 +617,7 @@ def check(r: Row, code: int, err: str, before: dict, after: dict) -> None:
     assert not changed, f"{r.id}: the lab changed: {changed}"
 
 
-@pytest.mark.parametrize("r", ROWS + THREAD_ROWS, ids=[r.id for r in ROWS + THREAD_ROWS])
+@pytest.mark.parametrize("r", ROWS, ids=[r.id for r in ROWS])
 def test_bad_input(
     r: Row, bad_lab: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
