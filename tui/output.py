@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +14,18 @@ from rich.console import Console
 
 stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
+
+
+def command_name() -> str:
+    """How the user can type this tool now, for hints such as "open the console with ...": plain
+    `reuse-console` when that is on PATH and is this program, else the path that ran it
+    (`.venv/bin/reuse-console` after `make demo`, which does not activate the venv)."""
+    ran = sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]) == "reuse-console" else ""
+    found = shutil.which("reuse-console")
+    if not ran or (found and os.path.realpath(found) == os.path.realpath(ran)):
+        return "reuse-console"
+    rel = os.path.relpath(ran)
+    return rel if not rel.startswith("..") else os.path.abspath(ran)
 
 
 def emit_json(data: Any) -> None:

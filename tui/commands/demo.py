@@ -12,7 +12,7 @@ from rich.table import Table
 from reuse_console.engine.core.device import use_threads
 
 from ..options import DeviceOpt, JsonOpt, LabOpt, ProgressOpt, ThreadsOpt
-from ..output import emit_json, fmt, stderr, stdout
+from ..output import command_name, emit_json, fmt, stderr, stdout
 
 if TYPE_CHECKING:
     from reuse_console.engine.demo import DemoResult
@@ -104,7 +104,7 @@ def print_summary(lab: Lab, result: DemoResult) -> None:
     stderr.print(
         f"demo finished in {result.seconds:.0f} s; lab {result.lab}; figures: "
         f"{Path(result.figures[0]).parent if result.figures else '-'} "
-        f"(open index.md); open the console with `reuse-console --lab {result.lab}`"
+        f"(open index.md); open the console with `{command_name()} --lab {result.lab}`"
     )
 
 

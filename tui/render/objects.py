@@ -15,7 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..output import fmt
+from ..output import command_name, fmt
 from .listing import STATUS_STYLE
 
 RESUMABLE = ("lost", "failed", "cancelled")
@@ -41,7 +41,7 @@ def _compact(value: Any) -> str:
 
 def resume_command(run_id: str, status: str) -> str | None:
     """How to continue a run that stopped before its last epoch (None when there is nothing to do)."""
-    return f"reuse-console train --resume {run_id}" if status in RESUMABLE else None
+    return f"{command_name()} train --resume {run_id}" if status in RESUMABLE else None
 
 
 def _value(v: Any) -> float | None:
