@@ -24,7 +24,7 @@ from . import claims
 from .errors import NotFound, UserError
 from .h5 import TMP_PREFIX, check_schema
 from .procs import pid_alive
-from .runs import effective_status
+from .runs import effective_status, release_killed_run
 
 KINDS: tuple[str, ...] = (
     "datasets",
@@ -99,12 +99,16 @@ def read_entry(kind: str, path: Path) -> Entry:
             summary = json.loads(_attr(fid, b"summary") or "{}") or {}
             if kind == "runs" and b"status" in fid:
                 summary = {**summary, **_run_progress(fid)}
-            return Entry(id=obj_id, kind=kind, path=path, created=_attr(fid, b"created") or "", summary=summary)
+            entry = Entry(id=obj_id, kind=kind, path=path, created=_attr(fid, b"created") or "", summary=summary)
+            marked = bool(fid.get_intent() & h5f.ACC_SWMR_READ)  # a plain open was refused
         finally:
             fid.close()
     except Exception as exc:  # a listing shows damage, it does not stop on it
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return Entry(id=obj_id, kind=kind, path=path, error=f"unreadable: {reason}")
+    if marked and kind == "runs" and entry.summary.get("status") == "lost":
+        release_killed_run(path)  # its writer is dead: once, then it opens everywhere (store/swmr.py)
+    return entry
 
 
 def _fapl(swmr: bool) -> h5p.PropFAID:
@@ -296,7 +300,9 @@ class Lab:
         return read_entry(hits[0], self.path(hits[0], ref))
 
     def cleanup(self, older_than_s: float = 3600.0, *, min_age_s: float = 0.0) -> list[Path]:
-        """Remove temporary files and claims left by killed writers (their process gone, or old).
+        """Remove temporary files and claims left by killed writers (their process gone, or old),
+        and clear the open-for-write mark of run files whose writer died on this host, so h5ls and
+        h5dump open them (`store.runs.release_killed_run`; the returned paths are the removed ones).
 
         `min_age_s` spares temp files touched more recently than that: the CLI tidies the lab on
         every start with a few minutes here, so a writer on another host sharing the lab (whose
@@ -318,6 +324,8 @@ class Lab:
                 p.unlink(missing_ok=True)
                 removed.append(p)
             removed.extend(p for p in folder.glob(f"{claims.CLAIM_PREFIX}*") if claims.remove_stale(p))
+        for run in self.files("runs"):
+            release_killed_run(run)
         return removed
 
 

@@ -9,6 +9,12 @@ written only after the rows themselves are flushed, so a reader never sees a hal
 A writer killed with SIGKILL leaves a file whose superblock still says "open for writing": it
 stays readable (`read_run`, via SWMR read mode) but cannot be reopened for writing, so
 `RunWriter.resume` copies what it keeps into a fresh file and swaps it into place atomically.
+Other HDF5 tools refuse such a file until the mark is cleared: `release_killed_run` does that
+once the writer is known dead (store/swmr.py).
+
+Run files are written with format bounds ("v110", latest): SWMR needs HDF5 1.10's formats at
+least, and "latest" as the lower bound would make HDF5 2.x write datatype messages (version 5)
+that the 1.10 tools Debian ships (h5ls, h5dump) cannot decode.
 Layout: see store/SCHEMA.md ("runs").
 """
 
@@ -29,6 +35,7 @@ import numpy as np
 from .errors import UserError
 from .h5 import atomic_h5, attr_str, get_json, open_h5, set_json, stamp
 from .procs import pid_alive
+from .swmr import clear_mark, read_superblock
 
 KIND = "run"
 STATUSES = ("running", "finished", "failed", "cancelled")
@@ -37,6 +44,7 @@ _RESERVED = ("time", "step_rows")
 _STATUS_DTYPE = "S16"
 _STEP_CHUNK = 1024
 _EPOCH_CHUNK = 64
+LIBVER = "v110"  # h5py: lower bound HDF5 1.10 (SWMR, superblock v3), upper bound the library's latest
 
 
 def _epoch_dtype(columns: list[str]) -> np.dtype:
@@ -135,7 +143,7 @@ class RunWriter:
 
     @classmethod
     def _open_for_append(cls, path: Path) -> RunWriter:
-        f = h5py.File(path, "r+", libver="latest", locking=False)
+        f = h5py.File(path, "r+", libver=LIBVER, locking=False)
         try:
             f.swmr_mode = True
         except Exception:
@@ -229,7 +237,7 @@ def _build(
     """Write a complete, closed run file (status running) to a temp file and move it to `path`."""
     steps = np.zeros(0, STEP_DTYPE) if steps is None else steps
     epochs = np.zeros(0, _epoch_dtype(columns)) if epochs is None else epochs
-    with atomic_h5(path, libver="latest") as f:
+    with atomic_h5(path, libver=LIBVER) as f:
         stamp(f, KIND, provenance)
         if created:
             f.attrs["created"] = created
@@ -289,10 +297,51 @@ def run_status(f: h5py.File) -> str:
 
 def effective_status(status: str, writer: Mapping[str, Any]) -> str:
     """ "running" as written, unless the writing process is known to be gone: then "lost"."""
-    if status == "running" and writer.get("host") == socket.gethostname():
-        if not pid_alive(int(writer.get("pid", 0))):
-            return "lost"
+    if status == "running" and writer_gone(writer):
+        return "lost"
     return status
+
+
+def writer_gone(writer: Mapping[str, Any]) -> bool:
+    """Is the process named by a run's `writer` attribute known to be dead?
+
+    Only a writer on this host can be: a pid means nothing on another host (a lab on a shared
+    file system), so such a writer always counts as possibly alive. A pid reused by a new
+    process counts as alive too (errs towards leaving the file alone)."""
+    return writer.get("host") == socket.gethostname() and not pid_alive(int(writer.get("pid", 0)))
+
+
+def release_killed_run(path: Path) -> bool:
+    """Make a killed writer's run file readable by every HDF5 tool (h5ls, h5dump, plain h5py):
+    clear its open-for-write mark, as `h5clear -s` does, when its writer is known dead.
+
+    A file whose writer is alive, or runs on another host (whose pid this host cannot check:
+    clearing the mark under a live writer would let a plain reader open a file it is changing,
+    and the writer rewrites the mark anyway), is left alone; so is anything that is not a run
+    file with a v2/v3 superblock. The superblock is checked first (a clean file costs one small
+    read), the writer is read from the same file (same inode before and after), and the change
+    goes to that inode: a run swapped into place meanwhile by `RunWriter.resume` is a fresh file
+    of a live writer and is never touched. Returns whether the file changed; never raises.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        if not read_superblock(fd).marked:
+            return False
+        with open_run(path) as f:
+            writer = get_json(f, "writer", {}) or {}
+            kind = attr_str(f, "kind")
+        held, now = os.fstat(fd), os.stat(path)
+        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino) or kind != KIND or not writer_gone(writer):
+            return False
+        return clear_mark(fd)
+    except Exception:  # not HDF5, damaged, another superblock version, odd writer: left as it is
+        return False
+    finally:
+        os.close(fd)
 
 
 def read_run(path: Path) -> RunHistory:
@@ -318,7 +367,7 @@ def read_run(path: Path) -> RunHistory:
         return RunHistory(
             meta=get_json(f, "meta", {}) or {},
             status=status,
-            steps={name: np.asarray(steps[name]) for name in STEP_DTYPE.names},
+            steps={name: np.asarray(steps[name]) for name in STEP_DTYPE.names or ()},
             epochs={name: np.asarray(epochs[name]) for name in [*columns, "time"]},
             writer=get_json(f, "writer", {}) or {},
         )

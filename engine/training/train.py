@@ -81,10 +81,11 @@ def _resume(
     lab: Lab, run: str, *, device: str, precision: str | None, workers: int | None, report: Reporter
 ) -> TrainResult:
     from reuse_console.engine.models.registry import load_model
-    from reuse_console.store.runs import RunWriter
+    from reuse_console.store.runs import RunWriter, release_killed_run
 
     last = lab.path("checkpoints", last_name(run))
     run_path = lab.path("runs", run)
+    release_killed_run(run_path)  # a killed writer's file opens in h5ls/h5dump even if this resume fails
     if not last.exists() and run_path.exists():
         return _restart(lab, run, device=device, precision=precision, workers=workers, report=report)
     if not last.exists():
