@@ -22,7 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import claims
+from . import claims, swmr
 from .errors import DamagedFile, UserError
 
 SCHEMA_VERSION = 1
@@ -44,6 +44,8 @@ def open_h5(path: Path) -> h5py.File:
         raise
     except OSError as first:
         try:
+            if not swmr.open_for_writing(path):
+                raise first
             f = h5py.File(path, "r", swmr=True, libver="latest", locking=False)
         except OSError:
             reason = str(first).splitlines()[0] if str(first) else type(first).__name__

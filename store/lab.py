@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5p, h5s, h5t
 
-from . import claims
+from . import claims, swmr
 from .errors import NotFound, UserError
 from .h5 import TMP_PREFIX, check_schema
 from .procs import pid_alive
@@ -129,6 +129,8 @@ def _open_fid(path: Path) -> h5f.FileID:
     try:
         return h5f.open(name, h5f.ACC_RDONLY, fapl=_fapl(False))
     except OSError as first:
+        if not swmr.open_for_writing(path):
+            raise
         try:
             return h5f.open(name, h5f.ACC_RDONLY | h5f.ACC_SWMR_READ, fapl=_fapl(True))
         except OSError:
@@ -160,7 +162,7 @@ def _read_dataset(fid: h5f.FileID, name: bytes, shape: tuple[int, ...], dtype: s
 
 def _run_progress(fid: h5f.FileID) -> dict[str, Any]:
     """A run's live status and epoch count (they change, so they are datasets, not attributes)."""
-    raw = _read_dataset(fid, b"status", (), "S16")[()].decode()
+    raw = _read_dataset(fid, b"status", (), "S16").item().decode()
     rows = _read_dataset(fid, b"rows", (2,), "<i8")
     writer = json.loads(_attr(fid, b"writer") or "{}")
     return {"status": effective_status(raw, writer), "epochs_done": int(rows[1])}

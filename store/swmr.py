@@ -155,6 +155,24 @@ def read_superblock(fd: int) -> Superblock:
     return Superblock(at=at, raw=raw, version=version, flags=raw[_FLAGS_AT], eof=eof)
 
 
+def open_for_writing(path: str | os.PathLike[str]) -> bool:
+    """Does `path` hold a valid superblock marked open for writing (a live or killed SWMR writer)?
+
+    Readers try SWMR read mode only then: on a file whose superblock is damaged, SWMR read makes
+    HDF5 retry the checksum for minutes before it gives up, which hung the lab's listing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return read_superblock(fd).marked
+    except (NotClearable, OSError):
+        return False
+    finally:
+        os.close(fd)
+
+
 def cleared(sb: Superblock) -> bytes:
     """The superblock's bytes with the flags cleared and the checksum redone."""
     body = sb.raw[:_FLAGS_AT] + b"\x00" + sb.raw[_FLAGS_AT + 1 : -4]

@@ -223,7 +223,7 @@ def test_a_file_that_cannot_be_cleared_is_left_untouched(lab: Lab, make) -> None
     make(path)
     before = _sha(path)
     assert release_killed_run(path) is False
-    lab.cleanup()  # (not a listing: HDF5 retries a bad superblock checksum in SWMR read for minutes)
+    lab.cleanup()
     fd = os.open(path, os.O_RDWR)
     try:
         with pytest.raises(NotClearable):
@@ -231,6 +231,37 @@ def test_a_file_that_cannot_be_cleared_is_left_untouched(lab: Lab, make) -> None
     finally:
         os.close(fd)
     assert _sha(path) == before
+
+
+LIST = textwrap.dedent(
+    """
+    import json, sys
+    from reuse_console.store.lab import Lab
+    from reuse_console.store.h5 import open_h5
+    from reuse_console.store.errors import DamagedFile
+    entries = Lab(sys.argv[1]).entries("runs")
+    try:
+        open_h5(sys.argv[2])
+        opened = "opened"
+    except DamagedFile as exc:
+        opened = str(exc)
+    print(json.dumps({"errors": [e.error for e in entries], "open": opened}))
+    """
+)
+
+
+def test_a_damaged_superblock_lists_as_damaged_instead_of_hanging(lab: Lab) -> None:
+    """Readers fall back to SWMR read mode only for a valid superblock marked open for writing:
+    on a bad checksum SWMR read retries for minutes (the listing hung)."""
+    path = lab.folder("runs", create=True) / "odd.h5"
+    _bad_checksum(path)
+    out = subprocess.run(
+        [sys.executable, "-c", LIST, str(lab.root), str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert len(result["errors"]) == 1 and result["errors"][0].startswith("unreadable")
+    assert "damaged or truncated" in result["open"]
 
 
 TRAIN = ["--data", "toy", "--arch-config", '{"base_width": 4}', "--epochs", "2", "--batch", "4", "--seed", "3"]
