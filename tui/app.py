@@ -8,7 +8,9 @@ asks and shows: every number on screen comes from the engine or the store, read 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,13 +54,13 @@ class ConsoleCommands(Provider):
         assert isinstance(app, ConsoleApp)
         out: list[PaletteCommand] = []
         for key, mode, label in SCREENS:
-            out.append((f"Go to {label}", f"Show the {label} screen (key {key})", lambda m=mode: app.goto(m)))
+            out.append((f"Go to {label}", f"Show the {label} screen (key {key})", partial(app.goto, mode)))
         screen = self.screen
         if isinstance(screen, ConsoleScreen):
             out.extend(screen.palette_commands())
         listing = app.listing
         if listing is not None:
-            openers = {
+            openers: dict[str, tuple[str, Callable[[str], object]]] = {
                 "checkpoints": ("Layers of", app.open_layers),
                 "scans": ("Scan", app.open_scan),
                 "comparisons": ("Comparison", app.open_comparison),
@@ -66,7 +68,7 @@ class ConsoleCommands(Provider):
             }
             for kind, (verb, opener) in openers.items():
                 for row in listing.rows.get(kind, []):
-                    out.append((f"{verb} {row.id}", f"Open {kind[:-1]} {row.id}", lambda o=opener, r=row.id: o(r)))
+                    out.append((f"{verb} {row.id}", f"Open {kind[:-1]} {row.id}", partial(opener, row.id)))
         return out
 
     async def discover(self) -> Hits:

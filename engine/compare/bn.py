@@ -102,14 +102,15 @@ def analyse_layer(
     layer: Layer, eps: float, recipient: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor]
 ) -> BNLayer:
     """s, t of both models for one BN layer and the change of each single-kind replacement."""
-    channels = int(recipient[f"{layer.bn}.running_mean"].numel()) if f"{layer.bn}.running_mean" in recipient else 0
-    r = bn_tensors(recipient, layer.bn, channels)
-    d = bn_tensors(donor, layer.bn, channels)
+    bn = layer.bn
+    if bn is None:
+        raise ValueError(f"layer {layer.name} has no norm to analyse")
+    channels = int(recipient[f"{bn}.running_mean"].numel()) if f"{bn}.running_mean" in recipient else 0
+    r = bn_tensors(recipient, bn, channels)
+    d = bn_tensors(donor, bn, channels)
     s_r, t_r = scale_shift(r["RM"], r["RV"], r["RW"], r["RB"], eps)
     s_d, t_d = scale_shift(d["RM"], d["RV"], d["RW"], d["RB"], eps)
-    out = BNLayer(
-        layer.name, layer.index, layer.bn, eps, {"recipient": s_r, "donor": s_d}, {"recipient": t_r, "donor": t_d}
-    )
+    out = BNLayer(layer.name, layer.index, bn, eps, {"recipient": s_r, "donor": s_d}, {"recipient": t_r, "donor": t_d})
     for kind in BN_KINDS:
         if kind not in layer.kinds:
             continue

@@ -53,7 +53,8 @@ class Comparison:
         for p, (a, b) in enumerate(self.pairs):
             rows = []
             for li, layer in enumerate(self.layers):
-                label: int | str = self.index[li] if self.index[li] is not None else layer
+                number = self.index[li]
+                label: int | str = number if number is not None else layer
                 for ki, kind in enumerate(self.kinds):
                     value = self.rmse[p, li, ki]
                     if np.isnan(value):
@@ -146,7 +147,7 @@ def read_comparison(path: Path, name: str = "") -> Comparison:
             read_strings(f["layers/name"]),
             index,
             read_strings(f["kinds"]),
-            [tuple(map(int, p)) for p in f["pairs"][()]],
+            [(int(a), int(b)) for a, b in f["pairs"][()]],
             f["rmse"][()],
             f["relative"][()],
             f["rms"][()],

@@ -128,7 +128,7 @@ class TrainBatches:
             return
         loader = DataLoader(
             _AugmentedSlices(self.images, self.labels, self.augment, self.seed),
-            batch_sampler=_EpochSampler(self.n, self.batch, self.seed, first, last),  # type: ignore[arg-type]
+            batch_sampler=_EpochSampler(self.n, self.batch, self.seed, first, last),
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.workers else None,

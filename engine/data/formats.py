@@ -262,7 +262,7 @@ def read_nnunet(root: Path) -> Source:
         volumes.append(VolumeRef(subject_of(case), case, image, label))
     volumes.sort(key=lambda v: (v.subject, v.volume))
     channels = dict(meta["channel_names"])
-    info = {
+    info: dict[str, Any] = {
         "dataset_json": {
             k: meta[k] for k in ("channel_names", "labels", "numTraining", "file_ending", "name") if k in meta
         }
@@ -336,9 +336,12 @@ def load_nifti(path: Path, *, integer: bool = False) -> tuple[np.ndarray, tuple[
     Errors name the file: unreadable or truncated NIfTI, a 4D series, other dimensions.
     """
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     try:
         img = nib.load(str(path))
+        if not isinstance(img, SpatialImage):  # a NIfTI file always loads as one; others may not
+            raise TypeError(f"a {type(img).__name__}, not an image with voxels")
         data = np.asanyarray(img.dataobj) if integer else img.get_fdata(dtype=np.float32)
         zooms = tuple(float(z) for z in img.header.get_zooms())
     except Exception as exc:  # nibabel, gzip and zlib raise many types for a damaged file

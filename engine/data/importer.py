@@ -104,10 +104,10 @@ def _import(
     per_subject: Counter[str] = Counter()
     for v, ref in enumerate(source.volumes):
         image, label, vox = load_pair(ref, class_map)
-        img, lab, row_col = volume_to_slices(image, label, (vox[0], vox[1]), size=size, target_spacing=spacing)
+        img, lbl, row_col = volume_to_slices(image, label, (vox[0], vox[1]), size=size, target_spacing=spacing)
         seen[np.unique(label)] = True
         images.append(img)
-        labels.append(lab)
+        labels.append(lbl)
         subject_idx.append(np.full(img.shape[0], index_of[ref.subject], dtype=np.int32))
         volume_idx.append(np.full(img.shape[0], v, dtype=np.int32))
         spacings.append(row_col)

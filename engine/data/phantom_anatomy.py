@@ -275,9 +275,9 @@ def render(anat: Anatomy, phase: float) -> tuple[np.ndarray, np.ndarray]:
     peri = anat.pericardial
     if peri["width"] > 0:
         cos_a, sin_a = math.cos(peri["angle"]), math.sin(peri["angle"])
-        side = (ang_lv[0][0] * cos_a + ang_lv[0][1] * sin_a > peri["cover"]).astype(np.float32)
+        covered = (ang_lv[0][0] * cos_a + ang_lv[0][1] * sin_a > peri["cover"]).astype(np.float32)
         outer = np.minimum(d_epi, d_rv - rv["wall"])
-        paint("fat", np.clip(_soft(outer - peri["width"], pix) - _soft(outer, pix), 0, 1) * side)
+        paint("fat", np.clip(_soft(outer - peri["width"], pix) - _soft(outer, pix), 0, 1) * covered)
     paint("myo", rv_wall)
     wave = math.cos(lv["flow_angle"]) * px + math.sin(lv["flow_angle"]) * py
     flow = 1.0 + lv["flow"] * np.cos(wave * (2 * math.pi / lv["flow_wave"]) + lv["flow_phase"])

@@ -75,7 +75,7 @@ def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
         raise UserError(f"data set {study.target!r} has no validation subjects to evaluate the grid on")
     arch = study.train.arch
     for source in study.sources:
-        if source.random:
+        if source.donor is None or source.plan is None:  # random init (a study gives both or neither)
             continue
         meta = read_meta(checkpoint_path(lab, source.donor))
         if meta.arch != arch:
@@ -101,7 +101,10 @@ def reference_rmse(lab: Lab, study: Study, experiment: str, cells: Sequence[Cell
     from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
     from reuse_console.store.checkpoints import read_checkpoint
 
-    ref_state, meta = read_checkpoint(checkpoint_path(lab, study.reference))
+    reference = study.reference
+    if reference is None:
+        raise ValueError("the study names no reference checkpoint")
+    ref_state, meta = read_checkpoint(checkpoint_path(lab, reference))
     index = LayerIndex.from_model(
         build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False), model_in_channels(meta.arch_config)
     )
@@ -111,7 +114,7 @@ def reference_rmse(lab: Lab, study: Study, experiment: str, cells: Sequence[Cell
         if not lab.path("checkpoints", ref).exists():
             continue
         state, _ = read_checkpoint(lab.path("checkpoints", ref))
-        comp = compare_states([ref_state, state], index.layers, KINDS, [study.reference, ref])
+        comp = compare_states([ref_state, state], index.layers, KINDS, [reference, ref])
         values[i] = comp.rmse[0]
     return index, values
 

@@ -30,7 +30,13 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def resnet18_trunk(in_channels: int, width: float = 1.0, conv_bias: bool = False) -> nn.Module:
+def _pair(value: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d setting (kernel, stride, ...) as its constructor types it: torch types the
+    attribute as tuple[int, ...], though a Conv2d always holds two."""
+    return value[0], value[1]
+
+
+def resnet18_trunk(in_channels: int, width: float = 1.0, conv_bias: bool = False) -> torchvision.models.ResNet:
     """torchvision's ResNet-18 with its convs/BNs rebuilt for our inputs, widths, bias, dilation.
 
     Module paths and (at width 1.0, 3 input channels, no bias) tensor shapes equal torchvision's,
@@ -40,7 +46,8 @@ def resnet18_trunk(in_channels: int, width: float = 1.0, conv_bias: bool = False
     del net.avgpool, net.fc
     for name, module in list(net.named_modules()):
         if isinstance(module, nn.Conv2d):
-            stride, dilation, padding = module.stride, module.dilation, module.padding
+            stride, dilation = _pair(module.stride), _pair(module.dilation)
+            padding = module.padding if isinstance(module.padding, str) else _pair(module.padding)
             stage = name.split(".", 1)[0]
             if stage in _DILATION:
                 stride = (1, 1)
@@ -50,7 +57,7 @@ def resnet18_trunk(in_channels: int, width: float = 1.0, conv_bias: bool = False
             conv = nn.Conv2d(
                 in_channels if name == "conv1" else _scaled(module.in_channels, width),
                 _scaled(module.out_channels, width),
-                module.kernel_size,
+                _pair(module.kernel_size),
                 stride=stride,
                 padding=padding,
                 dilation=dilation,

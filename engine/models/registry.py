@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def _user_class(arch: str) -> type[nn.Module]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UserError(f"cannot import module {module_name!r} for --arch {arch}: {exc}") from exc
-    cls = module
+    cls: object = module  # the attribute path may name anything: checked below
     for part in class_name.split("."):
         cls = getattr(cls, part, None)
         if cls is None:
@@ -155,7 +156,7 @@ def save_model(
     model: nn.Module,
     meta: CheckpointMeta,
     *,
-    provenance: dict[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
     extra_groups: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write `model`'s tensors and `meta` to `checkpoints/<name>.h5` (atomically; replaces it)."""

@@ -78,15 +78,19 @@ def plan_from_lab(
     if rmse is not None:
         entry = lab.resolve(rmse.removeprefix("comparisons/"), "comparisons")
         comp = read_comparison(entry.path, entry.id)
-    recipient = result.recipient if result is not None else comp.models[0]
+    if result is not None:
+        recipient = result.recipient
+    else:
+        assert comp is not None  # a scan or a comparison was given (checked above)
+        recipient = comp.models[0]
     found = recipient_layers(lab, recipient)
     index, arch = found if found is not None else (None, "")
-    if index is None and comp is not None:
-        raise UserError(
-            f"checkpoint {recipient!r} is no longer in the lab: its layers are needed to read the comparison"
-        )
     errors = None
     if comp is not None:
+        if index is None:
+            raise UserError(
+                f"checkpoint {recipient!r} is no longer in the lab: its layers are needed to read the comparison"
+            )
         pair = (result.recipient, result.donor) if result is not None else None
         errors = comparison_rmse(comp, index, models=pair)
     base = f"plan-{scan or rmse}"

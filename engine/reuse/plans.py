@@ -199,9 +199,9 @@ def infer_plan(
     """
     if combine not in COMBINE:
         raise UserError(f"unknown combine {combine!r}: use and or or")
-    use_dice = scan is not None and max_dice_drop is not None
-    use_rmse = rmse is not None and max_rmse is not None
-    if not (use_dice or use_rmse):
+    dice_limit = max_dice_drop if scan is not None else None  # the criteria in use
+    rmse_limit = max_rmse if rmse is not None else None
+    if dice_limit is None and rmse_limit is None:
         raise UserError("a plan needs evidence: a scan with --max-dice-drop and/or a comparison with --max-rmse")
     for label, value in (("--max-dice-drop", max_dice_drop), ("--max-rmse", max_rmse)):
         if value is not None and not (math.isfinite(value) and value >= 0):
@@ -218,15 +218,15 @@ def infer_plan(
     for t in tensors:
         drop, err = drops.get(t.key), errors.get(t.key)
         checks = []
-        if use_dice:
-            checks.append(drop is not None and drop <= max_dice_drop + TOLERANCE)
-        if use_rmse:
-            checks.append(err is not None and math.isfinite(err) and err <= max_rmse + TOLERANCE)
+        if dice_limit is not None:
+            checks.append(drop is not None and drop <= dice_limit + TOLERANCE)
+        if rmse_limit is not None:
+            checks.append(err is not None and math.isfinite(err) and err <= rmse_limit + TOLERANCE)
         ok = all(checks) if combine == "and" else any(checks)
         out.append(replace(t, reusable=bool(ok), dice_drop=drop, rmse=err))
     criteria = {
-        "max_dice_drop": max_dice_drop if use_dice else None,
-        "max_rmse": max_rmse if use_rmse else None,
+        "max_dice_drop": dice_limit,
+        "max_rmse": rmse_limit,
         "combine": combine,
     }
     prov: dict[str, Any] = {"source": "inferred"}

@@ -225,17 +225,17 @@ class PartialForward:
     def _call(self, node: fx.Node, env: Mapping[fx.Node, Any]) -> Any:
         args = fx.node.map_arg(node.args, env.__getitem__)
         kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
-        op = node.op
-        if op == "call_module":
-            return self._modules[node.target](*args, **kwargs)
-        if op == "call_function":
-            return node.target(*args, **kwargs)
-        if op == "call_method":
+        op, target = node.op, node.target  # a callable for call_function, a name for the others
+        if op == "call_module" and isinstance(target, str):
+            return self._modules[target](*args, **kwargs)
+        if op == "call_function" and callable(target):
+            return target(*args, **kwargs)
+        if op == "call_method" and isinstance(target, str):
             obj, *rest = args
-            return getattr(obj, node.target)(*rest, **kwargs)
-        if op == "get_attr":
-            return _fetch_attr(self._gm, node.target)
-        raise NotPartial(f"unexpected fx node {op}")
+            return getattr(obj, target)(*rest, **kwargs)
+        if op == "get_attr" and isinstance(target, str) and self._gm is not None:
+            return _fetch_attr(self._gm, target)
+        raise NotPartial(f"unexpected fx node {op} {target!r}")
 
     def _outputs(self, env: Mapping[fx.Node, Any]) -> Any:
         return fx.node.map_arg(self._output.args[0], env.__getitem__)

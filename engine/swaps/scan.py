@@ -334,7 +334,11 @@ def evaluate_variants(
                         {c: float(m) for c, m, p in zip(classes, mean, present) if p},
                     )
                 )
+            if baseline is None:  # the first chunk evaluates it (an empty chunk when no variant is left)
+                raise RuntimeError("the scan's first chunk did not evaluate the baseline")
             if on_chunk is not None:
                 on_chunk(baseline, done)
+    if baseline is None:
+        raise RuntimeError("a scan without a baseline and without chunks")  # chunks = [[]] above
     dice = np.stack([done[v.id] for v in variants]) if variants else np.zeros((0, num_subjects, num_classes))
     return baseline, dice, "partial" if engine.partial else f"full: {engine.reason}"

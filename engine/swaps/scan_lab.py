@@ -203,7 +203,9 @@ def _evaluate_and_store(
     report: Reporter,
 ) -> ScanResult:
     progress = progress_path(lab, name)
-    baseline, done, spent = (None, {}, 0.0)
+    baseline: np.ndarray | None = None
+    done: dict[str, np.ndarray] = {}
+    spent = 0.0
     if resume:
         baseline, done, spent = _resume_state(progress, options, variants)
         report(Message(f"resuming scan {name}: {len(done)} of {len(variants)} variants already done"))

@@ -122,7 +122,10 @@ class SwapSession:
     ) -> SwapOutcome:
         dice = result.by_class()
         base = self.baseline.dice if number else dice
-        delta = {c: (None if v is None or base.get(c) is None else v - base[c]) for c, v in dice.items()}
+        delta: dict[str, float | None] = {}
+        for c, v in dice.items():
+            b = base.get(c)
+            delta[c] = None if v is None or b is None else v - b
         return SwapOutcome(number, targets, alpha, dice, result.dice_fg, delta, seconds, result)
 
     def evaluate(self, targets: Iterable[Target], alpha: float = 1.0) -> SwapOutcome:

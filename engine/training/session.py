@@ -105,7 +105,7 @@ class TrainSession:
     def attach(self, model: nn.Module, config: dict[str, Any]) -> None:
         """Move the model to the device and build its optimizer (and scaler for fp16)."""
         self.config = dict(config)
-        self.model = model.to(self.device, memory_format=memory_format(self.device))
+        self.model = model.to(self.device).to(memory_format=memory_format(self.device))
         own = self.model.state_dict()
         unknown = [k for k in self.spec.frozen if k not in own]
         if unknown:

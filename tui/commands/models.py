@@ -72,6 +72,7 @@ def layers(
         title = f"{ref}: {meta.arch}"
         channels = model_in_channels(meta.arch_config)
     else:
+        assert arch is not None  # a checkpoint id or --arch, exactly one (checked above)
         overrides = parse_arch_config(arch_config)
         channels = int(overrides.pop("in_channels", in_channels))
         outputs = int(overrides.pop("out_channels", out_channels))

@@ -97,8 +97,10 @@ class JobForm(ModalScreen[list[str] | None]):
             if isinstance(widget, Select):
                 value = widget.value
                 out[f.flag] = "" if value is Select.NULL or value is None else str(value)
-            else:
+            elif isinstance(widget, Input):
                 out[f.flag] = widget.value.strip()
+            else:  # `_widget` makes only these two
+                raise TypeError(f"field {f.flag}: unexpected widget {type(widget).__name__}")
         return out
 
     def argv(self) -> list[str]:

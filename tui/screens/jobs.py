@@ -172,7 +172,7 @@ class JobsScreen(ConsoleScreen):
                     " ".join(job.argv),
                     key=job.id,
                 )
-            if self.selected in {j.id for j in jobs}:
+            if self.selected is not None and self.selected in {j.id for j in jobs}:
                 table.move_cursor(row=table.get_row_index(self.selected))
         self._rows = rows
 

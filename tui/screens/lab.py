@@ -91,6 +91,7 @@ def entry_row(entry: Entry) -> Row:
     if entry.error:
         return Row(entry.kind, entry.id, (entry.id, entry.error, ""), error=entry.error)
     s = entry.summary
+    cells: tuple[str, ...]
     if entry.kind == "checkpoints":
         cells = (
             entry.id,
@@ -131,12 +132,13 @@ def read_listing(lab: Lab) -> LabListing:
     for entry in lab.entries():
         if entry.kind in rows and entry.kind != "jobs":
             rows[entry.kind].append(entry_row(entry))
-    try:
-        from reuse_console.engine.jobs.control import list_jobs
-    except ModuleNotFoundError:
-        list_jobs = None
-    if list_jobs is not None and lab.root.is_dir():
-        rows["jobs"] = [job_row(job) for job in list_jobs(lab)]
+    if lab.root.is_dir():
+        try:
+            from reuse_console.engine.jobs.control import list_jobs
+        except ModuleNotFoundError:  # a listing without the engine's jobs: no job rows
+            pass
+        else:
+            rows["jobs"] = [job_row(job) for job in list_jobs(lab)]
     return LabListing(root=str(lab.root), exists=lab.root.is_dir(), rows=rows)
 
 

@@ -38,10 +38,7 @@ class SwapScreen(ConsoleScreen):
 
     MODE = "swap"
     BINDINGS: ClassVar = [
-        *(
-            Binding(key, f"toggle('{kind}')", kind, id=f"swap.toggle.{kind}", group=KIND_GROUP)
-            for key, kind in KIND_KEYS
-        ),
+        *(Binding(key, f"tick('{kind}')", kind, id=f"swap.toggle.{kind}", group=KIND_GROUP) for key, kind in KIND_KEYS),
         Binding("space", "toggle_layer", "All kinds", show=False, id="swap.toggle_layer"),
         Binding("x", "clear", "Clear", id="swap.clear"),
         Binding("a", "alpha", "Alpha", id="swap.alpha"),
@@ -153,8 +150,11 @@ class SwapScreen(ConsoleScreen):
         """Load recipient, donor and validation batches and compute the baseline (seconds)."""
         from reuse_console.engine.swaps.session import SwapSession
 
-        self.app.call_from_thread(self._set_busy, f"loading {self.recipient} and {self.donor}...")
-        session = SwapSession(self.console.lab, self.recipient, self.donor, self.data, device="auto")
+        recipient, donor = self.recipient, self.donor
+        if recipient is None or donor is None:  # opened once both are chosen
+            return
+        self.app.call_from_thread(self._set_busy, f"loading {recipient} and {donor}...")
+        session = SwapSession(self.console.lab, recipient, donor, self.data, device="auto")
         self.post_message(self.Opened(session))
 
     def _set_busy(self, text: str) -> None:
@@ -231,7 +231,7 @@ class SwapScreen(ConsoleScreen):
         for kind, cell in zip(KINDS, self._layer_cells(layer)[1:]):
             table.update_cell(layer.name, kind, cell)
 
-    def action_toggle(self, kind: str) -> None:
+    def action_tick(self, kind: str) -> None:  # not `toggle`: Textual's DOMNode has that action
         layer = self._current_layer()
         if layer is None:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 from textual.binding import Binding
@@ -21,7 +22,13 @@ class LayerTable(DataTable):
 def dice_table(outcome: Any, baseline: Any) -> Table:
     """Dice per class: baseline, swapped, and the change, coloured by how much Dice dropped."""
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    for col, justify in (("class", "left"), ("baseline", "right"), ("swapped", "right"), ("Δ", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("class", "left"),
+        ("baseline", "right"),
+        ("swapped", "right"),
+        ("Δ", "right"),
+    )
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     rows = [(c, baseline.dice.get(c), outcome.dice.get(c), outcome.delta.get(c)) for c in outcome.dice]
     rows.append(("mean fg", baseline.dice_fg, outcome.dice_fg, outcome.dice_fg - baseline.dice_fg))
