@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/python tests/support/package_tree.py imports
 	$(BIN)/python tests/support/package_tree.py mypy
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

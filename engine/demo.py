@@ -13,7 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reuse_console.engine.compare.rmse import run_rmse
+from reuse_console.engine.core.device import pick_device
 from reuse_console.engine.core.events import Finished, Message, Reporter, silent
+from reuse_console.engine.data.importer import import_dataset
+from reuse_console.engine.data.phantom import make_phantom
+from reuse_console.engine.grids.experiment import read_experiment
+from reuse_console.engine.grids.grid import run_grid
+from reuse_console.engine.grids.study import Study
+from reuse_console.engine.report.build import make_report
+from reuse_console.engine.reuse.plan_lab import plan_from_lab
+from reuse_console.engine.swaps.scan_lab import run_scan
+from reuse_console.engine.swaps.scan_store import progress_path
+from reuse_console.engine.training.spec import last_name
+from reuse_console.engine.training.train import TrainSpec, resume_training, train
+from reuse_console.store.checkpoints import read_meta
 from reuse_console.store.lab import Lab
 
 if TYPE_CHECKING:  # the stages are imported where the demo reaches them
@@ -98,9 +112,6 @@ def _stage(report: Reporter, text: str) -> None:
 
 def make_datasets(lab: Lab, cfg: DemoConfig, sources: Path, seed: int, report: Reporter) -> list[str]:
     """Generate each phantom preset (NIfTI, ACDC layout) and import it at the demo's size."""
-    from reuse_console.engine.data.importer import import_dataset
-    from reuse_console.engine.data.phantom import make_phantom
-
     done = []
     for preset, count in cfg.subjects.items():
         if not lab.path("datasets", preset).exists():
@@ -116,14 +127,9 @@ def make_datasets(lab: Lab, cfg: DemoConfig, sources: Path, seed: int, report: R
 
 def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> list[str]:
     """Train the study's five models (skipping finished ones, resuming interrupted ones)."""
-    from reuse_console.engine.training.checkpoints import last_name
-    from reuse_console.engine.training.train import TrainSpec, resume_training, train
-
     for name, data, task in MODELS:
         last = lab.path("checkpoints", last_name(name))
         if last.exists():
-            from reuse_console.store.checkpoints import read_meta
-
             meta = read_meta(last)
             if meta.epoch >= int(meta.extra.get("spec", {}).get("epochs", cfg.epochs)):
                 continue  # finished (possibly by an earlier demo with other sizes): keep it
@@ -150,10 +156,6 @@ def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, repo
 
 def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> tuple[list[str], str]:
     """Experiment 1 (scan seg vs ae), donor scans for the plans, and RMSE of all five models."""
-    from reuse_console.engine.compare.rmse import run_rmse
-    from reuse_console.engine.swaps.scan_lab import run_scan
-    from reuse_console.engine.swaps.scan_store import progress_path
-
     scans = []
     pairs = [(SCAN, "unet-seg-acdc", "unet-ae-acdc")]
     pairs += [(f"scan-{donor}", "unet-seg-acdc", donor) for _, donor, _ in DONORS]
@@ -180,8 +182,6 @@ def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: R
 
 def make_plans(lab: Lab, cfg: DemoConfig, report: Reporter) -> list[str]:
     """One reuse plan per donor, from the scan of the acdc seg model with that donor's tensors."""
-    from reuse_console.engine.reuse.plan_lab import plan_from_lab
-
     plans = []
     for _, donor, plan in DONORS:
         if not lab.path("plans", plan).exists():
@@ -193,8 +193,6 @@ def make_plans(lab: Lab, cfg: DemoConfig, report: Reporter) -> list[str]:
 
 def study_for(cfg: DemoConfig) -> Study:
     """The demo's transfer grid: random init vs each donor, freeze and finetune (the paper's Table 3)."""
-    from reuse_console.engine.grids.study import Study
-
     return Study.from_dict(
         {
             "name": EXPERIMENT,
@@ -220,9 +218,6 @@ def study_for(cfg: DemoConfig) -> Study:
 
 def run_transfer_grid(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> str:
     """Train every cell of the demo study (resuming a grid a previous demo left unfinished)."""
-    from reuse_console.engine.grids.experiment import read_experiment
-    from reuse_console.engine.grids.grid import run_grid
-
     path = lab.path("experiments", EXPERIMENT)
     if path.exists() and read_experiment(path).status == "complete":
         return EXPERIMENT
@@ -234,8 +229,6 @@ def run_transfer_grid(lab: Lab, cfg: DemoConfig, *, device: str, precision: str,
 
 def make_report_files(lab: Lab, result: DemoResult, out: Path, report: Reporter) -> list[Path]:
     """The paper's figures and tables for the demo's scan, comparison, plans and experiment."""
-    from reuse_console.engine.report.build import make_report
-
     _stage(report, f"report -> {out}")
     refs = [SCAN, result.comparison, *result.plans, result.experiment]
     return make_report(lab, refs, out, report=report)
@@ -256,8 +249,6 @@ def run_demo(
     report: Reporter = silent,
 ) -> DemoResult:
     """Run the whole demo into `lab`; returns the ids it made. Safe to run again."""
-    from reuse_console.engine.core.device import pick_device
-
     start = time.perf_counter()
     cfg = DemoConfig.choose(quick)
     dev = pick_device(device)

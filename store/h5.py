@@ -22,6 +22,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from reuse_console import __version__
+
 from . import claims, swmr
 from .errors import DamagedFile, UserError
 
@@ -71,8 +73,6 @@ def check_schema(schema: Any, path: Path) -> None:
 
 def tool_version() -> str:
     """The installed reuse-console version, stamped into every file."""
-    from reuse_console import __version__
-
     return __version__
 
 

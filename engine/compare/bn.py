@@ -24,6 +24,10 @@ from torch import nn
 
 from reuse_console.engine.core.numbers import finite_or_none
 from reuse_console.engine.models.layers import BN_KINDS, Layer, LayerIndex
+from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
+from reuse_console.engine.models.state_checks import check_finite
+from reuse_console.engine.swaps.swap import check_compatible, in_model_order
+from reuse_console.store.checkpoints import read_checkpoint
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
@@ -133,11 +137,6 @@ def analyse(
 
 def run_bn(lab: Lab, recipient: str, donor: str) -> list[BNLayer]:
     """BN scale/shift analysis of two checkpoints of one architecture."""
-    from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
-    from reuse_console.engine.models.state_checks import check_finite
-    from reuse_console.engine.swaps.swap import check_compatible, in_model_order
-    from reuse_console.store.checkpoints import read_checkpoint
-
     r_state, r_meta = read_checkpoint(checkpoint_path(lab, recipient))
     d_state, d_meta = read_checkpoint(checkpoint_path(lab, donor))
     check_finite(r_state, f"checkpoint {recipient!r}")

@@ -25,7 +25,10 @@ import torch
 
 from reuse_console.engine.core.numbers import finite_or_none
 from reuse_console.engine.models.layers import KINDS, Layer, LayerIndex
+from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
+from reuse_console.engine.models.state_checks import check_finite
 from reuse_console.engine.swaps.swap import check_compatible, in_model_order
+from reuse_console.store.checkpoints import read_checkpoint
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import atomic_h5, get_json, open_h5, read_strings, set_json, stamp, write_strings
 from reuse_console.store.lab import Lab
@@ -159,10 +162,6 @@ def run_rmse(
     lab: Lab, refs: Sequence[str], *, layers: str = "all", kinds: str = "all", name: str | None = None
 ) -> Comparison:
     """RMSE of checkpoints `refs` (all pairs), stored as `comparisons/<name>.h5`."""
-    from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
-    from reuse_console.engine.models.state_checks import check_finite
-    from reuse_console.store.checkpoints import read_checkpoint
-
     if len(refs) < 2:
         raise UserError("give at least two checkpoints to compare")
     if len(set(refs)) != len(refs):

@@ -4,6 +4,9 @@ The console's Layers screen shows these per tensor (layer x kind) and, when a se
 is chosen, each tensor's RMSE to it (from engine.compare). They are computed here, not in the
 UI, so the CLI and scripts see the same numbers. Statistics are over all elements in float64; std is the
 population standard deviation (divide by n), so a one-element tensor has std 0.
+
+The console imports this module's dataclasses at start, before torch is needed: the functions
+import the model and comparison modules (and so torch) when they are called.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
+from reuse_console.engine.data.phantom_presets import get_preset
 from reuse_console.engine.data.slices import CARDIAC_CLASSES
 
 if TYPE_CHECKING:
@@ -75,8 +76,6 @@ def nnunet_labels(preset: Preset) -> dict[str, int]:
 
 def write_nnunet_subject(out: Path, subject: PhantomSubject) -> None:
     """`imagesTr/{case}_0000.nii.gz` and `labelsTr/{case}.nii.gz` per frame, labels renumbered."""
-    from reuse_console.engine.data.phantom_presets import get_preset
-
     preset = get_preset(subject.preset)
     remap = np.zeros(256, dtype=np.uint8)
     for i, value in enumerate(sorted(preset.labels), start=1):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from reuse_console.engine.core.events import Finished, Progress, Reporter, Started, silent
+from reuse_console.engine.data.nifti_layouts import write_acdc_subject, write_nnunet_dataset_json, write_nnunet_subject
 from reuse_console.engine.data.phantom_anatomy import Anatomy, render, sample_anatomy
 from reuse_console.engine.data.phantom_presets import PRESETS, Preset, get_preset
 from reuse_console.store.errors import UserError
@@ -178,12 +179,6 @@ def make_phantom(
 
     Returns the subjects' metadata (images dropped after writing, to keep memory flat).
     """
-    from reuse_console.engine.data.nifti_layouts import (
-        write_acdc_subject,
-        write_nnunet_dataset_json,
-        write_nnunet_subject,
-    )
-
     the_preset = get_preset(preset)
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r}: choose acdc or nnunet")

@@ -16,8 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from reuse_console.engine.core.device import autocast, memory_format
+from reuse_console.engine.core.device import autocast, check_precision, memory_format, pick_device
+from reuse_console.engine.data.batches import resize_slices
+from reuse_console.engine.data.nifti_layouts import save_nifti
+from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.evaluation.metrics import DiceAccumulator, DiceResult, psnr
+from reuse_console.engine.models.registry import load_model
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
@@ -169,11 +173,6 @@ def evaluate_checkpoint(
     Dice per class (mean, std, per subject; absent classes None and listed under "absent"),
     ae MSE and PSNR. With `save_predictions`, writes NIfTI label maps per subject there.
     """
-    from reuse_console.engine.core.device import check_precision, pick_device
-    from reuse_console.engine.data.batches import resize_slices
-    from reuse_console.engine.data.slices import load_slices
-    from reuse_console.engine.models.registry import load_model
-
     dev = pick_device(device)
     prec = check_precision(precision, dev)
     model, meta = load_model(lab, ref, device=dev)
@@ -230,8 +229,6 @@ def write_predictions(folder: Path, result: DiceResult, spacing: tuple[float, fl
     in-plane spacing of the evaluated slices; the stacked axis gets 1 mm, since the slices of two
     frames do not form one 3D grid.
     """
-    from reuse_console.engine.data.nifti_layouts import save_nifti
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     row_mm, col_mm = spacing

@@ -14,7 +14,7 @@ import numpy as np
 from reuse_console.engine.core.events import EpochEnd, Event, Message, Reporter, silent
 from reuse_console.engine.evaluation.evaluate import evaluate_checkpoint
 from reuse_console.engine.grids.study import Cell, Study
-from reuse_console.engine.training.checkpoints import last_name
+from reuse_console.engine.training.spec import last_name
 from reuse_console.engine.training.train import TrainSpec, resume_training, train
 from reuse_console.store.checkpoints import read_meta
 from reuse_console.store.lab import Lab
@@ -30,8 +30,6 @@ def cell_id(experiment: str, cell: Cell) -> str:
 
 def cell_state(lab: Lab, cid: str, epochs: int) -> str:
     """done (all epochs trained), partial (resumable), stale (killed before its first epoch) or new."""
-    from reuse_console.engine.training.checkpoints import last_name
-
     last = lab.path("checkpoints", last_name(cid))
     if last.exists():
         return DONE if read_meta(last).epoch >= epochs else PARTIAL
@@ -100,8 +98,6 @@ def train_cell(
 
 def finish_record(lab: Lab, cid: str, report: Reporter = silent) -> None:
     """A cell killed after its last checkpoint but before its run file said so: mark it finished."""
-    from reuse_console.engine.training.train import resume_training
-
     path = lab.path("runs", cid)
     if path.exists() and read_run(path).status != "finished":
         resume_training(lab, cid, device="cpu", report=forward_events(report))

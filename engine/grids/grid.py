@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from reuse_console.engine.compare.rmse import compare_states
+from reuse_console.engine.core.device import pick_device
 from reuse_console.engine.core.events import CellDone, Finished, Message, Reporter, Started, silent
+from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.grids.cells import (
     DONE,
     cell_id,
@@ -31,6 +34,11 @@ from reuse_console.engine.grids.cells import (
 from reuse_console.engine.grids.experiment import CellRecord, Experiment, read_experiment, write_experiment
 from reuse_console.engine.grids.study import Cell, Study
 from reuse_console.engine.grids.workers import run_parallel
+from reuse_console.engine.models.layers import KINDS, LayerIndex
+from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
+from reuse_console.engine.reuse.plans import load_plan
+from reuse_console.engine.training.spec import last_name
+from reuse_console.store.checkpoints import read_checkpoint, read_meta
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
 
@@ -41,8 +49,6 @@ if TYPE_CHECKING:  # imported where they are used: a grid loads data and models 
 
 def parse_devices(spec: str | None) -> list[str]:
     """`--devices`: "all" (every visible CUDA device) or a comma list such as "cuda:0,cuda:1"."""
-    from reuse_console.engine.core.device import pick_device
-
     text = (spec or "").strip()
     if not text:
         return []
@@ -64,12 +70,6 @@ def parse_devices(spec: str | None) -> list[str]:
 
 def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
     """Every data set, donor, plan and reference the study names exists and fits; the target slices."""
-    from reuse_console.engine.data.slices import load_slices
-    from reuse_console.engine.models.registry import checkpoint_path
-    from reuse_console.engine.reuse.plans import load_plan
-    from reuse_console.engine.training.checkpoints import last_name
-    from reuse_console.store.checkpoints import read_meta
-
     slices = load_slices(lab, study.target)
     if not slices.subjects_in("val"):
         raise UserError(f"data set {study.target!r} has no validation subjects to evaluate the grid on")
@@ -96,11 +96,6 @@ def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
 
 def reference_rmse(lab: Lab, study: Study, experiment: str, cells: Sequence[Cell]) -> tuple[LayerIndex, np.ndarray]:
     """RMSE per layer and kind of every cell's evaluated model against the reference: (layers, (N, L, K))."""
-    from reuse_console.engine.compare.rmse import compare_states
-    from reuse_console.engine.models.layers import KINDS, LayerIndex
-    from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
-    from reuse_console.store.checkpoints import read_checkpoint
-
     reference = study.reference
     if reference is None:
         raise ValueError("the study names no reference checkpoint")
@@ -258,7 +253,6 @@ def _run_grid(
         index, exp.rmse = reference_rmse(lab, study, name, cells)
         exp.rmse_layers = [layer.name for layer in index.layers]
         exp.rmse_index = [layer.index for layer in index.layers]
-        from reuse_console.engine.models.layers import KINDS
 
         exp.rmse_kinds = list(KINDS)
     exp.status = "complete"

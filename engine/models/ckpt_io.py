@@ -19,6 +19,15 @@ from typing import Any
 
 import torch
 
+from reuse_console.engine.data.slices import CARDIAC_CLASSES
+from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.models.registry import (
+    build_model,
+    checkpoint_path,
+    default_config,
+    rebuild_config,
+    save_model,
+)
 from reuse_console.engine.models.state_checks import check_finite, check_state_dict
 from reuse_console.store.checkpoints import CheckpointMeta, read_checkpoint
 from reuse_console.store.errors import UserError
@@ -98,9 +107,6 @@ def _sha256(path: Path) -> str:
 def _infer_channels(arch: str, config: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Fill in in_channels/out_channels the user left out, from the file's layer 1 conv and
     its last conv (the head); the strict check that follows catches a wrong guess."""
-    from reuse_console.engine.models.layers import LayerIndex
-    from reuse_console.engine.models.registry import build_model, default_config, rebuild_config
-
     if "in_channels" in config and "out_channels" in config:
         return dict(config)
     rest = {k: v for k, v in config.items() if k not in ("in_channels", "out_channels")}
@@ -165,9 +171,6 @@ def _import_into(
     classes: list[str] | None,
 ) -> tuple[Path, CheckpointMeta]:
     """The import itself, under the name's claim."""
-    from reuse_console.engine.data.slices import CARDIAC_CLASSES
-    from reuse_console.engine.models.registry import build_model, default_config, rebuild_config, save_model
-
     state = read_state_file(file)
     config = _infer_channels(arch, dict(arch_config or {}), state)
     config = default_config(arch, config.pop("in_channels", 1), config.pop("out_channels", 4), **config)
@@ -199,8 +202,6 @@ def _import_into(
 def export_checkpoint(lab: Lab, ref: str, out: Path, fmt: str | None = None, *, overwrite: bool = False) -> Path:
     """Write a lab checkpoint's state dict to `out` as .pt (plain dict) or .safetensors (with
     arch, arch_config and task in its metadata). Written to a temporary name, then renamed."""
-    from reuse_console.engine.models.registry import checkpoint_path
-
     out = Path(out).expanduser()
     if out.is_dir():
         raise UserError(f"--out {out} is a folder: give a file name such as {out / (ref + '.pt')}")

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from reuse_console.engine.core.device import pick_device
 from reuse_console.engine.models.pspnet import PSPNet
+from reuse_console.engine.models.state_checks import check_finite, check_state_dict
 from reuse_console.engine.models.unet import UNet
 from reuse_console.store.checkpoints import CheckpointMeta, read_checkpoint, write_checkpoint
 from reuse_console.store.errors import UserError
@@ -172,9 +174,6 @@ def rebuild_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def load_model(lab: Lab, ref: str, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild a checkpoint's model from its arch and config, load its tensors, eval mode."""
-    from reuse_console.engine.core.device import pick_device
-    from reuse_console.engine.models.state_checks import check_finite, check_state_dict
-
     path = checkpoint_path(lab, ref)
     state, meta = read_checkpoint(path)
     model = build_model(meta.arch, rebuild_config(meta.arch_config), trusted=False)

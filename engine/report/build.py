@@ -17,9 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from reuse_console.engine.compare.bn import run_bn
+from reuse_console.engine.compare.rmse import read_comparison
 from reuse_console.engine.core.events import Message, Reporter, silent
+from reuse_console.engine.grids.experiment import load_experiment
 from reuse_console.engine.models.layers import KINDS
 from reuse_console.engine.report import figures
+from reuse_console.engine.reuse.plans import format_not_reusable, load_plan
+from reuse_console.engine.swaps.scan_store import load_scan
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
@@ -86,8 +91,6 @@ def scan_arrays(scan: Any) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def scan_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
-    from reuse_console.engine.swaps.scan_store import load_scan
-
     scan = load_scan(lab, ref)
     layers, kinds, dice = scan_arrays(scan)
     keep = [c for c, p in enumerate(scan.present) if p]
@@ -109,8 +112,6 @@ def scan_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
 
 
 def comparison_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
-    from reuse_console.engine.compare.rmse import read_comparison
-
     entry = lab.resolve(ref, "comparisons")
     comp = read_comparison(entry.path, entry.id)
     series = [(f"{comp.models[a]} vs {comp.models[b]}", comp.rmse[p]) for p, (a, b) in enumerate(comp.pairs)]
@@ -135,8 +136,6 @@ def comparison_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
 
 def _bn_figure(lab: Lab, recipient: str, donor: str, path: Path) -> Path | None:
     """BN scale/shift of two checkpoints, if both are still in the lab and have BN layers."""
-    from reuse_console.engine.compare.bn import run_bn
-
     try:
         layers = run_bn(lab, recipient, donor)
     except UserError:
@@ -167,8 +166,6 @@ def _geomean(ratio: np.ndarray | None) -> float:
 
 
 def experiment_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
-    from reuse_console.engine.grids.experiment import load_experiment
-
     exp = load_experiment(lab, ref)
     header, rows = exp.table_cells()
     note = (
@@ -267,8 +264,6 @@ def _write(path: Path, text: str) -> Path:
 
 
 def plan_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
-    from reuse_console.engine.reuse.plans import format_not_reusable, load_plan
-
     plan = load_plan(lab, ref)
     layers = list(dict.fromkeys(t.layer for t in plan.tensors))
     kinds = [k for k in KINDS if any(t.kind == k for t in plan.tensors)]

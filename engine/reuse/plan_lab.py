@@ -6,18 +6,18 @@ from typing import Any
 
 import numpy as np
 
+from reuse_console.engine.compare.rmse import read_comparison
 from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
 from reuse_console.engine.reuse.plans import ReusePlan, infer_plan, save_plan
-from reuse_console.store.errors import UserError
+from reuse_console.engine.swaps.scan_store import load_scan
+from reuse_console.store.checkpoints import read_meta
+from reuse_console.store.errors import NotFound, UserError
 from reuse_console.store.lab import Lab
 
 
 def recipient_layers(lab: Lab, ref: str) -> tuple[LayerIndex, str] | None:
     """The layer index and arch of checkpoint `ref`, or None when it is no longer in the lab."""
-    from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
-    from reuse_console.store.checkpoints import read_meta
-    from reuse_console.store.errors import NotFound
-
     try:
         meta = read_meta(checkpoint_path(lab, ref))
     except NotFound:
@@ -66,9 +66,6 @@ def plan_from_lab(
     name: str | None = None,
 ) -> ReusePlan:
     """Infer a plan from stored evidence and store it; returns the plan (`plan.name` is its id)."""
-    from reuse_console.engine.compare.rmse import read_comparison
-    from reuse_console.engine.swaps.scan_store import load_scan
-
     if scan is None and rmse is None:
         raise UserError("give --scan SCAN and/or --rmse COMPARISON as evidence")
     if rmse is not None and max_rmse is None:

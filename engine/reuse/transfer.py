@@ -26,7 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from reuse_console.store.checkpoints import read_checkpoint
+from reuse_console.engine.models.registry import checkpoint_path
+from reuse_console.engine.models.state_checks import check_finite
+from reuse_console.engine.reuse.plans import load_plan
+from reuse_console.store.checkpoints import read_checkpoint, read_meta
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
@@ -44,9 +47,6 @@ def check_mode(mode: str | None) -> str:
 
 def donor_tensors(lab: Lab, donor: str, plan: Any, *, arch: str = "") -> dict[str, torch.Tensor]:
     """The donor checkpoint's tensors named by the plan's reusable set (checked against the plan)."""
-    from reuse_console.engine.models.registry import checkpoint_path
-    from reuse_console.engine.models.state_checks import check_finite
-
     state, meta = read_checkpoint(checkpoint_path(lab, donor))
     if arch and meta.arch != arch:
         raise UserError(
@@ -73,8 +73,6 @@ def donor_tensors(lab: Lab, donor: str, plan: Any, *, arch: str = "") -> dict[st
 def transfer_init(lab: Lab, spec: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     """For a TrainSpec with `init` (donor) and `plan`: the donor's tensors, and the spec with the
     keys to freeze added to `frozen` in mode freeze."""
-    from reuse_console.engine.reuse.plans import load_plan
-
     if not spec.init:
         raise UserError("--plan PLAN needs --init DONOR (the checkpoint whose tensors the plan names)")
     if not spec.plan:
@@ -94,9 +92,6 @@ def check_fits(lab: Lab, spec: Any, model: nn.Module, state: Mapping[str, torch.
     """Say why a donor's tensor does not fit the new model: the data set's classes differ from the
     donor's (a reused output layer), or the model was built with other arch options than the donor."""
     import json
-
-    from reuse_console.engine.models.registry import checkpoint_path
-    from reuse_console.store.checkpoints import read_meta
 
     own = model.state_dict()
     bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]

@@ -16,8 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from reuse_console.engine.core.device import check_precision, pick_device
 from reuse_console.engine.core.events import Finished, Message, Reporter, Started, silent
+from reuse_console.engine.data.batches import resize_slices
+from reuse_console.engine.data.slices import load_slices
+from reuse_console.engine.evaluation.evaluate import eval_batches
 from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.models.registry import checkpoint_path, load_model, model_in_channels
+from reuse_console.engine.models.state_checks import check_finite
 from reuse_console.engine.swaps.scan import ScanResult, Variant, evaluate_variants, plan_variants, swap_variant
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
 from reuse_console.engine.swaps.swap import SwapSpec, check_alpha, check_compatible
@@ -60,13 +66,6 @@ def load_inputs(
     split: str = "val",
 ) -> Loaded:
     """Load and check the recipient (a seg model), the donor's tensors and the evaluation batches."""
-    from reuse_console.engine.core.device import check_precision, pick_device
-    from reuse_console.engine.data.batches import resize_slices
-    from reuse_console.engine.data.slices import load_slices
-    from reuse_console.engine.evaluation.evaluate import eval_batches
-    from reuse_console.engine.models.registry import checkpoint_path, load_model, model_in_channels
-    from reuse_console.engine.models.state_checks import check_finite
-
     dev = pick_device(device)
     prec = check_precision(precision, dev)
     model, meta = load_model(lab, recipient, device=dev)

@@ -19,9 +19,16 @@ from typing import Any
 
 import torch
 
+from reuse_console.engine.core.device import memory_format
+from reuse_console.engine.evaluation.evaluate import evaluate_seg
 from reuse_console.engine.evaluation.metrics import DiceResult
 from reuse_console.engine.models.layers import KINDS, Layer
+from reuse_console.engine.models.registry import checkpoint_path
+from reuse_console.engine.swaps.scan import ScanResult, swap_variant
+from reuse_console.engine.swaps.scan_lab import load_inputs
+from reuse_console.engine.swaps.scan_store import write_scan
 from reuse_console.engine.swaps.swap import Swap, SwapSpec, check_alpha, donor_like
+from reuse_console.store.checkpoints import read_meta
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
@@ -67,10 +74,6 @@ class SwapSession:
         precision: str = "fp32",
         batch: int = 32,
     ) -> None:
-        from reuse_console.engine.models.registry import checkpoint_path
-        from reuse_console.engine.swaps.scan_lab import load_inputs
-        from reuse_console.store.checkpoints import read_meta
-
         self.lab = lab
         self.recipient_ref, self.donor_ref = recipient, donor
         if data is None:
@@ -81,7 +84,6 @@ class SwapSession:
         self.loaded = load_inputs(
             lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split
         )
-        from reuse_console.engine.core.device import memory_format
 
         self.model = self.loaded.model.to(memory_format=memory_format(self.loaded.device))
         self.meta, self.index = self.loaded.meta, self.loaded.index
@@ -106,8 +108,6 @@ class SwapSession:
         return out
 
     def _run(self, targets: tuple[Target, ...], alpha: float) -> tuple[DiceResult, float]:
-        from reuse_console.engine.evaluation.evaluate import evaluate_seg
-
         keys = self.keys(targets)
         start = time.perf_counter()
         donor = donor_like(self.donor, self.model, keys)
@@ -153,9 +153,6 @@ class SwapSession:
 
     def _write(self, path: Path, name: str, outcome: Any) -> None:
         """Store one evaluated swap as a one-variant scan at `path`."""
-        from reuse_console.engine.swaps.scan import ScanResult, swap_variant
-        from reuse_console.engine.swaps.scan_store import write_scan
-
         label = ",".join(dict.fromkeys(layer for layer, _ in outcome.targets))
         variant = swap_variant(self.index.layers, outcome.targets, outcome.alpha, label)
         spec = SwapSpec(self.recipient_ref, self.donor_ref, outcome.targets, outcome.alpha)

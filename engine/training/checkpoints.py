@@ -13,18 +13,14 @@ from typing import Any
 
 import torch
 
+from reuse_console.engine.models.registry import save_model
+from reuse_console.engine.training.spec import last_name
 from reuse_console.store.checkpoints import CheckpointMeta, read_extra
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
-LAST_SUFFIX = ".last"
 # optimizer flags that describe this process's kernels, not the optimisation: never restored
 _KERNEL_FLAGS = ("foreach", "fused", "capturable", "differentiable")
-
-
-def last_name(run: str) -> str:
-    """The id of a run's last-epoch checkpoint."""
-    return f"{run}{LAST_SUFFIX}"
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -70,8 +66,6 @@ def save_epoch(
     provenance: Mapping[str, Any] | None = None,
 ) -> None:
     """Write `<name>.last` (with optimizer state) and, when `best`, `<name>` (weights only)."""
-    from reuse_console.engine.models.registry import save_model
-
     tensors, groups = optimizer_tensors(optimizer)
     last_meta = CheckpointMeta(**{**meta.__dict__, "extra": {**meta.extra, "optimizer_groups": groups}})
     if best:

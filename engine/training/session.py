@@ -19,10 +19,13 @@ from reuse_console.engine.core.device import autocast, check_precision, memory_f
 from reuse_console.engine.core.events import EpochEnd, Finished, Message, Reporter, Started, StepEnd
 from reuse_console.engine.data.augment import AugmentConfig, derived_generator
 from reuse_console.engine.data.batches import TrainBatches, pick_subjects, resize_slices
+from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.evaluation.evaluate import eval_batches, evaluate_ae, evaluate_seg
-from reuse_console.engine.training.checkpoints import last_name, save_epoch
+from reuse_console.engine.models.registry import build_model, default_config
+from reuse_console.engine.reuse.transfer import check_fits, freeze
+from reuse_console.engine.training.checkpoints import save_epoch
 from reuse_console.engine.training.losses import ae_loss, dice_classes, seg_loss
-from reuse_console.engine.training.spec import TrainResult, TrainSpec, default_workers
+from reuse_console.engine.training.spec import TrainResult, TrainSpec, default_workers, last_name
 from reuse_console.store.checkpoints import CheckpointMeta
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import disk_full
@@ -69,8 +72,6 @@ class TrainSession:
 
     @classmethod
     def open(cls, lab: Lab, spec: TrainSpec, *, device: str, precision: str, workers: int | None) -> TrainSession:
-        from reuse_console.engine.data.slices import load_slices
-
         dev = pick_device(device)
         prec = check_precision(precision, dev)
         slices = load_slices(lab, spec.data)
@@ -88,16 +89,12 @@ class TrainSession:
         """Build the run's model as epoch 0 has it (seeded, then `init_state`) and attach it.
 
         Deterministic: `train` and a restart of a run killed before its first checkpoint both call it."""
-        from reuse_console.engine.models.registry import build_model, default_config
-
         spec = self.spec
         config = default_config(spec.arch, 1, len(self.slices.classes), **spec.arch_config)
         torch.manual_seed(spec.seed)
         model = build_model(spec.arch, config)
         if init_state:
             if spec.init:
-                from reuse_console.engine.reuse.transfer import check_fits
-
                 check_fits(self.lab, spec, model, init_state, self.slices.classes)
             load_partial(model, init_state)
         self.attach(model, config)
@@ -111,8 +108,6 @@ class TrainSession:
         if unknown:
             raise UserError(f"frozen tensor {unknown[0]!r} is not in this model")
         if self.spec.frozen:
-            from reuse_console.engine.reuse.transfer import freeze
-
             self.freeze = freeze(self.model, self.spec.frozen)  # no gradients, no BN stat updates
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.spec.lr, fused=fused or None)

@@ -91,12 +91,18 @@ def default_name(lab: Lab, spec: TrainSpec) -> str:
     return lab.unique_name("runs", base, free=lambda name: not lab.exists("checkpoints", name))
 
 
+LAST_SUFFIX = ".last"
+
+
+def last_name(run: str) -> str:
+    """The id of a run's last-epoch checkpoint (`<run>.last`, resumable; `<run>` is the best epoch)."""
+    return f"{run}{LAST_SUFFIX}"
+
+
 def claim_run(lab: Lab, name: str, *, new: bool = False) -> contextlib.ExitStack:
     """Hold every name run `name` writes (runs/R, checkpoints/R, checkpoints/R.last) for the
     whole training, so a second `train --name R` or `train --resume R` is refused while it runs.
     `new`: none of them may exist yet (checked after claiming, so two starts cannot both pass)."""
-    from reuse_console.engine.training.checkpoints import last_name
-
     stack = contextlib.ExitStack()
     hint = f"use --resume {name} to continue it, or another --name"
     try:

@@ -16,12 +16,15 @@ import torch
 
 from reuse_console.engine.core.device import DEFAULT_PRECISION
 from reuse_console.engine.core.events import Message, Reporter, silent
-from reuse_console.engine.training.checkpoints import last_name, load_optimizer, read_optimizer
+from reuse_console.engine.models.registry import load_model
+from reuse_console.engine.reuse.transfer import transfer_init
+from reuse_console.engine.training.checkpoints import load_optimizer, read_optimizer
 from reuse_console.engine.training.session import TrainSession
-from reuse_console.engine.training.spec import TASKS, TrainResult, TrainSpec, claim_run, default_name
+from reuse_console.engine.training.spec import TASKS, TrainResult, TrainSpec, claim_run, default_name, last_name
 from reuse_console.store.checkpoints import CheckpointMeta, read_meta
 from reuse_console.store.errors import NotFound, UserError
 from reuse_console.store.lab import Lab
+from reuse_console.store.runs import RunWriter, read_run, release_killed_run
 
 __all__ = ["TASKS", "TrainResult", "TrainSpec", "default_name", "resume_training", "train"]
 
@@ -40,8 +43,6 @@ def train(
     spec.check()
     external_init = init_state is not None  # not in the spec: a restart from epoch 0 could not redo it
     if spec.init or spec.plan:
-        from reuse_console.engine.reuse.transfer import transfer_init
-
         spec, donor_state = transfer_init(lab, spec)
         init_state = {**(init_state or {}), **donor_state}
     name = spec.name or default_name(lab, spec)  # the default: the next name free, claimed at once
@@ -49,7 +50,6 @@ def train(
         spec = dataclasses.replace(spec, name=name)
         session = TrainSession.open(lab, spec, device=device, precision=precision, workers=workers)
         session.build_model(init_state)
-        from reuse_console.store.runs import RunWriter
 
         writer = RunWriter.create(
             lab.folder("runs", create=True) / f"{name}.h5",
@@ -80,9 +80,6 @@ def resume_training(
 def _resume(
     lab: Lab, run: str, *, device: str, precision: str | None, workers: int | None, report: Reporter
 ) -> TrainResult:
-    from reuse_console.engine.models.registry import load_model
-    from reuse_console.store.runs import RunWriter, release_killed_run
-
     last = lab.path("checkpoints", last_name(run))
     run_path = lab.path("runs", run)
     release_killed_run(run_path)  # a killed writer's file opens in h5ls/h5dump even if this resume fails
@@ -116,8 +113,6 @@ def _restart(
 ) -> TrainResult:
     """A run killed before its first epoch's checkpoint: train it again from epoch 0, from the spec in
     its run file (the model is rebuilt as `train` built it, so the result is the same bit for bit)."""
-    from reuse_console.store.runs import RunWriter, read_run
-
     meta = read_run(lab.path("runs", run)).meta
     if not meta.get("spec"):
         raise UserError(f"run {run!r} has no checkpoint and its run file no spec: it cannot be resumed")
@@ -127,8 +122,6 @@ def _restart(
         )
     spec, init_state = TrainSpec.from_dict(meta["spec"]), None
     if spec.init or spec.plan:
-        from reuse_console.engine.reuse.transfer import transfer_init
-
         spec, init_state = transfer_init(lab, spec)  # idempotent: the stored spec already lists the frozen keys
     session = TrainSession.open(
         lab, spec, device=device, precision=precision or meta.get("precision", "fp32"), workers=workers
@@ -142,8 +135,6 @@ def _restart(
 def _mark_finished(lab: Lab, run: str, meta: CheckpointMeta, report: Reporter) -> TrainResult:
     """All epochs are in the checkpoints: a run killed before it recorded so is marked finished;
     a run that did record it has nothing to resume (UserError)."""
-    from reuse_console.store.runs import RunWriter, read_run
-
     spec = TrainSpec.from_dict(meta.extra.get("spec", {}))
     if read_run(lab.path("runs", run)).status == "finished":
         raise UserError(f"run {run!r} already finished all {spec.epochs} epochs")

@@ -352,12 +352,13 @@ async def test_command_palette_reaches_screens_and_objects(test_lab: Lab) -> Non
         assert app.screen.query_one("#scan-table").row_count == len(app.screen.grid.rows) == 23
 
 
-def test_the_console_starts_without_torch() -> None:
-    """Opening the console over SSH should not wait for torch: it is loaded by the first worker that needs it."""
+def test_the_console_and_the_cli_start_without_torch() -> None:
+    """Opening the console over SSH, `--help` and completion should not wait for torch: it is
+    loaded by the first worker or command that needs it."""
     import subprocess
     import sys
 
-    code = "import sys, reuse_console.tui.app; print('torch' in sys.modules)"
+    code = "import sys, reuse_console.tui.app, reuse_console.tui.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
