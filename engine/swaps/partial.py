@@ -18,7 +18,10 @@ needs them, so memory stays close to one ordinary forward pass.
 In-place operations (``nn.ReLU(inplace=True)``, ``x.relu_()``) are rewritten out of place so
 that a downstream run can never modify a cached activation. Models that do not trace (Python
 control flow on tensor values, unsupported ops) fall back to a full forward per run, with the
-reason recorded; the results are the same, only slower.
+reason recorded; the results are the same, only slower. So does any error the traced path
+raises (while tracing, building the downstream parts, verifying, or running a variant): the
+traced path is only ever a faster way to the model's own output, never a different one.
+Modules whose own code traces wrongly are kept whole (engine/swaps/trace.py).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+
+from reuse_console.engine.swaps.trace import opaque_modules, outputs_agree, trace
 
 _INPLACE_FUNCTIONS: dict[Any, Any] = {
     operator.iadd: operator.add,
@@ -49,6 +54,21 @@ _INPLACE_FUNCTIONS: dict[Any, Any] = {
 
 class NotPartial(Exception):
     """The model cannot be run partially (it does not trace, or its graph cannot be made pure)."""
+
+
+class PartialFailed(Exception):
+    """The traced path raised while running; `reason` says what, the cause is chained."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a provenance record: the exception's type and the first line of its message."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300]
 
 
 def _module_owns(module_path: str, key: str) -> bool:
@@ -88,6 +108,10 @@ _COMPUTE_OPS = ("call_module", "call_function", "call_method", "get_attr", "outp
 def _is_input(node: fx.Node) -> bool:
     """A graph input (fx's op for a forward argument); every other op computes or returns."""
     return node.op not in _COMPUTE_OPS
+
+
+def _copies(value: Any) -> Any:
+    return fx.node.map_aggregate(value, lambda t: t.clone() if isinstance(t, torch.Tensor) else t)
 
 
 def _fetch_attr(root: nn.Module, target: str) -> Any:
@@ -136,7 +160,10 @@ class Downstream:
         """The model output with the model's current tensors."""
         if self._group is None:
             return self._engine.model(self._x)
-        return self._engine._run_group(self._group, self._env)
+        try:
+            return self._engine._run_group(self._group, self._env)
+        except Exception as exc:
+            raise PartialFailed(f"a downstream run of {self.name} failed: {describe(exc)}") from exc
 
 
 Visit = Callable[[str, Downstream], None]
@@ -154,24 +181,34 @@ class PartialForward:
         self.group_keys = {name: tuple(keys) for name, keys in groups.items()}
         self.groups: dict[str, Group] = {}
         self.reason = "" if trace else "partial re-execution switched off"
+        self.opaque: tuple[str, ...] = ()  # modules kept whole because their own code traces wrongly
+        self._trace = trace
         self._gm: fx.GraphModule | None = None
+        self._opaque_ids: set[int] = set()
         if trace:
             try:
                 self._build()
             except Exception as exc:  # any tracing failure means: use the full forward
-                self._gm = None
-                self.groups = {}
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                self.reason = f"{type(exc).__name__}: {first}"[:300]
+                self.switch_off(describe(exc))
 
     @property
     def partial(self) -> bool:
         return self._gm is not None
 
+    def switch_off(self, reason: str) -> None:
+        """Use the full forward from now on, saying why."""
+        self._gm = None
+        self.groups = {}
+        self.opaque = ()
+        self.reason = reason
+
     # building -------------------------------------------------------------------------------
 
-    def _build(self) -> None:
-        gm = fx.symbolic_trace(self.model)
+    def _build(self, opaque: Sequence[nn.Module] = ()) -> None:
+        self._gm = None
+        self.groups = {}
+        gm = trace(self.model, opaque)
+        self._opaque_ids = {id(m) for m in opaque}
         self._modules = _pure_graph(gm)
         self._gm = gm
         self._nodes = [n for n in gm.graph.nodes if n.op != "output"]
@@ -227,7 +264,10 @@ class PartialForward:
         kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
         op, target = node.op, node.target  # a callable for call_function, a name for the others
         if op == "call_module" and isinstance(target, str):
-            return self._modules[target](*args, **kwargs)
+            module = self._modules[target]
+            if id(module) in self._opaque_ids:  # its own code may change its inputs in place: give it copies
+                args, kwargs = _copies(args), _copies(kwargs)
+            return module(*args, **kwargs)
         if op == "call_function" and callable(target):
             return target(*args, **kwargs)
         if op == "call_method" and isinstance(target, str):
@@ -252,25 +292,38 @@ class PartialForward:
         """Check the traced graph against the model's own forward on `x`; fall back if they differ.
 
         Tracing can silently fix values a forward computes in Python; one comparison on real
-        input catches that. Returns whether partial re-execution is still on.
+        input catches that. When it does (or the graph raises, or tracing failed), the modules
+        whose own code traces wrongly are kept whole and the model traced again; if that does
+        not agree either, the full forward is used, with the first reason. Returns whether
+        partial re-execution is still on.
         """
-        if self._gm is None:
+        if not self._trace:
             return False
-        from torch.utils._pytree import tree_flatten
+        reason = self.reason
+        if self._gm is not None:
+            try:
+                if self._agrees(x, rtol, atol):
+                    return True
+                reason = "the traced graph disagrees with the model's forward"
+            except Exception as exc:
+                reason = f"the traced graph fails on real input: {describe(exc)}"
+        try:
+            opaque = opaque_modules(self.model, x, rtol, atol)
+            if opaque:
+                self._build(opaque)
+                if self._agrees(x, rtol, atol):
+                    names = {id(m): name for name, m in self.model.named_modules()}
+                    self.opaque = tuple(names[id(m)] for m in opaque)
+                    self.reason = ""
+                    return True
+        except Exception:  # noqa: S110 - the first failure is the reason worth reporting
+            pass
+        self.switch_off(reason)
+        return False
 
-        traced, traced_spec = tree_flatten(self.run(x, lambda name, part: None, [], to_end=True))
-        own, own_spec = tree_flatten(self.model(x))
-        same = traced_spec == own_spec and all(
-            torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol)
-            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-            else a == b
-            for a, b in zip(traced, own)
-        )
-        if not same:
-            self._gm = None
-            self.groups = {}
-            self.reason = "the traced graph disagrees with the model's forward"
-        return same
+    def _agrees(self, x: Any, rtol: float, atol: float) -> bool:
+        traced = self.run(x, lambda name, part: None, [], to_end=True)
+        return outputs_agree(traced, self.model(x), rtol, atol)
 
     def run(self, x: Any, visit: Visit, names: Sequence[str] | None = None, *, to_end: bool = True) -> Any:
         """One baseline pass on input `x`, calling `visit(name, downstream)` for each group.
@@ -306,7 +359,10 @@ class PartialForward:
             if _is_input(node):
                 env[node] = self._defaults.get(node, x)
             else:
-                env[node] = self._call(node, env)
+                try:
+                    env[node] = self._call(node, env)
+                except Exception as exc:
+                    raise PartialFailed(f"the traced baseline pass failed at {node.name}: {describe(exc)}") from exc
             while g < len(groups) and groups[g].ready == i:
                 visit(groups[g].name, Downstream(self, groups[g], env, x))
                 g += 1

@@ -28,7 +28,7 @@ from reuse_console.engine.core.device import autocast, memory_format
 from reuse_console.engine.core.events import Message, Reporter, VariantDone, silent
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import Layer
-from reuse_console.engine.swaps.partial import PartialForward
+from reuse_console.engine.swaps.partial import PartialFailed, PartialForward
 from reuse_console.engine.swaps.swap import Swap, donor_like
 
 
@@ -276,14 +276,15 @@ def evaluate_variants(
         groups.setdefault(v.group, [])
         groups[v.group].extend(k for k in v.keys if k not in groups[v.group])
     engine = PartialForward(model, groups, trace=partial)
-    if engine.partial and batches:
+    if partial and batches:  # also when tracing failed: modules that trace wrongly may be kept whole
         with _scan_mode(model), torch.inference_mode(), autocast(device, precision):
             engine.verify(
                 batches[0].images.to(device).contiguous(memory_format=fmt),
                 **({} if precision == "fp32" else {"rtol": 0.05, "atol": 0.05}),
             )
+    kept = f", kept whole: {', '.join(engine.opaque)}" if engine.opaque else ""
     how = (
-        f"partial re-execution of {len(groups)} groups"
+        f"partial re-execution of {len(groups)} groups{kept}"
         if engine.partial
         else f"full forward per variant ({engine.reason})"
     )
@@ -300,23 +301,33 @@ def evaluate_variants(
         for chunk in chunks:
             members = [i for g in chunk for i in by_group[g]]
             swaps = {i: Swap(model, donor_live, todo[i].keys, todo[i].alpha) for i in members}
-            accs = {i: DiceAccumulator(num_classes, num_subjects) for i in members}
-            base_acc = DiceAccumulator(num_classes, num_subjects) if baseline is None else None
-            for b in batches:
-                x = b.images.to(device).contiguous(memory_format=fmt)
-                labels = b.labels.to(device)
 
-                def visit(group: str, downstream: Any) -> None:
-                    # called by engine.run below, within this iteration: the loop variables are current
-                    for i in by_group[group]:
-                        with swaps[i]:  # noqa: B023
-                            out = downstream.run()
-                        accs[i].update(out.argmax(dim=1), labels, b.subject)  # noqa: B023
+            def run_chunk() -> tuple[dict[int, DiceAccumulator], DiceAccumulator | None]:
+                accs = {i: DiceAccumulator(num_classes, num_subjects) for i in members}  # noqa: B023
+                base_acc = DiceAccumulator(num_classes, num_subjects) if baseline is None else None  # noqa: B023
+                for b in batches:
+                    x = b.images.to(device).contiguous(memory_format=fmt)
+                    labels = b.labels.to(device)
 
-                with torch.inference_mode(), autocast(device, precision):
-                    out = engine.run(x, visit, chunk, to_end=base_acc is not None)
-                if base_acc is not None:
-                    base_acc.update(out.argmax(dim=1), labels, b.subject)
+                    def visit(group: str, downstream: Any) -> None:
+                        # called by engine.run below, within this iteration: the loop variables are current
+                        for i in by_group[group]:
+                            with swaps[i]:  # noqa: B023
+                                out = downstream.run()
+                            accs[i].update(out.argmax(dim=1), labels, b.subject)  # noqa: B023
+
+                    with torch.inference_mode(), autocast(device, precision):
+                        out = engine.run(x, visit, chunk, to_end=base_acc is not None)  # noqa: B023
+                    if base_acc is not None:
+                        base_acc.update(out.argmax(dim=1), labels, b.subject)
+                return accs, base_acc
+
+            try:
+                accs, base_acc = run_chunk()
+            except PartialFailed as exc:  # the chunk again, the model's own way (swaps were restored)
+                engine.switch_off(exc.reason)
+                report(Message(f"falling back to a full forward per variant: {exc.reason}"))
+                accs, base_acc = run_chunk()
             if base_acc is not None:
                 baseline = base_acc.per_subject()
             for i in members:

@@ -254,19 +254,23 @@ def _evaluate_and_store(
     )
     result.baseline, result.dice, result.engine = base, dice, engine
     result.seconds = spent + time.perf_counter() - start
-    write_scan(lab.path("scans", name), result, provenance=_provenance(options))
+    write_scan(lab.path("scans", name), result, provenance=_provenance(options, engine))
     progress.unlink(missing_ok=True)
     report(Finished(f"scan {name}", result=name, seconds=result.seconds))
     return result
 
 
-def _provenance(options: dict[str, Any]) -> dict[str, Any]:
-    return {
+def _provenance(options: dict[str, Any], engine: str = "") -> dict[str, Any]:
+    """What a scan file records of how it was made; `engine` says whether the fast path ran, or why not."""
+    out = {
         "recipient": options.get("recipient"),
         "donor": options.get("donor"),
         "data": options.get("data"),
         "options": options,
     }
+    if engine:
+        out["engine"] = engine
+    return out
 
 
 def run_scan(
@@ -338,6 +342,7 @@ def run_swap(
     name: str | None = None,
     batch: int = 32,
     split: str = "val",
+    partial: bool = True,
     report: Reporter = silent,
 ) -> ScanResult:
     """One swap of several tensors at once: Dice beside the baseline, kept as a one-variant scan."""
@@ -359,5 +364,14 @@ def run_swap(
         "swap": spec.describe(),
     }
     return evaluate_and_store(
-        lab, loaded, [variant], name=chosen, recipient=recipient, donor=donor, data=data, options=options, report=report
+        lab,
+        loaded,
+        [variant],
+        name=chosen,
+        recipient=recipient,
+        donor=donor,
+        data=data,
+        options=options,
+        partial=partial,
+        report=report,
     )

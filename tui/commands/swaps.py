@@ -18,6 +18,10 @@ Recipient = Annotated[
 Donor = Annotated[str, typer.Argument(help="Donor checkpoint id (same architecture and tensor shapes, any task).")]
 BatchOpt = Annotated[int, typer.Option("--batch", help="Validation slices per forward pass.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Subjects to evaluate on: val, train or all.")]
+FullForwardOpt = Annotated[
+    bool,
+    typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
+]
 
 
 def swap(
@@ -45,6 +49,7 @@ def swap(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
+    full_forward: FullForwardOpt = False,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -75,6 +80,7 @@ def swap(
             name=name,
             batch=batch,
             split=split,
+            partial=not full_forward,
             report=report,
         )
     out = result.to_json()
@@ -115,10 +121,7 @@ def scan(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
-    full_forward: Annotated[
-        bool,
-        typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
-    ] = False,
+    full_forward: FullForwardOpt = False,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
