@@ -3,10 +3,12 @@
 The console's Swap lab tries one swap set after another. Loading the models and the data set
 (`engine.scan_lab.load_inputs`, the same checks as `reuse-console swap`) and computing the
 baseline happen once, when the session opens; each `evaluate` then applies
-the swap in place (`engine.swap.Swap`), runs the validation batches through the recipient
-(`engine.evaluate.evaluate_seg`), and restores the recipient bit-exactly. So one try costs one
-evaluation of the model, the same as a single variant of a naive scan. A session is used from
-one thread at a time (the console runs one evaluation after another).
+the swap in place (`engine.swap.Swap`), evaluates it the way a scan evaluates one variant
+(`engine.swaps.scan.evaluate_variants`: only the part after the first changed module re-runs,
+falling back to the full forward when the model cannot be traced), and restores the recipient
+bit-exactly. With `full_forward` the whole recipient runs per try (`engine.evaluate.evaluate_seg`),
+as `reuse-console swap --full-forward` does. A session is used from one thread at a time (the
+console runs one evaluation after another).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from reuse_console.engine.evaluation.evaluate import evaluate_seg
 from reuse_console.engine.evaluation.metrics import DiceResult
 from reuse_console.engine.models.layers import KINDS, Layer
 from reuse_console.engine.models.registry import checkpoint_path
-from reuse_console.engine.swaps.scan import ScanResult, swap_variant
+from reuse_console.engine.swaps.scan import ScanResult, evaluate_variants, swap_variant
 from reuse_console.engine.swaps.scan_lab import load_inputs
 from reuse_console.engine.swaps.scan_store import write_scan
 from reuse_console.engine.swaps.swap import Swap, SwapSpec, check_alpha, donor_like
@@ -73,8 +75,10 @@ class SwapSession:
         device: str = "auto",
         precision: str = "fp32",
         batch: int = 32,
+        full_forward: bool = False,
     ) -> None:
         self.lab = lab
+        self.full_forward = full_forward  # may be changed between tries
         self.recipient_ref, self.donor_ref = recipient, donor
         if data is None:
             data = read_meta(checkpoint_path(lab, recipient)).data
@@ -110,11 +114,30 @@ class SwapSession:
     def _run(self, targets: tuple[Target, ...], alpha: float) -> tuple[DiceResult, float]:
         keys = self.keys(targets)
         start = time.perf_counter()
+        if targets and not self.full_forward:
+            variant = swap_variant(self.index.layers, targets, alpha, "session")
+            _, dice, engine = evaluate_variants(
+                self.model,
+                self.donor,
+                [variant],
+                self.batches,
+                classes=self.classes,
+                present=self.present,
+                num_subjects=len(self.subjects),
+                device=self.device,
+                precision=self.precision,
+                baseline=self.baseline.result.per_subject,
+            )
+            result = DiceResult(
+                list(self.classes), list(self.present), list(self.subjects), dice[0], {"engine": engine}
+            )
+            return result, time.perf_counter() - start
         donor = donor_like(self.donor, self.model, keys)
         with Swap(self.model, donor, keys, alpha), torch.inference_mode():
             result = evaluate_seg(
                 self.model, self.batches, self.subjects, self.classes, self.present, self.device, self.precision
             )
+        result.extra["engine"] = "full forward"
         return result, time.perf_counter() - start
 
     def _outcome(
@@ -183,7 +206,7 @@ class SwapSession:
             outcome.result.per_subject[None, ...],
             self.precision,
             str(self.device),
-            "swap session (full forward)",
+            f"swap session ({outcome.result.extra.get('engine', 'full forward')})",
             outcome.seconds,
             options,
         )
@@ -195,6 +218,7 @@ class SwapSession:
                 "donor": self.donor_ref,
                 "data": self.data,
                 "options": options,
+                "engine": result.engine,
             },
         )
 

@@ -1,6 +1,7 @@
 """Small models for the swap/partial/scan tests: a UNet-like net with skip connections, a
 ResNet-like net with residual adds and in-place ReLUs, one that uses a parameter directly
-(fx get_attr), and one whose forward branches on tensor values (does not trace)."""
+(fx get_attr), one whose forward branches on tensor values (does not trace), and one that
+traces into a graph that raises on real input."""
 
 from __future__ import annotations
 
@@ -89,6 +90,19 @@ class Untraceable(MiniUNet):
             e1 = e1 * 1.0
         e2 = self.enc2(F.max_pool2d(e1, 2))
         return self.head(self.dec(torch.cat([self.up(e2), e1], dim=1)))
+
+
+class TracesWrong(MiniUNet):
+    """Traces without error into a graph that raises: torch.jit.isinstance is False for an fx proxy,
+    so the trace drops the skip connection and feeds `dec` half its channels (as MONAI's UpCat
+    does, but in the model's own forward, so no module can be kept whole instead)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        up = self.up(self.enc2(F.max_pool2d(e1, 2)))
+        if torch.jit.isinstance(e1, torch.Tensor):
+            up = torch.cat([up, e1], dim=1)
+        return self.head(self.dec(up))
 
 
 def randomise_bn(model: nn.Module, seed: int) -> nn.Module:

@@ -227,6 +227,8 @@ async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
         history = screen.query_one("#swap-history")
         assert history.row_count == 2  # baseline and the swap
         assert "1 RM,RV; 2 W,B" in text
+        await pilot.press("f")  # the next tries run the whole recipient, as `swap --full-forward` does
+        assert screen.session.full_forward and "full forward" in plain(screen.query_one("#swap-head"))
 
 
 # -- jobs ----------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class SwapScreen(ConsoleScreen):
         Binding("space", "toggle_layer", "All kinds", show=False, id="swap.toggle_layer"),
         Binding("x", "clear", "Clear", id="swap.clear"),
         Binding("a", "alpha", "Alpha", id="swap.alpha"),
+        Binding("f", "full_forward", "Full forward", show=False, id="swap.full_forward"),
         Binding("r", "pick('recipient')", "Recipient", show=False, id="swap.recipient"),
         Binding("d", "pick('donor')", "Donor", show=False, id="swap.donor"),
         Binding("t", "pick('data')", "Data set", show=False, id="swap.data"),
@@ -210,6 +211,8 @@ class SwapScreen(ConsoleScreen):
         text.append(f"{self.alpha:g}", style="bold")
         if self.session is not None:
             text.append(f"  {len(self.session.subjects)} {self.session.split} subjects", style="dim")
+            if self.session.full_forward:
+                text.append("  full forward", style="dim")
         if self.busy:
             text.append(f"  {self.busy}", style="yellow")
         self.query_one("#swap-head", Static).update(text)
@@ -273,6 +276,14 @@ class SwapScreen(ConsoleScreen):
             self._head()
 
         self.app.push_screen(PromptModal("Alpha: (1-α)·recipient + α·donor", f"{self.alpha:g}"), chosen)
+
+    def action_full_forward(self) -> None:
+        """Run the whole recipient per try (like `swap --full-forward`), or go back to the fast path."""
+        if self.session is None:
+            self.notify("Choose a recipient (r) and a donor (d) first.", severity="warning")
+            return
+        self.session.full_forward = not self.session.full_forward
+        self._head()
 
     # -- evaluating ----------------------------------------------------------------------------
 
