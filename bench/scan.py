@@ -23,6 +23,12 @@ Models are trained here with the training engine on the synthetic ACDC phantom (
 base width 16, PSPNet width 0.25) and kept in --lab, so a second run skips training.
 
     .venv/bin/python bench/scan.py [--lab bench-lab] [--archs unet,pspnet] [--naive-variants 12]
+
+With --models (unet, pspnet, monai-basicunet, smp-unet) it measures instead, on untrained models
+and random data, whether each takes the fast path and its speedup over the naive loop
+(bench/scan_models.py): no lab, no training.
+
+    .venv/bin/python bench/scan.py --models unet,pspnet,monai-basicunet,smp-unet --threads 1
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from scan_models import MODELS
+from scan_models import run as run_models
 from torch.utils.flop_counter import FlopCounterMode
 
 from reuse_console.engine.evaluation.evaluate import evaluate_seg
@@ -274,7 +282,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--train-precision", default="bf16", help="precision for training the models (fp32 or bf16)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--models", default="", help=f"untrained models to check instead: {','.join(MODELS)}")
+    parser.add_argument("--size", type=int, default=64, help="--models: image size in px")
+    parser.add_argument("--batches", type=int, default=2, help="--models: validation batches")
+    parser.add_argument("--per-batch", type=int, default=4, help="--models: slices per batch")
     args = parser.parse_args()
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        run_models(
+            models,
+            size=args.size,
+            count=args.batches,
+            per_batch=args.per_batch,
+            naive_variants=args.naive_variants,
+            threads=args.threads,
+        )
+        return
     args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     torch.set_num_threads(args.threads)
     lab = Lab(args.lab)
