@@ -10,6 +10,11 @@ with the donor's changes s or t in a way the parameters alone determine:
   RB: s unchanged, t changes by RB_d - RB_r
 Here every replacement is computed the same way (rebuild s' and t' from the swapped tensors), and
 reported per channel as the ratio s'/s and the difference t' - t, summarised per layer.
+
+The theory holds for every norm that keeps running statistics (BatchNorm, SyncBatchNorm, and
+InstanceNorm with track_running_stats: eval mode uses RM and RV). GroupNorm, LayerNorm and
+InstanceNorm without running statistics normalise each input by its own statistics, so there is
+no fixed s and t: those layers are left out and `BNStudy.note` says so in one line.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from torch import nn
 
 from reuse_console.engine.core.numbers import finite_or_none
-from reuse_console.engine.models.layers import BN_KINDS, Layer, LayerIndex
+from reuse_console.engine.models.layers import BN_KINDS, Layer, LayerIndex, keeps_running_stats
 from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
 from reuse_console.engine.models.state_checks import check_finite
 from reuse_console.engine.swaps.swap import check_compatible, in_model_order
@@ -127,15 +132,51 @@ def analyse_layer(
     return out
 
 
+@dataclass
+class BNStudy:
+    """The BN theory applied to two checkpoints: its layers, and a line on the norms it leaves out."""
+
+    layers: list[BNLayer]
+    note: str | None = None
+
+
+def _theory_layers(model: nn.Module, index: LayerIndex) -> tuple[list[Layer], list[Layer]]:
+    """Layers of `index` with a norm: (those with running statistics, the others)."""
+    modules = dict(model.named_modules())
+    normed = [layer for layer in index.layers if layer.bn is not None]
+    inside = [layer for layer in normed if keeps_running_stats(modules[str(layer.bn)])]
+    return inside, [layer for layer in normed if layer not in inside]
+
+
+def _norm_counts(layers: list[Layer]) -> str:
+    """ "InstanceNorm2d 14, GroupNorm 2": how many of `layers` end in each norm type."""
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[str(layer.norm)] = counts.get(str(layer.norm), 0) + 1
+    return ", ".join(f"{norm} {count}" for norm, count in counts.items())
+
+
+def outside_note(model: nn.Module, index: LayerIndex) -> str | None:
+    """One line naming the norms the BN theory cannot read (None when it reads them all)."""
+    _, outside = _theory_layers(model, index)
+    if not outside:
+        return None
+    return (
+        f"{len(outside)} norm layer(s) without running statistics ({_norm_counts(outside)}) are outside the "
+        "BN theory: they normalise each input by its own statistics, so no fixed scale and shift exists"
+    )
+
+
 def analyse(
     model: nn.Module, index: LayerIndex, recipient: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor]
 ) -> list[BNLayer]:
-    """Every BN layer of `index`, in layer order; eps is read from each BN module of `model`."""
+    """Every layer of `index` whose norm keeps running statistics, in layer order; eps from each norm module."""
     modules = dict(model.named_modules())
-    return [analyse_layer(layer, float(modules[layer.bn].eps), recipient, donor) for layer in index.layers if layer.bn]
+    inside, _ = _theory_layers(model, index)
+    return [analyse_layer(layer, float(modules[str(layer.bn)].eps), recipient, donor) for layer in inside]
 
 
-def run_bn(lab: Lab, recipient: str, donor: str) -> list[BNLayer]:
+def run_bn(lab: Lab, recipient: str, donor: str) -> BNStudy:
     """BN scale/shift analysis of two checkpoints of one architecture."""
     r_state, r_meta = read_checkpoint(checkpoint_path(lab, recipient))
     d_state, d_meta = read_checkpoint(checkpoint_path(lab, donor))
@@ -147,5 +188,7 @@ def run_bn(lab: Lab, recipient: str, donor: str) -> list[BNLayer]:
     index = LayerIndex.from_model(model, model_in_channels(r_meta.arch_config))
     layers = analyse(model, index, r_state, d_state)
     if not layers:
-        raise UserError(f"{recipient} has no BatchNorm layers")
-    return layers
+        _, outside = _theory_layers(model, index)
+        found = f" (its norms: {_norm_counts(outside)})" if outside else " (it has no norm layers)"
+        raise UserError(f"{recipient} has no norm with running statistics, which the BN theory needs{found}")
+    return BNStudy(layers, outside_note(model, index))

@@ -1,11 +1,14 @@
-"""The layer index: a model's Conv/BN layers numbered the way the study counts them.
+"""The layer index: a model's Conv/norm layers numbered the way the study counts them.
 
-A layer is a convolution and the BatchNorm executed right after it. Layers are numbered 1..N in
+A layer is a convolution (Conv/ConvTranspose 1D-3D, or Linear) and the norm executed right after
+it (BatchNorm, SyncBatchNorm, InstanceNorm, GroupNorm, LayerNorm). Layers are numbered 1..N in
 *forward execution order*, found by running one forward pass with hooks (definition order lies:
 a ResNet's downsample branch is defined before it runs, a UNet's decoder after its up-convs).
-Convolutions with no BN after them (up-convolutions, the head) are listed after the numbered
-layers under a name (`up1`, `head`) and can be swapped too. Each layer carries its kinds: RM,
-RV, RW, RB for the BN, W and (when the conv has a bias) B for the conv.
+Convolutions with no norm after them (up-convolutions, the head) are listed after the numbered
+layers under a name (`up1`, `head`) and can be swapped too; so are norms that follow no
+unpaired convolution (a norm on the input, a norm after a norm): `norm_summary` names them.
+Each layer carries the kinds its tensors give it: RM, RV where the norm keeps running
+statistics, RW, RB where it is affine, W and (when the conv has a bias) B for the conv.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 
 @dataclass(frozen=True)
 class Layer:
-    """One Conv(+BN) layer: where its tensors live and what they look like."""
+    """One Conv(+norm) layer, or a lone norm: where its tensors live and what they look like.
+
+    `bn` is the norm's module path, whatever norm it is (the name predates the other norms)."""
 
     index: int | None
     name: str
@@ -39,6 +44,7 @@ class Layer:
     kinds: tuple[str, ...]
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
     numel: dict[str, int] = field(default_factory=dict, compare=False)
+    norm: str | None = field(default=None, compare=False)  # the norm's class name, e.g. "InstanceNorm2d"
 
     @property
     def modules(self) -> list[str]:
@@ -69,16 +75,36 @@ class Layer:
         }
 
 
+# _NormBase covers BatchNorm 1d-3d, SyncBatchNorm and InstanceNorm 1d-3d (their lazy forms too)
+NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+CONV_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
+
+
 def _is_conv(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.conv._ConvNd)
+    return isinstance(module, CONV_TYPES)
 
 
 def _is_bn(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+    return isinstance(module, NORM_TYPES)
+
+
+def keeps_running_stats(module: nn.Module) -> bool:
+    """Whether `module` is a norm with running statistics (train mode updates them, eval mode uses them)."""
+    return isinstance(module, nn.modules.batchnorm._NormBase) and getattr(module, "running_mean", None) is not None
+
+
+def _dummy_shape(model: nn.Module, in_channels: int, size: int) -> tuple[int, ...]:
+    """Input shape for the indexing forward: as many spatial axes as the first conv has (Linear: none)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if first is not None:
+        return (1, in_channels, *([size] * len(first.kernel_size)))
+    if any(isinstance(m, nn.Linear) for m in model.modules()):
+        return (1, in_channels)
+    return (1, in_channels, size, size)
 
 
 def _execution_order(model: nn.Module, in_channels: int, size: int) -> list[str]:
-    """Paths of conv and BN modules in the order one forward pass first runs them."""
+    """Paths of conv and norm modules in the order one forward pass first runs them."""
     order: list[str] = []
     seen: set[str] = set()
     handles = []
@@ -98,13 +124,14 @@ def _execution_order(model: nn.Module, in_channels: int, size: int) -> list[str]
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    shape = _dummy_shape(model, in_channels, size)
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, in_channels, size, size, device=device, dtype=dtype))
+            model(torch.zeros(shape, device=device, dtype=dtype))
     except Exception as exc:
         raise UserError(
-            f"cannot index layers: a forward pass on a 1x{in_channels}x{size}x{size} input failed ({exc})"
+            f"cannot index layers: a forward pass on a {'x'.join(map(str, shape))} input failed ({exc})"
         ) from exc
     finally:
         for handle in handles:
@@ -114,20 +141,39 @@ def _execution_order(model: nn.Module, in_channels: int, size: int) -> list[str]
     return order
 
 
-def _unnumbered_names(paths: list[str], taken: set[str]) -> dict[str, str]:
-    """Name each unpaired conv by its module's last path part, or its path when that is ambiguous."""
+def _unnumbered_names(paths: list[str], taken: set[str], norms: set[str]) -> dict[str, str]:
+    """Name each lone conv or norm by its module's last path part, or its path when that is ambiguous."""
     lasts = [p.rpartition(".")[2] for p in paths]
     names: dict[str, str] = {}
     for path, last in zip(paths, lasts):
         name = last if lasts.count(last) == 1 and not last.isdigit() and last not in taken else path
         if name.isdigit():
-            name = f"conv{name}"
+            name = f"{'norm' if path in norms else 'conv'}{name}"
         names[path] = name
     return names
 
 
+@dataclass(frozen=True)
+class NormSummary:
+    """What `reuse-console layers` reports about norms: numbered layers per norm type, lone norms.
+
+    Grouped by class and kinds, since one class can differ per instance (an InstanceNorm with and
+    one without affine parameters)."""
+
+    groups: dict[tuple[str, tuple[str, ...]], int]  # (norm class name, its norm kinds) -> numbered layers
+    unpaired: list[tuple[str, str]]  # (module path, class name) of norms with no conv right before them
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Numbered layers per norm class name, in first-seen order."""
+        out: dict[str, int] = {}
+        for (norm, _), count in self.groups.items():
+            out[norm] = out.get(norm, 0) + count
+        return out
+
+
 class LayerIndex:
-    """A model's layers: numbered Conv+BN layers 1..N, then unnumbered convs, in forward order."""
+    """A model's layers: numbered Conv+norm layers 1..N, then lone convs and norms, in forward order."""
 
     def __init__(self, layers: list[Layer]) -> None:
         self.layers = layers
@@ -148,7 +194,7 @@ class LayerIndex:
         order = _execution_order(model, in_channels, size)
         modules = dict(model.named_modules())
         state = model.state_dict()
-        pairs: list[tuple[str | None, str | None]] = []  # (conv, bn) in forward order
+        pairs: list[tuple[str | None, str | None]] = []  # (conv, norm) in forward order
         for i, path in enumerate(order):
             if _is_bn(modules[path]):
                 prev = order[i - 1] if i > 0 else None
@@ -158,12 +204,26 @@ class LayerIndex:
                     pairs.append((None, path))
             else:
                 pairs.append((path, None))
-        numbered = [p for p in pairs if p[1] is not None]
-        loose = [p[0] for p in pairs if p[1] is None and p[0] is not None]
-        names = _unnumbered_names(loose, {str(i) for i in range(1, len(numbered) + 1)})
+        numbered = [p for p in pairs if p[0] is not None and p[1] is not None]
+        loose = [p for p in pairs if p[0] is None or p[1] is None]  # lone convs and lone norms, forward order
+        paths = [conv or bn or "" for conv, bn in loose]
+        taken = {str(i) for i in range(1, len(numbered) + 1)}
+        names = _unnumbered_names(paths, taken, {bn for conv, bn in loose if bn is not None})
         layers = [_make_layer(i, str(i), conv, bn, modules, state) for i, (conv, bn) in enumerate(numbered, start=1)]
-        layers += [_make_layer(None, names[conv], conv, None, modules, state) for conv in loose]
+        layers += [_make_layer(None, names[path], conv, bn, modules, state) for path, (conv, bn) in zip(paths, loose)]
         return cls(layers)
+
+    def norm_summary(self) -> NormSummary:
+        """How many numbered layers each norm type (with which kinds) ends, and the lone norms."""
+        groups: dict[tuple[str, tuple[str, ...]], int] = {}
+        for layer in self.numbered:
+            if layer.norm is not None:
+                group = (layer.norm, tuple(k for k in layer.kinds if k in BN_KINDS))
+                groups[group] = groups.get(group, 0) + 1
+        unpaired = [
+            (layer.bn, layer.norm or "") for layer in self.layers if layer.conv is None and layer.bn is not None
+        ]
+        return NormSummary(groups, unpaired)
 
     def get(self, ref: int | str) -> Layer:
         """A layer by number (3 or "3"), name ("head") or module path ("enc1.conv1")."""
@@ -242,4 +302,5 @@ def _make_layer(
     ordered = tuple(k for k in KINDS if k in kinds)
     shapes = {k: tuple(state[keys[k]].shape) for k in ordered}
     numel = {k: int(state[keys[k]].numel()) for k in ordered}
-    return Layer(index, name, conv, bn, ordered, shapes, numel)
+    norm = type(modules[bn]).__name__ if bn is not None else None
+    return Layer(index, name, conv, bn, ordered, shapes, numel, norm)

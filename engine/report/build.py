@@ -137,7 +137,7 @@ def comparison_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
 def _bn_figure(lab: Lab, recipient: str, donor: str, path: Path) -> Path | None:
     """BN scale/shift of two checkpoints, if both are still in the lab and have BN layers."""
     try:
-        layers = run_bn(lab, recipient, donor)
+        layers = run_bn(lab, recipient, donor).layers
     except UserError:
         return None
     labels = [layer.layer for layer in layers]

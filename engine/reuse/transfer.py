@@ -7,11 +7,12 @@ model's initial values for those keys) and, in mode `freeze`, the keys to keep f
 - a frozen parameter (W, B, RW, RB) gets `requires_grad = False`, so backward computes no
   gradient for it and the optimizer (which skips parameters without a gradient) never moves it,
   weight decay and momentum included;
-- a frozen running statistic (RM, RV) would still be updated by BatchNorm in train mode (the
-  forward itself blends in the batch statistics), so hooks on that BN hand it a scratch copy
-  for each train-mode forward and put the untouched tensor back afterwards. Train-mode BN
-  normalises with the batch statistics, not the running ones, so nothing else changes; eval
-  mode then uses the frozen values. (Copying saved values back after the forward instead would
+- a frozen running statistic (RM, RV) would still be updated by its norm in train mode (the
+  forward itself blends in the batch statistics; BatchNorm, SyncBatchNorm and InstanceNorm with
+  track_running_stats alike), so hooks on that norm hand it a scratch copy for each train-mode
+  forward and put the untouched tensor back afterwards. Train-mode normalisation uses the batch
+  (or instance) statistics, not the running ones, so nothing else changes; eval mode then uses
+  the frozen values. (GroupNorm and LayerNorm keep no statistics: only their RW, RB exist.) (Copying saved values back after the forward instead would
   trip autograd, which keeps the running statistics for BN's backward.)
 
 tests/engine/test_transfer.py proves every frozen tensor bit-identical after training.
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reuse_console.engine.models.layers import keeps_running_stats
 from reuse_console.engine.models.registry import checkpoint_path
 from reuse_console.engine.models.state_checks import check_finite
 from reuse_console.engine.reuse.plans import load_plan
@@ -115,7 +117,7 @@ def check_fits(lab: Lab, spec: Any, model: nn.Module, state: Mapping[str, torch.
 
 @dataclass
 class Frozen:
-    """Handle of a freeze: the parameters it froze and the BN hooks restoring running stats."""
+    """Handle of a freeze: the parameters it froze and the norm hooks restoring running stats."""
 
     params: list[str] = field(default_factory=list)
     stats: list[str] = field(default_factory=list)
@@ -142,13 +144,11 @@ def freeze(model: nn.Module, keys: Iterable[str]) -> Frozen:
             continue
         owner, _, leaf = key.rpartition(".")
         module = modules.get(owner)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and leaf in _STATS:
+        if module is not None and keeps_running_stats(module) and leaf in _STATS:
             stats.setdefault(owner, []).append(leaf)
             handle.stats.append(key)
             continue
-        raise UserError(
-            f"cannot freeze {key}: it is neither a parameter nor a BatchNorm running statistic of this model"
-        )
+        raise UserError(f"cannot freeze {key}: it is neither a parameter nor a norm's running statistic of this model")
     for owner, leaves in stats.items():
         before, after = _stat_guard(leaves)
         handle._hooks.append(modules[owner].register_forward_pre_hook(before))

@@ -47,6 +47,24 @@ def test_layers_of_a_checkpoint_table(cli, lab) -> None:
     assert json.loads(out)[-1]["shapes"]["W"] == [3, 4, 1, 1]
 
 
+def test_layers_says_which_norms_it_found_and_which_it_could_not_pair(cli) -> None:
+    config = '{"spatial_dims": 2, "features": [4, 4, 8, 8, 16, 4], "norm": ["instance", {"affine": true}]}'
+    code, out, _ = cli("layers", "--arch", "monai.networks.nets:BasicUNet", "--arch-config", config, "--size", "32")
+    assert code == 0 and "18 numbered layers" in out
+    assert "norms: InstanceNorm2d 18 (RW RB)" in " ".join(out.split())
+    code, out, _ = cli("layers", "--arch", "norm_nets:MixedNorms", "--size", "8")  # tests/support/norm_nets.py
+    text = " ".join(out.split())
+    assert code == 0 and "6 numbered layers" in text
+    assert "InstanceNorm2d 1 (RM RV RW RB)" in text and "GroupNorm 1 (RW RB)" in text and "LayerNorm 1 (RW)" in text
+    assert "InstanceNorm2d 1 (no norm tensors" in text
+    assert "no conv right before them (listed by name, not numbered): inorm (BatchNorm2d)" in text
+    no_norm = '{"spatial_dims": 3, "features": [4, 4, 4, 4, 8, 4], "norm": null}'  # a 3D model: 16^3 input
+    code, out, _ = cli("layers", "--arch", "monai.networks.nets:BasicUNet", "--arch-config", no_norm, "--size", "16")
+    text = " ".join(out.split())
+    assert code == 0 and "0 numbered layers" in text and "none after any conv (layers are W/B only)" in text
+    assert "4x1x3x3x3" in text  # the first Conv3d's weight
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

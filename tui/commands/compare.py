@@ -59,10 +59,10 @@ def bn(
     from reuse_console.store.lab import Lab
 
     use_threads(threads, "cpu")
-    layers = run_bn(Lab.from_option(lab), recipient, donor)
-    rows = [layer.summary() for layer in layers]
+    study = run_bn(Lab.from_option(lab), recipient, donor)
+    rows = [layer.summary() for layer in study.layers]
     if json_out:
-        emit_json({"recipient": recipient, "donor": donor, "layers": rows})
+        emit_json({"recipient": recipient, "donor": donor, "layers": rows, "note": study.note})
         return
     table = Table(
         title=f"BN scale s and shift t of {recipient} (r) and {donor} (d); swapping one tensor r <- d",
@@ -86,6 +86,8 @@ def bn(
         )
     stdout.print(table)
     stdout.print("s, t: channel means; s'/s: geometric mean over channels; |dt|: mean |t' - t| (--json: min/max too)")
+    if study.note:
+        stdout.print(study.note)
 
 
 def _get(swaps: dict[str, Any], kind: str, field: str) -> float | None:

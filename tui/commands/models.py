@@ -47,10 +47,13 @@ def layers(
     lab: LabOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List a model's layers: Conv+BN layers numbered 1..N in forward execution order (UNet 18,
-    PSPNet 25), then convs with no BN after them (up1..up4, head), with kinds and shapes.
+    """List a model's layers: Conv+norm layers numbered 1..N in forward execution order (UNet 18,
+    PSPNet 25), then convs with no norm after them (up1..up4, head) and norms after no conv, with
+    kinds and shapes, and how many layers each norm type (BatchNorm, InstanceNorm, GroupNorm,
+    LayerNorm) ends.
 
-    Kinds: RM RV RW RB (BN running mean, running var, weight, bias), W and B (conv weight, bias).
+    Kinds: RM RV (the norm's running mean and var, where it keeps them), RW RB (its weight and
+    bias, where it is affine), W and B (conv weight, bias).
 
     Examples: `reuse-console layers seg-unet`, `reuse-console layers --arch pspnet --json`.
     """
@@ -91,6 +94,18 @@ def layers(
             layer.name, " + ".join(layer.modules), " ".join(layer.kinds), w_shape, f"{sum(layer.numel.values()):,}"
         )
     stdout.print(table)
+    norms = index.norm_summary()
+    if norms.groups:
+        found = [
+            f"{norm} {count} ({' '.join(kinds) or 'no norm tensors: not affine, no running statistics'})"
+            for (norm, kinds), count in norms.groups.items()
+        ]
+        stdout.print("norms: " + ", ".join(found))
+    else:
+        stdout.print("norms: none after any conv (layers are W/B only)")
+    if norms.unpaired:
+        listed = ", ".join(f"{path} ({norm})" for path, norm in norms.unpaired)
+        stdout.print(f"norms with no conv right before them (listed by name, not numbered): {listed}")
 
 
 @ckpt_app.command("import")

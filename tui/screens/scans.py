@@ -106,7 +106,7 @@ class ScanScreen(ConsoleScreen):
             if source is None:
                 from reuse_console.engine.compare.bn import run_bn
 
-                source = run_bn(lab, recipient, donor)
+                source = run_bn(lab, recipient, donor).layers
             grid = bn_grid(source, recipient, donor)
         self.post_message(self.Loaded(kind, ref, source, grid))
 

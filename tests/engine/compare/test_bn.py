@@ -74,6 +74,8 @@ def test_bn_in_lab_covers_every_bn_layer(lab) -> None:
     from swap_lab import make_lab
 
     make_lab(lab)
-    layers = run_bn(lab, "seg", "ae")
+    study = run_bn(lab, "seg", "ae")
+    assert study.note is None  # every layer is Conv+BatchNorm2d
+    layers = study.layers
     assert [layer.index for layer in layers] == list(range(1, 19))
     assert set(layers[0].ratio) == {"RM", "RV", "RW", "RB"}
