@@ -48,3 +48,29 @@ ThreadsOpt = Annotated[
 ]
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="Id to store the result under (default: derived).")]
 DataOpt = Annotated[str, typer.Option("--data", help="Data set id in the lab (see `reuse-console ls datasets`).")]
+InputOpt = Annotated[
+    str,
+    typer.Option(
+        "--input",
+        help="as-is (the model gets the single MRI channel) or repeat (the channel repeated to the channels the "
+        "model's first layer takes, e.g. 3 for an ImageNet-style torchvision model). Stored with the checkpoint: "
+        "every later command feeds it the same way.",
+    ),
+]
+OutputOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--output",
+        help="For a model returning a dict of outputs: the key holding the class scores (default: out).",
+        show_default=False,
+    ),
+]
+DeepSupervisionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--deep-supervision/--main-head",
+        help="For a model with several heads (a tuple/list of outputs, MONAI DynUNet deep_supervision): train on "
+        "every head, weights halving per level (normalised), labels resized to each head; default: only the "
+        "full-resolution head, which evaluation and scans always use.",
+    ),
+]

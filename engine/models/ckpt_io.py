@@ -25,6 +25,7 @@ from reuse_console.engine.models.registry import (
     build_model,
     checkpoint_path,
     default_config,
+    model_in_channels,
     rebuild_config,
     save_model,
 )
@@ -113,7 +114,7 @@ def _infer_channels(arch: str, config: dict[str, Any], state: Mapping[str, torch
     probe_config = rebuild_config(
         default_config(arch, config.get("in_channels", 1), config.get("out_channels", 1), **rest)
     )
-    index = LayerIndex.from_model(build_model(arch, probe_config), probe_config["in_channels"])
+    index = LayerIndex.from_model(build_model(arch, probe_config), model_in_channels(probe_config))
     convs = [layer for layer in index.layers if layer.conv is not None]
     if not convs:
         return dict(config)

@@ -2,17 +2,21 @@
 
 A checkpoint stores only `arch` and `arch_config`; `build_model` rebuilds the network from those
 alone, so every checkpoint can be reopened by any command. Besides the built-in `unet` and
-`pspnet`, `arch` may name any CNN class as "package.module:ClassName" (importable from the
-current directory or the Python path); its config is passed to the class as keyword arguments.
+`pspnet`, `arch` may name any CNN class or factory function as "package.module:Name" (importable
+from the current directory or the Python path); its config is passed to it as keyword arguments,
+except `adapter` (engine/models/adapters.py), which says how a user model is fed and read: every
+user model is built adapted, so every command runs it the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from reuse_console.engine.core.device import pick_device
+from reuse_console.engine.models.adapters import ADAPTER_KEY, IN_NAMES, IOAdapter, adapt, channel_keys
 from reuse_console.engine.models.pspnet import PSPNet
 from reuse_console.engine.models.state_checks import check_finite, check_state_dict
 from reuse_console.engine.models.unet import UNet
@@ -33,8 +38,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "pspnet": {"width": 1.0, "conv_bias": True, "dropout": 0.1, "backbone_weights": None},
 }
 ARCH_HELP = (
-    "unet | pspnet | package.module:ClassName (a user CNN with Conv/BN layers; its --arch-config "
-    "JSON is passed to the class as keyword arguments, plus in_channels and out_channels)"
+    "unet | pspnet | package.module:ClassName or package.module:factory_function (a user CNN with Conv/BN "
+    "layers; its --arch-config JSON is passed as keyword arguments, plus the input channels and classes "
+    "under the names it takes: in_channels, classes, num_classes, out_channels...)"
 )
 
 
@@ -47,24 +53,40 @@ def _check_arch(arch: str) -> None:
         raise UserError(f"unknown architecture {arch!r}: use {' | '.join(BUILTIN)} or package.module:ClassName")
 
 
-def default_config(arch: str, in_channels: int, out_channels: int, **overrides: Any) -> dict[str, Any]:
-    """The full config of `arch`: its defaults, the channel counts, then `overrides`."""
+def default_config(arch: str, in_channels: int, out_channels: int, /, **overrides: Any) -> dict[str, Any]:
+    """The full config of `arch`: its defaults, the channel counts, then `overrides` (which win).
+
+    A user model gets the channel counts under the names its class or factory takes (smp's
+    `classes`, torchvision's `num_classes`, MONAI's `out_channels`), and only when `overrides` set
+    none of those names; a model that takes none is left to its own defaults (the probe checks)."""
     _check_arch(arch)
     defaults = DEFAULTS.get(arch, {})
+    config: dict[str, Any] = dict(defaults)
     if arch in BUILTIN:
-        unknown = sorted(set(overrides) - set(defaults) - {"in_channels", "out_channels"})
+        unknown = sorted(set(overrides) - set(defaults) - {"in_channels", "out_channels", ADAPTER_KEY})
         if unknown:
             raise UserError(
                 f"{arch} has no config key {unknown[0]!r}: it takes {', '.join(sorted(defaults))}, "
                 "in_channels, out_channels"
             )
-    config: dict[str, Any] = {"in_channels": int(in_channels), "out_channels": int(out_channels), **defaults}
+    in_key, out_key = channel_config_keys(arch)
+    if in_key and not any(k in overrides for k in IN_NAMES):
+        config[in_key] = int(in_channels)
+    if out_key and out_key not in overrides:
+        config[out_key] = int(out_channels)
     config.update(overrides)
     try:
         json.dumps(config)
     except TypeError as exc:
         raise UserError(f"arch config must be plain JSON values: {exc}") from exc
     return config
+
+
+def channel_config_keys(arch: str) -> tuple[str | None, str | None]:
+    """The config keys that set `arch`'s input channels and output classes (None: it takes none)."""
+    if arch in BUILTIN:
+        return "in_channels", "out_channels"
+    return channel_keys(user_callable(arch))
 
 
 def parse_arch_config(text: str | None) -> dict[str, Any]:
@@ -85,10 +107,11 @@ def parse_arch_config(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _user_class(arch: str) -> type[nn.Module]:
+def user_callable(arch: str) -> Callable[..., Any]:
+    """The class or factory function `pkg.mod:Name` names (imported: runs the module's code)."""
     module_name, _, class_name = arch.partition(":")
     if not module_name or not class_name:
-        raise UserError(f"user architecture {arch!r} must look like package.module:ClassName")
+        raise UserError(f"user architecture {arch!r} must look like package.module:ClassName or :function")
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     try:
@@ -100,9 +123,11 @@ def _user_class(arch: str) -> type[nn.Module]:
         cls = getattr(cls, part, None)
         if cls is None:
             raise UserError(f"module {module_name!r} has no {class_name!r} (for --arch {arch})")
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise UserError(f"{arch} is not a torch.nn.Module class")
-    return cls
+    if isinstance(cls, type) and issubclass(cls, nn.Module):
+        return cls
+    if inspect.isfunction(cls) or inspect.isbuiltin(cls) or isinstance(cls, functools.partial):
+        return cls
+    raise UserError(f"{arch} is not a torch.nn.Module class nor a function returning one")
 
 
 TRUST_ENV = "REUSE_TRUST_ARCH"
@@ -119,11 +144,17 @@ def build_model(arch: str, config: dict[str, Any], *, trusted: bool = True) -> n
     _check_arch(arch)
     if arch not in BUILTIN and not trusted:
         _check_trusted(arch)
-    cls = BUILTIN.get(arch) or _user_class(arch)
+    make: Callable[..., Any] = BUILTIN.get(arch) or user_callable(arch)
+    kwargs = {k: v for k, v in config.items() if k != ADAPTER_KEY}
     try:
-        return cls(**config)
+        model = make(**kwargs)
     except TypeError as exc:
         raise UserError(f"cannot build {arch} from config {json.dumps(config, sort_keys=True)}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{arch} returned {type(model).__name__}, not a torch.nn.Module")
+    if arch in BUILTIN and ADAPTER_KEY not in config:
+        return model
+    return adapt(model, IOAdapter.from_config(config.get(ADAPTER_KEY)))
 
 
 def _check_trusted(arch: str) -> None:
@@ -138,8 +169,11 @@ def _check_trusted(arch: str) -> None:
 
 
 def model_in_channels(config: dict[str, Any]) -> int:
-    """Input channels a config's model expects (1 when a user model's config does not say)."""
-    return int(config.get("in_channels", 1))
+    """Input channels a config's (adapted) model is fed (1 when a user model's config does not say;
+    1 when its adapter repeats the MRI channel)."""
+    if IOAdapter.from_config(config.get(ADAPTER_KEY)).input == "repeat":
+        return 1
+    return int(next((config[k] for k in IN_NAMES if k in config), 1))
 
 
 def checkpoint_path(lab: Lab, ref: str) -> Path:

@@ -14,7 +14,7 @@ whole batch and not predicted scores 1, and a batch never divides by zero).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,3 +59,31 @@ def ae_target(images: torch.Tensor, channels: int) -> torch.Tensor:
 def ae_loss(output: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Mean squared error of every output channel against the (single-channel) input."""
     return F.mse_loss(output.float(), ae_target(images.float(), output.shape[1]))
+
+
+def head_weights(heads: int) -> list[float]:
+    """Deep supervision weights (MONAI DeepSupervisionLoss "exp", nnU-Net): halving per level, summing to 1."""
+    raw = [0.5**i for i in range(heads)]
+    return [w / sum(raw) for w in raw]
+
+
+def deep_supervision_loss(
+    heads: Sequence[torch.Tensor],
+    target: torch.Tensor,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    labels: bool,
+) -> torch.Tensor:
+    """Weighted sum of `loss` over the heads (main head first), the target resized to each head's
+    size: labels by nearest neighbour (nnU-Net), images by area averaging."""
+    total = heads[0].new_zeros((), dtype=torch.float32)
+    for weight, head in zip(head_weights(len(heads)), heads):
+        size = tuple(head.shape[-2:])
+        goal = target
+        if size != tuple(target.shape[-2:]):
+            if labels:
+                goal = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
+            else:
+                goal = F.interpolate(target.float(), size=size, mode="area")
+        total = total + weight * loss(head, goal)
+    return total

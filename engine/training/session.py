@@ -21,10 +21,11 @@ from reuse_console.engine.data.augment import AugmentConfig, derived_generator
 from reuse_console.engine.data.batches import TrainBatches, pick_subjects, resize_slices
 from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.evaluation.evaluate import eval_batches, evaluate_ae, evaluate_seg
-from reuse_console.engine.models.registry import build_model, default_config
+from reuse_console.engine.models.adapters import ADAPTER_KEY, Expect, IOAdapter, class_name, probe
+from reuse_console.engine.models.registry import BUILTIN, build_model, channel_config_keys, default_config
 from reuse_console.engine.reuse.transfer import check_fits, freeze
 from reuse_console.engine.training.checkpoints import save_epoch
-from reuse_console.engine.training.losses import ae_loss, dice_classes, seg_loss
+from reuse_console.engine.training.losses import ae_loss, deep_supervision_loss, dice_classes, seg_loss
 from reuse_console.engine.training.spec import TrainResult, TrainSpec, default_workers, last_name
 from reuse_console.store.checkpoints import CheckpointMeta
 from reuse_console.store.errors import UserError
@@ -56,6 +57,7 @@ class TrainSession:
         self.lab, self.spec, self.slices = lab, spec, slices
         self.device, self.precision, self.workers = device, precision, workers
         self.name: str = spec.name or ""
+        self.model_class: str | None = None  # a user model's class name (default run names), set by build_model
         self.train_subjects = pick_subjects(slices, spec.subjects, spec.seed)
         augment = AugmentConfig() if spec.augment else AugmentConfig.off()
         self.batches = TrainBatches(
@@ -90,9 +92,24 @@ class TrainSession:
 
         Deterministic: `train` and a restart of a run killed before its first checkpoint both call it."""
         spec = self.spec
-        config = default_config(spec.arch, 1, len(self.slices.classes), **spec.arch_config)
+        overrides = dict(spec.arch_config)
+        io = IOAdapter.from_config(overrides.pop(ADAPTER_KEY, None))  # a donor's, when --init gave the arch
+        io = IOAdapter(
+            input=spec.input if spec.input != "as-is" else io.input,
+            output=spec.output or io.output,
+            deep_supervision=spec.deep_supervision or io.deep_supervision,
+        )
+        io.check()
+        classes = len(self.slices.classes)
+        config = default_config(spec.arch, 1, classes, **overrides)
         torch.manual_seed(spec.seed)
         model = build_model(spec.arch, config)
+        in_key, out_key = channel_config_keys(spec.arch)
+        expect = Expect(arch=spec.arch, size=self.slices.size, classes=classes, in_key=in_key, out_key=out_key)
+        io = probe(model, io, expect)  # one line and no run file for a model that cannot work
+        if spec.arch not in BUILTIN or io != IOAdapter():
+            config[ADAPTER_KEY] = io.to_config()
+        self.model_class = None if spec.arch in BUILTIN else class_name(model)
         if init_state:
             if spec.init:
                 check_fits(self.lab, spec, model, init_state, self.slices.classes)
@@ -316,7 +333,13 @@ class TrainSession:
         x = x.contiguous(memory_format=memory_format(self.device))
         with autocast(self.device, self.precision):
             out = self.model(x)
-        loss = seg_loss(out, y, self.dice_classes) if self.spec.task == "seg" else ae_loss(out, x)
+        if isinstance(out, list):  # deep supervision (engine/models/adapters.py): every head, weighted
+            if self.spec.task == "seg":
+                loss = deep_supervision_loss(out, y, lambda h, t: seg_loss(h, t, self.dice_classes), labels=True)
+            else:
+                loss = deep_supervision_loss(out, x, ae_loss, labels=False)
+        else:
+            loss = seg_loss(out, y, self.dice_classes) if self.spec.task == "seg" else ae_loss(out, x)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

@@ -42,6 +42,9 @@ class TrainSpec:
     init: str | None = None  # transfer: donor checkpoint whose `plan` tensors start the model
     plan: str | None = None  # transfer: reuse plan id (engine/reuse/plans.py)
     mode: str | None = None  # transfer: freeze | finetune (engine/reuse/transfer.py)
+    input: str = "as-is"  # user models: as-is | repeat (the MRI channel repeated; engine/models/adapters.py)
+    output: str | None = None  # user models returning a dict: the key read (default "out")
+    deep_supervision: bool = False  # user models with several heads: train on all of them, weighted
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,10 +86,11 @@ class TrainResult:
     best_metrics: dict[str, Any]
 
 
-def default_name(lab: Lab, spec: TrainSpec) -> str:
+def default_name(lab: Lab, spec: TrainSpec, model_class: str | None = None) -> str:
     """e.g. unet-seg-acdc, or unet-seg-acdc-2 when that is taken (by a run or a checkpoint, or
-    claimed by a run another job is starting); claimed for this run (`Lab.unique_name`)."""
-    arch = spec.arch.rsplit(":", 1)[-1].lower()
+    claimed by a run another job is starting); claimed for this run (`Lab.unique_name`). A user
+    model is named by its class (`Unet-seg-acdc` for smp's Unet, `LRASPP-seg-acdc` for a factory)."""
+    arch = model_class or spec.arch.rsplit(":", 1)[-1].lower()
     base = f"{arch}-{spec.task}-{spec.data.split('/')[-1]}"
     return lab.unique_name("runs", base, free=lambda name: not lab.exists("checkpoints", name))
 

@@ -16,11 +16,20 @@ import torch
 
 from reuse_console.engine.core.device import DEFAULT_PRECISION
 from reuse_console.engine.core.events import Message, Reporter, silent
-from reuse_console.engine.models.registry import load_model
+from reuse_console.engine.models.adapters import IN_NAMES, OUT_NAMES
+from reuse_console.engine.models.registry import checkpoint_path, load_model, rebuild_config
 from reuse_console.engine.reuse.transfer import transfer_init
 from reuse_console.engine.training.checkpoints import load_optimizer, read_optimizer
 from reuse_console.engine.training.session import TrainSession
-from reuse_console.engine.training.spec import TASKS, TrainResult, TrainSpec, claim_run, default_name, last_name
+from reuse_console.engine.training.spec import (
+    TASKS,
+    TRAIN_DEFAULTS,
+    TrainResult,
+    TrainSpec,
+    claim_run,
+    default_name,
+    last_name,
+)
 from reuse_console.store.checkpoints import CheckpointMeta, read_meta
 from reuse_console.store.errors import NotFound, UserError
 from reuse_console.store.lab import Lab
@@ -42,14 +51,17 @@ def train(
     """Train a new run. `init_state` (a partial state dict) overrides the seeded initialisation."""
     spec.check()
     external_init = init_state is not None  # not in the spec: a restart from epoch 0 could not redo it
+    if not spec.arch:  # --arch not given: the donor's architecture and options, else the default
+        spec = _donor_arch(lab, spec) if spec.init else dataclasses.replace(spec, arch=TRAIN_DEFAULTS.arch)
     if spec.init or spec.plan:
         spec, donor_state = transfer_init(lab, spec)
         init_state = {**(init_state or {}), **donor_state}
-    name = spec.name or default_name(lab, spec)  # the default: the next name free, claimed at once
+    session = TrainSession.open(lab, spec, device=device, precision=precision, workers=workers)
+    session.build_model(init_state)  # built and probed before any name is claimed or file written
+    name = spec.name or default_name(lab, spec, session.model_class)  # the next name free, claimed at once
     with claim_run(lab, name, new=True):
         spec = dataclasses.replace(spec, name=name)
-        session = TrainSession.open(lab, spec, device=device, precision=precision, workers=workers)
-        session.build_model(init_state)
+        session.spec, session.name = spec, name
 
         writer = RunWriter.create(
             lab.folder("runs", create=True) / f"{name}.h5",
@@ -58,6 +70,14 @@ def train(
             provenance=session.provenance(),
         )
         return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
+
+
+def _donor_arch(lab: Lab, spec: TrainSpec) -> TrainSpec:
+    """`train --init DONOR` without --arch: build the donor's architecture with its options (and
+    adapter); the channel counts are the new data set's, so they are left to the tool."""
+    meta = read_meta(checkpoint_path(lab, spec.init or ""))
+    keep = {k: v for k, v in rebuild_config(meta.arch_config).items() if k not in (*IN_NAMES, *OUT_NAMES)}
+    return dataclasses.replace(spec, arch=meta.arch, arch_config={**keep, **spec.arch_config})
 
 
 def resume_training(

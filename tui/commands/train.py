@@ -11,7 +11,19 @@ from rich.table import Table
 from reuse_console.engine.core.device import DEFAULT_PRECISION, use_threads
 from reuse_console.engine.training.spec import TRAIN_DEFAULTS, default_workers
 
-from ..options import PRECISION_HELP, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt, ThreadsOpt
+from ..options import (
+    PRECISION_HELP,
+    DeepSupervisionOpt,
+    DeviceOpt,
+    InputOpt,
+    JsonOpt,
+    LabOpt,
+    NameOpt,
+    OutputOpt,
+    PrecisionOpt,
+    ProgressOpt,
+    ThreadsOpt,
+)
 from ..output import emit_json, fmt, sigterm_as_interrupt, stderr, stdout
 
 TRAIN_HELP = (
@@ -38,14 +50,26 @@ def train(
         Optional[str], typer.Option("--data", help="Data set id in the lab (see `reuse-console ls datasets`).")
     ] = None,
     arch: Annotated[
-        str, typer.Option("--arch", help="unet | pspnet | package.module:ClassName.")
-    ] = TRAIN_DEFAULTS.arch,
+        Optional[str],
+        typer.Option(
+            "--arch",
+            help=f"unet | pspnet | package.module:ClassName | package.module:factory_function (default "
+            f"{TRAIN_DEFAULTS.arch}; with --init, the donor's architecture and options).",
+            show_default=False,
+        ),
+    ] = None,
     arch_config: Annotated[
         Optional[str],
         typer.Option(
-            "--arch-config", help="JSON overrides of the arch defaults, e.g. '{\"base_width\": 16}', or @FILE."
+            "--arch-config",
+            help="JSON overrides of the arch defaults, e.g. '{\"base_width\": 16}', or @FILE. Channel counts "
+            "(in_channels, out_channels, classes, num_classes) may be given; the model is probed on one batch "
+            "before training and refused when they do not fit the data set.",
         ),
     ] = None,
+    input_mode: InputOpt = TRAIN_DEFAULTS.input,
+    output_key: OutputOpt = TRAIN_DEFAULTS.output,
+    deep_supervision: DeepSupervisionOpt = TRAIN_DEFAULTS.deep_supervision,
     task: Annotated[str, typer.Option("--task", help="seg (segmentation) or ae (auto-encoder).")] = TRAIN_DEFAULTS.task,
     subjects: Annotated[
         Optional[int], typer.Option("--subjects", help="Train on N training subjects picked by --seed (default: all).")
@@ -125,8 +149,11 @@ def train(
                 raise UserError("--data is required (a data set id; see `reuse-console ls datasets`)")
             spec = TrainSpec(
                 data=data,
-                arch=arch,
+                arch=arch or "",  # empty: the donor's with --init, else the default (engine/training/train.py)
                 arch_config=parse_arch_config(arch_config),
+                input=input_mode,
+                output=output_key,
+                deep_supervision=deep_supervision,
                 task=task,
                 subjects=subjects,
                 epochs=epochs,

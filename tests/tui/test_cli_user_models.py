@@ -1,0 +1,102 @@
+"""`train` and `eval` with real third-party models, as a new user tries them (tiny, CPU, 1 epoch)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from toydata import write_toy  # noqa: E402
+
+from reuse_console.store.checkpoints import read_meta
+
+RUN = ["--epochs", "1", "--batch", "4", "--device", "cpu", "--progress", "none"]
+SMP = {"encoder_name": "resnet18", "encoder_weights": None, "encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+LRASPP = "torchvision.models.segmentation:lraspp_mobilenet_v3_large"
+DYN = {
+    "spatial_dims": 2,
+    "kernel_size": [3, 3, 3],
+    "strides": [1, 2, 2],
+    "upsample_kernel_size": [2, 2],
+    "filters": [4, 8, 16],
+}
+
+
+def _train(cli, lab, arch: str, config: dict, *extra: str) -> tuple[int, str, str]:
+    return cli(
+        "--lab",
+        str(lab.root),
+        "train",
+        "--data",
+        "toy",
+        "--arch",
+        arch,
+        "--arch-config",
+        json.dumps(config),
+        *RUN,
+        *extra,
+    )
+
+
+def _no_run_files(lab) -> bool:
+    runs = lab.root / "runs"
+    return not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.parametrize("channels", [{}, {"in_channels": 1, "classes": 4}])
+def test_smp_unet_trains_with_or_without_channel_keys(lab, cli, channels) -> None:
+    write_toy(lab)
+    code, _, err = _train(cli, lab, "segmentation_models_pytorch:Unet", {**SMP, **channels})
+    assert code == 0, err
+    assert "run Unet-seg-toy:" in err  # named by the library's class, not "unet-seg-toy"
+    meta = read_meta(lab.path("checkpoints", "Unet-seg-toy"))
+    assert meta.arch_config["classes"] == 4 and meta.arch_config["in_channels"] == 1
+
+
+def test_a_model_that_does_not_fit_is_refused_before_a_run_file(lab, cli) -> None:
+    write_toy(lab)  # 4 classes
+    code, out, err = _train(cli, lab, "segmentation_models_pytorch:Unet", {**SMP, "classes": 2})
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "error: segmentation_models_pytorch:Unet (Unet) gives 2 output channels, the data set needs 4: "
+        "set --arch-config '{\"classes\": 4}'"
+    ]
+    assert _no_run_files(lab)
+    code, _, err = _train(cli, lab, "segmentation_models_pytorch:Unet", {**SMP, "in_channels": 3, "classes": 4})
+    assert code == 2 and "set --arch-config '{\"in_channels\": 1}' or use --input repeat" in err
+    assert _no_run_files(lab)
+
+
+def test_torchvision_lraspp_repeat_dict_output_train_and_eval(lab, cli) -> None:
+    write_toy(lab)
+    config = {"weights": None, "weights_backbone": None}
+    code, _, err = _train(cli, lab, LRASPP, config)
+    assert code == 2 and "takes 3 input channels" in err and "--input repeat" in err and _no_run_files(lab)
+    code, _, err = _train(cli, lab, LRASPP, config, "--input", "repeat")
+    assert code == 0, err
+    meta = read_meta(lab.path("checkpoints", "LRASPP-seg-toy"))
+    assert meta.arch_config["adapter"]["input"] == "repeat" and meta.arch_config["adapter"]["channels"] == 3
+    assert meta.arch_config["num_classes"] == 4
+    code, out, err = cli("--lab", str(lab.root), "eval", "LRASPP-seg-toy", "--json", "--device", "cpu")
+    assert code == 0, err
+    assert set(json.loads(out)["dice"]) == {"background", "RV", "MYO", "LV"}
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_monai_dynunet_deep_supervision(lab, cli, deep) -> None:
+    write_toy(lab)
+    flags = ["--deep-supervision"] if deep else []
+    code, _, err = _train(cli, lab, "monai.networks.nets:DynUNet", {**DYN, "deep_supervision": True}, *flags)
+    assert code == 0, err
+    meta = read_meta(lab.path("checkpoints", "DynUNet-seg-toy"))
+    assert meta.arch_config["adapter"]["deep_supervision"] is deep
+    code, out, err = cli("--lab", str(lab.root), "eval", "DynUNet-seg-toy", "--json", "--device", "cpu")
+    assert code == 0, err
+
+
+def test_builtin_unet_with_channel_keys_in_arch_config(lab, cli) -> None:
+    write_toy(lab)
+    code, _, err = _train(cli, lab, "unet", {"base_width": 4, "in_channels": 1, "out_channels": 4})
+    assert code == 0, err
+    assert "run unet-seg-toy:" in err
+    code, _, err = _train(cli, lab, "unet", {"base_width": 4, "out_channels": 3})
+    assert code == 2 and "set --arch-config '{\"out_channels\": 4}'" in err
