@@ -180,3 +180,52 @@ def test_deep_supervision_loss_by_hand() -> None:
     assert got.item() == pytest.approx(
         (2 / 3 * F.mse_loss(full[:, :1], img) + 1 / 3 * F.mse_loss(half[:, :1], pooled)).item()
     )
+
+
+def _toy_spec(**kw):
+    from reuse_console.engine.training.train import TrainSpec
+
+    base = {"data": "toy", "epochs": 1, "batch": 4, "seed": 3, "augment": False}
+    return TrainSpec(**{**base, **kw})
+
+
+def test_transfer_without_arch_takes_the_donors_arch_and_config(lab) -> None:
+    from toydata import write_toy
+
+    from reuse_console.engine.reuse.plans import ReusePlan, save_plan, universe
+    from reuse_console.engine.training.train import train
+    from reuse_console.store.checkpoints import read_checkpoint
+
+    write_toy(lab)
+    train(lab, _toy_spec(name="donor", arch=SMP, arch_config=SMP_TINY), device="cpu")
+    donor, donor_meta = read_checkpoint(lab.path("checkpoints", "donor"))
+    model = build_model(SMP, donor_meta.arch_config)
+    index = LayerIndex.from_model(model, 1, 64)
+    plan = ReusePlan(name="p", arch=SMP, tensors=universe(index)).with_reusable({("1", "W"), ("1", "RM")})
+    save_plan(lab, plan)
+    result = train(lab, _toy_spec(arch="", init="donor", plan="p", mode="freeze"), device="cpu")
+    assert result.name == "Unet-seg-toy"
+    after, meta = read_checkpoint(result.last_path)
+    assert meta.arch == SMP and meta.arch_config["decoder_channels"] == [16, 8, 4]
+    assert list(after) == list(donor)
+    for key in plan.keys():
+        assert torch.equal(after[key], donor[key]), key  # frozen donor tensors, by the library's names
+
+
+def test_deep_supervision_trains_on_every_head(lab) -> None:
+    """Same seed and data: the main-head run's epoch loss is the full-resolution head's loss; the
+    deep-supervision run's is the weighted sum over both heads, so the two differ from the first step."""
+    from toydata import write_toy
+
+    from reuse_console.engine.training.train import train
+    from reuse_console.store.runs import read_run
+
+    write_toy(lab)
+    config = {**DYN_TINY, "deep_supervision": True}
+    losses = {}
+    for deep in (False, True):
+        result = train(
+            lab, _toy_spec(name=f"d{deep}", arch=DYNUNET, arch_config=config, deep_supervision=deep), device="cpu"
+        )
+        losses[deep] = read_run(result.run_path).steps["loss"][0]
+    assert losses[False] != pytest.approx(losses[True], rel=1e-4)
