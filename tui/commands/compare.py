@@ -51,6 +51,8 @@ def bn(
 ) -> None:
     """BN scale and shift per layer, and what swapping one BN tensor does to them (the paper's theory).
 
+    It reads every norm with running statistics (BatchNorm, InstanceNorm with track_running_stats); GroupNorm, LayerNorm and InstanceNorm without them have no fixed scale and shift, and one line after the table says how many were left out.
+
     In eval mode BN is y = s*x + t per channel, s = RW/sqrt(RV+eps), t = RB - RM*s. For each single-kind replacement of a recipient tensor by the donor's, the table shows the change of s as a ratio s'/s (geometric mean over channels; RM and RB leave s alone) and the change of t as the mean |t' - t|.
 
     Example: reuse-console bn unet-seg unet-ae --json

@@ -42,7 +42,12 @@ def layers(
     in_channels: Annotated[int, typer.Option("--in-channels", help="Input channels of a fresh --arch model.")] = 1,
     out_channels: Annotated[int, typer.Option("--out-channels", help="Output channels of a fresh --arch model.")] = 4,
     size: Annotated[
-        int, typer.Option("--size", help="Side of the dummy input for the forward pass (UNet: a multiple of 16).")
+        int,
+        typer.Option(
+            "--size",
+            help="Side of the dummy input for the forward pass, on every spatial axis the first conv has "
+            "(a 3D model gets SIZE^3; UNet: a multiple of 16).",
+        ),
     ] = 64,
     lab: LabOpt = None,
     json_out: JsonOpt = False,

@@ -35,15 +35,18 @@ from monai.networks.nets import BasicUNet, DynUNet
 from norm_nets import MixedNorms
 from torch import nn
 
-from reuse_console.engine.compare.bn import analyse, outside_note
+from reuse_console.engine.compare.bn import analyse, outside_note, run_bn
 from reuse_console.engine.compare.rmse import compare_states
 from reuse_console.engine.evaluation.evaluate import EvalBatch
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.models.registry import save_model
 from reuse_console.engine.reuse.plans import universe
 from reuse_console.engine.reuse.transfer import freeze
 from reuse_console.engine.swaps.scan import evaluate_variants, plan_variants
 from reuse_console.engine.swaps.swap import Swap, SwapSpec
+from reuse_console.store.checkpoints import CheckpointMeta
+from reuse_console.store.errors import UserError
 
 NORMS: dict[str, Any] = {
     "batch": "batch",
@@ -345,3 +348,20 @@ def test_a_scan_of_norm_tensors_gives_the_naive_loops_dice(norm: str) -> None:
     )
     np.testing.assert_allclose(dice, np.stack(want), rtol=0, atol=1e-9)
     assert np.abs(dice - base).max() > 0.01  # the norm swaps really change predictions
+
+
+def test_bn_in_the_lab_reads_the_tracked_norms_and_refuses_a_model_with_none(lab) -> None:
+    for name, seed in (("mixed-a", 1), ("mixed-b", 2)):
+        config = {"in_channels": 1, "out_channels": 6}
+        meta = CheckpointMeta(arch="norm_nets:MixedNorms", arch_config=config, task="seg")
+        save_model(lab, name, _randomised(MixedNorms(), seed), meta)
+    study = run_bn(lab, "mixed-a", "mixed-b")
+    assert [layer.module for layer in study.layers] == ["n1", "n2", "inorm"]
+    assert study.note is not None and "4 norm layer(s) without running statistics" in study.note
+    group = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "features": [4, 4, 8, 8, 16, 4]}
+    group["norm"] = ["group", {"num_groups": 2}]
+    for name, seed in (("group-a", 1), ("group-b", 2)):
+        meta = CheckpointMeta(arch="monai.networks.nets:BasicUNet", arch_config=group, task="seg")
+        save_model(lab, name, _basic_unet(NORMS["group"], seed), meta)
+    with pytest.raises(UserError, match=r"no norm with running statistics.*\(its norms: GroupNorm 18\)"):
+        run_bn(lab, "group-a", "group-b")
