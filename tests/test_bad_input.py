@@ -148,7 +148,7 @@ ROWS: list[Row] = [
     row(
         "arch-plan-donor",
         "train --init with a donor of another architecture than the plan",
-        f"train --data toy --epochs 1 --init psp --plan p1 {L}",
+        f"train --data toy --epochs 1 --arch unet --init psp --plan p1 {L}",
         "pspnet",
     ),
     row(
