@@ -162,8 +162,8 @@ def outside_note(model: nn.Module, index: LayerIndex) -> str | None:
     if not outside:
         return None
     return (
-        f"{len(outside)} norm layer(s) without running statistics ({_norm_counts(outside)}) are outside the "
-        "BN theory: they normalise each input by its own statistics, so no fixed scale and shift exists"
+        f"{len(outside)} norm layer(s) without running statistics ({_norm_counts(outside)}) left out: "
+        "each input is normalised by its own statistics, so there is no fixed s and t"
     )
 
 
