@@ -23,6 +23,7 @@ from reuse_console.engine.data.slices import CARDIAC_CLASSES
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import (
     build_model,
+    channel_config_keys,
     checkpoint_path,
     default_config,
     model_in_channels,
@@ -106,13 +107,15 @@ def _sha256(path: Path) -> str:
 
 
 def _infer_channels(arch: str, config: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Fill in in_channels/out_channels the user left out, from the file's layer 1 conv and
-    its last conv (the head); the strict check that follows catches a wrong guess."""
-    if "in_channels" in config and "out_channels" in config:
+    """Fill in the input channels and classes the user left out (under the arch's own config keys:
+    in_channels/out_channels, smp's classes...), from the file's layer 1 conv and its last conv
+    (the head); the strict check that follows catches a wrong guess."""
+    in_key, out_key = channel_config_keys(arch)
+    if all(k is None or k in config for k in (in_key, out_key)):
         return dict(config)
-    rest = {k: v for k, v in config.items() if k not in ("in_channels", "out_channels")}
+    rest = {k: v for k, v in config.items() if k not in (in_key, out_key)}
     probe_config = rebuild_config(
-        default_config(arch, config.get("in_channels", 1), config.get("out_channels", 1), **rest)
+        default_config(arch, config.get(in_key or "", 1), config.get(out_key or "", 1), **rest)
     )
     index = LayerIndex.from_model(build_model(arch, probe_config), model_in_channels(probe_config))
     convs = [layer for layer in index.layers if layer.conv is not None]
@@ -121,10 +124,10 @@ def _infer_channels(arch: str, config: dict[str, Any], state: Mapping[str, torch
     loose = [layer for layer in convs if layer.index is None]
     first, last = convs[0].key("W"), (loose[-1] if loose else convs[-1]).key("W")
     filled = dict(config)
-    if "in_channels" not in filled and first in state and state[first].ndim > 1:
-        filled["in_channels"] = int(state[first].shape[1])
-    if "out_channels" not in filled and last in state:
-        filled["out_channels"] = int(state[last].shape[0])
+    if in_key and in_key not in filled and first in state and state[first].ndim > 1:
+        filled[in_key] = int(state[first].shape[1])
+    if out_key and out_key not in filled and last in state:
+        filled[out_key] = int(state[last].shape[0])
     return filled
 
 
@@ -174,8 +177,11 @@ def _import_into(
     """The import itself, under the name's claim."""
     state = read_state_file(file)
     config = _infer_channels(arch, dict(arch_config or {}), state)
-    config = default_config(arch, config.pop("in_channels", 1), config.pop("out_channels", 4), **config)
-    out_channels = int(config["out_channels"])
+    in_key, out_key = channel_config_keys(arch)
+    config = default_config(arch, config.pop(in_key or "", 1), config.pop(out_key or "", 4), **config)
+    if out_key is None and not classes:
+        raise UserError(f"{arch} takes no config key for its number of classes: name them with --classes")
+    out_channels = int(config[out_key]) if out_key else len(classes or [])
     if classes:
         if len(classes) != out_channels:
             raise UserError(f"--classes names {len(classes)} classes but the model has {out_channels} outputs")

@@ -229,3 +229,18 @@ def test_deep_supervision_trains_on_every_head(lab) -> None:
         )
         losses[deep] = read_run(result.run_path).steps["loss"][0]
     assert losses[False] != pytest.approx(losses[True], rel=1e-4)
+
+
+def test_ckpt_import_of_an_smp_state_dict_infers_its_classes(lab, tmp_path: Path) -> None:
+    import segmentation_models_pytorch as smp
+
+    from reuse_console.engine.models.ckpt_io import import_checkpoint
+    from reuse_console.engine.models.registry import load_model
+
+    plain = smp.Unet(in_channels=1, classes=3, **SMP_TINY).eval()
+    torch.save(plain.state_dict(), tmp_path / "unet.pt")
+    _, meta = import_checkpoint(lab, tmp_path / "unet.pt", arch=SMP, task="seg", name="imp", arch_config=SMP_TINY)
+    assert (meta.arch_config["in_channels"], meta.arch_config["classes"]) == (1, 3) and len(meta.classes) == 3
+    model, _ = load_model(lab, "imp")
+    x = torch.randn(1, 1, 32, 32)
+    assert torch.equal(model(x), plain(x))
