@@ -100,3 +100,47 @@ def test_builtin_unet_with_channel_keys_in_arch_config(lab, cli) -> None:
     assert "run unet-seg-toy:" in err
     code, _, err = _train(cli, lab, "unet", {"base_width": 4, "out_channels": 3})
     assert code == 2 and "set --arch-config '{\"out_channels\": 4}'" in err
+
+
+FACTORY = """
+from torch import nn
+
+class Logits(nn.Module):
+    def __init__(self, in_channels, num_classes):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, 3, padding=1)
+        self.norm = nn.BatchNorm2d(num_classes)
+
+    def forward(self, x):
+        return {"logits": self.norm(self.conv(x)), "features": x}
+
+def make_logits(in_channels=3, num_classes=2):
+    return Logits(in_channels, num_classes)
+"""
+
+
+def test_factory_with_dict_output_needs_output_key(lab, cli, tmp_path, monkeypatch) -> None:
+    import sys
+    import uuid
+
+    module = f"cli_factory_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_toy(lab)
+    try:
+        code, _, err = _train(cli, lab, f"{module}:make_logits", {})
+        assert code == 2 and _no_run_files(lab)
+        assert (
+            err.strip()
+            == "error: the model returns a dict with keys 'logits', 'features': choose one with --output KEY"
+        )
+        code, _, err = _train(cli, lab, f"{module}:make_logits", {}, "--output", "logits")
+        assert code == 0, err
+        assert "run Logits-seg-toy:" in err
+        meta = read_meta(lab.path("checkpoints", "Logits-seg-toy"))
+        assert (meta.arch_config["in_channels"], meta.arch_config["num_classes"]) == (1, 4)
+        assert meta.arch_config["adapter"]["output"] == "logits"
+        code, _, err = cli("--lab", str(lab.root), "eval", "Logits-seg-toy", "--json", "--device", "cpu")
+        assert code == 0, err
+    finally:
+        sys.modules.pop(module, None)
