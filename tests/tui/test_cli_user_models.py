@@ -7,7 +7,7 @@ import json
 import pytest
 from toydata import write_toy  # noqa: E402
 
-from reuse_console.store.checkpoints import read_meta
+from reuse_console.store.checkpoints import read_checkpoint, read_meta
 
 RUN = ["--epochs", "1", "--batch", "4", "--device", "cpu", "--progress", "none"]
 SMP = {"encoder_name": "resnet18", "encoder_weights": None, "encoder_depth": 3, "decoder_channels": [16, 8, 4]}
@@ -144,3 +144,25 @@ def test_factory_with_dict_output_needs_output_key(lab, cli, tmp_path, monkeypat
         assert code == 0, err
     finally:
         sys.modules.pop(module, None)
+
+
+def test_adapted_checkpoints_reopen_in_scan_swap_and_rmse(lab, cli) -> None:
+    """The repeat adapter is rebuilt from the checkpoint by every command that runs the model."""
+    write_toy(lab)
+    config = {"weights": None, "weights_backbone": None}
+    for seed in ("1", "2"):
+        code, _, err = _train(cli, lab, LRASPP, config, "--input", "repeat", "--seed", seed, "--name", f"l{seed}")
+        assert code == 0, err
+    L = ("--lab", str(lab.root))
+    code, out, err = cli(*L, "scan", "l1", "l2", "--data", "toy", "--layers", "1", "--kinds", "RM", "--device", "cpu")
+    assert code == 0, err
+    code, out, err = cli(*L, "swap", "l1", "l2", "--data", "toy", "--layers", "1", "--kinds", "RM", "--device", "cpu")
+    assert code == 0, err
+    code, out, err = cli(*L, "rmse", "l1", "l2", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["pairs"][0]["rows"]
+    got = next(r["rmse"] for r in rows if r["layer"] == 1 and r["kind"] == "W")
+    a, _ = read_checkpoint(lab.path("checkpoints", "l1"))  # by the library's tensor name: layer 1 is backbone.0.0
+    b, _ = read_checkpoint(lab.path("checkpoints", "l2"))
+    key = "backbone.0.0.weight"
+    assert got == pytest.approx(float((a[key].double() - b[key].double()).pow(2).mean().sqrt()), rel=1e-5)
