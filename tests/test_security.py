@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -90,6 +91,58 @@ def test_a_user_architecture_named_in_a_lab_file_is_not_imported(tmp_path: Path,
     with pytest.raises(UserError, match="REUSE_TRUST_ARCH=evilmod:Net"):
         load_model(lab, "handed")
     assert not marker.exists() and "evilmod" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("arch", "config"),
+    [
+        ("os:system", {"command": "touch {marker}"}),
+        ("subprocess:run", {"args": ["touch", "{marker}"]}),
+        ("subprocess:Popen", {"args": ["touch", "{marker}"]}),
+    ],
+)
+def test_a_lab_file_cannot_make_a_loaded_function_run(tmp_path: Path, arch: str, config: dict) -> None:
+    """A checkpoint naming a function of a module that is already loaded (`os:system` with the
+    file's config as keyword arguments) would run a command: only model classes are built from a
+    lab file unless the user lists the arch."""
+    marker = tmp_path / "ran"
+    lab = Lab(tmp_path / "lab")
+    from reuse_console.engine.models.registry import save_model
+    from reuse_console.store.checkpoints import CheckpointMeta
+
+    model = build_model("unet", default_config("unet", 1, 4, base_width=4))
+    save_model(lab, "handed", model, CheckpointMeta(arch="unet", arch_config={}, task="seg"))
+    filled = json.loads(json.dumps(config).replace("{marker}", str(marker)))
+    with h5py.File(lab.path("checkpoints", "handed"), "r+") as f:  # the tampered file
+        f.attrs["arch"] = arch
+        f.attrs["arch_config"] = json.dumps(filled)
+    with pytest.raises(UserError) as refused:
+        load_model(lab, "handed")
+    assert arch in str(refused.value)
+    assert not marker.exists()
+
+
+def test_a_model_library_class_named_in_a_lab_file_reopens_without_listing(tmp_path: Path) -> None:
+    """A checkpoint of a MONAI model reopens in a fresh process with no $REUSE_TRUST_ARCH: importing
+    a model library runs only its own code, and only its nn.Module classes are built."""
+    from reuse_console.engine.models.registry import save_model
+    from reuse_console.store.checkpoints import CheckpointMeta
+
+    lab = Lab(tmp_path / "lab")
+    arch, config = "monai.networks.nets:BasicUNet", {"spatial_dims": 2, "features": [4, 4, 8, 8, 16, 4]}
+    model = build_model(arch, config)
+    save_model(lab, "monai", model, CheckpointMeta(arch=arch, arch_config=config, task="seg"))
+    code = (
+        "import sys; from reuse_console.store.lab import Lab; "
+        "from reuse_console.engine.models.registry import load_model; "
+        "m, _ = load_model(Lab(sys.argv[1]), 'monai'); print(type(m).__name__)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REUSE_TRUST_ARCH"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(lab.root)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "BasicUNet"
 
 
 def test_data_only_loaders_everywhere() -> None:

@@ -157,15 +157,39 @@ def build_model(arch: str, config: dict[str, Any], *, trusted: bool = True) -> n
     return adapt(model, IOAdapter.from_config(config.get(ADAPTER_KEY)))
 
 
+# Libraries of model classes whose modules a lab file may name without $REUSE_TRUST_ARCH: importing
+# them runs only their own code, and only their nn.Module classes (or torchvision's public model
+# factories) are ever called.
+MODEL_LIBRARIES = ("torchvision", "monai", "segmentation_models_pytorch", "timm")
+FACTORY_MODULES = ("torchvision.models",)
+
+
 def _check_trusted(arch: str) -> None:
+    """Refuse an arch read from a lab file unless building it can only build a model.
+
+    Allowed without asking: an nn.Module class from a module already loaded or from a model
+    library (MODEL_LIBRARIES), and torchvision's public model factories. Anything else (another
+    module, any other function: `os:system` or `subprocess:run` with the file's config as keyword
+    arguments would run a command) only when the user lists it in $REUSE_TRUST_ARCH.
+    """
     module = arch.partition(":")[0]
     listed = {a.strip() for a in os.environ.get(TRUST_ENV, "").split(",") if a.strip()}
-    if module in sys.modules or arch in listed or module in listed:
+    if arch in listed or module in listed:
         return
-    raise UserError(
+    refusal = UserError(
         f"the model was built by user code {arch!r}; importing it runs that code, so it is only imported "
         f"when you list it: {TRUST_ENV}={arch}"
     )
+    if module not in sys.modules and module.split(".")[0] not in MODEL_LIBRARIES:
+        raise refusal
+    target = user_callable(arch)
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        return
+    name = arch.partition(":")[2]
+    public = not any(part.startswith("_") for part in [*module.split("."), *name.split(".")])
+    factory = inspect.isfunction(target) and public and str(target.__module__).startswith(FACTORY_MODULES)
+    if not factory:
+        raise refusal
 
 
 def model_in_channels(config: dict[str, Any]) -> int:
