@@ -150,12 +150,13 @@ class _Stop(Exception):
     pass
 
 
-def first_layer_channels(model: nn.Module, size: int) -> int | None:
-    """Input channels of the first conv the model runs (stopped there: the rest is not run)."""
-    seen: list[int] = []
+def first_conv(model: nn.Module, size: int) -> nn.modules.conv._ConvNd | None:
+    """The first conv the model runs on a slice batch (stopped there: the rest is not run); its
+    `in_channels` are the model's real input channels, its kernel's rank its spatial dims."""
+    seen: list[nn.modules.conv._ConvNd] = []
 
     def hook(module: nn.modules.conv._ConvNd, _inputs: Any) -> None:
-        seen.append(int(module.in_channels))
+        seen.append(module)
         raise _Stop
 
     handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
@@ -192,7 +193,14 @@ def probe(model: nn.Module, io: IOAdapter, expect: Expect) -> IOAdapter:
     zero batch of the data set's slice size, in eval mode and in train mode (BN statistics and
     every tensor are put back). Returns the adapter to record. Refuses with one line."""
     name = class_name(model)
-    channels = first_layer_channels(model, expect.size)
+    conv = first_conv(model, expect.size)
+    if conv is not None and len(conv.kernel_size) != 2:
+        raise UserError(
+            f"{expect.arch} ({name}) starts with a {len(conv.kernel_size)}D convolution "
+            f"({type(conv).__name__}): training and evaluation take 2D slices, 3D volumes are not supported "
+            'yet; build its 2D variant (MONAI: "spatial_dims": 2 in --arch-config)'
+        )
+    channels = int(conv.in_channels) if conv is not None else None
     if channels is not None and channels != 1 and io.input != "repeat":
         key = f"set --arch-config '{json.dumps({expect.in_key: 1})}' or " if expect.in_key else ""
         raise UserError(

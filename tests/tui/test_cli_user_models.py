@@ -140,6 +140,10 @@ def test_factory_with_dict_output_needs_output_key(lab, cli, tmp_path, monkeypat
         meta = read_meta(lab.path("checkpoints", "Logits-seg-toy"))
         assert (meta.arch_config["in_channels"], meta.arch_config["num_classes"]) == (1, 4)
         assert meta.arch_config["adapter"]["output"] == "logits"
+        # a function named in a lab file is only called when the user lists it (os:system is a function too)
+        code, _, err = cli("--lab", str(lab.root), "eval", "Logits-seg-toy", "--json", "--device", "cpu")
+        assert code == 2 and f"REUSE_TRUST_ARCH={module}:make_logits" in err
+        monkeypatch.setenv("REUSE_TRUST_ARCH", module)
         code, _, err = cli("--lab", str(lab.root), "eval", "Logits-seg-toy", "--json", "--device", "cpu")
         assert code == 0, err
     finally:
@@ -166,3 +170,23 @@ def test_adapted_checkpoints_reopen_in_scan_swap_and_rmse(lab, cli) -> None:
     b, _ = read_checkpoint(lab.path("checkpoints", "l2"))
     key = "backbone.0.0.weight"
     assert got == pytest.approx(float((a[key].double() - b[key].double()).pow(2).mean().sqrt()), rel=1e-5)
+
+
+def test_a_3d_model_is_refused_before_a_run_file_with_what_to_change(lab, cli) -> None:
+    write_toy(lab)
+    config = {"spatial_dims": 3, "channels": [4, 8], "strides": [2]}
+    code, _, err = _train(cli, lab, "monai.networks.nets:UNet", config)
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert "starts with a 3D convolution (Conv3d)" in line and '"spatial_dims": 2' in line
+    assert _no_run_files(lab)
+
+
+def test_layers_of_a_fresh_model_takes_its_first_convs_input_channels(cli) -> None:
+    """torchvision's segmentation models take 3 channels whatever is asked: `layers --arch` indexes
+    them without --in-channels (the user would not know the number)."""
+    config = {"weights": None, "weights_backbone": None}
+    code, out, err = cli("layers", "--arch", LRASPP, "--arch-config", json.dumps(config), "--json")
+    assert code == 0, err
+    index = json.loads(out)
+    assert index[0]["shapes"]["W"][1] == 3  # the first conv's input channels

@@ -39,7 +39,14 @@ def layers(
     ] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help=f"Index a fresh model instead: {ARCH_HELP}")] = None,
     arch_config: ArchConfigOpt = None,
-    in_channels: Annotated[int, typer.Option("--in-channels", help="Input channels of a fresh --arch model.")] = 1,
+    in_channels: Annotated[
+        Optional[int],
+        typer.Option(
+            "--in-channels",
+            help="Input channels of a fresh --arch model (default: 1, or what its first conv takes when its config fixes it).",
+            show_default=False,
+        ),
+    ] = None,
     out_channels: Annotated[int, typer.Option("--out-channels", help="Output channels of a fresh --arch model.")] = 4,
     size: Annotated[
         int,
@@ -62,6 +69,7 @@ def layers(
 
     Examples: `reuse-console layers seg-unet`, `reuse-console layers --arch pspnet --json`.
     """
+    from reuse_console.engine.models.adapters import first_conv
     from reuse_console.engine.models.layers import LayerIndex
     from reuse_console.engine.models.registry import (
         build_model,
@@ -82,9 +90,12 @@ def layers(
     else:
         assert arch is not None  # a checkpoint id or --arch, exactly one (checked above)
         overrides = parse_arch_config(arch_config)
-        channels = int(overrides.pop("in_channels", in_channels))
+        channels = int(overrides.pop("in_channels", in_channels or 1))
         outputs = int(overrides.pop("out_channels", out_channels))
         model = build_model(arch, default_config(arch, channels, outputs, **overrides))
+        if in_channels is None:  # e.g. torchvision's segmentation models take 3 whatever is asked
+            conv = first_conv(model, size)
+            channels = int(conv.in_channels) if conv is not None else channels
         title = f"{arch} (fresh)"
     index = LayerIndex.from_model(model, channels, size)
     if json_out:
