@@ -256,7 +256,8 @@ def test_ls_at_80_columns_is_one_line_per_object_with_every_id_whole(lab, cli, n
     assert code == 0, err
     lines = out.splitlines()
     assert max(cell_len(line) for line in lines) <= 80, out
-    body = lines[2:]  # the lab line, the header, then one line per object
+    assert f"{len(entries)} objects" in " ".join(err.split())  # the lab line: on stderr, stdout is the listing
+    body = lines[1:]  # the header, then one line per object
     assert len(body) == len(entries)
     for line, e in zip(body, entries):
         words = line.split()

@@ -62,7 +62,8 @@ def ls(
     if long:
         stdout.print(long_listing(entries, f"lab {the_lab.root}"))
         return
-    stdout.print(Text(f"lab {the_lab.root}: {len(entries)} objects", style="dim"), soft_wrap=True)
+    # where and how many go to stderr: stdout is one line per object (and a path is never cut)
+    stderr.print(Text(f"lab {the_lab.root}: {len(entries)} objects", style="dim", overflow="fold"))
     stdout.print(listing(entries, stdout.width), soft_wrap=True)
 
 
