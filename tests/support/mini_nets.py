@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from reuse_console.engine.evaluation.evaluate import EvalBatch
+from reuse_console.engine.evaluation.metrics import DiceAccumulator
+from reuse_console.engine.swaps.scan import Variant
 
 
 def conv_bn(cin: int, cout: int, bias: bool = True) -> nn.Sequential:
@@ -137,3 +142,34 @@ def naive_output(model: nn.Module, donor_state: dict, keys: list[str], alpha: fl
     ref.load_state_dict(state)
     with torch.no_grad():
         return ref.eval()(x)
+
+
+def labelled_batches(model: nn.Module, *, classes: int, n: int = 2, size: int = 64) -> list[EvalBatch]:
+    """Images with labels the recipient mostly gets right (its own prediction, a quarter replaced
+    by noise), three slices a batch over two subjects: swaps then move Dice visibly."""
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for i in range(n):
+        images = torch.randn(3, 1, size, size, generator=g)
+        with torch.no_grad():
+            labels = model.eval()(images).argmax(1)
+        labels[:, : size // 4] = torch.randint(0, classes, (3, size // 4, size), generator=g)
+        out.append(EvalBatch(images, labels, torch.tensor([i, i, 1 - i])))
+    return out
+
+
+def naive_dice(
+    model: nn.Module, donor_state: dict, variant: Variant, batches: list[EvalBatch], *, classes: int, subjects: int = 2
+) -> np.ndarray:
+    """The obvious scan of one variant: deep copy, load a state dict with the variant's tensors
+    moved towards the donor's (lerp, exact at alpha 1), full forward; Dice per subject and class."""
+    ref = copy.deepcopy(model)
+    state = ref.state_dict()
+    for key in variant.keys:
+        state[key] = torch.lerp(state[key], donor_state[key].to(state[key].dtype), variant.alpha)
+    ref.load_state_dict(state)
+    acc = DiceAccumulator(classes, subjects)
+    with torch.no_grad():
+        for b in batches:
+            acc.update(ref.eval()(b.images).argmax(1), b.labels, b.subject)
+    return acc.per_subject()

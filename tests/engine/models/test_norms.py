@@ -25,12 +25,12 @@ filters=[4, 8, 16])` prints:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from mini_nets import naive_dice
 from monai.networks.nets import BasicUNet, DynUNet
 from norm_nets import MixedNorms
 from torch import nn
@@ -38,7 +38,6 @@ from torch import nn
 from reuse_console.engine.compare.bn import analyse, outside_note, run_bn
 from reuse_console.engine.compare.rmse import compare_states
 from reuse_console.engine.evaluation.evaluate import EvalBatch
-from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import save_model
 from reuse_console.engine.reuse.plans import universe
@@ -325,17 +324,7 @@ def test_a_scan_of_norm_tensors_gives_the_naive_loops_dice(norm: str) -> None:
             labels = recipient(images).argmax(1)
         labels[:, :8] = torch.randint(0, 3, (2, 8, 32), generator=g)
         batches.append(EvalBatch(images, labels, torch.tensor([0, 1])))
-    want = []
-    for v in variants:  # the naive loop: a copy with the donor's tensor loaded, a full forward
-        ref = copy.deepcopy(recipient)
-        state = ref.state_dict()
-        state[v.keys[0]] = donor.state_dict()[v.keys[0]]
-        ref.load_state_dict(state)
-        acc = DiceAccumulator(3, 2)
-        with torch.no_grad():
-            for b in batches:
-                acc.update(ref(b.images).argmax(1), b.labels, b.subject)
-        want.append(acc.per_subject())
+    want = [naive_dice(recipient, donor.state_dict(), v, batches, classes=3) for v in variants]
     base, dice, _ = evaluate_variants(
         recipient,
         donor.state_dict(),

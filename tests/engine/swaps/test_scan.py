@@ -8,10 +8,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mini_nets import MiniUNet, Untraceable, naive_output, pair, randomise_bn
+from mini_nets import MiniUNet, Untraceable, labelled_batches, naive_dice, naive_output, pair, randomise_bn
 
-from reuse_console.engine.evaluation.evaluate import EvalBatch
-from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.pspnet import PSPNet
 from reuse_console.engine.models.unet import UNet
@@ -32,19 +30,6 @@ def _models(arch: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     return build(1), build(2)
 
 
-def _batches(model: torch.nn.Module, n: int = 2, size: int = 64) -> list[EvalBatch]:
-    """Images with labels the recipient mostly gets right (its own prediction, partly corrupted)."""
-    g = torch.Generator().manual_seed(7)
-    out = []
-    for i in range(n):
-        images = torch.randn(3, 1, size, size, generator=g)
-        with torch.no_grad():
-            labels = model(images).argmax(1)
-        labels[:, : size // 4] = torch.randint(0, 4, (3, size // 4, size), generator=g)
-        out.append(EvalBatch(images, labels, torch.tensor([i, i, 1 - i])))
-    return out
-
-
 def _pick(index: LayerIndex, arch: str) -> list[Variant]:
     """A few variants of every kind: first, middle and last numbered layers, an unnumbered conv."""
     names = ["1", "9", "18", "up2", "head"] if arch == "unet" else ["1", "8", "25", "head"]
@@ -54,26 +39,13 @@ def _pick(index: LayerIndex, arch: str) -> list[Variant]:
     return variants
 
 
-def _naive_dice(model, donor_state, variant: Variant, batches) -> np.ndarray:
-    ref = copy.deepcopy(model)
-    state = ref.state_dict()
-    for key in variant.keys:
-        state[key] = torch.lerp(state[key], donor_state[key], variant.alpha)
-    ref.load_state_dict(state)
-    acc = DiceAccumulator(4, 2)
-    with torch.no_grad():
-        for b in batches:
-            acc.update(ref.eval()(b.images).argmax(1), b.labels, b.subject)
-    return acc.per_subject()
-
-
 @pytest.mark.parametrize("arch", ["unet", "pspnet"])
 def test_scan_dice_equals_naive_loop(arch: str) -> None:
     recipient, donor = _models(arch)
-    batches = _batches(recipient)
+    batches = labelled_batches(recipient, classes=4)
     variants = _pick(LayerIndex.from_model(recipient, 1), arch)
     assert {v.kind for v in variants} == {"RM", "RV", "RW", "RB", "W", "B"}
-    want = np.stack([_naive_dice(recipient, donor.state_dict(), v, batches) for v in variants])
+    want = np.stack([naive_dice(recipient, donor.state_dict(), v, batches, classes=4) for v in variants])
     base, dice, engine = evaluate_variants(
         recipient,
         donor.state_dict(),
@@ -128,9 +100,9 @@ def _mini_variants(model: torch.nn.Module) -> list[Variant]:
 
 def test_untraceable_model_falls_back_with_the_same_results() -> None:
     recipient, donor = pair(Untraceable, out_channels=4)
-    batches = _batches(recipient, size=16)
+    batches = labelled_batches(recipient, classes=4, size=16)
     variants = _mini_variants(recipient)
-    want = np.stack([_naive_dice(recipient, donor.state_dict(), v, batches) for v in variants])
+    want = np.stack([naive_dice(recipient, donor.state_dict(), v, batches, classes=4) for v in variants])
     base, dice, engine = evaluate_variants(
         recipient,
         donor.state_dict(),
@@ -147,7 +119,7 @@ def test_untraceable_model_falls_back_with_the_same_results() -> None:
 
 def test_resumed_evaluation_only_does_the_rest_and_reports_progress() -> None:
     recipient, donor = pair(MiniUNet, out_channels=4)
-    batches = _batches(recipient, size=16)
+    batches = labelled_batches(recipient, classes=4, size=16)
     variants = _mini_variants(recipient)
     kwargs = dict(classes=CLASSES, present=[True, True, False, True], num_subjects=2, device=CPU)
     events, snapshots = [], []
@@ -180,7 +152,7 @@ def test_resumed_evaluation_only_does_the_rest_and_reports_progress() -> None:
 def test_bf16_scan_sees_in_place_weight_swaps() -> None:
     """Autocast may cache low-precision weights; a bf16 scan must still see every swap."""
     recipient, donor = pair(MiniUNet, out_channels=4)
-    batches = _batches(recipient, size=16)
+    batches = labelled_batches(recipient, classes=4, size=16)
     variants = [v for v in _mini_variants(recipient) if v.kind == "weight" and v.alpha == 1.0]
     kwargs = dict(classes=CLASSES, present=[True] * 4, num_subjects=2, device=CPU)
     base32, dice32, _ = evaluate_variants(recipient, donor.state_dict(), variants, batches, **kwargs)

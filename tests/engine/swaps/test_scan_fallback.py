@@ -5,17 +5,15 @@ raises, or a traced run that fails mid-scan, falls back to the full forward with
 
 from __future__ import annotations
 
-import copy
 import json
 
 import h5py
 import numpy as np
 import torch
-from mini_nets import TracesWrong, pair, randomise_bn
+from mini_nets import TracesWrong, labelled_batches, naive_dice, pair, randomise_bn
 
 from reuse_console.engine.core.events import Message
 from reuse_console.engine.evaluation.evaluate import EvalBatch
-from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.swaps.partial import PartialForward
 from reuse_console.engine.swaps.scan import Variant, evaluate_variants
@@ -25,37 +23,10 @@ CPU = torch.device("cpu")
 CLASSES = ["background", "a", "b"]
 
 
-def _batches(model: torch.nn.Module, size: int) -> list[EvalBatch]:
-    """Two batches labelled with the recipient's own prediction, a quarter of it replaced by noise."""
-    g = torch.Generator().manual_seed(7)
-    out = []
-    for i in range(2):
-        images = torch.randn(3, 1, size, size, generator=g)
-        with torch.no_grad():
-            labels = model.eval()(images).argmax(1)
-        labels[:, : size // 4] = torch.randint(0, 3, (3, size // 4, size), generator=g)
-        out.append(EvalBatch(images, labels, torch.tensor([i, i, 1 - i])))
-    return out
-
-
 def _variants(model: torch.nn.Module) -> list[Variant]:
     """Every floating-point tensor swapped on its own."""
     keys = [k for k, t in model.state_dict().items() if t.is_floating_point()]
     return [Variant(k.rpartition(".")[0], k.rpartition(".")[2], 1.0, (k,), None, (k.rpartition(".")[0],)) for k in keys]
-
-
-def _naive_dice(model: torch.nn.Module, donor: dict, variant: Variant, batches: list[EvalBatch]) -> np.ndarray:
-    """Deep copy, load a state dict with the donor's tensors, full forward: the obvious scan."""
-    ref = copy.deepcopy(model)
-    state = ref.state_dict()
-    for key in variant.keys:
-        state[key] = donor[key].clone()
-    ref.load_state_dict(state)
-    acc = DiceAccumulator(len(CLASSES), 2)
-    with torch.no_grad():
-        for b in batches:
-            acc.update(ref.eval()(b.images).argmax(1), b.labels, b.subject)
-    return acc.per_subject()
 
 
 def _basic_unet(seed: int) -> torch.nn.Module:
@@ -68,9 +39,9 @@ def _basic_unet(seed: int) -> torch.nn.Module:
 
 def test_basic_unet_scan_takes_the_fast_path_and_equals_the_naive_scan() -> None:
     recipient, donor = _basic_unet(1), _basic_unet(2)
-    batches = _batches(recipient, 32)
+    batches = labelled_batches(recipient, classes=3, size=32)
     variants = _variants(recipient)
-    want = np.stack([_naive_dice(recipient, donor.state_dict(), v, batches) for v in variants])
+    want = np.stack([naive_dice(recipient, donor.state_dict(), v, batches, classes=3) for v in variants])
     events: list = []
     base, dice, engine = evaluate_variants(
         recipient,
@@ -122,9 +93,9 @@ def _provenance(path) -> dict:
 
 def test_model_whose_traced_graph_raises_falls_back_with_the_reason_in_the_scan_file(lab) -> None:
     recipient, donor = pair(TracesWrong, out_channels=3)
-    batches = _batches(recipient, 16)
+    batches = labelled_batches(recipient, classes=3, size=16)
     variants = _variants(recipient)
-    want = np.stack([_naive_dice(recipient, donor.state_dict(), v, batches) for v in variants])
+    want = np.stack([naive_dice(recipient, donor.state_dict(), v, batches, classes=3) for v in variants])
     events: list = []
     result = evaluate_and_store(
         lab,
@@ -148,9 +119,9 @@ def test_traced_run_failing_mid_scan_falls_back_and_redoes_the_chunk(lab, monkey
     from mini_nets import MiniUNet
 
     recipient, donor = pair(MiniUNet, out_channels=3)
-    batches = _batches(recipient, 16)
+    batches = labelled_batches(recipient, classes=3, size=16)
     variants = _variants(recipient)
-    want = np.stack([_naive_dice(recipient, donor.state_dict(), v, batches) for v in variants])
+    want = np.stack([naive_dice(recipient, donor.state_dict(), v, batches, classes=3) for v in variants])
     calls = {"n": 0}
     run_group = PartialForward._run_group
 
