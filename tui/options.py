@@ -65,6 +65,16 @@ OutputOpt = Annotated[
         show_default=False,
     ),
 ]
+DepthOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--depth",
+        help="For a 3D model: slices per sample. Each volume (frame) is cut into blocks of DEPTH consecutive "
+        "slices, the last one padded (padding is ignored by the loss and Dice). Default: whole volumes, padded "
+        "to the data set's deepest volume rounded up to a multiple of 16. 2D models ignore it.",
+        show_default=False,
+    ),
+]
 DeepSupervisionOpt = Annotated[
     bool,
     typer.Option(

@@ -45,6 +45,7 @@ class TrainSpec:
     input: str = "as-is"  # user models: as-is | repeat (the MRI channel repeated; engine/models/adapters.py)
     output: str | None = None  # user models returning a dict: the key read (default "out")
     deep_supervision: bool = False  # user models with several heads: train on all of them, weighted
+    depth: int | None = None  # 3D models: slices per sample (engine/data/volumes.py); None = whole volumes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -60,6 +61,8 @@ class TrainSpec:
         for label, value in (("--epochs", self.epochs), ("--batch", self.batch)):
             if value < 1:
                 raise UserError(f"{label} must be at least 1 (got {value})")
+        if self.depth is not None and self.depth < 1:
+            raise UserError(f"--depth must be at least 1 slice (got {self.depth})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive number (got {self.lr})")
 

@@ -14,6 +14,7 @@ from reuse_console.engine.training.spec import TRAIN_DEFAULTS, default_workers
 from ..options import (
     PRECISION_HELP,
     DeepSupervisionOpt,
+    DepthOpt,
     DeviceOpt,
     InputOpt,
     JsonOpt,
@@ -70,6 +71,7 @@ def train(
     input_mode: InputOpt = TRAIN_DEFAULTS.input,
     output_key: OutputOpt = TRAIN_DEFAULTS.output,
     deep_supervision: DeepSupervisionOpt = TRAIN_DEFAULTS.deep_supervision,
+    depth: DepthOpt = TRAIN_DEFAULTS.depth,
     task: Annotated[str, typer.Option("--task", help="seg (segmentation) or ae (auto-encoder).")] = TRAIN_DEFAULTS.task,
     subjects: Annotated[
         Optional[int], typer.Option("--subjects", help="Train on N training subjects picked by --seed (default: all).")
@@ -154,6 +156,7 @@ def train(
                 input=input_mode,
                 output=output_key,
                 deep_supervision=deep_supervision,
+                depth=depth,
                 task=task,
                 subjects=subjects,
                 epochs=epochs,
