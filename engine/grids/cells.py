@@ -57,6 +57,10 @@ def cell_spec(study: Study, cell: Cell, cid: str) -> TrainSpec:
         init=donor,
         plan=cell.source.plan if donor else None,
         mode=cell.mode if donor else None,
+        input=s.input,
+        output=s.output,
+        deep_supervision=s.deep_supervision,
+        depth=s.depth,
     )
 
 

@@ -11,9 +11,10 @@ Cells run one after another on one device, or concurrently as one worker process
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from reuse_console.engine.grids.cells import (
     train_cell,
 )
 from reuse_console.engine.grids.experiment import CellRecord, Experiment, read_experiment, write_experiment
-from reuse_console.engine.grids.study import Cell, Study
+from reuse_console.engine.grids.study import Cell, Study, TrainSettings
 from reuse_console.engine.grids.workers import run_parallel
 from reuse_console.engine.models.layers import KINDS, LayerIndex
 from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
@@ -66,6 +67,13 @@ def parse_devices(spec: str | None) -> list[str]:
         pick_device(part)  # validates (UserError when it does not exist)
         out.append(part)
     return out
+
+
+def same_study(stored: dict[str, Any], study: Study) -> bool:
+    """Whether an experiment file's study is `study`; [train] fields it lacks (written before they
+    existed, e.g. `input`) count as their defaults, so such an experiment still resumes."""
+    train = {**dataclasses.asdict(TrainSettings()), **stored.get("train", {})}
+    return {**stored, "train": train} == study.to_dict()
 
 
 def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
@@ -170,7 +178,7 @@ def _run_grid(
             )
     elif exp_path.exists():
         stored = read_experiment(exp_path).study
-        if stored and stored != study.to_dict():
+        if stored and not same_study(stored, study):
             raise UserError(f"experiment {name!r} was started from a different study; use another --name")
     slices = check_inputs(lab, study, name)
     classes, present = list(slices.classes), list(slices.present)

@@ -18,6 +18,7 @@ from typing import Any
 
 import tomllib
 
+from reuse_console.engine.models.adapters import INPUTS
 from reuse_console.engine.reuse.transfer import MODES
 from reuse_console.engine.training.spec import TRAIN_DEFAULTS
 from reuse_console.store.errors import UserError
@@ -27,7 +28,6 @@ SCRATCH = "scratch"
 EVALUATE = ("last", "best")
 MAX_SEEDS = 1000  # a count beyond this is a typo, not a study (each seed is a training run per cell)
 _TOP = {"name", "target", "sources", "modes", "subjects", "seeds", "train", "reference", "evaluate"}
-_TRAIN = {"arch", "arch_config", "epochs", "batch", "lr", "size", "augment"}
 _SOURCE = {"name", "donor", "plan"}
 
 
@@ -76,6 +76,13 @@ class TrainSettings:
     lr: float = TRAIN_DEFAULTS.lr
     size: int | None = TRAIN_DEFAULTS.size
     augment: bool = TRAIN_DEFAULTS.augment
+    input: str = TRAIN_DEFAULTS.input  # user models: as-is | repeat (as `train --input`)
+    output: str | None = TRAIN_DEFAULTS.output  # dict output: the key read (as `train --output`)
+    deep_supervision: bool = TRAIN_DEFAULTS.deep_supervision  # train every head (as `train --deep-supervision`)
+    depth: int | None = TRAIN_DEFAULTS.depth  # 3D models: slices per sample (as `train --depth`)
+
+
+_TRAIN = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
 @dataclass
@@ -218,5 +225,22 @@ def _train(data: Any, where: str) -> TrainSettings:
         raise UserError(f"{where} [train]: augment must be true or false, got {settings.augment!r}")
     if not isinstance(settings.arch_config, dict):
         raise UserError(f"{where} [train]: arch_config must be a table such as {{ base_width = 16 }}")
+    _check_model_io(settings, f"{where} [train]")
     settings.lr = float(settings.lr)
     return settings
+
+
+def _check_model_io(settings: TrainSettings, where: str) -> None:
+    """How a user model is fed and read (`train --input/--output/--deep-supervision/--depth`):
+    checked here so a typo stops the grid before its first cell, not in every cell's run."""
+    if settings.input not in INPUTS:
+        choices = " or ".join(f'"{i}"' for i in INPUTS)
+        raise UserError(f"{where}: input must be {choices}, got {settings.input!r}")
+    if settings.output is not None and (not isinstance(settings.output, str) or not settings.output):
+        raise UserError(
+            f'{where}: output must be the key of the model\'s dict output (e.g. "out"), got {settings.output!r}'
+        )
+    if not isinstance(settings.deep_supervision, bool):
+        raise UserError(f"{where}: deep_supervision must be true or false, got {settings.deep_supervision!r}")
+    if settings.depth is not None and (not _whole(settings.depth) or settings.depth < 1):
+        raise UserError(f"{where}: depth must be a whole number of slices >= 1, got {settings.depth!r}")

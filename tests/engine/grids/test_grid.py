@@ -13,7 +13,7 @@ from toydata import write_toy
 from reuse_console.engine.core.events import CellDone, Message
 from reuse_console.engine.grids.cells import cell_id, cell_spec
 from reuse_console.engine.grids.experiment import load_experiment
-from reuse_console.engine.grids.grid import parse_devices, run_grid
+from reuse_console.engine.grids.grid import parse_devices, run_grid, same_study
 from reuse_console.engine.grids.study import Source, Study, TrainSettings, load_study
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import build_model, default_config
@@ -256,3 +256,108 @@ def test_grid_on_every_gpu(grid_lab) -> None:
     devices = parse_devices("all")
     exp = run_grid(grid_lab, _study(modes=["freeze"]), devices=devices)
     assert all(c.done for c in exp.cells)
+
+
+USER_MODEL_STUDY = """
+target = "toy"
+subjects = [2]
+seeds = [0]
+[train]
+arch = "monai.networks.nets:DynUNet"
+epochs = 1
+batch = 4
+augment = false
+input = "repeat"
+output = "out"
+deep_supervision = true
+depth = 8
+[[sources]]
+name = "random"
+"""
+
+
+def test_study_train_table_feeds_user_models_like_train_does(tmp_path) -> None:
+    """[train]'s input, output, deep_supervision and depth reach every cell's training spec."""
+    path = tmp_path / "user.toml"
+    path.write_text(USER_MODEL_STUDY)
+    study = load_study(path)
+    (cell,) = study.cells()
+    spec = cell_spec(study, cell, cell_id("user", cell))
+    assert (spec.input, spec.output, spec.deep_supervision, spec.depth) == ("repeat", "out", True, 8)
+    assert Study.from_dict(study.to_dict()) == study  # what a worker process rebuilds
+    path.write_text(USER_MODEL_STUDY.replace('output = "out"\ndeep_supervision = true\ndepth = 8\n', ""))
+    spec = cell_spec(load_study(path), cell, "x")
+    assert (spec.input, spec.output, spec.deep_supervision, spec.depth) == ("repeat", None, False, None)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('input = "rgb"', '[train]: input must be "as-is" or "repeat", got \'rgb\''),
+        ('output = ""', "[train]: output must be the key of the model's dict output"),
+        ("output = 3", "[train]: output must be the key"),
+        ('deep_supervision = "yes"', "[train]: deep_supervision must be true or false, got 'yes'"),
+        ("depth = 0", "[train]: depth must be a whole number of slices >= 1, got 0"),
+        ("depth = 2.5", "[train]: depth must be a whole number"),
+        ("depth = true", "[train]: depth must be a whole number"),
+    ],
+)
+def test_bad_user_model_settings_are_one_line(tmp_path, line: str, message: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(f'target = "t"\n[train]\n{line}\n[[sources]]\nname = "r"')
+    with pytest.raises(UserError) as err:
+        load_study(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_experiment_stored_before_the_user_model_fields_still_resumes() -> None:
+    study = _study()
+    old = study.to_dict()
+    for key in ("input", "output", "deep_supervision", "depth"):
+        del old["train"][key]
+    assert same_study(old, study)
+    assert not same_study({**old, "seeds": [0]}, study)
+    assert not same_study(old, _study(train=TrainSettings(arch_config=TINY, epochs=1, batch=4, input="repeat")))
+
+
+DYNUNET_STUDY = """
+target = "toy"
+subjects = [2]
+seeds = [0]
+[train]
+arch = "monai.networks.nets:DynUNet"
+epochs = 1
+batch = 4
+augment = false
+input = "repeat"
+deep_supervision = true
+[train.arch_config]
+spatial_dims = 2
+in_channels = 3
+kernel_size = [3, 3, 3]
+strides = [1, 2, 2]
+upsample_kernel_size = [2, 2]
+filters = [4, 8, 16]
+deep_supervision = true
+[[sources]]
+name = "random"
+"""
+
+
+def test_a_grid_of_a_monai_model_fed_by_input_repeat_with_deep_supervision(lab, tmp_path) -> None:
+    """A 3-channel DynUNet with deep-supervision heads: the study's input/deep_supervision make its
+    cells train (TOML has no null, so torchvision's factories, which need weights_backbone = None,
+    cannot be written in a study file)."""
+    write_toy(lab)
+    path = tmp_path / "dyn.toml"
+    path.write_text(DYNUNET_STUDY.replace('input = "repeat"\n', ""))
+    with pytest.raises(UserError, match="use --input repeat"):
+        run_grid(lab, load_study(path), device="cpu")
+    assert not lab.path("runs", "dyn.random-n2-s0").exists()
+    path.write_text(DYNUNET_STUDY)
+    exp = run_grid(lab, load_study(path), device="cpu")
+    assert exp.status == "complete" and [c.done for c in exp.cells] == [True]
+    assert exp.cells[0].dice.shape == (1, 4)
+    _, meta = read_checkpoint(lab.path("checkpoints", "dyn.random-n2-s0.last"))
+    adapter = meta.arch_config["adapter"]
+    assert adapter["input"] == "repeat" and adapter["channels"] == 3 and adapter["deep_supervision"] is True
