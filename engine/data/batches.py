@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reuse_console.engine.data.augment import AugmentConfig, augment_pair, epoch_order, sample_generator
 from reuse_console.engine.data.slices import SliceSet, resample_slices
+from reuse_console.engine.data.volumes import blocks, sample_depth
 from reuse_console.store.errors import UserError
 
 
@@ -37,6 +38,21 @@ def resize_slices(slices: SliceSet, size: int) -> SliceSet:
         labels=resample_slices(slices.labels, factor, order=0).astype(np.uint8),
         spacing=spacing,
     )
+
+
+def model_samples(slices: SliceSet, *, size: int | None, depth: int | None = None, dims: int = 2) -> SliceSet:
+    """The samples a model takes: slices resampled in-plane to `size`; for a 3D model (`dims` 3)
+    blocks of `depth` slices (None: whole volumes, engine/data/volumes.py)."""
+    if size is not None and int(size) != slices.size:
+        slices = resize_slices(slices, int(size))
+    if dims == 3:
+        slices = blocks(slices, sample_depth(slices, depth))
+    return slices
+
+
+def slices_per_sample(slices: SliceSet) -> int:
+    """1 for 2D slices, the depth of a block for 3D samples."""
+    return int(slices.images.shape[1]) if slices.images.ndim == 4 else 1
 
 
 def pick_subjects(slices: SliceSet, count: int | None, seed: int) -> list[int]:
@@ -88,7 +104,8 @@ class _EpochSampler:
 
 
 class TrainBatches:
-    """The training slices of a run, served as (images (B,1,H,W) float32, labels (B,H,W) int64).
+    """The training slices of a run, served as (images (B,1,H,W) float32, labels (B,H,W) int64);
+    3D blocks as (B,1,D,H,W) and (B,D,H,W), `batch` counting slices (batch // depth blocks, at least 1).
 
     Incomplete last batches are dropped (BatchNorm needs more than one value per channel); a
     training set smaller than one batch becomes a single batch.
@@ -106,10 +123,12 @@ class TrainBatches:
         workers: int = 0,
     ) -> None:
         index = np.asarray(indices, dtype=np.int64)
+        per = slices_per_sample(slices)
         if len(index) < 2:
-            raise UserError(f"data set {slices.name!r}: {len(index)} training slice(s); need at least 2")
+            what = "slice(s)" if per == 1 else f"block(s) of {per} slices"
+            raise UserError(f"data set {slices.name!r}: {len(index)} training {what}; need at least 2")
         self.n = len(index)
-        self.batch = min(batch, self.n)
+        self.batch = min(max(1, batch // per), self.n)
         self.seed, self.augment, self.device, self.workers = seed, augment, device, workers
         self.images = torch.from_numpy(np.ascontiguousarray(slices.images[index], dtype=np.float32))
         self.labels = torch.from_numpy(np.ascontiguousarray(slices.labels[index], dtype=np.uint8))

@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 from reuse_console.engine.core.device import autocast, check_precision, memory_format, pick_device
-from reuse_console.engine.data.batches import resize_slices
+from reuse_console.engine.data.batches import model_samples, slices_per_sample
 from reuse_console.engine.data.nifti_layouts import save_nifti
 from reuse_console.engine.data.slices import load_slices
+from reuse_console.engine.data.volumes import IGNORE, real_slices
 from reuse_console.engine.evaluation.metrics import DiceAccumulator, DiceResult, psnr
+from reuse_console.engine.models.layout import spatial_dims, with_layout
 from reuse_console.engine.models.registry import load_model
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
@@ -38,8 +40,10 @@ class EvalBatch:
 def eval_batches(slices: Any, split: str = "val", batch: int = 32) -> tuple[list[EvalBatch], list[str]]:
     """The slices of `split` as fixed-order batches, and the names of their subjects.
 
-    `slices` is an engine.data.slices.SliceSet. Subjects are numbered 0..S-1 in data-set order.
+    `slices` is an engine.data.slices.SliceSet (3D blocks too: (B,1,D,H,W) batches). Subjects are
+    numbered 0..S-1 in data-set order. `batch` counts slices (a batch of blocks holds batch // depth).
     """
+    batch = max(1, batch // slices_per_sample(slices))
     subject_ids = list(slices.subjects_in(split))
     names = [slices.subjects[s] for s in subject_ids]
     local = {s: i for i, s in enumerate(subject_ids)}
@@ -60,8 +64,17 @@ def eval_batches(slices: Any, split: str = "val", batch: int = 32) -> tuple[list
     return batches, names
 
 
+def checkpoint_samples(slices: Any, model: nn.Module, extra: dict[str, Any]) -> Any:
+    """The samples a trained model takes: slices at the size it was trained at and, for a 3D model,
+    blocks of the depth it was trained with (`extra` is its checkpoint's meta.extra)."""
+    depth = extra.get("depth")
+    return model_samples(
+        slices, size=extra.get("size"), depth=int(depth) if depth else None, dims=spatial_dims(model) or 2
+    )
+
+
 def _forward(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
-    x = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(device))
+    x = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(device, images.ndim))
     with autocast(device, precision):
         return model(x)
 
@@ -108,8 +121,13 @@ def evaluate_seg(
                 p = pred.to("cpu", torch.uint8).numpy()
                 g = b.labels.to(torch.uint8).numpy()
                 for i, s in enumerate(b.subject.tolist()):
-                    preds[s].append(p[i])
-                    refs[s].append(g[i])
+                    if g[i].ndim == 3:  # a 3D block: its real slices, padding left out
+                        keep = real_slices(g[i])
+                        preds[s].extend(p[i][keep])
+                        refs[s].extend(g[i][keep])
+                    else:
+                        preds[s].append(p[i])
+                        refs[s].append(g[i])
     result = DiceResult.from_accumulator(acc, list(classes), list(present), list(subjects))
     if keep_predictions:
         result.extra["predictions"] = [np.stack(p) if p else np.zeros((0, 0, 0), np.uint8) for p in preds]
@@ -123,7 +141,7 @@ def evaluate_ae(
     """Reconstruction error over every pixel and output channel: {"mse", "psnr"}.
 
     PSNR uses the peak-to-peak range of the evaluated images (they are z-scored, so there is no
-    fixed 0..255 or 0..1 range to use).
+    fixed 0..255 or 0..1 range to use). The padding of 3D blocks (labels IGNORE) is left out.
     """
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
@@ -132,9 +150,12 @@ def evaluate_ae(
         for b in batches:
             out = _forward(model, b.images, device, precision).float()
             target = b.images.to(device, non_blocking=True)
-            total += ((out - target) ** 2).sum(dtype=torch.float64)
-            count += out.numel()
-            lo, hi = min(lo, float(b.images.min())), max(hi, float(b.images.max()))
+            real = (b.labels != IGNORE).to(device, non_blocking=True).unsqueeze(1)  # (B, 1, ...)
+            total += (((out - target) ** 2) * real).sum(dtype=torch.float64)
+            count += int(real.sum()) * out.shape[1]
+            images = b.images[b.labels.unsqueeze(1) != IGNORE]
+            if images.numel():
+                lo, hi = min(lo, float(images.min())), max(hi, float(images.max()))
     if count == 0:
         return {"mse": float("nan"), "psnr": float("nan")}
     mse = float(total) / count
@@ -181,14 +202,12 @@ def evaluate_checkpoint(
         raise UserError(f"checkpoint {ref!r} does not say which data set it was trained on: give --data")
     slices = load_slices(lab, name)
     _check_compatible(meta, slices, ref)
-    size = meta.extra.get("size")
-    if size and int(size) != slices.size:
-        slices = resize_slices(slices, int(size))
+    slices = checkpoint_samples(slices, model, meta.extra)
+    model = with_layout(model, dev)
     if save_predictions is not None and Path(save_predictions).exists() and not Path(save_predictions).is_dir():
         raise UserError(f"--save-predictions {save_predictions} is not a folder: give a folder for the NIfTI files")
     if save_predictions is not None and meta.task != "seg":
         raise UserError("--save-predictions writes label maps: it needs a seg checkpoint")
-    model = model.to(memory_format=memory_format(dev))
     batches, subjects = eval_batches(slices, split, batch=batch)
     if not subjects:
         raise UserError(f"data set {name!r} has no {split} subjects")

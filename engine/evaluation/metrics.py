@@ -22,7 +22,8 @@ import torch
 def dice_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Per-sample counts (B, 3, C): intersection, predicted and reference voxels per class.
 
-    `pred` and `target` are integer label maps of shape (B, ...).
+    `pred` and `target` are integer label maps of shape (B, ...). Voxels whose target is no class
+    (IGNORE, the padding of 3D blocks: engine/data/volumes.py) count nowhere.
     """
     b = pred.shape[0]
     pred = pred.reshape(b, -1).long()
@@ -35,8 +36,10 @@ def dice_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> t
         return torch.bincount(flat, minlength=size + 1)[:size].reshape(b, num_classes).to(torch.float64)
 
     dump = torch.full_like(pred, size)  # voxels that disagree land in a bin that is dropped
-    inter = count(torch.where(pred == target, pred + offsets, dump))
-    return torch.stack([inter, count(pred + offsets), count(target + offsets)], dim=1)
+    real = (target >= 0) & (target < num_classes)
+    inter = count(torch.where((pred == target) & real, pred + offsets, dump))
+    counted_pred = count(torch.where(real, pred + offsets, dump))
+    return torch.stack([inter, counted_pred, count(torch.where(real, target + offsets, dump))], dim=1)
 
 
 def dice_from_counts(counts: np.ndarray) -> np.ndarray:
@@ -56,7 +59,7 @@ class DiceAccumulator:
         self.counts = np.zeros((num_subjects, 3, num_classes), dtype=np.float64)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, subject: torch.Tensor | np.ndarray) -> None:
-        """Add a batch: label maps (B, H, W) and each slice's subject index 0..S-1."""
+        """Add a batch: label maps (B, H, W) or (B, D, H, W) and each sample's subject index 0..S-1."""
         per_slice = dice_counts(pred, target, self.num_classes).cpu().numpy()
         np.add.at(self.counts, np.asarray(subject, dtype=np.int64), per_slice)
 

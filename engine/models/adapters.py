@@ -1,7 +1,7 @@
 """Input/output adapters for user models (MONAI, segmentation_models_pytorch, torchvision, timm, ...).
 
-Every command runs a model as `model(x)` on a (B, 1, H, W) MRI batch and reads one (B, C, H, W)
-tensor back. A user model may want 3 input channels, return a dict (`{"out": ...}`), a tuple or
+Every command runs a model as `model(x)` on a (B, 1, H, W) MRI batch (a 3D model: (B, 1, D, H, W)
+blocks of slices, engine/data/volumes.py) and reads one (B, C, H, W) (or (B, C, D, H, W)) tensor back. A user model may want 3 input channels, return a dict (`{"out": ...}`), a tuple or
 list of heads (deep supervision), or, like MONAI's DynUNet in train mode, the heads stacked on a
 new dimension. `adapt` makes such a model fit without wrapping it in another module: it gives the
 model object a subclass of its own class whose `forward` repeats the input channel and picks the
@@ -9,7 +9,7 @@ output. The object, its modules, state-dict keys and layer names stay the inner 
 checkpoints, swaps, RMSE, plans and fx tracing name tensors exactly as the library does.
 
 `probe` learns the real input channels and outputs by running the model once on a zero batch of
-the data set's slice size, and refuses a model that cannot work with one line saying what to set.
+the data set's slice size (and block depth), and refuses a model that cannot work with one line saying what to set.
 """
 
 from __future__ import annotations
@@ -65,9 +65,11 @@ class Adapted(nn.Module):
     def forward(self, x: Any) -> Any:  # one input: fx traces it (no *args)
         io = self.__dict__["_io"]
         if io.input == "repeat" and io.channels != 1:
-            x = x.expand(-1, io.channels, -1, -1)
+            x = x.repeat_interleave(io.channels, dim=1)  # any rank, and fx traces it (no shape unpacking)
         out = super().forward(x)
-        return pick_output(out, io, training=self.training)
+        if not self.training:  # eval (and fx tracing, in eval mode) reads the main head only
+            return pick_output(out, io, training=False)
+        return pick_output(out, io, training=True, rank=x.ndim)
 
 
 _CLASSES: dict[type, type] = {}
@@ -98,26 +100,27 @@ def _is_tensor(value: Any) -> bool:
     return isinstance(value, (torch.Tensor, fx.Proxy))
 
 
-def pick_output(out: Any, io: IOAdapter, *, training: bool) -> Any:
+def pick_output(out: Any, io: IOAdapter, *, training: bool, rank: int = 4) -> Any:
     """The main head (a tensor); in training with deep supervision, the list of heads, main first.
 
     Dict: the key `io.output`, else "out". Tuple/list: the first element is the full-resolution
     head (nnU-Net, smp's (mask, label) with aux_params). A tensor with one more dimension than a
-    batch of images is MONAI DynUNet's train-mode stack of heads (B, heads, C, H, W)."""
+    batch of images (`rank`: 4 for slices, 5 for 3D blocks) is MONAI DynUNet's train-mode stack of
+    heads (B, heads, C, ...)."""
     if isinstance(out, Mapping):
         key = io.output or "out"
         if key not in out:
             keys = ", ".join(repr(k) for k in out)
             hint = f"output key {io.output!r} is not among them" if io.output else "choose one with --output KEY"
             raise UserError(f"the model returns a dict with keys {keys}: {hint}")
-        return pick_output(out[key], replace(io, output=None), training=training)
+        return pick_output(out[key], replace(io, output=None), training=training, rank=rank)
     if isinstance(out, (tuple, list)):
         if not out:
             raise UserError("the model returns an empty tuple: nothing to read")
         if training and io.deep_supervision:
-            return [h for h in out if isinstance(h, torch.Tensor) and h.ndim == 4]
+            return [h for h in out if isinstance(h, torch.Tensor) and h.ndim == rank]
         return out[0]
-    if training and isinstance(out, torch.Tensor) and out.ndim == 5:
+    if training and isinstance(out, torch.Tensor) and out.ndim == rank + 1:
         heads = list(out.unbind(1))
         return heads if io.deep_supervision else heads[0]
     return out
@@ -150,9 +153,9 @@ class _Stop(Exception):
     pass
 
 
-def first_conv(model: nn.Module, size: int) -> nn.modules.conv._ConvNd | None:
-    """The first conv the model runs on a slice batch (stopped there: the rest is not run); its
-    `in_channels` are the model's real input channels, its kernel's rank its spatial dims."""
+def first_conv(model: nn.Module, shape: tuple[int, ...]) -> nn.modules.conv._ConvNd | None:
+    """The first conv the model runs on one sample of spatial `shape` (stopped there: the rest is
+    not run); its `in_channels` are the model's real input channels, its kernel's rank its spatial dims."""
     seen: list[nn.modules.conv._ConvNd] = []
 
     def hook(module: nn.modules.conv._ConvNd, _inputs: Any) -> None:
@@ -164,7 +167,7 @@ def first_conv(model: nn.Module, size: int) -> nn.modules.conv._ConvNd | None:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 1, size, size))
+            model(torch.zeros(1, 1, *shape))
     except _Stop:
         pass
     except Exception:
@@ -186,19 +189,30 @@ class Expect:
     classes: int
     in_key: str | None
     out_key: str | None
+    depth: int | None = None  # a 3D model's block depth (None: a 2D model, slices)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One sample's spatial shape: (H, W), or (D, H, W) for a 3D model."""
+        return (self.size, self.size) if self.depth is None else (self.depth, self.size, self.size)
+
+    @property
+    def what(self) -> str:
+        return f"{'x'.join(map(str, self.shape))} {'slice' if self.depth is None else 'block'}"
 
 
 def probe(model: nn.Module, io: IOAdapter, expect: Expect) -> IOAdapter:
     """Adapt `model` (in place) after learning its input channels and checking its output on a
-    zero batch of the data set's slice size, in eval mode and in train mode (BN statistics and
-    every tensor are put back). Returns the adapter to record. Refuses with one line."""
+    zero batch of the data set's slice size (block shape for a 3D model), in eval mode and in train
+    mode (BN statistics and every tensor are put back). Returns the adapter to record. Refuses with
+    one line."""
     name = class_name(model)
-    conv = first_conv(model, expect.size)
-    if conv is not None and len(conv.kernel_size) != 2:
+    conv = first_conv(model, expect.shape)
+    if conv is not None and len(conv.kernel_size) != len(expect.shape):
         raise UserError(
             f"{expect.arch} ({name}) starts with a {len(conv.kernel_size)}D convolution "
-            f"({type(conv).__name__}): training and evaluation take 2D slices, 3D volumes are not supported "
-            'yet; build its 2D variant (MONAI: "spatial_dims": 2 in --arch-config)'
+            f"({type(conv).__name__}): models take 2D slices or 3D blocks of slices; build its 2D or 3D "
+            'variant (MONAI: "spatial_dims" in --arch-config)'
         )
     channels = int(conv.in_channels) if conv is not None else None
     if channels is not None and channels != 1 and io.input != "repeat":
@@ -223,14 +237,15 @@ def _forward(model: nn.Module, expect: Expect, training: bool) -> Any:
     try:
         model.train(training)
         with torch.no_grad():
-            return model(torch.zeros(2, 1, expect.size, expect.size))
+            return model(torch.zeros(2, 1, *expect.shape))
     except UserError:
         raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"{expect.arch} ({class_name(model)}) fails on a 1x{expect.size}x{expect.size} slice batch "
+            f"{expect.arch} ({class_name(model)}) fails on a 1x{expect.what} batch "
             f"({'train' if training else 'eval'} mode): {first}"
+            + ("; try --depth with a multiple of 16" if expect.depth is not None else "")
         ) from exc
     finally:
         model.load_state_dict(saved)
@@ -241,19 +256,21 @@ def _forward(model: nn.Module, expect: Expect, training: bool) -> Any:
 def _check_head(head: Any, name: str, expect: Expect) -> None:
     if not isinstance(head, torch.Tensor):
         raise UserError(f"{expect.arch} ({name}) returns {type(head).__name__}, not a tensor of class scores")
-    if head.ndim != 4:
-        raise UserError(f"{expect.arch} ({name}) returns a {tuple(head.shape)} tensor, not (batch, classes, H, W)")
+    if head.ndim != len(expect.shape) + 2:
+        axes = "H, W" if expect.depth is None else "D, H, W"
+        raise UserError(f"{expect.arch} ({name}) returns a {tuple(head.shape)} tensor, not (batch, classes, {axes})")
     if head.shape[1] != expect.classes:
         key = f"set --arch-config '{json.dumps({expect.out_key: expect.classes})}'" if expect.out_key else ""
         raise UserError(
             f"{expect.arch} ({name}) gives {head.shape[1]} output channels, the data set needs {expect.classes}"
             + (f": {key}" if key else "")
         )
-    if tuple(head.shape[-2:]) != (expect.size, expect.size):
-        h, w = head.shape[-2:]
+    if tuple(head.shape[2:]) != expect.shape:
+        got = "x".join(str(n) for n in head.shape[2:])
+        keep = "--size" if expect.depth is None else "--size and --depth"
         raise UserError(
-            f"{expect.arch} ({name}) gives {h}x{w} outputs for {expect.size}x{expect.size} slices: "
-            "it must return full-resolution scores (or use --size with a size it keeps)"
+            f"{expect.arch} ({name}) gives {got} outputs for {expect.what}s: "
+            f"it must return full-resolution scores (or use {keep} with sizes it keeps)"
         )
 
 

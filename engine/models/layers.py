@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reuse_console.engine.models.layout import spatial_dims
 from reuse_console.store.errors import UserError
 
 KINDS: tuple[str, ...] = ("RM", "RV", "RW", "RB", "W", "B")
@@ -95,9 +96,9 @@ def keeps_running_stats(module: nn.Module) -> bool:
 
 def _dummy_shape(model: nn.Module, in_channels: int, size: int) -> tuple[int, ...]:
     """Input shape for the indexing forward: as many spatial axes as the first conv has (Linear: none)."""
-    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if first is not None:
-        return (1, in_channels, *([size] * len(first.kernel_size)))
+    dims = spatial_dims(model)
+    if dims is not None:
+        return (1, in_channels, *([size] * dims))
     if any(isinstance(m, nn.Linear) for m in model.modules()):
         return (1, in_channels)
     return (1, in_channels, size, size)

@@ -28,6 +28,7 @@ from reuse_console.engine.core.device import autocast, memory_format
 from reuse_console.engine.core.events import Message, Reporter, VariantDone, silent
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import Layer
+from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.swaps.partial import PartialFailed, PartialForward
 from reuse_console.engine.swaps.swap import Swap, donor_like
 
@@ -266,8 +267,8 @@ def evaluate_variants(
     done = dict(done or {})
     if device.type == "cpu":
         keep_freed_memory()
-    fmt = memory_format(device)
-    model.to(memory_format=fmt)
+    with_layout(model, device)
+    fmt = memory_format(device, batches[0].images.ndim if batches else 4)
     keys = sorted({k for v in variants for k in v.keys})
     donor_live = donor_like(donor, model, keys)
     todo = [v for v in variants if v.id not in done]

@@ -18,9 +18,8 @@ import torch
 
 from reuse_console.engine.core.device import check_precision, pick_device
 from reuse_console.engine.core.events import Finished, Message, Reporter, Started, silent
-from reuse_console.engine.data.batches import resize_slices
 from reuse_console.engine.data.slices import load_slices
-from reuse_console.engine.evaluation.evaluate import eval_batches
+from reuse_console.engine.evaluation.evaluate import checkpoint_samples, eval_batches
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import checkpoint_path, load_model, model_in_channels
 from reuse_console.engine.models.state_checks import check_finite
@@ -81,9 +80,7 @@ def load_inputs(
         raise UserError(
             f"recipient {recipient!r} predicts classes {meta.classes}, data set {data!r} has {slices.classes}"
         )
-    size = meta.extra.get("size")
-    if size and int(size) != slices.size:
-        slices = resize_slices(slices, int(size))
+    slices = checkpoint_samples(slices, model, meta.extra)
     batches, subjects = eval_batches(slices, split, batch=batch)
     if not subjects:
         raise UserError(f"data set {data!r} has no {split} subjects to evaluate on")

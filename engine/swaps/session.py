@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from reuse_console.engine.core.device import memory_format
 from reuse_console.engine.evaluation.evaluate import evaluate_seg
 from reuse_console.engine.evaluation.metrics import DiceResult
 from reuse_console.engine.models.layers import KINDS, Layer
+from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.models.registry import checkpoint_path
 from reuse_console.engine.swaps.scan import ScanResult, evaluate_variants, swap_variant
 from reuse_console.engine.swaps.scan_lab import load_inputs
@@ -89,7 +89,7 @@ class SwapSession:
             lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split
         )
 
-        self.model = self.loaded.model.to(memory_format=memory_format(self.loaded.device))
+        self.model = with_layout(self.loaded.model, self.loaded.device)
         self.meta, self.index = self.loaded.meta, self.loaded.index
         self.device, self.precision = self.loaded.device, self.loaded.precision
         self.donor = self.loaded.donor

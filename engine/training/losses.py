@@ -19,21 +19,26 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from reuse_console.engine.data.volumes import IGNORE
+
 
 def soft_dice_loss(
     logits: torch.Tensor, target: torch.Tensor, classes: Sequence[int], smooth: float = 1.0
 ) -> torch.Tensor:
     """1 - mean over `classes` of (2 sum(p*g) + s) / (sum(p) + sum(g) + s), p = softmax(logits).
 
-    `logits` (B, C, H, W), `target` (B, H, W) integer labels. Zero when `classes` is empty.
+    `logits` (B, C, ...), `target` (B, ...) integer labels (2D or 3D). Voxels labelled IGNORE (the
+    padding of 3D blocks) count nowhere. Zero when `classes` is empty.
     """
     if not classes:
         return logits.sum() * 0.0
     probs = torch.softmax(logits.float(), dim=1)
     idx = torch.as_tensor(list(classes), device=logits.device)
-    p = probs.index_select(1, idx)  # (B, K, H, W)
-    g = (target.unsqueeze(1) == idx.view(1, -1, 1, 1)).to(p.dtype)
-    dims = (0, 2, 3)
+    spatial = [1] * (target.ndim - 1)
+    real = (target != IGNORE).unsqueeze(1).to(probs.dtype)
+    p = probs.index_select(1, idx) * real  # (B, K, ...)
+    g = (target.unsqueeze(1) == idx.view(1, -1, *spatial)).to(p.dtype)
+    dims = (0, *range(2, logits.ndim))
     inter = (p * g).sum(dims)
     denom = p.sum(dims) + g.sum(dims)
     dice = (2.0 * inter + smooth) / (denom + smooth)
@@ -47,13 +52,13 @@ def dice_classes(present: Sequence[bool]) -> list[int]:
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """Cross-entropy over all C classes plus the soft Dice loss over `classes` (see module doc)."""
-    ce = F.cross_entropy(logits.float(), target)
+    ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
     return ce + soft_dice_loss(logits, target, classes)
 
 
 def ae_target(images: torch.Tensor, channels: int) -> torch.Tensor:
     """The auto-encoder's target: the input image repeated on each of the C output channels."""
-    return images.expand(-1, channels, -1, -1)
+    return images.expand(-1, channels, *images.shape[2:])
 
 
 def ae_loss(output: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -78,9 +83,9 @@ def deep_supervision_loss(
     size: labels by nearest neighbour (nnU-Net), images by area averaging."""
     total = heads[0].new_zeros((), dtype=torch.float32)
     for weight, head in zip(head_weights(len(heads)), heads):
-        size = tuple(head.shape[-2:])
+        size = tuple(head.shape[2:])  # (H, W) or (D, H, W)
         goal = target
-        if size != tuple(target.shape[-2:]):
+        if size != tuple(target.shape[1:] if labels else target.shape[2:]):
             if labels:
                 goal = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
             else:

@@ -18,10 +18,12 @@ from torch import nn
 from reuse_console.engine.core.device import autocast, check_precision, memory_format, memory_mb, pick_device
 from reuse_console.engine.core.events import EpochEnd, Finished, Message, Reporter, Started, StepEnd
 from reuse_console.engine.data.augment import AugmentConfig, derived_generator
-from reuse_console.engine.data.batches import TrainBatches, pick_subjects, resize_slices
+from reuse_console.engine.data.batches import TrainBatches, model_samples, pick_subjects, resize_slices
 from reuse_console.engine.data.slices import load_slices
+from reuse_console.engine.data.volumes import sample_depth
 from reuse_console.engine.evaluation.evaluate import eval_batches, evaluate_ae, evaluate_seg
 from reuse_console.engine.models.adapters import ADAPTER_KEY, Expect, IOAdapter, class_name, probe
+from reuse_console.engine.models.layout import spatial_dims, with_layout
 from reuse_console.engine.models.registry import BUILTIN, build_model, channel_config_keys, default_config
 from reuse_console.engine.reuse.transfer import check_fits, freeze
 from reuse_console.engine.training.checkpoints import save_epoch
@@ -59,18 +61,29 @@ class TrainSession:
         self.name: str = spec.name or ""
         self.model_class: str | None = None  # a user model's class name (default run names), set by build_model
         self.train_subjects = pick_subjects(slices, spec.subjects, spec.seed)
+        self.val_subjects = [slices.subjects[i] for i in slices.subjects_in("val")]
+        self.dice_classes = dice_classes(slices.present)
+        self.depth: int | None = None  # a 3D model's block depth (engine/data/volumes.py), set with the model
+
+    def _sample_depth(self, model: nn.Module) -> int | None:
+        """The block depth a 3D model trains on (the spec's, or whole volumes); None for a 2D model."""
+        return sample_depth(self.slices, self.spec.depth) if spatial_dims(model) == 3 else None
+
+    def _make_batches(self) -> None:
+        """Training and validation batches of what the model takes: slices, or blocks of `depth`."""
+        spec = self.spec
+        samples = model_samples(self.slices, size=None, depth=self.depth, dims=3 if self.depth else 2)
         augment = AugmentConfig() if spec.augment else AugmentConfig.off()
         self.batches = TrainBatches(
-            slices,
-            slices.slice_indices("train", self.train_subjects),
+            samples,
+            samples.slice_indices("train", self.train_subjects),
             batch=spec.batch,
             seed=spec.seed,
             augment=augment,
-            device=device,
-            workers=workers,
+            device=self.device,
+            workers=self.workers,
         )
-        self.val_batches, self.val_subjects = eval_batches(slices, "val", batch=max(spec.batch, 32))
-        self.dice_classes = dice_classes(slices.present)
+        self.val_batches, _ = eval_batches(samples, "val", batch=max(spec.batch, 32))
 
     @classmethod
     def open(cls, lab: Lab, spec: TrainSpec, *, device: str, precision: str, workers: int | None) -> TrainSession:
@@ -105,7 +118,10 @@ class TrainSession:
         torch.manual_seed(spec.seed)
         model = build_model(spec.arch, config)
         in_key, out_key = channel_config_keys(spec.arch)
-        expect = Expect(arch=spec.arch, size=self.slices.size, classes=classes, in_key=in_key, out_key=out_key)
+        self.depth = self._sample_depth(model)
+        expect = Expect(
+            arch=spec.arch, size=self.slices.size, classes=classes, in_key=in_key, out_key=out_key, depth=self.depth
+        )
         io = probe(model, io, expect)  # one line and no run file for a model that cannot work
         if spec.arch not in BUILTIN or io != IOAdapter():
             config[ADAPTER_KEY] = io.to_config()
@@ -119,7 +135,9 @@ class TrainSession:
     def attach(self, model: nn.Module, config: dict[str, Any]) -> None:
         """Move the model to the device and build its optimizer (and scaler for fp16)."""
         self.config = dict(config)
-        self.model = model.to(self.device).to(memory_format=memory_format(self.device))
+        self.depth = self._sample_depth(model)
+        self._make_batches()
+        self.model = with_layout(model.to(self.device), self.device)
         own = self.model.state_dict()
         unknown = [k for k in self.spec.frozen if k not in own]
         if unknown:
@@ -155,6 +173,7 @@ class TrainSession:
             "checkpoint": self.name,
             "last_checkpoint": last_name(self.name),
             "size": self.slices.size,
+            "depth": self.depth,
             "classes": list(self.slices.classes),
             "present": list(self.slices.present),
             "train_subjects": [self.slices.subjects[i] for i in self.train_subjects],
@@ -180,6 +199,7 @@ class TrainSession:
             extra={
                 "spec": self.spec.to_dict(),
                 "size": self.slices.size,
+                "depth": self.depth,  # a 3D model's block depth: evaluation and scans cut blocks alike
                 "present": list(self.slices.present),
                 "precision": self.precision,
                 "global_step": global_step,
@@ -330,7 +350,7 @@ class TrainSession:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimisation step; returns the loss as a device tensor (no sync)."""
-        x = x.contiguous(memory_format=memory_format(self.device))
+        x = x.contiguous(memory_format=memory_format(self.device, x.ndim))
         with autocast(self.device, self.precision):
             out = self.model(x)
         if isinstance(out, list):  # deep supervision (engine/models/adapters.py): every head, weighted

@@ -172,13 +172,13 @@ def test_adapted_checkpoints_reopen_in_scan_swap_and_rmse(lab, cli) -> None:
     assert got == pytest.approx(float((a[key].double() - b[key].double()).pow(2).mean().sqrt()), rel=1e-5)
 
 
-def test_a_3d_model_is_refused_before_a_run_file_with_what_to_change(lab, cli) -> None:
+def test_a_1d_model_is_refused_before_a_run_file_with_what_to_change(lab, cli) -> None:
     write_toy(lab)
-    config = {"spatial_dims": 3, "channels": [4, 8], "strides": [2]}
+    config = {"spatial_dims": 1, "channels": [4, 8], "strides": [2]}
     code, _, err = _train(cli, lab, "monai.networks.nets:UNet", config)
     assert code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()
-    assert "starts with a 3D convolution (Conv3d)" in line and '"spatial_dims": 2' in line
+    assert "starts with a 1D convolution (Conv1d)" in line and '"spatial_dims"' in line
     assert _no_run_files(lab)
 
 

@@ -71,6 +71,7 @@ def layers(
     """
     from reuse_console.engine.models.adapters import first_conv
     from reuse_console.engine.models.layers import LayerIndex
+    from reuse_console.engine.models.layout import spatial_dims
     from reuse_console.engine.models.registry import (
         build_model,
         default_config,
@@ -94,7 +95,7 @@ def layers(
         outputs = int(overrides.pop("out_channels", out_channels))
         model = build_model(arch, default_config(arch, channels, outputs, **overrides))
         if in_channels is None:  # e.g. torchvision's segmentation models take 3 whatever is asked
-            conv = first_conv(model, size)
+            conv = first_conv(model, (size,) * (spatial_dims(model) or 2))
             channels = int(conv.in_channels) if conv is not None else channels
         title = f"{arch} (fresh)"
     index = LayerIndex.from_model(model, channels, size)
