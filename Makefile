@@ -48,6 +48,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/lab_listing.py
 	$(BIN)/python bench/train_throughput.py --threads 1
+	$(BIN)/python bench/train_3d.py --threads 1
 	$(BIN)/python bench/tui_latency.py
 	$(BIN)/python bench/scan.py
 

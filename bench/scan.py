@@ -24,11 +24,11 @@ base width 16, PSPNet width 0.25) and kept in --lab, so a second run skips train
 
     .venv/bin/python bench/scan.py [--lab bench-lab] [--archs unet,pspnet] [--naive-variants 12]
 
-With --models (unet, pspnet, monai-basicunet, smp-unet) it measures instead, on untrained models
+With --models (unet, pspnet, monai-basicunet, smp-unet, monai-unet3d) it measures instead, on untrained models
 and random data, whether each takes the fast path and its speedup over the naive loop
 (bench/scan_models.py): no lab, no training.
 
-    .venv/bin/python bench/scan.py --models unet,pspnet,monai-basicunet,smp-unet --threads 1
+    .venv/bin/python bench/scan.py --models unet,pspnet,monai-basicunet,smp-unet,monai-unet3d --threads 1
 """
 
 from __future__ import annotations

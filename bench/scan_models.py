@@ -25,10 +25,12 @@ from reuse_console.engine.core.events import Message
 from reuse_console.engine.evaluation.evaluate import EvalBatch
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import KINDS, LayerIndex
+from reuse_console.engine.models.layout import spatial_dims
 from reuse_console.engine.swaps.scan import Variant, evaluate_variants, plan_variants
 
 CPU = torch.device("cpu")
-MODELS = ("unet", "pspnet", "monai-basicunet", "smp-unet")
+MODELS = ("unet", "pspnet", "monai-basicunet", "smp-unet", "monai-unet3d")
+DEPTH = 16  # slices per block of the 3D model
 CLASSES = 3
 
 
@@ -49,6 +51,10 @@ def build(name: str, seed: int) -> nn.Module:
         model = BasicUNet(
             spatial_dims=2, in_channels=1, out_channels=CLASSES, features=(8, 8, 16, 16, 32, 8), norm="batch"
         )
+    elif name == "monai-unet3d":
+        from monai.networks.nets import UNet
+
+        model = UNet(3, 1, CLASSES, channels=(8, 16, 32), strides=(2, 2), num_res_units=1, norm="batch")
     elif name == "smp-unet":
         import segmentation_models_pytorch as smp
 
@@ -58,7 +64,7 @@ def build(name: str, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.3)
@@ -68,14 +74,18 @@ def build(name: str, seed: int) -> nn.Module:
 
 
 def batches(model: nn.Module, size: int, count: int, per_batch: int) -> list[EvalBatch]:
-    """Random images labelled by the recipient (a quarter of each replaced by noise); two subjects."""
+    """Random images labelled by the recipient (a quarter of each replaced by noise); two subjects.
+
+    A 3D model gets blocks of DEPTH slices, per_batch // DEPTH (at least 1) per batch."""
     g = torch.Generator().manual_seed(7)
+    shape = (per_batch, size, size) if spatial_dims(model) == 2 else (max(1, per_batch // DEPTH), DEPTH, size, size)
     out = []
     for i in range(count):
-        images = torch.randn(per_batch, 1, size, size, generator=g)
+        images = torch.randn(shape[0], 1, *shape[1:], generator=g)
         with torch.no_grad():
             labels = model(images).argmax(1)
-        labels[:, : size // 4] = torch.randint(0, CLASSES, (per_batch, size // 4, size), generator=g)
+        labels[..., : size // 4, :] = torch.randint(0, CLASSES, (*shape[:-2], size // 4, size), generator=g)
+        per_batch = shape[0]
         out.append(EvalBatch(images, labels, torch.tensor([(i + j) % 2 for j in range(per_batch)])))
     return out
 
