@@ -20,6 +20,9 @@ from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
 TASKS = ("seg", "ae")
+# `input` values: engine/models/adapters.py's INPUTS (a test keeps them equal), here without torch
+# so the console's training form can offer them without loading it
+INPUTS = ("as-is", "repeat")
 
 
 @dataclass

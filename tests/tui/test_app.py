@@ -268,6 +268,59 @@ async def test_job_forms_show_and_start_the_threads_option(test_lab: Lab) -> Non
         assert shown.startswith("$ reuse-console scan unet-seg unet-ae") and " --threads 1" in shown, shown
 
 
+@run_async
+async def test_train_form_sets_how_a_user_model_is_fed_and_read(tmp_path: Path, monkeypatch) -> None:
+    """input, output key, deep supervision and depth start at train's defaults and stay off the
+    command line until set; then the line shown and the job started carry exactly those options."""
+    from reuse_console.engine.training.spec import TRAIN_DEFAULTS
+    from reuse_console.tui.screens.jobs import JobsScreen
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(JobsScreen, "start", lambda self, argv: started.append(argv))
+    app = make_app(_small_lab(tmp_path / "lab", checkpoint=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5", "t")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TrainForm", 10, "the train form")
+        form = app.screen
+        assert form.query_one("#f-input").value == TRAIN_DEFAULTS.input == "as-is"
+        assert form.query_one("#f-output").value == "" and TRAIN_DEFAULTS.output is None
+        assert form.query_one("#f-deep_supervision").value is TRAIN_DEFAULTS.deep_supervision is False
+        assert form.query_one("#f-depth").value == "" and TRAIN_DEFAULTS.depth is None
+
+        def shown() -> str:
+            return " ".join(plain(form.query_one("#form-command")).split())
+
+        for flag in ("--input", "--output", "--deep-supervision", "--main-head", "--depth"):
+            assert flag not in shown()
+        form.query_one("#f-input").value = "repeat"
+        form.query_one("#f-output").focus()
+        await pilot.press(*"logits")
+        form.query_one("#f-deep_supervision").focus()
+        await pilot.press("space")
+        form.query_one("#f-depth").focus()
+        await pilot.press("8")
+        await pilot.pause()
+        assert "--input repeat --output logits --deep-supervision --depth 8 --epochs" in shown()
+        form.query_one("#f-deep_supervision").focus()
+        await pilot.press("space")  # off again: the default, so no --main-head either
+        await pilot.pause()
+        assert "--deep-supervision" not in shown() and "--main-head" not in shown()
+        await pilot.press("space", "ctrl+s")
+        await wait_until(pilot, lambda: bool(started), 10, "the job start")
+    argv = started[0]
+    assert argv[:3] == ["train", "--data", "toy"]
+    i = argv.index("--input")
+    assert argv[i : i + 7] == ["--input", "repeat", "--output", "logits", "--deep-supervision", "--depth", "8"]
+
+
+def test_the_forms_input_choices_are_the_adapters() -> None:
+    """The form offers engine/training/spec.py's INPUTS (torch-free); the adapter accepts exactly those."""
+    from reuse_console.engine.models.adapters import INPUTS as ADAPTER_INPUTS
+    from reuse_console.engine.training.spec import INPUTS
+
+    assert INPUTS == ADAPTER_INPUTS
+
+
 @pytest.mark.slow
 @run_async
 async def test_start_a_training_job_and_follow_it_to_the_end(test_lab: Lab) -> None:

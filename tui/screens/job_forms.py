@@ -17,17 +17,19 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Vertical
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from reuse_console.engine.core.device import CPU_THREADS, DEFAULT_PRECISION, PRECISIONS
-from reuse_console.engine.training.spec import TASKS, TRAIN_DEFAULTS
+from reuse_console.engine.training.spec import INPUTS, TASKS, TRAIN_DEFAULTS
 
 from ..widgets.inputs import ConsoleInput
 
 Options = list[tuple[str, str]]  # (id, description)
 THREADS_HINT = f"{CPU_THREADS}: safe on a busy box"
+INPUT_NOTES = {"as-is": "the MRI channel", "repeat": "repeated to the model's input channels"}
+FormWidget = Input | Select[str] | Checkbox
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,25 @@ class Field:
 
     flag: str
     label: str
-    kind: str = "text"  # text | int | float | choice
-    default: str = ""
+    kind: str = "text"  # text | int | float | choice | bool (a checkbox; flag "--on/--off")
+    default: str = ""  # a bool field: "true" when ticked by default
     choices: tuple[str, ...] = ()
     required: bool = False
     hint: str = ""
+    omit_default: bool = False  # left out of the command line while at its default (the CLI's own)
+
+    @property
+    def widget_id(self) -> str:
+        return f"f-{self.flag.partition('/')[0].strip('-@').replace('-', '_')}"
+
+    def args(self, value: str) -> list[str]:
+        """This field's part of the command line for `value` (positionals are placed by `build`)."""
+        if self.kind == "bool":  # a switch says only what differs from the command's default
+            on, _, off = self.flag.partition("/")
+            return [] if value == self.default else [on if value else off]
+        if not value or (self.omit_default and value == self.default):
+            return []
+        return [self.flag, value]
 
 
 class JobForm(ModalScreen[list[str] | None]):
@@ -60,15 +76,17 @@ class JobForm(ModalScreen[list[str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="form-box", classes="modal-box"):
-            with Grid(id="form-grid"):
+            with VerticalScroll(id="form-fields"), Grid(id="form-grid"):
                 for f in self.fields:
                     yield Label(f.label, classes="form-label")
                     yield self._widget(f)
             yield Static("", id="form-command")
             yield Static("Ctrl+S starts the job   Esc cancels   Tab next field", classes="modal-hint")
 
-    def _widget(self, f: Field) -> Input | Select:
-        wid = f"f-{f.flag.strip('-@').replace('-', '_')}"
+    def _widget(self, f: Field) -> FormWidget:
+        wid = f.widget_id
+        if f.kind == "bool":
+            return Checkbox(f.hint, f.default == "true", id=wid, compact=True)
         if f.kind == "choice":
             source = self.options.get(f.flag)
             if source is not None:
@@ -93,13 +111,15 @@ class JobForm(ModalScreen[list[str] | None]):
     def values(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for f in self.fields:
-            widget = self.query_one(f"#f-{f.flag.strip('-@').replace('-', '_')}")
-            if isinstance(widget, Select):
+            widget = self.query_one(f"#{f.widget_id}")
+            if isinstance(widget, Checkbox):
+                out[f.flag] = "true" if widget.value else ""
+            elif isinstance(widget, Select):
                 value = widget.value
                 out[f.flag] = "" if value is Select.NULL or value is None else str(value)
             elif isinstance(widget, Input):
                 out[f.flag] = widget.value.strip()
-            else:  # `_widget` makes only these two
+            else:  # `_widget` makes only these three
                 raise TypeError(f"field {f.flag}: unexpected widget {type(widget).__name__}")
         return out
 
@@ -117,12 +137,14 @@ class JobForm(ModalScreen[list[str] | None]):
         return self.build(values)
 
     def build(self, values: dict[str, str]) -> list[str]:
-        """Positional fields first (flag '@name'), then `--flag value` for every non-empty field."""
+        """Positional fields first (flag '@name'), then `--flag value` for every non-empty field
+        (a checkbox: its switch when not at the default), but those left at a default the command has
+        by itself."""
         args = [self.COMMAND]
         args += [values[f.flag] for f in self.fields if f.flag.startswith("@")]
         for f in self.fields:
-            if not f.flag.startswith("@") and values[f.flag]:
-                args += [f.flag, values[f.flag]]
+            if not f.flag.startswith("@"):
+                args += f.args(values[f.flag])
         return args
 
     def _preview(self) -> None:
@@ -136,6 +158,7 @@ class JobForm(ModalScreen[list[str] | None]):
 
     @on(Input.Changed)
     @on(Select.Changed)
+    @on(Checkbox.Changed)
     def _changed(self) -> None:
         self._preview()
 
@@ -155,6 +178,10 @@ class JobForm(ModalScreen[list[str] | None]):
         self.dismiss(None)
 
 
+def _blank(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
 class TrainForm(JobForm):
     """`reuse-console train ...`"""
 
@@ -167,6 +194,16 @@ class TrainForm(JobForm):
             Field("--arch", "arch", "choice", TRAIN_DEFAULTS.arch, ("unet", "pspnet")),
             Field("--task", "task", "choice", TRAIN_DEFAULTS.task, TASKS),
             Field("base_width", "UNet width", "int", "", hint="blank: 32 (the paper's)"),
+            Field("--input", "input", "choice", TRAIN_DEFAULTS.input, INPUTS, omit_default=True),
+            Field("--output", "output key", "text", TRAIN_DEFAULTS.output or "", hint="blank: out (dict outputs)"),
+            Field(
+                "--deep-supervision/--main-head",
+                "deep supervision",
+                "bool",
+                "true" if TRAIN_DEFAULTS.deep_supervision else "",
+                hint="train every head",
+            ),
+            Field("--depth", "depth (3D)", "int", _blank(TRAIN_DEFAULTS.depth), hint="blank: whole volumes"),
             Field("--epochs", "epochs", "int", str(TRAIN_DEFAULTS.epochs)),
             Field("--batch", "batch", "int", str(TRAIN_DEFAULTS.batch)),
             Field("--lr", "learning rate", "float", str(TRAIN_DEFAULTS.lr)),
@@ -177,7 +214,8 @@ class TrainForm(JobForm):
             Field("--precision", "precision", "choice", DEFAULT_PRECISION, PRECISIONS),
             Field("--threads", "CPU threads", "int", str(CPU_THREADS), hint=THREADS_HINT),
         ]
-        super().__init__(fields, {"--data": datasets})
+        inputs = [(i, INPUT_NOTES.get(i, "")) for i in INPUTS]
+        super().__init__(fields, {"--data": datasets, "--input": inputs})
 
     def build(self, values: dict[str, str]) -> list[str]:
         width = values.get("base_width", "")
