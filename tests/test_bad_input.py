@@ -278,6 +278,14 @@ ROWS: list[Row] = [
     row("train-batch-0", "train --batch 0", f"train --data toy --epochs 1 --batch 0 {L}", "--batch"),
     row("train-size-0", "train --size 0", f"train --data toy --epochs 1 --size 0 {L}", "--size"),
     row("train-lr-negative", "train --lr -1", f"train --data toy --epochs 1 --lr -1 {L}", "--lr"),
+    row("train-depth-0", "train --depth 0", f"train --data toy --epochs 1 --depth 0 {L}", "--depth"),
+    row(
+        "train-depth-3d",
+        "train a 3D model with a --depth its downsampling cannot take",
+        "train --data toy --epochs 1 --arch monai.networks.nets:UNet --arch-config "
+        f'{{{{"spatial_dims":3,"channels":[4,8],"strides":[2]}}}} --depth 3 {L}',
+        "--size and --depth with sizes it keeps",
+    ),
     row("train-task", "train --task that does not exist", f"train --data toy --epochs 1 --task cls {L}", "cls"),
     row(
         "train-mode",

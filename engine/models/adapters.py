@@ -268,9 +268,10 @@ def _check_head(head: Any, name: str, expect: Expect) -> None:
     if tuple(head.shape[2:]) != expect.shape:
         got = "x".join(str(n) for n in head.shape[2:])
         keep = "--size" if expect.depth is None else "--size and --depth"
+        hint = "" if expect.depth is None else ", e.g. multiples of 16"
         raise UserError(
             f"{expect.arch} ({name}) gives {got} outputs for {expect.what}s: "
-            f"it must return full-resolution scores (or use {keep} with sizes it keeps)"
+            f"it must return full-resolution scores (or use {keep} with sizes it keeps{hint})"
         )
 
 
