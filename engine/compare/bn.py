@@ -176,8 +176,9 @@ def analyse(
     return [analyse_layer(layer, float(modules[str(layer.bn)].eps), recipient, donor) for layer in inside]
 
 
-def run_bn(lab: Lab, recipient: str, donor: str) -> BNStudy:
-    """BN scale/shift analysis of two checkpoints of one architecture."""
+def read_bn(lab: Lab, recipient: str, donor: str) -> BNStudy:
+    """BN scale/shift analysis of two checkpoints of one architecture. A model with no norm the
+    theory reads gives no layers and a note saying why (the console shows it in place of a table)."""
     r_state, r_meta = read_checkpoint(checkpoint_path(lab, recipient))
     d_state, d_meta = read_checkpoint(checkpoint_path(lab, donor))
     check_finite(r_state, f"checkpoint {recipient!r}")
@@ -190,5 +191,13 @@ def run_bn(lab: Lab, recipient: str, donor: str) -> BNStudy:
     if not layers:
         _, outside = _theory_layers(model, index)
         found = f" (its norms: {_norm_counts(outside)})" if outside else " (it has no norm layers)"
-        raise UserError(f"{recipient} has no norm with running statistics, which the BN theory needs{found}")
+        return BNStudy([], f"{recipient} has no norm with running statistics, which the BN theory needs{found}")
     return BNStudy(layers, outside_note(model, index))
+
+
+def run_bn(lab: Lab, recipient: str, donor: str) -> BNStudy:
+    """`read_bn` for the `bn` command: a model with no norm the theory reads is a UserError."""
+    study = read_bn(lab, recipient, donor)
+    if not study.layers:
+        raise UserError(str(study.note))
+    return study

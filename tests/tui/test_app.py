@@ -407,6 +407,67 @@ async def test_command_palette_reaches_screens_and_objects(test_lab: Lab) -> Non
         assert app.screen.query_one("#scan-table").row_count == len(app.screen.grid.rows) == 23
 
 
+BASIC_UNET = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "features": [4, 4, 8, 8, 16, 4]}
+
+
+def _norm_lab(root: Path, kind: str) -> Lab:
+    """Two checkpoints and their RMSE comparison `cmp`: MONAI BasicUNets with affine InstanceNorm
+    (no running statistics anywhere), or MixedNorms (tests/support/norm_nets.py: some have them)."""
+    import norm_nets
+    import torch
+    from monai.networks.nets import BasicUNet
+
+    from reuse_console.engine.compare.rmse import run_rmse
+    from reuse_console.engine.models.registry import save_model
+    from reuse_console.store.checkpoints import CheckpointMeta
+
+    lab = Lab(root)
+    for name, seed in (("net-a", 1), ("net-b", 2)):
+        torch.manual_seed(seed)
+        if kind == "instance":
+            config = {**BASIC_UNET, "norm": ["instance", {"affine": True}]}
+            model: torch.nn.Module = BasicUNet(**{**config, "norm": ("instance", {"affine": True})})
+            arch = "monai.networks.nets:BasicUNet"
+        else:
+            config, model, arch = {"in_channels": 1, "out_channels": 6}, norm_nets.MixedNorms(), "norm_nets:MixedNorms"
+        save_model(lab, name, model.eval(), CheckpointMeta(arch=arch, arch_config=config, task="seg"))
+    run_rmse(lab, ["net-a", "net-b"], name="cmp")
+    return lab
+
+
+@pytest.mark.parametrize("kind", ["instance", "mixed"])
+@run_async
+async def test_bn_view_says_which_norms_have_no_running_statistics(tmp_path: Path, cli, kind: str) -> None:
+    """The BN view of models whose norms keep no running statistics shows the `bn` command's note
+    (instead of an error or an empty table); with some that do, their rows and the same note."""
+    from reuse_console.tui.screens.modals import ErrorModal
+
+    lab = _norm_lab(tmp_path / "lab", kind)
+    code, out, err = cli("bn", "net-a", "net-b", "--lab", str(lab.root))
+    said = " ".join((err if code else out).split())  # the CLI's last line(s), wrapped at 80 columns
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.listing is not None, 20, "the lab listing")
+        app.open_comparison("cmp")
+        await wait_until(pilot, lambda: getattr(app.screen, "kind", None) == "comparison", 20, "the comparison")
+        await pilot.press("b")
+        await wait_until(pilot, lambda: app.screen.kind == "bn", 30, "the BN view")
+        screen = app.screen
+        assert not isinstance(screen, ErrorModal)
+        note = screen.query_one("#scan-note")
+        shown = " ".join(plain(note).split())
+        assert note.display and said.endswith(shown) and "running statistics" in shown
+        rows = screen.query_one("#scan-table").row_count
+        if kind == "instance":
+            assert code == 2 and rows == 0 and shown.endswith("needs (its norms: InstanceNorm2d 18)")
+            assert "reads norms with running statistics" in plain(screen.query_one("#scan-detail"))
+        else:
+            assert code == 0 and list(screen.grid.rows) == ["1", "2", "inorm"] and rows == 3
+            assert shown.startswith("4 norm layer(s) without running statistics")
+        await pilot.press("4")  # still the Scans screen: keys go on working
+        assert app.screen is screen
+
+
 def test_the_console_and_the_cli_start_without_torch() -> None:
     """Opening the console over SSH, `--help` and completion should not wait for torch: it is
     loaded by the first worker or command that needs it."""

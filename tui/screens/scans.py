@@ -57,6 +57,7 @@ class ScanScreen(ConsoleScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(Text(EMPTY, style="dim"), id="scan-head")
+        yield Static("", id="scan-note")
         with TabbedContent(id="scan-tabs"):
             with TabPane("Table", id="scan-tab-table"):
                 yield DataTable(id="scan-table", cursor_type="cell")
@@ -104,10 +105,10 @@ class ScanScreen(ConsoleScreen):
         else:
             recipient, donor = ref.split("|", 1)
             if source is None:
-                from reuse_console.engine.compare.bn import run_bn
+                from reuse_console.engine.compare.bn import read_bn
 
-                source = run_bn(lab, recipient, donor).layers
-            grid = bn_grid(source, recipient, donor)
+                source = read_bn(lab, recipient, donor)
+            grid = bn_grid(source.layers, recipient, donor, source.note)
         self.post_message(self.Loaded(kind, ref, source, grid))
 
     @on(Loaded)
@@ -115,6 +116,9 @@ class ScanScreen(ConsoleScreen):
         self.kind, self.ref, self.source, self.grid = message.kind, message.ref, message.source, message.grid
         grid = message.grid
         self.query_one("#scan-head", Static).update(grid.title)
+        note = self.query_one("#scan-note", Static)
+        note.update(Text(grid.note, style="yellow"))
+        note.display = bool(grid.note)
         self.set_note(message.ref.replace("|", " ← ") if message.kind == "bn" else message.ref)
         table = self.query_one("#scan-table", DataTable)
         table.clear(columns=True)

@@ -62,6 +62,7 @@ class Grid:
     choices: tuple[str, ...] = ()  # alphas of a scan, or pairs of a comparison
     choice: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    note: str = ""  # a line shown above the table and charts (BN: the norms the theory left out)
 
 
 def _columns(labels: Sequence[str]) -> tuple[str, ...]:
@@ -210,8 +211,13 @@ def rmse_grid(comp: Any, pair_choice: int = 0) -> Grid:
 # -- BN scale and shift --------------------------------------------------------------------
 
 
-def bn_grid(layers: Sequence[Any], recipient: str, donor: str) -> Grid:
-    """Per BN layer and swapped kind: the scale ratio s'/s (RV, RW) or the shift change t'-t (RM, RB)."""
+BN_LEGEND = "RV/RW: scale ratio s'/s (×); RM/RB: mean |shift change| (Δ); green small, red large"
+NO_BN_LEGEND = "the BN view reads norms with running statistics: BatchNorm, InstanceNorm with track_running_stats"
+
+
+def bn_grid(layers: Sequence[Any], recipient: str, donor: str, note: str | None = None) -> Grid:
+    """Per BN layer and swapped kind: the scale ratio s'/s (RV, RW) or the shift change t'-t (RM, RB).
+    `note`: the engine's line on norms without running statistics (all of them: no layers)."""
     rows = tuple(layer.layer for layer in layers)
     columns = ("RM", "RV", "RW", "RB")
     cells: dict[tuple[str, str], tuple[str, str]] = {}
@@ -262,8 +268,9 @@ def bn_grid(layers: Sequence[Any], recipient: str, donor: str) -> Grid:
         details=details,
         panels=tuple(panels),
         axis=axis,
-        legend="RV/RW: scale ratio s'/s (×); RM/RB: mean |shift change| (Δ); green small, red large",
+        legend=BN_LEGEND if layers else NO_BN_LEGEND,
         extra={"recipient": recipient, "donor": donor},
+        note=note or "",
     )
 
 
