@@ -73,6 +73,7 @@ class Layer:
             "kinds": list(self.kinds),
             "shapes": {k: list(v) for k, v in self.shapes.items()},
             "numel": dict(self.numel),
+            "norm": self.norm,
         }
 
 

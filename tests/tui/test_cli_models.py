@@ -65,6 +65,42 @@ def test_layers_says_which_norms_it_found_and_which_it_could_not_pair(cli) -> No
     assert "4x1x3x3x3" in text  # the first Conv3d's weight
 
 
+def test_layers_names_each_layers_norm_type(cli) -> None:
+    """--json: every layer's norm class (null for a conv with none); the table: a norm column
+    when the model mixes norm types, within 80 columns."""
+    code, out, _ = cli("layers", "--arch", "unet", "--arch-config", '{"base_width": 4}', "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["norm"] for r in rows] == ["BatchNorm2d"] * 18 + [None] * 5
+    for norm, name in (("instance", "InstanceNorm2d"), ("group", "GroupNorm")):
+        config = {"spatial_dims": 2, "features": [4, 4, 8, 8, 16, 4], "norm": [norm, {"num_groups": 2}]}
+        if norm == "instance":
+            config["norm"] = "instance"  # MONAI's default: not affine, no running statistics
+        argv = ("layers", "--arch", "monai.networks.nets:BasicUNet", "--arch-config", json.dumps(config))
+        code, out, _ = cli(*argv, "--size", "32", "--json")
+        norms = {r["name"]: r["norm"] for r in json.loads(out)}
+        assert code == 0 and norms["1"] == norms["18"] == name and norms["final_conv"] is None
+    code, out, _ = cli("layers", "--arch", "norm_nets:MixedNorms", "--size", "8", "--json")
+    norms = [r["norm"] for r in json.loads(out)]
+    assert norms == [
+        "BatchNorm2d",
+        "InstanceNorm2d",
+        "GroupNorm",
+        "LayerNorm",
+        "InstanceNorm2d",
+        "LayerNorm",
+        "BatchNorm2d",  # inorm: the norm on the input, listed by name
+    ]
+    code, out, _ = cli("layers", "--arch", "norm_nets:MixedNorms", "--size", "8")
+    lines = out.splitlines()
+    assert code == 0 and max(map(len, lines)) <= 80
+    assert "norm" in lines[2].split("┃")[3]  # the header: layer, modules, norm, kinds, ...
+    row = {cells[1].strip(): [c.strip() for c in cells[2:]] for cells in (line.split("│") for line in lines[4:11])}
+    assert row["3"][:2] == ["c3 + n3", "GroupNorm"] and row["5"][1] == "InstanceNorm2d"
+    code, out, _ = cli("layers", "--arch", "unet", "--arch-config", '{"base_width": 4}')
+    assert code == 0 and "norm " not in out.splitlines()[2] and max(map(len, out.splitlines())) <= 80
+    assert "norms: BatchNorm2d 18" in out  # one type: the norms line names it
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -13,6 +13,9 @@ from reuse_console.store.lab import Lab
 
 from ..options import JsonOpt, LabOpt
 from ..output import emit_json, stderr, stdout
+
+if TYPE_CHECKING:
+    from reuse_console.engine.models.layers import LayerIndex
 
 ARCH_HELP = "unet | pspnet | package.module:ClassName (a user CNN class taking its config as keyword arguments)."
 ArchConfigOpt = Annotated[
@@ -62,7 +65,8 @@ def layers(
     """List a model's layers: Conv+norm layers numbered 1..N in forward execution order (UNet 18,
     PSPNet 25), then convs with no norm after them (up1..up4, head) and norms after no conv, with
     kinds and shapes, and how many layers each norm type (BatchNorm, InstanceNorm, GroupNorm,
-    LayerNorm) ends.
+    LayerNorm) ends. A model mixing norm types gets a norm column; --json gives every layer's
+    `norm` (the norm's class name, null when the conv has none).
 
     Kinds: RM RV (the norm's running mean and var, where it keeps them), RW RB (its weight and
     bias, where it is affine), W and B (conv weight, bias).
@@ -102,15 +106,7 @@ def layers(
     if json_out:
         emit_json(index.to_json())
         return
-    table = Table(title=f"{title}: {len(index.numbered)} numbered layers", title_justify="left")
-    for col in ("layer", "modules", "kinds", "W shape", "params"):
-        table.add_column(col, justify="right" if col in ("layer", "params") else "left", overflow="fold")
-    for layer in index.layers:
-        w_shape = "x".join(map(str, layer.shapes.get("W", ()))) or "-"
-        table.add_row(
-            layer.name, " + ".join(layer.modules), " ".join(layer.kinds), w_shape, f"{sum(layer.numel.values()):,}"
-        )
-    stdout.print(table)
+    stdout.print(_layer_table(f"{title}: {len(index.numbered)} numbered layers", index))
     norms = index.norm_summary()
     if norms.groups:
         found = [
@@ -123,6 +119,22 @@ def layers(
     if norms.unpaired:
         listed = ", ".join(f"{path} ({norm})" for path, norm in norms.unpaired)
         stdout.print(f"norms with no conv right before them (listed by name, not numbered): {listed}")
+
+
+def _layer_table(title: str, index: LayerIndex) -> Table:
+    """One row per layer. The norm type gets a column only when the model mixes them: with one
+    type the norms line below names it, and UNet's table stays within 80 columns."""
+    mixed = len({layer.norm for layer in index.layers if layer.norm}) > 1
+    table = Table(title=title, title_justify="left")
+    columns = ("layer", "modules", *(("norm",) if mixed else ()), "kinds", "W shape", "params")
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("layer", "params") else "left", overflow="fold")
+    for layer in index.layers:
+        w_shape = "x".join(map(str, layer.shapes.get("W", ()))) or "-"
+        norm = (layer.norm or "-",) if mixed else ()
+        numel = f"{sum(layer.numel.values()):,}"
+        table.add_row(layer.name, " + ".join(layer.modules), *norm, " ".join(layer.kinds), w_shape, numel)
+    return table
 
 
 @ckpt_app.command("import")

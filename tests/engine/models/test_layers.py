@@ -144,8 +144,9 @@ def test_parse_kinds() -> None:
 def test_to_json(unet_index: LayerIndex) -> None:
     rows = json.loads(json.dumps(unet_index.to_json()))
     assert len(rows) == 23
-    assert all(set(row) == {"index", "name", "modules", "kinds", "shapes", "numel"} for row in rows)
+    assert all(set(row) == {"index", "name", "modules", "kinds", "shapes", "numel", "norm"} for row in rows)
     assert rows[0]["index"] == 1 and rows[0]["modules"] == ["enc1.conv1", "enc1.bn1"]
+    assert rows[0]["norm"] == "BatchNorm2d" and rows[-1]["norm"] is None  # the head has no norm
     assert rows[0]["shapes"]["W"] == [4, 1, 3, 3]
     head = rows[-1]
     assert head["index"] is None and head["name"] == "head" and head["modules"] == ["head"]
