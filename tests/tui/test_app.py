@@ -237,7 +237,7 @@ async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
 def _train_form_fill(pilot, epochs: str, name: str):
     async def fill() -> None:
         screen = pilot.app.screen
-        screen.query_one("#f-base_width").value = "4"
+        screen.query_one("#f-arch_config").value = '{"base_width": 4}'
         screen.query_one("#f-epochs").value = epochs
         screen.query_one("#f-batch").value = "8"
         screen.query_one("#f-name").value = name

@@ -30,6 +30,8 @@ Options = list[tuple[str, str]]  # (id, description)
 THREADS_HINT = f"{CPU_THREADS}: safe on a busy box"
 INPUT_NOTES = {"as-is": "the MRI channel", "repeat": "repeated to the model's input channels"}
 FormWidget = Input | Select[str] | Checkbox
+ARCH_HINT = "unet, pspnet or package.module:Class|function"
+ARCH_CONFIG_HINT = 'JSON, e.g. {"base_width": 16}; blank: defaults'
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Field:
 
     flag: str
     label: str
-    kind: str = "text"  # text | int | float | choice | bool (a checkbox; flag "--on/--off")
+    kind: str = "text"  # text | int | float | json (an object) | choice | bool (a checkbox; flag "--on/--off")
     default: str = ""  # a bool field: "true" when ticked by default
     choices: tuple[str, ...] = ()
     required: bool = False
@@ -134,6 +136,8 @@ class JobForm(ModalScreen[list[str] | None]):
                 int(value)
             if value and f.kind == "float":
                 float(value)
+            if value and f.kind == "json":
+                _json_object(value, f.label)
         return self.build(values)
 
     def build(self, values: dict[str, str]) -> list[str]:
@@ -178,6 +182,16 @@ class JobForm(ModalScreen[list[str] | None]):
         self.dismiss(None)
 
 
+def _json_object(text: str, label: str) -> None:
+    """ValueError naming the field unless `text` is a JSON object (the CLI says more on a bad key)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{label}: not JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f'{label}: give a JSON object, e.g. {{"base_width": 16}}')
+
+
 def _blank(value: int | None) -> str:
     return "" if value is None else str(value)
 
@@ -191,9 +205,9 @@ class TrainForm(JobForm):
     def __init__(self, datasets: Options) -> None:
         fields = [
             Field("--data", "data set", "choice", required=True, hint="no data sets: import one first"),
-            Field("--arch", "arch", "choice", TRAIN_DEFAULTS.arch, ("unet", "pspnet")),
+            Field("--arch", "arch", "text", TRAIN_DEFAULTS.arch, required=True, hint=ARCH_HINT),
             Field("--task", "task", "choice", TRAIN_DEFAULTS.task, TASKS),
-            Field("base_width", "UNet width", "int", "", hint="blank: 32 (the paper's)"),
+            Field("--arch-config", "arch config", "json", "", hint=ARCH_CONFIG_HINT),
             Field("--input", "input", "choice", TRAIN_DEFAULTS.input, INPUTS, omit_default=True),
             Field("--output", "output key", "text", TRAIN_DEFAULTS.output or "", hint="blank: out (dict outputs)"),
             Field(
@@ -216,13 +230,6 @@ class TrainForm(JobForm):
         ]
         inputs = [(i, INPUT_NOTES.get(i, "")) for i in INPUTS]
         super().__init__(fields, {"--data": datasets, "--input": inputs})
-
-    def build(self, values: dict[str, str]) -> list[str]:
-        width = values.get("base_width", "")
-        args = super().build({**values, "base_width": ""})
-        if width and values.get("--arch") == "unet":
-            args += ["--arch-config", json.dumps({"base_width": int(width)})]
-        return args
 
 
 class ScanForm(JobForm):
