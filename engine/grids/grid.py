@@ -87,7 +87,10 @@ def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
             continue
         meta = read_meta(checkpoint_path(lab, source.donor))
         if meta.arch != arch:
-            raise UserError(f"source {source.name!r}: donor {source.donor!r} is a {meta.arch}, the study trains {arch}")
+            raise UserError(
+                f"source {source.name!r}: donor {source.donor!r} is a {meta.arch}, the study trains {arch} "
+                f'(set arch = "{meta.arch}" and its arch_config in [train])'
+            )
         plan = load_plan(lab, source.plan)
         if plan.arch and plan.arch != arch:
             raise UserError(
