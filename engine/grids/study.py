@@ -11,6 +11,7 @@ whole table rows finished first.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,11 +224,27 @@ def _train(data: Any, where: str) -> TrainSettings:
         raise UserError(f'{where} [train]: arch must be a name such as "unet", got {settings.arch!r}')
     if not isinstance(settings.augment, bool):
         raise UserError(f"{where} [train]: augment must be true or false, got {settings.augment!r}")
+    if isinstance(settings.arch_config, str):  # JSON: for values TOML cannot write, such as null
+        settings.arch_config = _json_table(settings.arch_config, f"{where} [train]: arch_config")
     if not isinstance(settings.arch_config, dict):
-        raise UserError(f"{where} [train]: arch_config must be a table such as {{ base_width = 16 }}")
+        raise UserError(
+            f"{where} [train]: arch_config must be a table such as {{ base_width = 16 }}, or a JSON object "
+            """in a string such as '{"weights": null}'"""
+        )
     _check_model_io(settings, f"{where} [train]")
     settings.lr = float(settings.lr)
     return settings
+
+
+def _json_table(text: str, where: str) -> dict[str, Any]:
+    """A JSON object given as a TOML string (TOML has no null: torchvision's weights=None needs it)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not a JSON object ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: give a JSON object such as '{{\"weights\": null}}'")
+    return value
 
 
 def _check_model_io(settings: TrainSettings, where: str) -> None:

@@ -290,6 +290,17 @@ def test_study_train_table_feeds_user_models_like_train_does(tmp_path) -> None:
     assert (spec.input, spec.output, spec.deep_supervision, spec.depth) == ("repeat", None, False, None)
 
 
+def test_arch_config_as_json_writes_what_toml_cannot(tmp_path) -> None:
+    """torchvision's factories need weights=None (no download), and TOML has no null."""
+    path = tmp_path / "tv.toml"
+    arch = "torchvision.models.segmentation:lraspp_mobilenet_v3_large"
+    config = """'{"weights": null, "weights_backbone": null}'"""
+    path.write_text(f'target = "t"\n[train]\narch = "{arch}"\narch_config = {config}\n[[sources]]\nname = "r"')
+    study = load_study(path)
+    cell = study.cells()[0]
+    assert cell_spec(study, cell, "x").arch_config == {"weights": None, "weights_backbone": None}
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -300,6 +311,9 @@ def test_study_train_table_feeds_user_models_like_train_does(tmp_path) -> None:
         ("depth = 0", "[train]: depth must be a whole number of slices >= 1, got 0"),
         ("depth = 2.5", "[train]: depth must be a whole number"),
         ("depth = true", "[train]: depth must be a whole number"),
+        ("arch_config = '{\"weights\": nul}'", "[train]: arch_config: not a JSON object (Expecting value"),
+        ("arch_config = '[1]'", "[train]: arch_config: give a JSON object"),
+        ("arch_config = 3", "[train]: arch_config must be a table"),
     ],
 )
 def test_bad_user_model_settings_are_one_line(tmp_path, line: str, message: str) -> None:
