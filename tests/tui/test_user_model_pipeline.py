@@ -1,6 +1,6 @@
 """Every third-party model the README names, through the whole CLI pipeline as a user runs it.
 
-layers (fresh) -> train seg and ae (1 epoch) -> scan -> rmse -> bn, and one swap checked against a
+layers (fresh) -> train seg and ae (1 epoch) -> eval -> scan -> rmse -> bn, and one swap checked against a
 state dict built by hand (the recipient's tensors with the donor's one tensor put in) evaluated by
 the plain evaluation path (engine.evaluation.evaluate.evaluate_seg), not by the swap engine.
 Tiny configs on the 64 px toy data set so the 2-core CI runs them in a few seconds each.
@@ -59,6 +59,11 @@ def test_a_user_model_goes_through_the_whole_pipeline(lab, cli, model_id: str) -
             "--task", task, "--seed", seed, "--name", task, *RUN, *extra,
         )  # fmt: skip
         assert code == 0, err
+
+    code, out, err = cli(*L, "eval", "seg", "--json")
+    assert code == 0 and set(json.loads(out)["dice"]) == {"background", "RV", "MYO", "LV"}, err
+    code, out, err = cli(*L, "eval", "ae", "--json")
+    assert code == 0 and json.loads(out)["mse"] > 0, err
 
     code, out, err = cli(*L, "layers", "seg", "--json")
     assert code == 0, err
