@@ -156,6 +156,12 @@ class Downstream:
             return {"input": self._x}
         return {n.name: self._env[n] for n in self._group.frontier}
 
+    def module_paths(self) -> tuple[str, ...] | None:
+        """The modules this part calls (their submodules run too); None: the whole model."""
+        if self._group is None:
+            return None
+        return tuple(str(n.target) for n in self._group.nodes if n.op == "call_module")
+
     def run(self) -> Any:
         """The model output with the model's current tensors."""
         if self._group is None:

@@ -16,7 +16,7 @@ to `scans/<name>.h5` (see scan_store.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,8 @@ from reuse_console.engine.core.events import Message, Reporter, VariantDone, sil
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import Layer
 from reuse_console.engine.models.layout import with_layout
-from reuse_console.engine.swaps.partial import PartialFailed, PartialForward
+from reuse_console.engine.swaps.partial import Downstream, PartialFailed, PartialForward
+from reuse_console.engine.swaps.recalibration import Calibration, Recalibrator
 from reuse_console.engine.swaps.swap import Swap, donor_like
 
 
@@ -221,6 +222,46 @@ def _scan_mode(model: nn.Module) -> Iterator[None]:
         model.train(training)
 
 
+@contextmanager
+def _recalibrator(
+    model: nn.Module, calibration: Calibration | None, device: torch.device, precision: str
+) -> Iterator[Recalibrator | None]:
+    """The variants' norm statistics for a recalibrated evaluation (None: evaluate as is)."""
+    if calibration is None:
+        yield None
+        return
+    with torch.inference_mode(), autocast(device, precision):
+        recal = Recalibrator(model, calibration)
+    try:
+        yield recal
+    finally:
+        recal.close()
+
+
+def _calibrate(
+    engine: PartialForward,
+    recal: Recalibrator,
+    chunk: Sequence[str],
+    by_group: Mapping[str, Sequence[int]],
+    todo: Sequence[Variant],
+    swaps: Mapping[int, Swap],
+    device: torch.device,
+    precision: str,
+) -> None:
+    """Re-estimate each variant's downstream norm statistics on the calibration batches."""
+    members = [i for g in chunk for i in by_group[g]]
+    recal.forget(members)
+
+    def visit(group: str, downstream: Downstream) -> None:
+        for i in by_group[group]:
+            with swaps[i]:
+                recal.accumulate(i, todo[i].modules, downstream)
+
+    with recal.calibrating(), torch.inference_mode(), autocast(device, precision):
+        for x in recal.calibration.batches:
+            engine.run(x, visit, chunk, to_end=False)
+
+
 def chunk_groups(engine: PartialForward, variants: Sequence[Variant], size: int) -> list[list[str]]:
     """Consecutive groups (in the order their caches become ready) of at least `size` variants."""
     counts: dict[str, int] = {}
@@ -255,6 +296,7 @@ def evaluate_variants(
     done: Mapping[str, np.ndarray] | None = None,
     chunk_variants: int = 32,
     partial: bool = True,
+    calibration: Calibration | None = None,
     report: Reporter = silent,
     on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -262,7 +304,9 @@ def evaluate_variants(
 
     `model` is on `device`; `batches` hold `images` (B,1,H,W), `labels` (B,H,W), `subject` (B,).
     `done` maps variant ids to Dice already known (a resumed scan); `on_chunk(baseline, done)`
-    is called after each chunk with everything known so far.
+    is called after each chunk with everything known so far. With `calibration`, every variant
+    (and, for scope all, the baseline) is evaluated with its norm statistics re-estimated
+    (engine/swaps/recalibration.py); the model's own statistics are put back at the end.
     """
     done = dict(done or {})
     if device.type == "cpu":
@@ -295,7 +339,7 @@ def evaluate_variants(
         by_group.setdefault(v.group, []).append(i)
     num_classes = len(classes)
     finished = len(variants) - len(todo)
-    with _scan_mode(model):
+    with _scan_mode(model), _recalibrator(model, calibration, device, precision) as recal:
         chunks = chunk_groups(engine, todo, chunk_variants) if todo else []
         if baseline is None and not chunks:
             chunks = [[]]
@@ -306,6 +350,8 @@ def evaluate_variants(
             def run_chunk() -> tuple[dict[int, DiceAccumulator], DiceAccumulator | None]:
                 accs = {i: DiceAccumulator(num_classes, num_subjects) for i in members}  # noqa: B023
                 base_acc = DiceAccumulator(num_classes, num_subjects) if baseline is None else None  # noqa: B023
+                if recal is not None:
+                    _calibrate(engine, recal, chunk, by_group, todo, swaps, device, precision)  # noqa: B023
                 for b in batches:
                     x = b.images.to(device).contiguous(memory_format=fmt)
                     labels = b.labels.to(device)
@@ -313,7 +359,7 @@ def evaluate_variants(
                     def visit(group: str, downstream: Any) -> None:
                         # called by engine.run below, within this iteration: the loop variables are current
                         for i in by_group[group]:
-                            with swaps[i]:  # noqa: B023
+                            with swaps[i], recal.using(i) if recal is not None else nullcontext():  # noqa: B023
                                 out = downstream.run()
                             accs[i].update(out.argmax(dim=1), labels, b.subject)  # noqa: B023
 
