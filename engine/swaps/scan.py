@@ -105,6 +105,8 @@ class ScanResult:
     engine: str = ""
     seconds: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
+    recalibrated_baseline: np.ndarray | None = None  # (S, C) with --recalibrate (scope downstream: the raw one)
+    recalibrated: np.ndarray | None = None  # (V, S, C): each variant with its norm statistics re-estimated
 
     def by_class(self, values: np.ndarray) -> dict[str, float | None]:
         return {c: (float(v) if p else None) for c, v, p in zip(self.classes, values, self.present)}
@@ -128,11 +130,17 @@ class ScanResult:
         """The classes a Dice drop is judged on: present ones but background (all, if none is)."""
         return [c for c in range(1, len(self.classes)) if self.present[c]] or list(range(len(self.classes)))
 
-    def fg_means(self) -> tuple[float, np.ndarray]:
-        """Mean Dice over the foreground classes: the baseline's, and each variant's (V,)."""
+    def fg_means(self, recalibrated: bool = False) -> tuple[float, np.ndarray]:
+        """Mean Dice over the foreground classes: the baseline's, and each variant's (V,); raw, or
+        with the norm statistics re-estimated (a scan with --recalibrate)."""
         fg = self.foreground
-        variants = self.mean[:, fg].mean(axis=1) if len(self.variants) else np.zeros(0)
-        return float(self.baseline_mean[fg].mean()), variants
+        base, dice = self.baseline, self.dice
+        if recalibrated:
+            if self.recalibrated is None or self.recalibrated_baseline is None:
+                raise ValueError("this scan was not recalibrated")
+            base, dice = self.recalibrated_baseline, self.recalibrated
+        variants = dice.mean(axis=1)[:, fg].mean(axis=1) if len(self.variants) else np.zeros(0)
+        return float(base.mean(axis=0)[fg].mean()), variants
 
     def largest_drops(self, n: int) -> list[int]:
         """The `n` evaluated variants whose foreground mean Dice fell most, largest drop first."""
@@ -144,7 +152,7 @@ class ScanResult:
         """The documented `--json` shape: baseline and variants, class names as keys."""
         base = self.baseline_mean
         variants = []
-        for v, mean, delta, per_subject in zip(self.variants, self.mean, self.delta, self.dice):
+        for i, (v, mean, delta, per_subject) in enumerate(zip(self.variants, self.mean, self.delta, self.dice)):
             variants.append(
                 {
                     "layer": v.label(),
@@ -154,8 +162,14 @@ class ScanResult:
                     "dice": self.by_class(mean),
                     "delta": self.by_class(delta),
                     "per_subject": {s: self.by_class(row) for s, row in zip(self.subjects, per_subject)},
+                    **(
+                        {}
+                        if self.recalibrated is None
+                        else {"dice_recalibrated": self.by_class(self.recalibrated[i].mean(axis=0))}
+                    ),
                 }
             )
+        recal = self.recalibrated_baseline
         return {
             "name": self.name,
             "recipient": self.recipient,
@@ -168,7 +182,9 @@ class ScanResult:
             "baseline": {
                 "dice": self.by_class(base),
                 "per_subject": {s: self.by_class(row) for s, row in zip(self.subjects, self.baseline)},
+                **({} if recal is None else {"dice_recalibrated": self.by_class(recal.mean(axis=0))}),
             },
+            "recalibrate": self.options.get("recalibrate"),
             "variants": variants,
         }
 

@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from reuse_console.engine.core.device import check_precision, pick_device
+from reuse_console.engine.core.device import check_precision, memory_format, pick_device
 from reuse_console.engine.core.events import Finished, Message, Reporter, Started, silent
 from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.evaluation.evaluate import checkpoint_samples, eval_batches
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import checkpoint_path, load_model, model_in_channels
 from reuse_console.engine.models.state_checks import check_finite
+from reuse_console.engine.swaps.recalibration import Calibration
 from reuse_console.engine.swaps.scan import ScanResult, Variant, evaluate_variants, plan_variants, swap_variant
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
 from reuse_console.engine.swaps.swap import SwapSpec, check_alpha, check_compatible
@@ -46,6 +47,7 @@ class Loaded:
     precision: str
     meta: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    samples: Any = None  # the data set's samples as the recipient takes them (calibration batches come from it)
 
 
 def _stem(ref: str) -> str:
@@ -97,7 +99,23 @@ def load_inputs(
         prec,
         meta,
         {"size": slices.size, "split": split, "batch": batch},
+        slices,
     )
+
+
+def calibration_for(loaded: Loaded, batches: int | None, scope: str, batch: int) -> Calibration | None:
+    """The first `batches` batches of `batch` slices of the training subjects, in data-set order,
+    on the device (None: no recalibration). Fixed, so every variant and a resume see the same."""
+    if not batches:
+        return None
+    if batches < 0:
+        raise UserError(f"--recalibrate must be a number of batches >= 1 (got {batches})")
+    train, _ = eval_batches(loaded.samples, "train", batch=batch)
+    if not train:
+        raise UserError("the data set has no training subjects to recalibrate on")
+    fmt = memory_format(loaded.device, train[0].images.ndim)
+    images = [b.images.to(loaded.device).contiguous(memory_format=fmt) for b in train[:batches]]
+    return Calibration(images, scope)
 
 
 def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
@@ -127,9 +145,24 @@ def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
     return lab.unique_name("scans", base, free=lambda candidate: not progress_path(lab, candidate).exists())
 
 
-def _resume_state(
-    path: Path, options: dict[str, Any], variants: list[Variant]
-) -> tuple[np.ndarray | None, dict[str, np.ndarray], float]:
+@dataclass
+class _Known:
+    """What an unfinished scan had finished: raw and (with --recalibrate) recalibrated Dice."""
+
+    baseline: np.ndarray | None = None
+    done: dict[str, np.ndarray] = field(default_factory=dict)
+    recalibrated_baseline: np.ndarray | None = None
+    recalibrated: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _finished(variants: list[Variant], dice: np.ndarray | None) -> dict[str, np.ndarray]:
+    if dice is None:
+        return {}
+    return {v.id: d for v, d in zip(variants, dice) if not np.isnan(d).any()}
+
+
+def _resume_state(path: Path, options: dict[str, Any], variants: list[Variant]) -> _Known:
     """Finished variants of an unfinished scan, after checking it was started the same way."""
     old = read_scan(path)
     for key, value in options.items():
@@ -140,8 +173,16 @@ def _resume_state(
             )
     if [v.id for v in old.variants] != [v.id for v in variants]:
         raise UserError("the unfinished scan planned other variants: start another with --name")
-    done = {v.id: d for v, d in zip(old.variants, old.dice) if not np.isnan(d).any()}
-    return old.baseline, done, old.seconds
+    recal_base = old.recalibrated_baseline
+    if recal_base is not None and np.isnan(recal_base).any():
+        recal_base = None
+    return _Known(
+        old.baseline,
+        _finished(old.variants, old.dice),
+        recal_base,
+        _finished(old.variants, old.recalibrated),
+        old.seconds,
+    )
 
 
 def evaluate_and_store(
@@ -157,9 +198,11 @@ def evaluate_and_store(
     resume: bool = False,
     chunk_variants: int = 32,
     partial: bool = True,
+    calibration: Calibration | None = None,
     report: Reporter = silent,
 ) -> ScanResult:
-    """Evaluate `variants` (resuming from a progress file), write `scans/<name>.h5`.
+    """Evaluate `variants` (resuming from a progress file), write `scans/<name>.h5`; with
+    `calibration`, evaluate them again recalibrated and store both side by side.
 
     The scan's name is claimed for the whole evaluation (store/claims.py): a second scan or
     resume of the same name is refused while this one runs.
@@ -179,6 +222,7 @@ def evaluate_and_store(
             resume=resume,
             chunk_variants=chunk_variants,
             partial=partial,
+            calibration=calibration,
             report=report,
         )
 
@@ -196,14 +240,13 @@ def _evaluate_and_store(
     resume: bool,
     chunk_variants: int,
     partial: bool,
+    calibration: Calibration | None,
     report: Reporter,
 ) -> ScanResult:
     progress = progress_path(lab, name)
-    baseline: np.ndarray | None = None
-    done: dict[str, np.ndarray] = {}
-    spent = 0.0
+    known = _resume_state(progress, options, variants) if resume else _Known()
+    baseline, done, spent = known.baseline, known.done, known.seconds
     if resume:
-        baseline, done, spent = _resume_state(progress, options, variants)
         report(Message(f"resuming scan {name}: {len(done)} of {len(variants)} variants already done"))
     report(Started(f"scan {name}", len(variants), unit="variants", info={"done": len(done)}))
     result = ScanResult(
@@ -223,13 +266,26 @@ def _evaluate_and_store(
         spent,
         options,
     )
+    if calibration is not None:
+        result.recalibrated_baseline = np.full(result.baseline.shape, np.nan)
+        result.recalibrated = np.full(result.dice.shape, np.nan)
+        if known.recalibrated_baseline is not None:
+            result.recalibrated_baseline = known.recalibrated_baseline
+        result.recalibrated = _stack(variants, known.recalibrated, result.dice.shape[1:])
     start = time.perf_counter()
 
-    def save_progress(base: np.ndarray, known: dict[str, np.ndarray]) -> None:
+    def save_progress(base: np.ndarray, finished: dict[str, np.ndarray]) -> None:
         result.baseline = base
-        result.dice = np.stack([known.get(v.id, np.full(result.dice.shape[1:], np.nan)) for v in variants])
+        result.dice = _stack(variants, finished, result.dice.shape[1:])
         result.seconds = spent + time.perf_counter() - start
-        if len(known) < len(variants):
+        if len(finished) < len(variants) or calibration is not None:
+            write_scan(progress, result, complete=False, provenance=_provenance(options))
+
+    def save_recalibrated(base: np.ndarray, finished: dict[str, np.ndarray]) -> None:
+        result.recalibrated_baseline = base
+        result.recalibrated = _stack(variants, finished, result.dice.shape[1:])
+        result.seconds = spent + time.perf_counter() - start
+        if len(finished) < len(variants):
             write_scan(progress, result, complete=False, provenance=_provenance(options))
 
     base, dice, engine = evaluate_variants(
@@ -250,11 +306,45 @@ def _evaluate_and_store(
         on_chunk=save_progress,
     )
     result.baseline, result.dice, result.engine = base, dice, engine
+    if calibration is not None:
+        report(
+            Message(
+                f"recalibrated pass: norm statistics re-estimated on {_batches(len(calibration.batches))} "
+                f"of training subjects (scope {calibration.scope})"
+            )
+        )
+        result.recalibrated_baseline, result.recalibrated, _ = evaluate_variants(
+            loaded.model,
+            loaded.donor,
+            variants,
+            loaded.batches,
+            classes=loaded.classes,
+            present=loaded.present,
+            num_subjects=len(loaded.subjects),
+            device=loaded.device,
+            precision=loaded.precision,
+            baseline=known.recalibrated_baseline,
+            done=known.recalibrated,
+            chunk_variants=chunk_variants,
+            partial=partial,
+            calibration=calibration,
+            report=report,
+            on_chunk=save_recalibrated,
+        )
     result.seconds = spent + time.perf_counter() - start
     write_scan(lab.path("scans", name), result, provenance=_provenance(options, engine))
     progress.unlink(missing_ok=True)
     report(Finished(f"scan {name}", result=name, seconds=result.seconds))
     return result
+
+
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
+def _stack(variants: list[Variant], finished: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """(V, S, C) Dice in variant order, NaN for variants not finished yet."""
+    return np.stack([finished.get(v.id, np.full(shape, np.nan)) for v in variants])
 
 
 def _provenance(options: dict[str, Any], engine: str = "") -> dict[str, Any]:
@@ -287,12 +377,17 @@ def run_scan(
     split: str = "val",
     chunk_variants: int = 32,
     partial: bool = True,
+    recalibrate: int | None = None,
+    recalibrate_scope: str = "all",
     report: Reporter = silent,
 ) -> ScanResult:
-    """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`."""
+    """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`; with
+    `recalibrate` N, each also with its norm statistics re-estimated on N training batches."""
     alphas = tuple(check_alpha(a) for a in alphas)
     chosen = _choose_name(lab, name, f"{_stem(recipient)}-vs-{_stem(donor)}", resume)
     loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+    calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
+    recal_options = _recalibration_options(recalibrate, calibration)
     wanted = LayerIndex.parse_kinds(kinds)
     variants = plan_variants(loaded.index.select(layers), wanted, alphas)
     if not variants:
@@ -308,6 +403,7 @@ def run_scan(
         "split": split,
         "batch": batch,
         "size": loaded.extra["size"],
+        **recal_options,
     }
     return evaluate_and_store(
         lab,
@@ -321,8 +417,21 @@ def run_scan(
         resume=resume,
         chunk_variants=chunk_variants,
         partial=partial,
+        calibration=calibration,
         report=report,
     )
+
+
+def _recalibration_options(asked: int | None, calibration: Calibration | None) -> dict[str, Any]:
+    """The scan options that say how it recalibrated (none for a plain scan: older scans resume):
+    the batches asked for, those the training subjects gave, and the scope."""
+    if calibration is None:
+        return {}
+    return {
+        "recalibrate": asked,
+        "recalibrate_batches": len(calibration.batches),
+        "recalibrate_scope": calibration.scope,
+    }
 
 
 def run_swap(
@@ -340,11 +449,14 @@ def run_swap(
     batch: int = 32,
     split: str = "val",
     partial: bool = True,
+    recalibrate: int | None = None,
+    recalibrate_scope: str = "all",
     report: Reporter = silent,
 ) -> ScanResult:
     """One swap of several tensors at once: Dice beside the baseline, kept as a one-variant scan."""
     chosen = _choose_name(lab, name, f"swap-{_stem(recipient)}-vs-{_stem(donor)}", False)
     loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+    calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
     spec = SwapSpec.parse(recipient, donor, loaded.index, layers, kinds, alpha)
     variant = swap_variant(loaded.index.layers, spec.targets, spec.alpha, layers.strip())
     options = {
@@ -359,6 +471,7 @@ def run_swap(
         "batch": batch,
         "size": loaded.extra["size"],
         "swap": spec.describe(),
+        **_recalibration_options(recalibrate, calibration),
     }
     return evaluate_and_store(
         lab,
@@ -370,5 +483,6 @@ def run_swap(
         data=data,
         options=options,
         partial=partial,
+        calibration=calibration,
         report=report,
     )

@@ -14,6 +14,9 @@ Layout (schema 1, kind "scan"):
   /variants/dice       (V, S, C) float64 (NaN where not evaluated yet)
   /variants/mean       (V, C) float64   mean over subjects
   /variants/done       (V,) bool
+  /recalibrated/baseline (S, C) float64  with --recalibrate: the baseline with its norm statistics
+                                         re-estimated (scope all; the raw one for scope downstream)
+  /recalibrated/dice   (V, S, C) float64 each variant with its norm statistics re-estimated (NaN: not yet)
 The progress file `scans/<name>.h5.partial` has the same layout with `complete` false; listing
 ignores it (it does not end in .h5) and it is replaced atomically after each chunk.
 """
@@ -90,6 +93,9 @@ def write_scan(
         g.create_dataset("dice", data=dice)
         g.create_dataset("mean", data=dice.mean(axis=1))
         g.create_dataset("done", data=~np.isnan(dice).any(axis=(1, 2)))
+        if result.recalibrated is not None and result.recalibrated_baseline is not None:
+            f.create_dataset("recalibrated/baseline", data=np.asarray(result.recalibrated_baseline, dtype=np.float64))
+            f.create_dataset("recalibrated/dice", data=np.asarray(result.recalibrated, dtype=np.float64))
     return path
 
 
@@ -140,6 +146,8 @@ def read_scan(path: Path, name: str | None = None) -> ScanResult:
             engine=attr_str(f, "engine"),
             seconds=float(f.attrs.get("seconds", 0.0)),
             options=get_json(f, "options", {}),
+            recalibrated_baseline=f["recalibrated/baseline"][()] if "recalibrated/baseline" in f else None,
+            recalibrated=f["recalibrated/dice"][()] if "recalibrated/dice" in f else None,
         )
 
 

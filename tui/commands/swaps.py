@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,6 +18,25 @@ Recipient = Annotated[
 Donor = Annotated[str, typer.Argument(help="Donor checkpoint id (same architecture and tensor shapes, any task).")]
 BatchOpt = Annotated[int, typer.Option("--batch", help="Validation slices per forward pass.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Subjects to evaluate on: val, train or all.")]
+RecalibrateOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--recalibrate",
+        help="Also evaluate with the norms' running statistics re-estimated after the swap (AdaBN) on the first N "
+        "batches of the data set's training subjects (train-mode norms, cumulative average, no weight update); raw "
+        "and recalibrated Dice are stored side by side. Answers: is a swap bad only because the statistics no "
+        "longer fit? E.g. --recalibrate 8.",
+        show_default=False,
+    ),
+]
+RecalibrateScopeOpt = Annotated[
+    str,
+    typer.Option(
+        "--recalibrate-scope",
+        help="all: every norm with running statistics (the recalibrated baseline is shown too); downstream: only "
+        "the norms the swapped tensor affects.",
+    ),
+]
 FullForwardOpt = Annotated[
     bool,
     typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
@@ -50,6 +69,8 @@ def swap(
     precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
     full_forward: FullForwardOpt = False,
+    recalibrate: RecalibrateOpt = None,
+    recalibrate_scope: RecalibrateScopeOpt = "all",
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -81,6 +102,8 @@ def swap(
             batch=batch,
             split=split,
             partial=not full_forward,
+            recalibrate=recalibrate,
+            recalibrate_scope=recalibrate_scope,
             report=report,
         )
     out = result.to_json()
@@ -122,6 +145,8 @@ def scan(
     precision: PrecisionOpt = DEFAULT_PRECISION,
     threads: ThreadsOpt = None,
     full_forward: FullForwardOpt = False,
+    recalibrate: RecalibrateOpt = None,
+    recalibrate_scope: RecalibrateScopeOpt = "all",
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -158,6 +183,8 @@ def scan(
             batch=batch,
             split=split,
             partial=not full_forward,
+            recalibrate=recalibrate,
+            recalibrate_scope=recalibrate_scope,
             report=report,
         )
     if json_out:

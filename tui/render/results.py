@@ -31,25 +31,21 @@ def render_scan(result: Any, drops: int = 5) -> RenderableType:
     base = result.baseline_mean
     line = "  ".join(f"{c} {fmt(float(b))}" for c, b, p in zip(result.classes, base, result.present) if p)
     head = Text(f"baseline {result.recipient} on {result.data}: {line}  (fg mean {base_fg:.3f})")
-    kinds = list(dict.fromkeys(v.kind for v in result.variants))
-    many_alphas = len({v.alpha for v in result.variants}) > 1
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
-    table.add_column("layer" + (" @alpha" if many_alphas else ""), no_wrap=True)
-    for kind in kinds:
-        table.add_column(kind, justify="right", no_wrap=True)
-    rows: dict[str, dict[str, str]] = {}
-    for v, value in zip(result.variants, fg_means):
-        drop = base_fg - value
-        style = "red" if drop > 0.05 else "yellow" if drop > 0.005 else ""
-        row = f"{v.layer} @{v.alpha:g}" if many_alphas else v.layer
-        rows.setdefault(row, {})[v.kind] = f"[{style}]{fmt(float(value))}[/{style}]" if style else fmt(float(value))
-    for row, cells in rows.items():
-        table.add_row(row, *(cells.get(kind, "") for kind in kinds))
     parts: list[RenderableType] = [
         head,
         Text(f"mean foreground Dice with one tensor of {result.donor} swapped in (red: drop > 0.05, yellow: > 0.005)"),
-        table,
+        _fg_table(result, base_fg, fg_means),
     ]
+    if result.recalibrated is not None:
+        recal_base, recal_means = result.fg_means(recalibrated=True)
+        n, scope = result.options.get("recalibrate_batches"), result.options.get("recalibrate_scope", "all")
+        parts += [
+            Text(
+                f"recalibrated: norm statistics re-estimated on {n} training batch(es) after each swap "
+                f"(scope {scope}; baseline fg mean {recal_base:.3f})"
+            ),
+            _fg_table(result, recal_base, recal_means),
+        ]
     worst = result.largest_drops(drops)
     if worst:
         fg = result.foreground
@@ -66,6 +62,25 @@ def render_scan(result: Any, drops: int = 5) -> RenderableType:
     return Group(*parts)
 
 
+def _fg_table(result: Any, base_fg: float, fg_means: Any) -> Table:
+    """Layer x kind table of mean foreground Dice (rows per alpha when several), drops coloured."""
+    kinds = list(dict.fromkeys(v.kind for v in result.variants))
+    many_alphas = len({v.alpha for v in result.variants}) > 1
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table.add_column("layer" + (" @alpha" if many_alphas else ""), no_wrap=True)
+    for kind in kinds:
+        table.add_column(kind, justify="right", no_wrap=True)
+    rows: dict[str, dict[str, str]] = {}
+    for v, value in zip(result.variants, fg_means):
+        drop = base_fg - value
+        style = "red" if drop > 0.05 else "yellow" if drop > 0.005 else ""
+        row = f"{v.layer} @{v.alpha:g}" if many_alphas else v.layer
+        rows.setdefault(row, {})[v.kind] = f"[{style}]{fmt(float(value))}[/{style}]" if style else fmt(float(value))
+    for row, cells in rows.items():
+        table.add_row(row, *(cells.get(kind, "") for kind in kinds))
+    return table
+
+
 def render_swap(result: Any) -> RenderableType:
     """One swap (a one-variant scan): Dice per class before and after, and the change."""
     out = result.to_json()
@@ -77,12 +92,24 @@ def render_swap(result: Any) -> RenderableType:
         f"{result.recipient} with {result.donor}'s {kinds} in layers {layers} (alpha {v['alpha']:g}) "
         f"on {result.data}: {_plural(len(result.subjects), 'subject')}"
     )
+    recal = "dice_recalibrated" in v
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
-    for col in ("class", "baseline", "swapped", "delta"):
+    cols = ("class", "baseline", "swapped", "delta", *(("recal base", "recal", "delta") if recal else ()))
+    for col in cols:
         table.add_column(col, justify="left" if col == "class" else "right")
     for c in result.classes:
-        table.add_row(c, fmt(out["baseline"]["dice"][c]), fmt(v["dice"][c]), _delta(v["delta"][c]))
-    return Group(Text(title), table)
+        row = [c, fmt(out["baseline"]["dice"][c]), fmt(v["dice"][c]), _delta(v["delta"][c])]
+        if recal:
+            base, after = out["baseline"]["dice_recalibrated"][c], v["dice_recalibrated"][c]
+            row += [fmt(base), fmt(after), _delta(None if base is None or after is None else after - base)]
+        table.add_row(*row)
+    parts: list[RenderableType] = [Text(title), table]
+    if recal:
+        n, scope = result.options.get("recalibrate_batches"), result.options.get("recalibrate_scope", "all")
+        parts.append(
+            Text(f"recal: norm statistics re-estimated on {n} training batch(es) (scope {scope})", style="dim")
+        )
+    return Group(*parts)
 
 
 def _delta(value: float | None) -> str:

@@ -166,3 +166,56 @@ def test_bad_calibration_settings_are_one_line() -> None:
         Calibration(_calibration_batches(), "up")
     with pytest.raises(UserError, match="at least one training batch"):
         Calibration([], "all")
+
+
+class Killed(Exception):
+    pass
+
+
+def test_recalibrated_scan_is_stored_beside_the_raw_one_and_resumes(lab) -> None:
+    """The scan file holds raw and recalibrated Dice; a scan killed in its recalibrated pass
+    resumes with both, equal to an uninterrupted one; a swap recalibrates the same way."""
+    from swap_lab import make_lab
+
+    from reuse_console.engine.core.events import Message, VariantDone
+    from reuse_console.engine.swaps.scan_lab import run_scan, run_swap
+    from reuse_console.engine.swaps.scan_store import progress_path, read_scan
+
+    make_lab(lab)
+    opts = dict(layers="1-4", kinds="RM,RW,W", device="cpu", chunk_variants=4, recalibrate=2)
+    full = run_scan(lab, "seg", "ae", "toy", name="full", **opts)
+    stored = read_scan(lab.path("scans", "full"))
+    assert stored.options["recalibrate"] == 2 and stored.options["recalibrate_scope"] == "all"
+    np.testing.assert_array_equal(stored.recalibrated, full.recalibrated)
+    assert not np.isnan(stored.recalibrated).any() and stored.recalibrated.shape == stored.dice.shape
+    rm = [i for i, v in enumerate(full.variants) if v.kind == "RM"]
+    for i in rm:  # every RM variant: the recalibrated baseline
+        np.testing.assert_allclose(full.recalibrated[i], full.recalibrated_baseline, atol=1e-6)
+    json = full.to_json()
+    assert set(json["variants"][0]["dice_recalibrated"]) == {"background", "RV", "MYO", "LV"}
+
+    recal_pass = []
+
+    def kill_in_the_recalibrated_pass(event) -> None:
+        if isinstance(event, Message) and event.text.startswith("recalibrated pass"):
+            recal_pass.append(True)
+        if recal_pass and isinstance(event, VariantDone) and event.index == 6:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_scan(lab, "seg", "ae", "toy", report=kill_in_the_recalibrated_pass, **opts)
+    partial = read_scan(progress_path(lab, "seg-vs-ae"))
+    assert not np.isnan(partial.dice).any()  # the raw pass was finished and kept
+    kept = int((~np.isnan(partial.recalibrated).any(axis=(1, 2))).sum())
+    assert 4 <= kept < len(full.variants)
+    events: list = []
+    resumed = run_scan(lab, "seg", "ae", "toy", resume=True, report=events.append, **opts)
+    assert len([e for e in events if isinstance(e, VariantDone)]) == len(full.variants) - kept
+    np.testing.assert_array_equal(resumed.dice, full.dice)
+    np.testing.assert_array_equal(resumed.recalibrated, full.recalibrated)
+    np.testing.assert_array_equal(resumed.recalibrated_baseline, full.recalibrated_baseline)
+
+    swap = run_swap(lab, "seg", "ae", "toy", layers="1", kinds="RM", device="cpu", recalibrate=2)
+    np.testing.assert_allclose(swap.recalibrated[0], full.recalibrated_baseline, atol=1e-6)
+    with pytest.raises(UserError, match="--recalibrate must be"):
+        run_swap(lab, "seg", "ae", "toy", layers="1", kinds="RM", device="cpu", recalibrate=-1)
