@@ -30,7 +30,7 @@ from reuse_console.engine.models.state_checks import check_finite
 from reuse_console.engine.swaps.swap import check_compatible, in_model_order
 from reuse_console.store.checkpoints import read_checkpoint
 from reuse_console.store.errors import UserError
-from reuse_console.store.h5 import atomic_h5, get_json, open_h5, read_strings, set_json, stamp, write_strings
+from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
 from reuse_console.store.lab import Lab
 
 KIND = "comparison"
@@ -144,6 +144,10 @@ def write_comparison(path: Path, comp: Comparison, provenance: dict[str, Any] | 
 
 def read_comparison(path: Path, name: str = "") -> Comparison:
     with open_h5(path) as f:
+        measure = attr_str(f, "measure", "rmse")
+        if measure != "rmse":  # a CKA comparison (engine/compare/cka_store.py) shares the folder
+            ref = name or path.name[:-3]
+            raise UserError(f"comparison {ref!r} holds {measure}, not RMSE: `reuse-console show {ref}` prints it")
         index = [None if int(i) < 0 else int(i) for i in f["layers/index"][()]]
         return Comparison(
             get_json(f, "models", []),

@@ -135,7 +135,14 @@ def _read(lab: Lab, entry: Entry) -> tuple[dict[str, Any], RenderableType]:
         exp = read_experiment(path, entry.id)
         return exp.to_json(), results.render_experiment(exp)
     if kind == "comparisons":
+        from reuse_console.engine.compare.cka_store import is_cka, read_similarity
         from reuse_console.engine.compare.rmse import read_comparison
+
+        if is_cka(path):
+            from ..render.similarity import render_similarity
+
+            sim = read_similarity(path, entry.id)
+            return sim.to_json(), render_similarity(sim)
 
         comp = read_comparison(path, entry.id)
         return comp.to_json(), results.render_comparison(comp)

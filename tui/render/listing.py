@@ -71,6 +71,9 @@ def short_summary(entry: Entry) -> Text:
         worst = f", worst {s['worst']}" if "worst" in s else ""
         n = s.get("variants", "?")
         return Text(f"{s.get('recipient', '?')} <- {s.get('donor', '?')}{worst}, {n} variant{'' if n == 1 else 's'}")
+    if kind == "comparisons" and s.get("measure") == "cka":
+        least = f", min {_num(s['min_linear'], 2)}" if "min_linear" in s else ""
+        return Text(f"CKA {s.get('models', '?')} on {s.get('data', '?')}, {s.get('layers', '?')} layers{least}")
     if kind == "comparisons":
         most = f", max rel {_num(s['max_relative'], 2)}" if "max_relative" in s else ""
         return Text(f"{s.get('models', '?')}{most}, {s.get('layers', '?')} layers")
