@@ -61,6 +61,7 @@ def cell_spec(study: Study, cell: Cell, cid: str) -> TrainSpec:
         output=s.output,
         deep_supervision=s.deep_supervision,
         depth=s.depth,
+        recalibrate=s.recalibrate if donor else None,  # random-init rows have no donor statistics to fit
     )
 
 

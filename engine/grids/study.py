@@ -81,6 +81,7 @@ class TrainSettings:
     output: str | None = TRAIN_DEFAULTS.output  # dict output: the key read (as `train --output`)
     deep_supervision: bool = TRAIN_DEFAULTS.deep_supervision  # train every head (as `train --deep-supervision`)
     depth: int | None = TRAIN_DEFAULTS.depth  # 3D models: slices per sample (as `train --depth`)
+    recalibrate: int | None = TRAIN_DEFAULTS.recalibrate  # donor rows: AdaBN on N batches (`train --recalibrate`)
 
 
 _TRAIN = {f.name for f in dataclasses.fields(TrainSettings)}
@@ -261,3 +262,5 @@ def _check_model_io(settings: TrainSettings, where: str) -> None:
         raise UserError(f"{where}: deep_supervision must be true or false, got {settings.deep_supervision!r}")
     if settings.depth is not None and (not _whole(settings.depth) or settings.depth < 1):
         raise UserError(f"{where}: depth must be a whole number of slices >= 1, got {settings.depth!r}")
+    if settings.recalibrate is not None and (not _whole(settings.recalibrate) or settings.recalibrate < 1):
+        raise UserError(f"{where}: recalibrate must be a whole number of batches >= 1, got {settings.recalibrate!r}")

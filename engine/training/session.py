@@ -18,12 +18,19 @@ from torch import nn
 from reuse_console.engine.core.device import autocast, check_precision, memory_format, memory_mb, pick_device
 from reuse_console.engine.core.events import EpochEnd, Finished, Message, Reporter, Started, StepEnd
 from reuse_console.engine.data.augment import AugmentConfig, derived_generator
-from reuse_console.engine.data.batches import TrainBatches, model_samples, pick_subjects, resize_slices
+from reuse_console.engine.data.batches import (
+    TrainBatches,
+    model_samples,
+    pick_subjects,
+    resize_slices,
+    slices_per_sample,
+)
 from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.data.volumes import sample_depth
 from reuse_console.engine.evaluation.evaluate import eval_batches, evaluate_ae, evaluate_seg
 from reuse_console.engine.models.adapters import ADAPTER_KEY, Expect, IOAdapter, class_name, probe
 from reuse_console.engine.models.layout import spatial_dims, with_layout
+from reuse_console.engine.models.norm_stats import recalibrate
 from reuse_console.engine.models.registry import BUILTIN, build_model, channel_config_keys, default_config
 from reuse_console.engine.reuse.transfer import check_fits, freeze
 from reuse_console.engine.training.checkpoints import save_epoch
@@ -130,7 +137,21 @@ class TrainSession:
             if spec.init:
                 check_fits(self.lab, spec, model, init_state, self.slices.classes)
             load_partial(model, init_state)
+            if spec.recalibrate:
+                self._recalibrate(model, spec.recalibrate)
         self.attach(model, config)
+
+    def _recalibrate(self, model: nn.Module, count: int) -> None:
+        """Transfer with --recalibrate N: the norm statistics the donor's tensors give are re-estimated
+        on the first N batches of the run's training slices (AdaBN) before epoch 1, in a fixed order;
+        in mode freeze the frozen statistics stay at these values."""
+        dims = 3 if self.depth else 2
+        samples = model_samples(self.slices, size=None, depth=self.depth, dims=dims)
+        index = samples.slice_indices("train", self.train_subjects)
+        per = max(2, self.spec.batch // slices_per_sample(samples))  # BN needs 2 samples on 1x1 maps
+        starts = range(0, min(len(index), per * count), per)
+        batches = [torch.from_numpy(samples.images[index[s : s + per]]).unsqueeze(1) for s in starts]
+        recalibrate(model, [b for b in batches if len(b) > 1] or batches)
 
     def attach(self, model: nn.Module, config: dict[str, Any]) -> None:
         """Move the model to the device and build its optimizer (and scaler for fp16)."""

@@ -119,6 +119,16 @@ def train(
             "--mode", help="Transfer: freeze (the plan's tensors never change) or finetune (they only start the model)."
         ),
     ] = "finetune",
+    recalibrate: Annotated[
+        Optional[int],
+        typer.Option(
+            "--recalibrate",
+            help="Transfer: before epoch 1, re-estimate the norms' running statistics on the first N batches of "
+            "the training slices (AdaBN), so the donor's statistics fit the new data; in --mode freeze they then "
+            "stay at these values.",
+            show_default=False,
+        ),
+    ] = TRAIN_DEFAULTS.recalibrate,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = "rich",
     resume: Annotated[
@@ -169,6 +179,7 @@ def train(
                 init=init,
                 plan=plan,
                 mode=mode if (init or plan) else None,
+                recalibrate=recalibrate,
             )
             result = run_training(
                 the_lab, spec, device=device, precision=precision or DEFAULT_PRECISION, workers=workers, report=report

@@ -290,6 +290,17 @@ def test_study_train_table_feeds_user_models_like_train_does(tmp_path) -> None:
     assert (spec.input, spec.output, spec.deep_supervision, spec.depth) == ("repeat", None, False, None)
 
 
+def test_recalibrate_reaches_the_donor_rows_only(tmp_path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(
+        'target = "t"\nmodes = ["freeze"]\n[train]\nrecalibrate = 4\n'
+        '[[sources]]\nname = "ae"\ndonor = "d"\nplan = "p"\n[[sources]]\nname = "random"'
+    )
+    study = load_study(path)
+    specs = {c.source.name: cell_spec(study, c, "x") for c in study.cells()}
+    assert specs["ae"].recalibrate == 4 and specs["random"].recalibrate is None
+
+
 def test_arch_config_as_json_writes_what_toml_cannot(tmp_path) -> None:
     """torchvision's factories need weights=None (no download), and TOML has no null."""
     path = tmp_path / "tv.toml"
@@ -314,6 +325,7 @@ def test_arch_config_as_json_writes_what_toml_cannot(tmp_path) -> None:
         ("arch_config = '{\"weights\": nul}'", "[train]: arch_config: not a JSON object (Expecting value"),
         ("arch_config = '[1]'", "[train]: arch_config: give a JSON object"),
         ("arch_config = 3", "[train]: arch_config must be a table"),
+        ("recalibrate = 0", "[train]: recalibrate must be a whole number of batches >= 1, got 0"),
     ],
 )
 def test_bad_user_model_settings_are_one_line(tmp_path, line: str, message: str) -> None:

@@ -163,3 +163,40 @@ def test_a_failed_forward_does_not_lose_the_frozen_statistics() -> None:
         net.bn1(torch.randn(4, 5, 8, 8))  # 5 channels into a 3-channel BN: raises inside the forward
     net.bn1(torch.randn(4, 3, 8, 8) + 3)
     assert net.bn1.running_mean is frozen_rm and torch.equal(frozen_rm, before)
+
+
+def test_recalibrated_freeze_keeps_statistics_computed_by_hand(donor_lab) -> None:
+    """--recalibrate 2 with mode freeze: layer 1's frozen RM/RV are the average over the first two
+    batches of the run's training slices of the donor conv's channel mean and unbiased variance
+    (numpy, by hand), and stay so through training; the donor's statistics are not kept."""
+    import numpy as np
+
+    from reuse_console.engine.data.batches import pick_subjects
+    from reuse_console.engine.data.slices import load_slices
+
+    lab = donor_lab
+    donor, _ = read_checkpoint(lab.path("checkpoints", "donor"))
+    spec = _spec(name="rc", init="donor", plan="p", mode="freeze", recalibrate=2, batch=4)
+    result = train(lab, spec, device="cpu")
+    after, _ = read_checkpoint(result.last_path)
+    layer = _index().get(1)
+    conv = nn.Conv2d(1, donor[layer.key("W")].shape[0], 3, padding=1)
+    conv.load_state_dict({"weight": donor[layer.key("W")], "bias": donor[layer.key("B")]})
+    slices = load_slices(lab, "toy")
+    index = slices.slice_indices("train", pick_subjects(slices, None, 3))
+    means, variances = [], []
+    for start in (0, 4):
+        with torch.no_grad():
+            y = conv(torch.from_numpy(slices.images[index[start : start + 4]]).unsqueeze(1)).double().numpy()
+        means.append(y.mean(axis=(0, 2, 3)))
+        variances.append(y.var(axis=(0, 2, 3), ddof=1))
+    np.testing.assert_allclose(after[layer.key("RM")].numpy(), np.mean(means, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after[layer.key("RV")].numpy(), np.mean(variances, axis=0), rtol=1e-5)
+    assert not torch.equal(after[layer.key("RM")], donor[layer.key("RM")])
+    assert torch.equal(after[layer.key("W")], donor[layer.key("W")])  # weights are never recalibrated
+
+
+def test_recalibrate_needs_a_donor(lab) -> None:
+    write_toy(lab)
+    with pytest.raises(UserError, match="goes with --init"):
+        train(lab, _spec(recalibrate=2), device="cpu")
