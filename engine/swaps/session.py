@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from reuse_console.engine.evaluation.evaluate import evaluate_seg
@@ -26,8 +27,9 @@ from reuse_console.engine.evaluation.metrics import DiceResult
 from reuse_console.engine.models.layers import KINDS, Layer
 from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.models.registry import checkpoint_path
+from reuse_console.engine.swaps.recalibration import Calibration
 from reuse_console.engine.swaps.scan import ScanResult, evaluate_variants, swap_variant
-from reuse_console.engine.swaps.scan_lab import load_inputs
+from reuse_console.engine.swaps.scan_lab import calibration_for, load_inputs
 from reuse_console.engine.swaps.scan_store import write_scan
 from reuse_console.engine.swaps.swap import Swap, SwapSpec, check_alpha, donor_like
 from reuse_console.store.checkpoints import read_meta
@@ -35,6 +37,19 @@ from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
 Target = tuple[str, str]  # (layer name, kind)
+RECALIBRATE_BATCHES = 8  # the Swap lab's recalibration: batches of the training subjects (as --recalibrate 8)
+
+
+@dataclass(frozen=True)
+class Recalibrated:
+    """A swap evaluated again with its norm statistics re-estimated, and the baseline so treated."""
+
+    batches: int  # calibration batches used
+    baseline: DiceResult
+    result: DiceResult
+
+    def dice(self) -> dict[str, float | None]:
+        return self.result.by_class()
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class SwapOutcome:
     delta: dict[str, float | None]
     seconds: float
     result: DiceResult = field(repr=False, compare=False)
+    recalibrated: Recalibrated | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         """`3 RM,RV; 5 W (alpha 0.5)` or `baseline`."""
@@ -79,6 +95,8 @@ class SwapSession:
     ) -> None:
         self.lab = lab
         self.full_forward = full_forward  # may be changed between tries
+        self.recalibrate: int | None = None  # batches to re-estimate norm statistics on (may change between tries)
+        self._recal_baseline: dict[int, tuple[Calibration, DiceResult]] = {}
         self.recipient_ref, self.donor_ref = recipient, donor
         if data is None:
             data = read_meta(checkpoint_path(lab, recipient)).data
@@ -116,18 +134,7 @@ class SwapSession:
         start = time.perf_counter()
         if targets and not self.full_forward:
             variant = swap_variant(self.index.layers, targets, alpha, "session")
-            _, dice, engine = evaluate_variants(
-                self.model,
-                self.donor,
-                [variant],
-                self.batches,
-                classes=self.classes,
-                present=self.present,
-                num_subjects=len(self.subjects),
-                device=self.device,
-                precision=self.precision,
-                baseline=self.baseline.result.per_subject,
-            )
+            _, dice, engine = self._evaluate([variant], None, self.baseline.result.per_subject)
             result = DiceResult(
                 list(self.classes), list(self.present), list(self.subjects), dice[0], {"engine": engine}
             )
@@ -161,8 +168,44 @@ class SwapSession:
             raise UserError("nothing to swap: choose at least one layer kind")
         alpha = check_alpha(alpha)
         outcome = self._outcome(len(self.history) + 1, chosen, alpha, *self._run(chosen, alpha))
+        if self.recalibrate:
+            outcome = replace(outcome, recalibrated=self._recalibrated(chosen, alpha, self.recalibrate))
         self.history.append(outcome)
         return outcome
+
+    def _recalibrated(self, targets: tuple[Target, ...], alpha: float, batches: int) -> Recalibrated:
+        """The swap with every norm's statistics re-estimated (AdaBN, scope all), and the baseline so."""
+        if batches not in self._recal_baseline:
+            calibration = calibration_for(self.loaded, batches, "all", int(self.loaded.extra.get("batch") or 32))
+            assert calibration is not None  # batches >= 1
+            base, _, _ = self._evaluate([], calibration, None)
+            self._recal_baseline[batches] = (calibration, self._result(base))
+        calibration, baseline = self._recal_baseline[batches]
+        variant = swap_variant(self.index.layers, targets, alpha, "session")
+        base_dice = baseline.per_subject
+        _, dice, _ = self._evaluate([variant], calibration, base_dice)
+        return Recalibrated(len(calibration.batches), baseline, self._result(dice[0]))
+
+    def _evaluate(
+        self, variants: list[Any], calibration: Calibration | None, baseline: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        return evaluate_variants(
+            self.model,
+            self.donor,
+            variants,
+            self.batches,
+            classes=self.classes,
+            present=self.present,
+            num_subjects=len(self.subjects),
+            device=self.device,
+            precision=self.precision,
+            baseline=baseline,
+            partial=not self.full_forward,
+            calibration=calibration,
+        )
+
+    def _result(self, per_subject: np.ndarray) -> DiceResult:
+        return DiceResult(list(self.classes), list(self.present), list(self.subjects), per_subject)
 
     def save(self, outcome: SwapOutcome, name: str | None = None) -> str:
         """Keep `outcome` in the lab as a one-variant scan, as `reuse-console swap` does; returns its id."""
@@ -210,6 +253,14 @@ class SwapSession:
             outcome.seconds,
             options,
         )
+        if outcome.recalibrated is not None:
+            options.update(
+                recalibrate=outcome.recalibrated.batches,
+                recalibrate_batches=outcome.recalibrated.batches,
+                recalibrate_scope="all",
+            )
+            result.recalibrated_baseline = outcome.recalibrated.baseline.per_subject
+            result.recalibrated = outcome.recalibrated.result.per_subject[None, ...]
         write_scan(
             path,
             result,

@@ -231,6 +231,33 @@ async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
         assert screen.session.full_forward and "full forward" in plain(screen.query_one("#swap-head"))
 
 
+@pytest.mark.slow
+@run_async
+async def test_swap_lab_recalibrates_like_swap_recalibrate(test_lab: Lab) -> None:
+    """Key c: each try also with norm statistics re-estimated; the values are `swap --recalibrate 8`'s."""
+    from reuse_console.engine.swaps.scan_lab import run_swap
+
+    app = make_app(test_lab)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("3")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.session is not None and not screen.busy, 60, "the swap session")
+        await pilot.press("c", "m", "v")
+        assert "recalibrated (8 batches)" in plain(screen.query_one("#swap-head"))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(screen.session.history) == 1 and not screen.busy, 60, "the evaluation")
+        shown = screen.session.history[0]
+        engine = run_swap(
+            test_lab, "unet-seg", "unet-ae", "acdc", layers="1", kinds="RM,RV", device="cpu", recalibrate=8, name="c"
+        )
+        np.testing.assert_allclose(shown.recalibrated.result.per_subject, engine.recalibrated[0], atol=1e-12)
+        np.testing.assert_allclose(shown.recalibrated.baseline.per_subject, engine.recalibrated_baseline, atol=1e-12)
+        text = plain(screen.query_one("#swap-result"))
+        assert "recal base" in text and f"{shown.recalibrated.result.dice_fg:.4f}" in text
+        await pilot.press("c")
+        assert "recalibrated" not in plain(screen.query_one("#swap-head"))
+
+
 # -- jobs ----------------------------------------------------------------------------------
 
 

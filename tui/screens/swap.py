@@ -43,6 +43,7 @@ class SwapScreen(ConsoleScreen):
         Binding("x", "clear", "Clear", id="swap.clear"),
         Binding("a", "alpha", "Alpha", id="swap.alpha"),
         Binding("f", "full_forward", "Full forward", show=False, id="swap.full_forward"),
+        Binding("c", "recalibrate", "Recalibrate", show=False, id="swap.recalibrate"),
         Binding("r", "pick('recipient')", "Recipient", show=False, id="swap.recipient"),
         Binding("d", "pick('donor')", "Donor", show=False, id="swap.donor"),
         Binding("t", "pick('data')", "Data set", show=False, id="swap.data"),
@@ -213,6 +214,8 @@ class SwapScreen(ConsoleScreen):
             text.append(f"  {len(self.session.subjects)} {self.session.split} subjects", style="dim")
             if self.session.full_forward:
                 text.append("  full forward", style="dim")
+            if self.session.recalibrate:
+                text.append(f"  recalibrated ({self.session.recalibrate} batches)", style="dim")
         if self.busy:
             text.append(f"  {self.busy}", style="yellow")
         self.query_one("#swap-head", Static).update(text)
@@ -283,6 +286,16 @@ class SwapScreen(ConsoleScreen):
             self.notify("Choose a recipient (r) and a donor (d) first.", severity="warning")
             return
         self.session.full_forward = not self.session.full_forward
+        self._head()
+
+    def action_recalibrate(self) -> None:
+        """Also evaluate each try with the norms' statistics re-estimated (like `swap --recalibrate 8`)."""
+        if self.session is None:
+            self.notify("Choose a recipient (r) and a donor (d) first.", severity="warning")
+            return
+        from reuse_console.engine.swaps.session import RECALIBRATE_BATCHES  # loaded already with the session
+
+        self.session.recalibrate = None if self.session.recalibrate else RECALIBRATE_BATCHES
         self._head()
 
     # -- evaluating ----------------------------------------------------------------------------

@@ -28,21 +28,32 @@ def dice_table(outcome: Any, baseline: Any) -> Table:
         ("swapped", "right"),
         ("Δ", "right"),
     )
+    recal = outcome.recalibrated
+    if recal is not None:
+        columns += (("recal base", "right"), ("recal", "right"), ("Δ", "right"))
     for col, justify in columns:
         table.add_column(col, justify=justify)
     rows = [(c, baseline.dice.get(c), outcome.dice.get(c), outcome.delta.get(c)) for c in outcome.dice]
     rows.append(("mean fg", baseline.dice_fg, outcome.dice_fg, outcome.dice_fg - baseline.dice_fg))
-    for name, base, value, delta in rows:
+    recal_rows: list[tuple[float | None, float | None]] = []
+    if recal is not None:
+        before, after = recal.baseline.by_class(), recal.result.by_class()
+        recal_rows = [(before.get(c), after.get(c)) for c in outcome.dice]
+        recal_rows.append((recal.baseline.dice_fg, recal.result.dice_fg))
+    for i, (name, base, value, delta) in enumerate(rows):
         if value is None:
-            table.add_row(name, "absent", "absent", "")
+            table.add_row(name, "absent", "absent", "", *(("", "", "") if recal is not None else ()))
             continue
-        table.add_row(
-            name,
-            f"{base:.4f}",
-            f"{value:.4f}",
-            Text(f"{delta:+.4f}", style=drop_style(None if delta is None else -delta)),
-        )
+        cells = [name, f"{base:.4f}", f"{value:.4f}", _change(delta)]
+        if recal is not None:
+            rb, ra = recal_rows[i]
+            cells += [f"{rb:.4f}", f"{ra:.4f}", _change(ra - rb)] if rb is not None and ra is not None else ["", "", ""]
+        table.add_row(*cells)
     return table
+
+
+def _change(delta: float | None) -> Text:
+    return Text(f"{delta:+.4f}", style=drop_style(None if delta is None else -delta))
 
 
 def subject_table(outcome: Any) -> Table:
