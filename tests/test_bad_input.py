@@ -378,6 +378,18 @@ ROWS: list[Row] = [
         f"eval seg --data toy --save-predictions {{root}}/afile.txt {L}",
         "afile.txt",
     ),
+    # -- cka --------------------------------------------------------------------------------------------
+    row("cka-one", "cka with one checkpoint", f"cka seg --data toy {L}", "at least two"),
+    row("cka-id", "unknown checkpoint in cka", f"cka seg nope --data toy {L}", "no checkpoint 'nope'"),
+    row("cka-arch", "cka UNet vs PSPNet", f"cka seg psp --data toy {L}", "one architecture"),
+    row("cka-data", "unknown data set in cka", f"cka seg ae --data nope {L}", "'nope'"),
+    row(
+        "cka-noval", "cka on a data set with no validation subjects", f"cka seg ae --data noval {L}", "no val subjects"
+    ),
+    row(
+        "cka-features", "cka --features that does not exist", f"cka seg ae --data toy --features flat {L}", "--features"
+    ),
+    row("cka-memory", "cka --memory-mb 0", f"cka seg ae --data toy --memory-mb 0 {L}", "--memory-mb 0"),
     # -- --threads on every command that runs torch ---------------------------------------------
     row("threads-0-train", "train --threads 0", f"train --data toy --epochs 1 --threads 0 {L}", "--threads must be"),
     row(

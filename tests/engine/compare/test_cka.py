@@ -185,3 +185,21 @@ def test_refusals(cka_lab) -> None:
     with pytest.raises(UserError, match="--features"):
         run_cka(cka_lab, ["seg", "ae"], "toy", features="flat", device="cpu")
     assert not list(cka_lab.folder("comparisons").glob("*"))
+
+
+def test_refuses_models_with_other_layers(cka_lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same architecture name, another layer index (a user model built with another config)."""
+    from reuse_console.engine.compare import cka_lab as module
+    from reuse_console.engine.models.layers import LayerIndex
+
+    built = LayerIndex.from_model
+    calls: list[int] = []
+
+    def shorter_second(model, in_channels, size=64):
+        index = built(model, in_channels, size=size)
+        calls.append(1)
+        return LayerIndex(index.layers[:-1]) if len(calls) == 2 else index
+
+    monkeypatch.setattr(module.LayerIndex, "from_model", staticmethod(shorter_second))
+    with pytest.raises(UserError, match="need the same layers"):
+        run_cka(cka_lab, ["seg", "ae"], "toy", device="cpu")
