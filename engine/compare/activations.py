@@ -1,7 +1,7 @@
 """Channel correlations of two models' activations, streamed batch by batch (for activation matching).
 
-For every permutation group one graph node carries exactly that group's channels (its *tap*,
-post-activation where there is one: perm_spec chooses it). Both models run each validation
+For every permutation group one graph node carries exactly that group's channels (its *tap*:
+the output of its last norm, else of its conv; perm_spec chooses it). Both models run each validation
 batch through the same traced graph; at each tap the sums that a Pearson correlation needs
 (counts, sums, sums of squares and the recipient x donor cross products) are added up in
 float64, so no activation outlives its batch.

@@ -158,7 +158,12 @@ def _module_rule(an: _Analysis, node: fx.Node, module: nn.Module, value: torch.T
         return layout
     if all(g is None for _, lay, _ in inputs for g, _ in lay) and not any(True for _ in module.parameters()):
         return an.fixed(_channels(value))
-    an.stop(f"calls {type(module).__name__}, which alignment does not know (or whose own code traces wrongly)")
+    kind = type(module).__name__
+    if not type(module).__module__.startswith("torch.nn"):
+        an.stop(
+            f"calls {kind}, whose own code torch.fx does not trace the way it runs, so its channels cannot be followed"
+        )
+    an.stop(f"calls {kind}, which alignment does not know")
     raise AssertionError
 
 

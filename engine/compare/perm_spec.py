@@ -27,9 +27,10 @@ import torch
 from torch import fx, nn
 
 from reuse_console.engine.compare.perm_rules import channel_rule
-from reuse_console.engine.swaps.trace import opaque_modules, trace
+from reuse_console.engine.swaps.trace import opaque_modules, outputs_agree, trace
 from reuse_console.store.errors import UserError
 
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 Layout = tuple[tuple[int | None, int], ...]  # (group id or None, channels) along dim 1
 
 
@@ -57,7 +58,7 @@ class PermSpec:
 
     groups: dict[str, PermGroup]
     axes: dict[str, dict[int, tuple[Segment, ...]]]  # state key -> axis -> segments covering it
-    taps: dict[str, str] = field(default_factory=dict)  # group -> node whose output is that group's channels
+    taps: dict[str, str] = field(default_factory=dict)  # group -> node whose output activation matching reads
 
     def occurrences(self, group: str) -> Iterator[tuple[str, int, Segment]]:
         """(key, axis, segment) for every place group `group` permutes."""
@@ -250,7 +251,15 @@ def _fetch(root: nn.Module, target: str) -> Any:
 
 
 def traced(model: nn.Module, x: Any) -> fx.GraphModule:
-    """The model's fx graph, with modules whose own code traces wrongly kept whole (swaps/trace.py)."""
+    """The model's fx graph: the plain trace when it computes what the model does, else with the
+    modules whose own code traces wrongly kept whole (swaps/trace.py), which the analysis then names."""
+    try:
+        expected = model(x)
+        gm = trace(model)
+        if outputs_agree(gm(x), expected, rtol=1e-4, atol=1e-5):
+            return gm
+    except Exception:  # noqa: S110 - the per-module search below finds what went wrong
+        pass
     try:
         opaque = opaque_modules(model, x, rtol=1e-4, atol=1e-5)
     except Exception as exc:
@@ -303,17 +312,15 @@ def _finish(analysis: _Analysis) -> PermSpec:
             if any(s.group is not None for s in segs):
                 axes.setdefault(key, {})[axis] = segs
     taps: dict[str, str] = {}
-    for node, layout in analysis.layouts.items():  # graph order: the last node of a group's channels wins
+    for node, layout in analysis.layouts.items():  # graph order: the conv's output, or the last norm's
         if isinstance(layout, tuple) and len(layout) == 1 and layout[0][0] is not None:
             name = names.get(g.root(layout[0][0]))
-            if name is not None and (name not in taps or _is_activation(node, analysis.modules)):
+            if name is not None and (name not in taps or _is_norm(node, analysis.modules)):
                 taps[name] = node.name
     return PermSpec(groups, axes, taps)
 
 
-def _is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Activations are where matching by activations looks first (post-ReLU, as Git Re-Basin does)."""
-    if node.op == "call_module":
-        return type(modules[str(node.target)]).__module__ == "torch.nn.modules.activation"
-    name = getattr(node.target, "__name__", str(node.target))
-    return name.rstrip("_") in {"relu", "relu6", "gelu", "silu", "leaky_relu", "elu", "hardswish", "mish", "tanh"}
+def _is_norm(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Activation matching reads a group's channels at a norm's output (before the activation: a
+    channel a ReLU zeroes everywhere would tie with every other dead one)."""
+    return node.op == "call_module" and isinstance(modules[str(node.target)], NORMS)
