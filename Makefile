@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_3d.py --threads 1
 	$(BIN)/python bench/tui_latency.py
 	$(BIN)/python bench/scan.py
+	$(BIN)/python bench/recalibration.py
 
 stress: $(STAMP)
 	$(BIN)/python bench/stress.py --kills 20

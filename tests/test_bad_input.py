@@ -273,12 +273,25 @@ ROWS: list[Row] = [
     row("alpha-nan", "--alpha nan", f"swap seg ae --data toy --layers 1 --kinds RM --alpha nan {L}", "outside [0, 1]"),
     row("alphas-text", "--alphas 0,x", f"scan seg ae --data toy --alphas 0,x {L}", "bad alpha 'x'"),
     row("alphas-range", "--alphas 2", f"scan seg ae --data toy --alphas 2 {L}", "outside [0, 1]"),
+    row("recalibrate-0", "--recalibrate 0", f"scan seg ae --data toy --recalibrate 0 {L}", "--recalibrate must be"),
+    row(
+        "recalibrate-scope",
+        "--recalibrate-scope that does not exist",
+        f"swap seg ae --data toy --layers 1 --kinds RM --recalibrate 2 --recalibrate-scope up {L}",
+        "unknown --recalibrate-scope 'up'",
+    ),
     # -- options out of range ---------------------------------------------------------------------------
     row("train-epochs-0", "train --epochs 0", f"train --data toy --epochs 0 {L}", "--epochs"),
     row("train-batch-0", "train --batch 0", f"train --data toy --epochs 1 --batch 0 {L}", "--batch"),
     row("train-size-0", "train --size 0", f"train --data toy --epochs 1 --size 0 {L}", "--size"),
     row("train-lr-negative", "train --lr -1", f"train --data toy --epochs 1 --lr -1 {L}", "--lr"),
     row("train-depth-0", "train --depth 0", f"train --data toy --epochs 1 --depth 0 {L}", "--depth"),
+    row(
+        "train-recalibrate-no-init",
+        "train --recalibrate without a donor",
+        f"train --data toy --epochs 1 --recalibrate 2 {L}",
+        "goes with --init",
+    ),
     row(
         "train-depth-3d",
         "train a 3D model with a --depth its downsampling cannot take",

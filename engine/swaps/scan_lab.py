@@ -106,9 +106,9 @@ def load_inputs(
 def calibration_for(loaded: Loaded, batches: int | None, scope: str, batch: int) -> Calibration | None:
     """The first `batches` batches of `batch` slices of the training subjects, in data-set order,
     on the device (None: no recalibration). Fixed, so every variant and a resume see the same."""
-    if not batches:
+    if batches is None:
         return None
-    if batches < 0:
+    if batches < 1:
         raise UserError(f"--recalibrate must be a number of batches >= 1 (got {batches})")
     train, _ = eval_batches(loaded.samples, "train", batch=batch)
     if not train:
