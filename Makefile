@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/tui_latency.py
 	$(BIN)/python bench/scan.py
 	$(BIN)/python bench/recalibration.py
+	$(BIN)/python bench/cka.py --threads 1
 
 stress: $(STAMP)
 	$(BIN)/python bench/stress.py --kills 20
