@@ -21,13 +21,12 @@ from reuse_console.engine.core.events import Finished, Message, Reporter, Starte
 from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.evaluation.evaluate import checkpoint_samples, eval_batches
 from reuse_console.engine.models.layers import LayerIndex
-from reuse_console.engine.models.registry import checkpoint_path, load_model, model_in_channels
-from reuse_console.engine.models.state_checks import check_finite
+from reuse_console.engine.models.registry import load_model, model_in_channels
+from reuse_console.engine.swaps.donors import donor_tensors
 from reuse_console.engine.swaps.recalibration import Calibration
 from reuse_console.engine.swaps.scan import ScanResult, Variant, evaluate_variants, plan_variants, swap_variant
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
 from reuse_console.engine.swaps.swap import SwapSpec, check_alpha, check_compatible
-from reuse_console.store.checkpoints import read_checkpoint
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
 
@@ -74,9 +73,8 @@ def load_inputs(
         raise UserError(
             f"recipient {recipient!r} is a {meta.task} model: scans measure Dice, so the recipient must be a seg checkpoint"
         )
-    donor_state, donor_meta = read_checkpoint(checkpoint_path(lab, donor))
-    check_finite(donor_state, f"checkpoint {donor!r}")
-    check_compatible(model.state_dict(), donor_state, recipient_arch=meta.arch, donor_arch=donor_meta.arch)
+    donor_state, donor_arch = donor_tensors(lab, donor, recipient, meta)
+    check_compatible(model.state_dict(), donor_state, recipient_arch=meta.arch, donor_arch=donor_arch)
     slices = load_slices(lab, data)
     if meta.classes and list(meta.classes) != list(slices.classes):
         raise UserError(

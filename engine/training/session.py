@@ -33,10 +33,11 @@ from reuse_console.engine.models.layout import spatial_dims, with_layout
 from reuse_console.engine.models.norm_stats import recalibrate
 from reuse_console.engine.models.registry import BUILTIN, build_model, channel_config_keys, default_config
 from reuse_console.engine.reuse.transfer import check_fits, freeze
+from reuse_console.engine.swaps.donors import init_name
 from reuse_console.engine.training.checkpoints import save_epoch
 from reuse_console.engine.training.losses import ae_loss, deep_supervision_loss, dice_classes, seg_loss
 from reuse_console.engine.training.spec import TrainResult, TrainSpec, default_workers, last_name
-from reuse_console.store.checkpoints import CheckpointMeta
+from reuse_console.store.checkpoints import CheckpointMeta, write_checkpoint
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import disk_full
 from reuse_console.store.lab import Lab
@@ -133,6 +134,7 @@ class TrainSession:
         if spec.arch not in BUILTIN or io != IOAdapter():
             config[ADAPTER_KEY] = io.to_config()
         self.model_class = None if spec.arch in BUILTIN else class_name(model)
+        self.initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the run's `.init`
         if init_state:
             if spec.init:
                 check_fits(self.lab, spec, model, init_state, self.slices.classes)
@@ -205,6 +207,16 @@ class TrainSession:
 
     def provenance(self) -> dict[str, Any]:
         return {"run": self.name, "data": self.spec.data, "seed": self.spec.seed, "spec": self.spec.to_dict()}
+
+    def save_initial(self) -> None:
+        """`<run>.init`: the seeded initial weights (before any donor tensor), the donor `init` of a scan."""
+        if getattr(self, "initial_state", None) is None:
+            return
+        meta = self.checkpoint_meta(0, 0, {}, None)
+        meta.extra["initial"] = True
+        write_checkpoint(
+            self.lab.path("checkpoints", init_name(self.name)), self.initial_state, meta, provenance=self.provenance()
+        )
 
     def checkpoint_meta(self, epoch: int, global_step: int, metrics: dict, best: dict | None) -> CheckpointMeta:
         return CheckpointMeta(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reuse_console.engine.swaps.donors import init_name
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
@@ -121,7 +122,13 @@ def claim_run(lab: Lab, name: str, *, new: bool = False) -> contextlib.ExitStack
     stack = contextlib.ExitStack()
     hint = f"use --resume {name} to continue it, or another --name"
     try:
-        for kind, obj in (("runs", name), ("checkpoints", name), ("checkpoints", last_name(name))):
+        names = (
+            ("runs", name),
+            ("checkpoints", name),
+            ("checkpoints", last_name(name)),
+            ("checkpoints", init_name(name)),
+        )
+        for kind, obj in names:
             stack.enter_context(lab.claim(kind, obj, new=new, hint=hint))
     except BaseException:
         stack.close()

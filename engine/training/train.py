@@ -69,6 +69,7 @@ def train(
             meta={**session.run_meta(), **({"init_state": "external"} if external_init else {})},
             provenance=session.provenance(),
         )
+        session.save_initial()
         return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
 
 
@@ -148,6 +149,8 @@ def _restart(
     )
     session.build_model(init_state)
     writer = RunWriter.resume(lab.path("runs", run), keep_epochs=0)
+    session.name = run
+    session.save_initial()
     report(Message(f"resuming {run}: killed before its first epoch ended, training from epoch 1 of {spec.epochs}"))
     return session.fit(writer, first_epoch=1, global_step=0, best=None, report=report)
 

@@ -15,7 +15,14 @@ from ..render.results import render_scan, render_swap
 Recipient = Annotated[
     str, typer.Argument(help="Recipient checkpoint id (a seg model; see `reuse-console ls checkpoints`).")
 ]
-Donor = Annotated[str, typer.Argument(help="Donor checkpoint id (same architecture and tensor shapes, any task).")]
+Donor = Annotated[
+    str,
+    typer.Argument(
+        help="Donor checkpoint id (same architecture and tensor shapes, any task); or init: the recipient run's own "
+        "initial weights (re-initialisation: is a layer reusable, or just robust to a reset?); or random:SEED: a "
+        "fresh draw of the recipient's architecture."
+    ),
+]
 BatchOpt = Annotated[int, typer.Option("--batch", help="Validation slices per forward pass.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Subjects to evaluate on: val, train or all.")]
 RecalibrateOpt = Annotated[
