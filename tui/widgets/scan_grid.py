@@ -76,16 +76,21 @@ def _columns(labels: Sequence[str]) -> tuple[str, ...]:
 
 
 def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
-    """Dice after each swap of `result` (an engine ScanResult) at one of its alphas."""
+    """Dice after each swap of `result` (an engine ScanResult) at one of its alphas, raw or (a scan
+    with --recalibrate) with the norm statistics re-estimated: the choices cycle through both."""
     alphas = sorted({v.alpha for v in result.variants}, reverse=True) or [1.0]
-    alpha_choice %= len(alphas)
-    alpha = alphas[alpha_choice]
+    recal_modes = (False, True) if result.recalibrated is not None else (False,)
+    options = [(a, r) for a in alphas for r in recal_modes]
+    alpha_choice %= len(options)
+    alpha, recalibrated = options[alpha_choice]
     classes = list(result.classes)
     present = list(result.present)
     fg = [c for c in range(1, len(classes)) if present[c]] or [c for c in range(len(classes)) if present[c]]
-    base = result.baseline_mean
+    if recalibrated:
+        base, means = result.recalibrated_baseline.mean(axis=0), result.recalibrated.mean(axis=1)
+    else:
+        base, means = result.baseline_mean, result.mean  # (C,), (V, C)
     base_fg = float(np.mean(base[fg])) if fg else math.nan
-    means = result.mean  # (V, C)
     chosen = [(i, v) for i, v in enumerate(result.variants) if v.alpha == alpha]
     rows = tuple(dict.fromkeys(v.layer for _, v in chosen))
     columns = _columns([v.kind for _, v in chosen])
@@ -130,8 +135,10 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
         ("baseline fg Dice ", "dim"),
         (f"{base_fg:.3f}", "bold"),
     )
-    if len(alphas) > 1:
-        title.append(f"  α={alpha:g} (a: next)", style="yellow")
+    if len(options) > 1:
+        shown = f"α={alpha:g}" if len(alphas) > 1 else ""
+        shown += " recalibrated" if recalibrated else (" raw" if len(recal_modes) > 1 else "")
+        title.append(f"  {shown.strip()} (a: next)", style="yellow")
     return Grid(
         title=title,
         rows=rows,
@@ -141,7 +148,7 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
         panels=tuple(panels),
         axis=axis,
         legend="mean foreground Dice after each swap; colour: drop from the baseline",
-        choices=tuple(f"{a:g}" for a in alphas),
+        choices=tuple(f"{a:g}{' recalibrated' if r else ''}" for a, r in options),
         choice=alpha_choice,
         extra={"recipient": result.recipient, "donor": result.donor},
     )
