@@ -22,40 +22,45 @@ from torch import nn
 from reuse_console.engine.models.layers import keeps_running_stats
 
 Stats = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+Norm = nn.modules.batchnorm._NormBase
 
 
-def tracked_norms(model: nn.Module) -> dict[str, nn.modules.batchnorm._NormBase]:
+def tracked_norms(model: nn.Module) -> dict[str, Norm]:
     """The norms of `model` that keep running statistics, by module path."""
-    return {name: m for name, m in model.named_modules() if keeps_running_stats(m)}  # type: ignore[misc]
+    return {name: m for name, m in model.named_modules() if isinstance(m, Norm) and keeps_running_stats(m)}
 
 
-def snapshot(norms: Mapping[str, nn.Module]) -> Stats:
+def _buffers(m: Norm) -> tuple[torch.Tensor, torch.Tensor]:
+    if m.running_mean is None or m.running_var is None:
+        raise ValueError(f"{type(m).__name__} keeps no running statistics")
+    return m.running_mean, m.running_var
+
+
+def snapshot(norms: Mapping[str, Norm]) -> Stats:
     """Copies of the running mean, variance and batch count of each norm."""
     out: Stats = {}
     for name, m in norms.items():
+        mean, var = _buffers(m)
         count = m.num_batches_tracked
-        out[name] = (
-            m.running_mean.detach().clone(),  # type: ignore[union-attr]
-            m.running_var.detach().clone(),  # type: ignore[union-attr]
-            count.detach().clone() if isinstance(count, torch.Tensor) else None,
-        )
+        out[name] = (mean.detach().clone(), var.detach().clone(), None if count is None else count.detach().clone())
     return out
 
 
-def restore(norms: Mapping[str, nn.Module], stats: Stats) -> None:
+def restore(norms: Mapping[str, Norm], stats: Stats) -> None:
     """Put the snapshot's statistics back (in place: cached references stay valid)."""
     with torch.no_grad():
         for name, (mean, var, count) in stats.items():
             m = norms[name]
-            m.running_mean.copy_(mean)  # type: ignore[union-attr,operator]
-            m.running_var.copy_(var)  # type: ignore[union-attr,operator]
-            if count is not None and isinstance(m.num_batches_tracked, torch.Tensor):
+            own_mean, own_var = _buffers(m)
+            own_mean.copy_(mean)
+            own_var.copy_(var)
+            if count is not None and m.num_batches_tracked is not None:
                 m.num_batches_tracked.copy_(count)
 
 
 @contextmanager
 def norm_modes(
-    norms: Mapping[str, nn.Module],
+    norms: Mapping[str, Norm],
     *,
     accumulate: Iterable[str] = (),
     frozen: Iterable[str] = (),
@@ -71,7 +76,7 @@ def norm_modes(
         for name, averaging in touched:
             m = norms[name]
             if averaging and reset:
-                m.reset_running_stats()  # type: ignore[operator]
+                m.reset_running_stats()
             m.momentum = None if averaging else 0.0
             m.train()
         yield
