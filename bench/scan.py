@@ -24,7 +24,7 @@ base width 16, PSPNet width 0.25) and kept in --lab, so a second run skips train
 
     .venv/bin/python bench/scan.py [--lab bench-lab] [--archs unet,pspnet] [--naive-variants 12]
 
-With --models (unet, pspnet, monai-basicunet, smp-unet, monai-unet3d) it measures instead, on untrained models
+With --models (unet, pspnet, monai-basicunet, smp-unet, monai-dynunet, tv-lraspp, monai-unet3d) it measures instead, on untrained models
 and random data, whether each takes the fast path and its speedup over the naive loop
 (bench/scan_models.py): no lab, no training.
 

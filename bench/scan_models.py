@@ -29,7 +29,7 @@ from reuse_console.engine.models.layout import spatial_dims
 from reuse_console.engine.swaps.scan import Variant, evaluate_variants, plan_variants
 
 CPU = torch.device("cpu")
-MODELS = ("unet", "pspnet", "monai-basicunet", "smp-unet", "monai-unet3d")
+MODELS = ("unet", "pspnet", "monai-basicunet", "smp-unet", "monai-dynunet", "tv-lraspp", "monai-unet3d")
 DEPTH = 16  # slices per block of the 3D model
 CLASSES = 3
 
@@ -55,6 +55,17 @@ def build(name: str, seed: int) -> nn.Module:
         from monai.networks.nets import UNet
 
         model = UNet(3, 1, CLASSES, channels=(8, 16, 32), strides=(2, 2), num_res_units=1, norm="batch")
+    elif name == "monai-dynunet":
+        from monai.networks.nets import DynUNet
+
+        model = DynUNet(2, 1, CLASSES, kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2], upsample_kernel_size=[2, 2, 2])
+    elif name == "tv-lraspp":
+        from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+        from reuse_console.engine.models.adapters import IOAdapter, adapt
+
+        tv = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=CLASSES)
+        model = adapt(tv, IOAdapter(input="repeat", channels=3))  # dict output, 3 channels: as train --input repeat
     elif name == "smp-unet":
         import segmentation_models_pytorch as smp
 
