@@ -145,6 +145,22 @@ ROWS: list[Row] = [
     row("arch-rmse-unet-pspnet", "rmse UNet vs PSPNet", f"rmse seg psp {L}", "one architecture"),
     row("arch-rmse-width", "rmse UNet width 4 vs width 8", f"rmse seg wide {L}", "shape"),
     row("arch-bn-width", "bn UNet width 4 vs width 8", f"bn seg wide {L}", "shape"),
+    row("align-same", "align a checkpoint to itself", f"align seg --to seg --data toy {L}", "same checkpoint"),
+    row("align-unet-pspnet", "align PSPNet to UNet", f"align psp --to seg --data toy {L}", "same architecture"),
+    row("align-width", "align UNet width 8 to width 4", f"align wide --to seg --data toy {L}", "shape"),
+    row(
+        "align-method",
+        "align --method that does not exist",
+        f"align seg2 --to seg --method magic {L}",
+        "unknown method",
+    ),
+    row(
+        "align-name-taken",
+        "align --name of an existing checkpoint",
+        f"align seg2 --to seg --data toy --name ae {L}",
+        "already exists",
+    ),
+    row("align-data-missing", "align --data not in the lab", f"align seg2 --to seg --data nope {L}", "nope"),
     row(
         "arch-plan-donor",
         "train --init with a donor of another architecture than the plan",

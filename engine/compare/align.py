@@ -171,12 +171,16 @@ def _load(lab: Lab, donor: str, recipient: str) -> tuple[nn.Module, CheckpointMe
     d_state, d_meta = read_checkpoint(checkpoint_path(lab, donor))
     check_finite(r_state, f"checkpoint {recipient!r}")
     check_finite(d_state, f"checkpoint {donor!r}")
-    check_compatible(r_state, d_state, recipient_arch=r_meta.arch, donor_arch=d_meta.arch, names=(recipient, donor))
+    names = (recipient, donor)
+    if r_meta.arch != d_meta.arch:
+        check_compatible(r_state, d_state, recipient_arch=r_meta.arch, donor_arch=d_meta.arch, names=names)
+    model = build_model(d_meta.arch, rebuild_config(d_meta.arch_config), trusted=False)
+    r_state, d_state = in_model_order(r_state, model), in_model_order(d_state, model)
+    check_compatible(r_state, d_state, names=names)  # the first tensor that differs, in forward order
     if rebuild_config(r_meta.arch_config) != rebuild_config(d_meta.arch_config):
         raise UserError(f"{donor} and {recipient} have different arch configs: alignment needs one architecture")
-    model = build_model(d_meta.arch, rebuild_config(d_meta.arch_config), trusted=False)
     model.load_state_dict(d_state, strict=False)
-    return model.eval(), d_meta, in_model_order(r_state, model), in_model_order(d_state, model)
+    return model.eval(), d_meta, r_state, d_state
 
 
 def _default_name(donor: str, recipient: str) -> str:
