@@ -3,8 +3,8 @@
 Per cell the Dice per validation subject and class; per table row (source, mode, subjects) the
 mean and standard deviation over seeds of the cells' mean Dice (mean over subjects), per class
 and for the foreground mean, and the difference of the row mean to random initialisation with
-the same subject count. The standard deviation is the sample one (ddof 1); with one seed it is
-undefined (NaN, shown as "-").
+the same subject count, paired by seed, with its 95% t interval (engine/grids/intervals.py). The
+standard deviation is the sample one (ddof 1); with one seed it is undefined (NaN, shown as "-").
 
 Layout of experiments/<name>.h5 (kind "experiment"): see store/SCHEMA.md and `write_experiment`.
 """
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from reuse_console.engine.core.numbers import finite_or_none
+from reuse_console.engine.grids.intervals import excludes_zero, paired_interval
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
 from reuse_console.store.lab import Lab
@@ -55,6 +56,15 @@ class TableRow:
     mean: np.ndarray  # (C + 1,) classes then fg
     std: np.ndarray
     diff: np.ndarray  # row mean - random init mean (NaN for the random rows or without one)
+    low: np.ndarray | None = None  # 95% t interval of the seed-paired difference (NaN: under 2 pairs)
+    high: np.ndarray | None = None
+
+    @property
+    def significant(self) -> np.ndarray:
+        """Per column: the difference's interval excludes 0."""
+        if self.low is None or self.high is None:
+            return np.zeros(self.mean.shape, dtype=bool)
+        return excludes_zero(self.low, self.high)
 
 
 @dataclass
@@ -101,16 +111,29 @@ class Experiment:
         for i, cell in enumerate(self.cells):
             rows.setdefault((cell.source, cell.mode, cell.subjects), []).append(i)
         out: list[TableRow] = []
+        done_in: dict[tuple[str, str, int | None], list[int]] = {}
         for (source, mode, n), idx in rows.items():
-            done = [i for i in idx if self.cells[i].done]
+            done = done_in[(source, mode, n)] = [i for i in idx if self.cells[i].done]
             values = means[done]
             mean = values.mean(axis=0) if done else np.full(means.shape[1], np.nan)
             std = values.std(axis=0, ddof=1) if len(done) > 1 else np.full(means.shape[1], np.nan)
             out.append(TableRow(source, mode, n, len(done), mean, std, np.full(means.shape[1], np.nan)))
-        baseline = {r.subjects: r.mean for r in out if r.source == self.random_source}
+        random_by_seed = {
+            (self.cells[i].subjects, self.cells[i].seed): i
+            for (source, _, _), done in done_in.items()
+            if source == self.random_source
+            for i in done
+        }
         for r in out:
-            if r.source != self.random_source and r.subjects in baseline:
-                r.diff = r.mean - baseline[r.subjects]
+            if r.source == self.random_source:
+                continue
+            pairs = [
+                (i, random_by_seed[(r.subjects, self.cells[i].seed)])
+                for i in done_in[(r.source, r.mode, r.subjects)]
+                if (r.subjects, self.cells[i].seed) in random_by_seed
+            ]
+            if pairs:
+                r.diff, r.low, r.high = paired_interval(np.stack([means[i] - means[j] for i, j in pairs]))
         return out
 
     # -- formats ----------------------------------------------------------------------------------
@@ -129,6 +152,8 @@ class Experiment:
                 "mean": {c: finite_or_none(r.mean[i]) for c, i in zip(cols, idx)},
                 "std": {c: finite_or_none(r.std[i]) for c, i in zip(cols, idx)},
                 "diff": {c: finite_or_none(r.diff[i]) for c, i in zip(cols, idx)},
+                "diff_ci95": {c: _interval(r, i) for c, i in zip(cols, idx)},
+                "significant": {c: bool(r.significant[i]) for c, i in zip(cols, idx)},
             }
             for r in self.table()
         ]
@@ -145,7 +170,7 @@ class Experiment:
                 if math.isfinite(r.std[i]):
                     text += f" ± {r.std[i]:.{digits}f}"
                 if math.isfinite(r.diff[i]):
-                    text += f"{sep}({r.diff[i]:+.{digits}f})"
+                    text += f"{sep}({r.diff[i]:+.{digits}f}{'*' if r.significant[i] else ''})"
                 cells.append(text)
             rows.append(cells)
         return header, rows
@@ -161,7 +186,7 @@ class Experiment:
             (
                 f"\nDice on the {len(self.subjects)} validation subject(s) of {self.target}: mean ± sample std over "
                 f"seeds; in brackets the difference to random initialisation ({self.random_source}) with the "
-                "same number of training subjects.\n"
+                "same number of training subjects, paired by seed; * its 95% t interval over seeds excludes 0.\n"
             )
             if self.random_source
             else "\n"
@@ -173,12 +198,20 @@ class Experiment:
         writer = csv.writer(buf)
         cols, idx = self.columns, self._col_index()
         writer.writerow(
-            ["source", "mode", "subjects", "seeds", *[f"{c}_{stat}" for c in cols for stat in ("mean", "std", "diff")]]
+            [
+                "source",
+                "mode",
+                "subjects",
+                "seeds",
+                *[f"{c}_{stat}" for c in cols for stat in ("mean", "std", "diff", "diff_low95", "diff_high95")],
+            ]
         )
         for r in self.table():
             values = []
             for i in idx:
-                values += [_csv(r.mean[i]), _csv(r.std[i]), _csv(r.diff[i])]
+                low = r.low[i] if r.low is not None else math.nan
+                high = r.high[i] if r.high is not None else math.nan
+                values += [_csv(r.mean[i]), _csv(r.std[i]), _csv(r.diff[i]), _csv(low), _csv(high)]
             writer.writerow([r.source, r.mode, "all" if r.subjects is None else r.subjects, r.seeds, *values])
         return buf.getvalue()
 
@@ -227,6 +260,12 @@ class Experiment:
         }
 
 
+def _interval(row: TableRow, i: int) -> list[float] | None:
+    if row.low is None or row.high is None or not (math.isfinite(row.low[i]) and math.isfinite(row.high[i])):
+        return None
+    return [float(row.low[i]), float(row.high[i])]
+
+
 def _fmt(value: float, digits: int) -> str:
     return "-" if not math.isfinite(float(value)) else f"{value:.{digits}f}"
 
@@ -273,6 +312,10 @@ def write_experiment(path: Path, exp: Experiment) -> Path:
         width = len(exp.classes) + 1
         for key in ("mean", "std", "diff"):
             t.create_dataset(key, data=np.array([getattr(r, key) for r in rows]).reshape(len(rows), width))
+        nan = np.full(width, np.nan)
+        for key in ("low", "high"):  # the seed-paired difference's 95% t interval (engine/grids/intervals.py)
+            values = [nan if getattr(r, key) is None else getattr(r, key) for r in rows]
+            t.create_dataset(f"diff_{key}95", data=np.array(values).reshape(len(rows), width))
         if exp.rmse is not None:
             r = f.create_group("rmse")
             write_strings(r, "layers", exp.rmse_layers)

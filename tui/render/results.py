@@ -185,12 +185,17 @@ def render_experiment(exp: Any) -> RenderableType:
             if row["std"][col] is not None:
                 lines.append(f"± {row['std'][col]:.3f}")
             if row["diff"][col] is not None:
-                lines.append(f"({row['diff'][col]:+.3f})")
+                lines.append(f"({row['diff'][col]:+.3f}{'*' if row['significant'][col] else ''})")
             cells.append("\n".join(lines))
         table.add_row(*cells)
     parts: list[RenderableType] = [title, table]
     if exp.random_source:
-        parts.append(Text(f"mean, ± sample std over seeds, (difference to {exp.random_source} with the same subjects)"))
+        parts.append(
+            Text(
+                f"mean, ± sample std over seeds, (difference to {exp.random_source} with the same subjects, paired by "
+                "seed; *: its 95% t interval over seeds excludes 0; --json gives the intervals)"
+            )
+        )
     return Group(*parts)
 
 

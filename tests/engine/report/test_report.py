@@ -125,7 +125,9 @@ def test_experiment_table_csv_by_hand(report_lab) -> None:
     assert float(freeze2["fg_mean"]) == pytest.approx(np.mean(seeds))
     assert rows[0]["RV_diff"] == ""  # the random rows have no difference to themselves
     md = exp.table_markdown()
-    assert "| a2s | freeze | 2 | 3 | 0.680 ± 0.100 (+0.050)" in md
+    # every seed is exactly 0.05 above its random-init twin: the paired interval is [0.05, 0.05], flagged *
+    assert float(freeze2["RV_diff_low95"]) == pytest.approx(0.05) == float(freeze2["RV_diff_high95"])
+    assert "| a2s | freeze | 2 | 3 | 0.680 ± 0.100 (+0.050*)" in md
 
 
 def test_scan_arrays_put_each_variant_in_its_layer_and_kind(report_lab) -> None:
