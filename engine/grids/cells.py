@@ -55,13 +55,14 @@ def cell_spec(study: Study, cell: Cell, cid: str) -> TrainSpec:
         size=s.size,
         augment=s.augment,
         init=donor,
-        plan=cell.source.plan if donor else None,
-        mode=cell.mode if donor else None,
+        plan=cell.source.plan,
+        mode=None if cell.source.random else cell.mode,
+        control=cell.source.control,
         input=s.input,
         output=s.output,
         deep_supervision=s.deep_supervision,
         depth=s.depth,
-        recalibrate=s.recalibrate if donor else None,  # random-init rows have no donor statistics to fit
+        recalibrate=s.recalibrate if donor else None,  # rows without a donor have no donor statistics to fit
     )
 
 

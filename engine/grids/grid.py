@@ -83,9 +83,21 @@ def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
         raise UserError(f"data set {study.target!r} has no validation subjects to evaluate the grid on")
     arch = study.train.arch
     for source in study.sources:
+        if source.plan is not None and source.donor is None:  # control reinit: a plan, no donor
+            plan = load_plan(lab, source.plan)
+            if plan.arch and plan.arch != arch:
+                raise UserError(
+                    f"source {source.name!r}: plan {source.plan!r} was made for {plan.arch}, the study trains {arch}"
+                )
+            continue
         if source.donor is None or source.plan is None:  # random init (a study gives both or neither)
             continue
         meta = read_meta(checkpoint_path(lab, source.donor))
+        if source.control == "selffer" and (meta.task != "seg" or meta.data != study.target):
+            raise UserError(
+                f"source {source.name!r}: a selffer donor is a seg model trained on the target {study.target!r}; "
+                f"{source.donor!r} is a {meta.task} model of {meta.data!r}"
+            )
         if meta.arch != arch:
             raise UserError(
                 f"source {source.name!r}: donor {source.donor!r} is a {meta.arch}, the study trains {arch} "

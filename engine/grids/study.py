@@ -20,6 +20,7 @@ from typing import Any
 import tomllib
 
 from reuse_console.engine.models.adapters import INPUTS
+from reuse_console.engine.reuse.controls import CONTROLS
 from reuse_console.engine.reuse.transfer import MODES
 from reuse_console.engine.training.spec import TRAIN_DEFAULTS
 from reuse_console.store.errors import UserError
@@ -29,20 +30,22 @@ SCRATCH = "scratch"
 EVALUATE = ("last", "best")
 MAX_SEEDS = 1000  # a count beyond this is a typo, not a study (each seed is a training run per cell)
 _TOP = {"name", "target", "sources", "modes", "subjects", "seeds", "train", "reference", "evaluate"}
-_SOURCE = {"name", "donor", "plan"}
+_SOURCE = {"name", "donor", "plan", "control"}
 
 
 @dataclass(frozen=True)
 class Source:
-    """Where a cell's model starts: random initialisation (no donor) or a donor with a plan."""
+    """Where a cell's model starts: random initialisation (no donor), a donor with a plan, or a
+    control of one (engine/reuse/controls.py: reinit needs a plan only)."""
 
     name: str
     donor: str | None = None
     plan: str | None = None
+    control: str | None = None
 
     @property
     def random(self) -> bool:
-        return self.donor is None
+        return self.donor is None and self.plan is None
 
 
 @dataclass(frozen=True)
@@ -179,9 +182,18 @@ def _parse(data: dict[str, Any], where: str) -> Study:
         for label, value in (("donor", donor), ("plan", plan)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise UserError(f"{where}: source {sname!r}: {label} must be an id (text), got {value!r}")
-        if (donor is None) != (plan is None):
+        control = src.get("control")
+        if control is not None and control not in CONTROLS:
+            raise UserError(f"{where}: source {sname!r}: control must be one of {', '.join(CONTROLS)}, got {control!r}")
+        if control == "reinit":
+            if plan is None or donor is not None:
+                raise UserError(
+                    f"{where}: source {sname!r}: control reinit takes a plan and no donor "
+                    "(the planned tensors keep the new model's own initial values)"
+                )
+        elif (donor is None) != (plan is None) or (control is not None and donor is None):
             raise UserError(f"{where}: source {sname!r} needs both donor and plan (or neither, for random init)")
-        sources.append(Source(sname, donor, plan))
+        sources.append(Source(sname, donor, plan, control))
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise UserError(f"{where}: source names must be distinct, got {names}")

@@ -30,6 +30,7 @@ from torch import nn
 from reuse_console.engine.models.layers import keeps_running_stats
 from reuse_console.engine.models.registry import checkpoint_path
 from reuse_console.engine.models.state_checks import check_finite
+from reuse_console.engine.reuse.controls import check_control, meanvar, needs_donor
 from reuse_console.engine.reuse.plans import load_plan
 from reuse_console.store.checkpoints import read_checkpoint, read_meta
 from reuse_console.store.errors import UserError
@@ -75,7 +76,8 @@ def donor_tensors(lab: Lab, donor: str, plan: Any, *, arch: str = "") -> dict[st
 def transfer_init(lab: Lab, spec: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     """For a TrainSpec with `init` (donor) and `plan`: the donor's tensors, and the spec with the
     keys to freeze added to `frozen` in mode freeze."""
-    if not spec.init:
+    control = check_control(getattr(spec, "control", None))
+    if not spec.init and needs_donor(control):
         raise UserError("--plan PLAN needs --init DONOR (the checkpoint whose tensors the plan names)")
     if not spec.plan:
         raise UserError("--init DONOR needs --plan PLAN (which tensors to take; see `reuse-console plan --help`)")
@@ -83,10 +85,17 @@ def transfer_init(lab: Lab, spec: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     plan = load_plan(lab, spec.plan)
     if plan.arch and plan.arch != spec.arch:
         raise UserError(f"plan {plan.name!r} was made for {plan.arch}, not {spec.arch}")
-    state = donor_tensors(lab, spec.init, plan, arch=spec.arch)
+    if control == "reinit":  # the model's own seeded initial values: nothing to load, only to freeze
+        state = {}
+        keys = plan.keys()
+    else:
+        state = donor_tensors(lab, spec.init, plan, arch=spec.arch)
+        keys = list(state)
+        if control in ("meanvar", "meanvar-channel"):
+            state = meanvar(state, spec.seed, per_channel=control == "meanvar-channel")
     frozen = list(spec.frozen)
     if mode == "freeze":
-        frozen += [k for k in state if k not in frozen]
+        frozen += [k for k in keys if k not in frozen]
     return replace(spec, mode=mode, frozen=frozen), state
 
 

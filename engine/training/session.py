@@ -394,6 +394,8 @@ class TrainSession:
         else:
             loss = seg_loss(out, y, self.dice_classes) if self.spec.task == "seg" else ae_loss(out, x)
         self.optimizer.zero_grad(set_to_none=True)
+        if not loss.requires_grad:  # every tensor frozen (a selffer control of a whole plan): nothing to train
+            return loss.detach()
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

@@ -51,6 +51,9 @@ class TrainSpec:
     deep_supervision: bool = False  # user models with several heads: train on all of them, weighted
     depth: int | None = None  # 3D models: slices per sample (engine/data/volumes.py); None = whole volumes
     recalibrate: int | None = None  # transfer: re-estimate the donor's norm statistics on N batches first (AdaBN)
+    control: str | None = (
+        None  # transfer controls: reinit | meanvar | meanvar-channel | selffer (engine/reuse/controls.py)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,7 +71,7 @@ class TrainSpec:
                 raise UserError(f"{label} must be at least 1 (got {value})")
         if self.recalibrate is not None and self.recalibrate < 1:
             raise UserError(f"--recalibrate must be a number of batches >= 1 (got {self.recalibrate})")
-        if self.recalibrate and not self.init:
+        if self.recalibrate and not (self.init or self.plan):
             raise UserError("--recalibrate re-estimates a donor's norm statistics: it goes with --init and --plan")
         if self.depth is not None and self.depth < 1:
             raise UserError(f"--depth must be at least 1 slice (got {self.depth})")
