@@ -83,7 +83,8 @@ class WeightMatcher:
         self.where: dict[str, list[tuple[torch.Tensor, torch.Tensor, tuple[Segment, ...] | None]]] = {}
         self.neighbours: dict[str, list[str]] = {}
         for g in spec.groups:
-            places, neighbours = [], set()
+            places: list[tuple[torch.Tensor, torch.Tensor, tuple[Segment, ...] | None]] = []
+            neighbours: set[str] = set()
             for key, axis, seg in spec.occurrences(g):
                 r = recipient[key].detach().to("cpu", torch.float32).movedim(axis, 0)
                 d = donor[key].detach().to("cpu", torch.float32).movedim(axis, 0)

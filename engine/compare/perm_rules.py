@@ -73,8 +73,8 @@ def channel_rule(an: _Analysis, node: fx.Node, value: torch.Tensor) -> Layout:
             return first  # (B, C, 1, 1) flattened to (B, C)
     if name == "pad":
         pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad", ())
-        if len(pad) <= 2 * (value.ndim - 2):
-            return first
+        if isinstance(pad, (list, tuple)) and len(pad) <= 2 * (value.ndim - 2):
+            return first  # spatial axes only
     an.stop("changes channels in a way alignment does not know")
     raise AssertionError  # stop() raises
 
