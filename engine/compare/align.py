@@ -34,6 +34,7 @@ from reuse_console.engine.core.events import Finished, Message, Reporter, Starte
 from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.evaluation.evaluate import checkpoint_samples, eval_batches
 from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.models.layout import spatial_dims
 from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
 from reuse_console.engine.models.state_checks import check_finite
 from reuse_console.engine.swaps.swap import check_compatible, in_model_order
@@ -161,6 +162,30 @@ def output_difference(
                 if isinstance(u, torch.Tensor):
                     worst = max(worst, float((u.double() - v.double()).abs().max()) if u.numel() else 0.0)
     return worst
+
+
+def align_to_first(
+    model: nn.Module,
+    states: Sequence[Mapping[str, torch.Tensor]],
+    names: Sequence[str],
+    *,
+    in_channels: int,
+    size: int = 64,
+) -> list[dict[str, torch.Tensor]]:
+    """Every state after the first aligned to the first by weight matching, in memory (`rmse --align`).
+
+    No data set is named, so the function check runs on a random batch (float64, within 1e-5)."""
+    dims = spatial_dims(model) or 2
+    example = torch.randn((2, in_channels, *([size] * dims)), generator=torch.Generator().manual_seed(0))
+    out = [dict(states[0])]
+    for name, state in zip(names[1:], states[1:]):
+        spec, perms, _, _ = align_states(model, states[0], state, [example])
+        aligned = permute_state(spec, state, perms or identity(spec.groups))
+        worst = output_difference(model, state, aligned, [example], torch.device("cpu"))
+        if not worst <= TOLERANCE:
+            raise UserError(f"refused: aligning {name} changed its outputs by {worst:.3g} (> {TOLERANCE:g})")
+        out.append(aligned)
+    return out
 
 
 def _load(lab: Lab, donor: str, recipient: str) -> tuple[nn.Module, CheckpointMeta, dict, dict]:

@@ -163,9 +163,16 @@ def read_comparison(path: Path, name: str = "") -> Comparison:
 
 
 def run_rmse(
-    lab: Lab, refs: Sequence[str], *, layers: str = "all", kinds: str = "all", name: str | None = None
+    lab: Lab,
+    refs: Sequence[str],
+    *,
+    layers: str = "all",
+    kinds: str = "all",
+    name: str | None = None,
+    align: bool = False,
 ) -> Comparison:
-    """RMSE of checkpoints `refs` (all pairs), stored as `comparisons/<name>.h5`."""
+    """RMSE of checkpoints `refs` (all pairs), stored as `comparisons/<name>.h5`. With `align`, every
+    checkpoint after the first is first aligned to it (engine/compare/align.py, in memory)."""
     if len(refs) < 2:
         raise UserError("give at least two checkpoints to compare")
     if len(set(refs)) != len(refs):
@@ -180,13 +187,22 @@ def run_rmse(
     model = build_model(first_meta.arch, rebuild_config(first_meta.arch_config), trusted=False)
     index = LayerIndex.from_model(model, model_in_channels(first_meta.arch_config))
     states = [in_model_order(s, model) for s, _ in loaded]
+    if align:
+        from reuse_console.engine.compare.align import align_to_first  # align.py builds on this module
+
+        for ref, state in zip(refs[1:], states[1:]):
+            check_compatible(states[0], state, names=(refs[0], ref))
+        size = min(64, int(first_meta.extra.get("size") or 64))
+        in_channels = model_in_channels(first_meta.arch_config)
+        states = align_to_first(model, states, list(refs), in_channels=in_channels, size=size)
     comp = compare_states(states, index.select(layers), LayerIndex.parse_kinds(kinds), list(refs))
     if name is None:
-        base = "rmse-" + "-".join(Path(r).name.removesuffix(".h5") for r in refs)
+        base = ("rmse-aligned-" if align else "rmse-") + "-".join(Path(r).name.removesuffix(".h5") for r in refs)
         base = "".join(ch if ch.isalnum() or ch in "._+-" else "-" for ch in base)[:90]
         name = lab.unique_name("comparisons", base)
     else:
         lab.ensure_new("comparisons", name)
     comp.name = name
-    write_comparison(lab.path("comparisons", name), comp, {"models": list(refs), "layers": layers, "kinds": kinds})
+    provenance = {"models": list(refs), "layers": layers, "kinds": kinds, "align": align}
+    write_comparison(lab.path("comparisons", name), comp, provenance)
     return comp

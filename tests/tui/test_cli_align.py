@@ -96,3 +96,18 @@ def test_models_from_two_seeds_come_closer_on_every_layers_weights(lab, cli) -> 
 def _fg(dice: dict[str, float | None]) -> float:
     values = [v for c, v in dice.items() if c != "background" and v is not None]
     return float(np.mean(values))
+
+
+def test_rmse_align_on_the_fly_equals_the_stored_alignment(lab, cli) -> None:
+    make_lab(lab)
+    make_checkpoint(lab, "seg2", seed=5)
+    root = ["--lab", str(lab.root)]
+    assert cli(*root, "align", "seg2", "--to", "seg", "--data", "toy", "--name", "al")[0] == 0
+    code, out, err = cli(*root, "rmse", "seg", "al", "--json")
+    assert code == 0, err
+    stored = json.loads(out)["pairs"][0]["rows"]
+    code, out, err = cli(*root, "rmse", "seg", "seg2", "--align", "--json")
+    assert code == 0, err
+    on_the_fly = json.loads(out)
+    assert on_the_fly["name"].startswith("rmse-aligned-")
+    assert [r["rmse"] for r in on_the_fly["pairs"][0]["rows"]] == pytest.approx([r["rmse"] for r in stored])

@@ -20,6 +20,14 @@ def rmse(
     layers: Annotated[str, typer.Option("--layers", help="Layers: all, 1-5,9, head ...")] = "all",
     kinds: Annotated[str, typer.Option("--kinds", help="Kinds: all, bn, conv, or a list such as RM,RV,W.")] = "all",
     name: NameOpt = None,
+    align: Annotated[
+        bool,
+        typer.Option(
+            "--align",
+            help="First align every later checkpoint to the first (weight matching, in memory; `reuse-console "
+            "align` stores one), so models trained from different seeds compare channel to channel.",
+        ),
+    ] = False,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -34,7 +42,7 @@ def rmse(
     from reuse_console.store.lab import Lab
 
     use_threads(threads, "cpu")  # tensors are compared on the CPU
-    comp = run_rmse(Lab.from_option(lab), checkpoints, layers=layers, kinds=kinds, name=name)
+    comp = run_rmse(Lab.from_option(lab), checkpoints, layers=layers, kinds=kinds, name=name, align=align)
     if json_out:
         emit_json(comp.to_json())
         return
