@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reuse_console.engine.compare.align import output_difference
+from reuse_console.engine.compare.align_states import output_difference
 from reuse_console.engine.compare.matching import assign, permute_state, weight_matching
 from reuse_console.engine.compare.perm_spec import PermSpec, permutation_spec
 from reuse_console.engine.models.registry import build_model, default_config

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reuse_console.engine.compare.align_states import align_to_first
 from reuse_console.engine.core.numbers import finite_or_none
 from reuse_console.engine.models.layers import KINDS, Layer, LayerIndex
 from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
@@ -188,8 +189,6 @@ def run_rmse(
     index = LayerIndex.from_model(model, model_in_channels(first_meta.arch_config))
     states = [in_model_order(s, model) for s, _ in loaded]
     if align:
-        from reuse_console.engine.compare.align import align_to_first  # align.py builds on this module
-
         for ref, state in zip(refs[1:], states[1:]):
             check_compatible(states[0], state, names=(refs[0], ref))
         size = min(64, int(first_meta.extra.get("size") or 64))

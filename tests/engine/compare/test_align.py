@@ -14,7 +14,8 @@ import torch
 from swap_lab import make_lab, randomise_bn
 from torch import nn
 
-from reuse_console.engine.compare.align import align_states, output_difference, run_align
+from reuse_console.engine.compare.align import run_align
+from reuse_console.engine.compare.align_states import align_states, output_difference
 from reuse_console.engine.compare.matching import permute_state, weight_matching
 from reuse_console.engine.compare.perm_spec import permutation_spec
 from reuse_console.engine.models.registry import build_model, default_config
