@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from reuse_console.engine.core.names import init_name
 from reuse_console.engine.models.registry import build_model, checkpoint_path, rebuild_config
 from reuse_console.engine.models.state_checks import check_finite
 from reuse_console.store.checkpoints import CheckpointMeta, read_checkpoint
@@ -20,12 +21,6 @@ from reuse_console.store.lab import Lab
 
 INIT = "init"
 RANDOM = "random:"
-INIT_SUFFIX = ".init"
-
-
-def init_name(run: str) -> str:
-    """The id of a run's initial-weights checkpoint (`<run>.init`)."""
-    return f"{run}{INIT_SUFFIX}"
 
 
 def donor_tensors(lab: Lab, donor: str, recipient: str, meta: CheckpointMeta) -> tuple[dict[str, torch.Tensor], str]:

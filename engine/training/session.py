@@ -17,6 +17,7 @@ from torch import nn
 
 from reuse_console.engine.core.device import autocast, check_precision, memory_format, memory_mb, pick_device
 from reuse_console.engine.core.events import EpochEnd, Finished, Message, Reporter, Started, StepEnd
+from reuse_console.engine.core.names import init_name
 from reuse_console.engine.data.augment import AugmentConfig, derived_generator
 from reuse_console.engine.data.batches import (
     TrainBatches,
@@ -33,7 +34,6 @@ from reuse_console.engine.models.layout import spatial_dims, with_layout
 from reuse_console.engine.models.norm_stats import recalibrate
 from reuse_console.engine.models.registry import BUILTIN, build_model, channel_config_keys, default_config
 from reuse_console.engine.reuse.transfer import check_fits, freeze
-from reuse_console.engine.swaps.donors import init_name
 from reuse_console.engine.training.checkpoints import save_epoch
 from reuse_console.engine.training.losses import ae_loss, deep_supervision_loss, dice_classes, seg_loss
 from reuse_console.engine.training.spec import TrainResult, TrainSpec, default_workers, last_name

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reuse_console.engine.swaps.donors import init_name
+from reuse_console.engine.core.names import init_name
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 

@@ -144,13 +144,13 @@ async def test_lab_lists_filters_and_opens_a_checkpoints_layer_tree(test_lab: La
     app = make_app(test_lab)
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one("#table-checkpoints")
-        await wait_until(pilot, lambda: table.row_count == 4, 20, "checkpoints listed")
+        await wait_until(pilot, lambda: table.row_count == 6, 20, "checkpoints listed")
         assert app.screen.query_one("#table-scans").row_count == 1
         assert app.screen.query_one("#table-datasets").row_count == 1
         app.screen.show_kind("checkpoints")
         await pilot.press("a", "e")  # typing on a table starts the filter
         assert app.screen.query_one("#lab-filter").value == "ae"
-        assert table.row_count == 2  # unet-ae and unet-ae.last
+        assert table.row_count == 3  # unet-ae, unet-ae.init and unet-ae.last
         await pilot.press("down", "enter")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "LayersScreen", 10, "the Layers screen")
         tree = app.screen.query_one("#layers-tree")
@@ -548,7 +548,7 @@ async def test_damaged_and_spoiled_checkpoints_give_one_line_and_the_console_goe
     app = make_app(test_lab)
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one("#table-checkpoints")
-        await wait_until(pilot, lambda: table.row_count == 6, 20, "checkpoints listed")
+        await wait_until(pilot, lambda: table.row_count == 8, 20, "checkpoints listed")
         app.open_layers("cut")
         await wait_until(pilot, lambda: isinstance(app.screen, ErrorModal), 20, "the error for the cut file")
         message = str(app.screen.message)
