@@ -166,4 +166,8 @@ def test_two_jobs_asking_for_one_name_one_wins_the_other_gets_one_line(toy_lab: 
         "'same' already exists" in err
     ), err
     _assert_trained(toy_lab, "same")
-    assert sorted(p.name for p in (toy_lab.root / "checkpoints").iterdir()) == ["same.h5", "same.init.h5", "same.last.h5"]
+    assert sorted(p.name for p in (toy_lab.root / "checkpoints").iterdir()) == [
+        "same.h5",
+        "same.init.h5",
+        "same.last.h5",
+    ]
