@@ -4,6 +4,12 @@ and the CLI's defaults import them at start)."""
 from __future__ import annotations
 
 INIT_SUFFIX = ".init"
+INIT_DONOR = "init"  # a scan donor: the recipient run's own initial weights
+RANDOM_DONOR = "random:"  # a scan donor `random:SEED`: a fresh draw of the recipient's architecture
+REINIT_DONORS = (
+    (INIT_DONOR, "the recipient run's own initial weights (re-initialisation)"),
+    (f"{RANDOM_DONOR}0", "a fresh draw of the recipient's architecture (seed 0)"),
+)
 
 
 def init_name(run: str) -> str:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from reuse_console.engine.core.names import init_name
+from reuse_console.engine.core.names import INIT_DONOR, RANDOM_DONOR, init_name
 from reuse_console.engine.models.registry import build_model, checkpoint_path, rebuild_config
 from reuse_console.engine.models.state_checks import check_finite
 from reuse_console.store.checkpoints import CheckpointMeta, read_checkpoint
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
-INIT = "init"
-RANDOM = "random:"
+INIT, RANDOM = INIT_DONOR, RANDOM_DONOR
 
 
 def donor_tensors(lab: Lab, donor: str, recipient: str, meta: CheckpointMeta) -> tuple[dict[str, torch.Tensor], str]:

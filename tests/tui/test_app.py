@@ -233,6 +233,31 @@ async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
 
 @pytest.mark.slow
 @run_async
+async def test_swap_lab_takes_the_recipients_initial_weights_as_donor(test_lab: Lab) -> None:
+    """The donor picker offers init and random:0; a try with donor init is `swap R init`'s."""
+    from reuse_console.engine.swaps.scan_lab import run_swap
+
+    app = make_app(test_lab)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("3")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.session is not None and not screen.busy, 60, "the swap session")
+        await pilot.press("d")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "PickModal", 20, "the donor picker")
+        await pilot.press(*"init", "enter")
+        await wait_until(pilot, lambda: screen.donor == "init", 20, "donor init chosen")
+        await wait_until(
+            pilot, lambda: screen.session.donor_ref == "init" and not screen.busy, 60, "the session with donor init"
+        )
+        await pilot.press("W")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(screen.session.history) == 1 and not screen.busy, 60, "the evaluation")
+        engine = run_swap(test_lab, "unet-seg", "init", "acdc", layers="1", kinds="W", device="cpu", name="i")
+        np.testing.assert_allclose(screen.session.history[0].result.per_subject, engine.dice[0], atol=1e-12)
+
+
+@pytest.mark.slow
+@run_async
 async def test_swap_lab_recalibrates_like_swap_recalibrate(test_lab: Lab) -> None:
     """Key c: each try also with norm statistics re-estimated; the values are `swap --recalibrate 8`'s."""
     from reuse_console.engine.swaps.scan_lab import run_swap

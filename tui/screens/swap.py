@@ -18,6 +18,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from reuse_console.engine.core.names import REINIT_DONORS
+
 from ..widgets.charts import drop_style
 from ..widgets.swap_tables import LayerTable, dice_table, subject_table
 from .base import ConsoleScreen
@@ -130,7 +132,10 @@ class SwapScreen(ConsoleScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="swap-list", name="listing the lab")
     def list_choices(self, purpose: str) -> None:
         kind = "datasets" if purpose == "data" else "checkpoints"
-        self.post_message(Choices(purpose, entry_choices(self.console.lab.entries(kind))))
+        choices = entry_choices(self.console.lab.entries(kind))
+        if purpose == "donor":  # re-initialisation donors, as `swap R init` / `random:SEED`
+            choices = [*REINIT_DONORS, *choices]
+        self.post_message(Choices(purpose, choices))
 
     @on(Choices)
     def _choices(self, message: Choices) -> None:
