@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scan_models import cpu_name
 
 from reuse_console.engine.core.events import EpochEnd, Event
 from reuse_console.engine.data.slices import CARDIAC_CLASSES, SliceSet, write_slices
@@ -36,11 +37,6 @@ from reuse_console.store.lab import Lab
 ARCH = "monai.networks.nets:UNet"
 CONFIG = {"spatial_dims": 3, "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1, "norm": "batch"}
 DEPTH = 16
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
 
 
 def make_data(lab: Lab, subjects: int, size: int) -> SliceSet:

@@ -286,16 +286,9 @@ def _evaluate_and_store(
         if len(finished) < len(variants):
             write_scan(progress, result, complete=False, provenance=_provenance(options))
 
-    base, dice, engine = evaluate_variants(
-        loaded.model,
-        loaded.donor,
+    base, dice, engine = evaluate_loaded(
+        loaded,
         variants,
-        loaded.batches,
-        classes=loaded.classes,
-        present=loaded.present,
-        num_subjects=len(loaded.subjects),
-        device=loaded.device,
-        precision=loaded.precision,
         baseline=baseline,
         done=done,
         chunk_variants=chunk_variants,
@@ -311,16 +304,9 @@ def _evaluate_and_store(
                 f"of training subjects (scope {calibration.scope})"
             )
         )
-        result.recalibrated_baseline, result.recalibrated, _ = evaluate_variants(
-            loaded.model,
-            loaded.donor,
+        result.recalibrated_baseline, result.recalibrated, _ = evaluate_loaded(
+            loaded,
             variants,
-            loaded.batches,
-            classes=loaded.classes,
-            present=loaded.present,
-            num_subjects=len(loaded.subjects),
-            device=loaded.device,
-            precision=loaded.precision,
             baseline=known.recalibrated_baseline,
             done=known.recalibrated,
             chunk_variants=chunk_variants,
@@ -334,6 +320,22 @@ def _evaluate_and_store(
     progress.unlink(missing_ok=True)
     report(Finished(f"scan {name}", result=name, seconds=result.seconds))
     return result
+
+
+def evaluate_loaded(loaded: Loaded, variants: list[Variant], **options: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """`evaluate_variants` on what `load_inputs` loaded (`options`: baseline, done, calibration, ...)."""
+    return evaluate_variants(
+        loaded.model,
+        loaded.donor,
+        variants,
+        loaded.batches,
+        classes=loaded.classes,
+        present=loaded.present,
+        num_subjects=len(loaded.subjects),
+        device=loaded.device,
+        precision=loaded.precision,
+        **options,
+    )
 
 
 def _batches(n: int) -> str:

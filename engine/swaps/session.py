@@ -28,8 +28,8 @@ from reuse_console.engine.models.layers import KINDS, Layer
 from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.models.registry import checkpoint_path
 from reuse_console.engine.swaps.recalibration import Calibration
-from reuse_console.engine.swaps.scan import ScanResult, evaluate_variants, swap_variant
-from reuse_console.engine.swaps.scan_lab import calibration_for, load_inputs
+from reuse_console.engine.swaps.scan import ScanResult, swap_variant
+from reuse_console.engine.swaps.scan_lab import calibration_for, evaluate_loaded, load_inputs
 from reuse_console.engine.swaps.scan_store import write_scan
 from reuse_console.engine.swaps.swap import Swap, SwapSpec, check_alpha, donor_like
 from reuse_console.store.checkpoints import read_meta
@@ -189,19 +189,8 @@ class SwapSession:
     def _evaluate(
         self, variants: list[Any], calibration: Calibration | None, baseline: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, str]:
-        return evaluate_variants(
-            self.model,
-            self.donor,
-            variants,
-            self.batches,
-            classes=self.classes,
-            present=self.present,
-            num_subjects=len(self.subjects),
-            device=self.device,
-            precision=self.precision,
-            baseline=baseline,
-            partial=not self.full_forward,
-            calibration=calibration,
+        return evaluate_loaded(
+            self.loaded, variants, baseline=baseline, partial=not self.full_forward, calibration=calibration
         )
 
     def _result(self, per_subject: np.ndarray) -> DiceResult:

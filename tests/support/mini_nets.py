@@ -173,3 +173,16 @@ def naive_dice(
         for b in batches:
             acc.update(ref.eval()(b.images).argmax(1), b.labels, b.subject)
     return acc.per_subject()
+
+
+def unet_or_pspnet_pair(arch: str) -> tuple[nn.Module, nn.Module]:
+    """Tiny built-in UNet (base width 4) or PSPNet (width 0.125) recipient and donor, BN randomised."""
+    from reuse_console.engine.models.pspnet import PSPNet
+    from reuse_console.engine.models.unet import UNet
+
+    def build(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = UNet(1, 4, base_width=4) if arch == "unet" else PSPNet(1, 4, width=0.125)
+        return randomise_bn(model, seed)
+
+    return build(1), build(2)

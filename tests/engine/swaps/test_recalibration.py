@@ -8,13 +8,11 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mini_nets import labelled_batches, randomise_bn
+from mini_nets import labelled_batches, unet_or_pspnet_pair
 
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.norm_stats import recalibrate, tracked_norms
-from reuse_console.engine.models.pspnet import PSPNet
-from reuse_console.engine.models.unet import UNet
 from reuse_console.engine.swaps.recalibration import Calibration
 from reuse_console.engine.swaps.scan import evaluate_variants, plan_variants
 from reuse_console.store.errors import UserError
@@ -24,12 +22,7 @@ CLASSES = ["background", "a", "b", "c"]
 
 
 def _models(arch: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    def build(seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        model = UNet(1, 4, base_width=4) if arch == "unet" else PSPNet(1, 4, width=0.125)
-        return randomise_bn(model, seed)
-
-    return build(1), build(2)
+    return unet_or_pspnet_pair(arch)
 
 
 def _calibration_batches(n: int = 3, size: int = 64) -> list[torch.Tensor]:

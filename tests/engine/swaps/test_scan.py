@@ -8,11 +8,17 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mini_nets import MiniUNet, Untraceable, labelled_batches, naive_dice, naive_output, pair, randomise_bn
+from mini_nets import (
+    MiniUNet,
+    Untraceable,
+    labelled_batches,
+    naive_dice,
+    naive_output,
+    pair,
+    unet_or_pspnet_pair,
+)
 
 from reuse_console.engine.models.layers import LayerIndex
-from reuse_console.engine.models.pspnet import PSPNet
-from reuse_console.engine.models.unet import UNet
 from reuse_console.engine.swaps.partial import PartialForward
 from reuse_console.engine.swaps.scan import Variant, evaluate_variants, plan_variants
 from reuse_console.engine.swaps.swap import Swap
@@ -22,12 +28,7 @@ CLASSES = ["background", "a", "b", "c"]
 
 
 def _models(arch: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    def build(seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        model = UNet(1, 4, base_width=4) if arch == "unet" else PSPNet(1, 4, width=0.125)
-        return randomise_bn(model, seed)
-
-    return build(1), build(2)
+    return unet_or_pspnet_pair(arch)
 
 
 def _pick(index: LayerIndex, arch: str) -> list[Variant]:
