@@ -268,7 +268,7 @@ async def test_swap_lab_recalibrates_like_swap_recalibrate(test_lab: Lab) -> Non
         screen = app.screen
         await wait_until(pilot, lambda: screen.session is not None and not screen.busy, 60, "the swap session")
         await pilot.press("c", "m", "v")
-        assert "recalibrated (8 batches)" in plain(screen.query_one("#swap-head"))
+        assert "recal 8" in plain(screen.query_one("#swap-head"))
         await pilot.press("enter")
         await wait_until(pilot, lambda: len(screen.session.history) == 1 and not screen.busy, 60, "the evaluation")
         shown = screen.session.history[0]
@@ -278,9 +278,9 @@ async def test_swap_lab_recalibrates_like_swap_recalibrate(test_lab: Lab) -> Non
         np.testing.assert_allclose(shown.recalibrated.result.per_subject, engine.recalibrated[0], atol=1e-12)
         np.testing.assert_allclose(shown.recalibrated.baseline.per_subject, engine.recalibrated_baseline, atol=1e-12)
         text = plain(screen.query_one("#swap-result"))
-        assert "recal base" in text and f"{shown.recalibrated.result.dice_fg:.4f}" in text
+        assert "recalibrated: norm statistics" in text and f"{shown.recalibrated.result.dice_fg:.4f}" in text
         await pilot.press("c")
-        assert "recalibrated" not in plain(screen.query_one("#swap-head"))
+        assert "recal" not in plain(screen.query_one("#swap-head"))
 
 
 # -- jobs ----------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ class SwapScreen(ConsoleScreen):
             if self.session.full_forward:
                 text.append("  full forward", style="dim")
             if self.session.recalibrate:
-                text.append(f"  recalibrated ({self.session.recalibrate} batches)", style="dim")
+                text.append(f"  recal {self.session.recalibrate}", style="dim")
         if self.busy:
             text.append(f"  {self.busy}", style="yellow")
         self.query_one("#swap-head", Static).update(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rich.console import JustifyMethod
+from rich.console import Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.binding import Binding
@@ -19,8 +19,24 @@ class LayerTable(DataTable):
     BINDINGS: ClassVar = [Binding("enter", "screen.evaluate", "Evaluate", id="swap.evaluate")]
 
 
-def dice_table(outcome: Any, baseline: Any) -> Table:
-    """Dice per class: baseline, swapped, and the change, coloured by how much Dice dropped."""
+def dice_table(outcome: Any, baseline: Any) -> RenderableType:
+    """Dice per class: baseline, swapped, and the change, coloured by how much Dice dropped; with
+    recalibration on, the same again below for the recalibrated baseline and swap (a second
+    narrow table keeps both readable at 80 columns)."""
+    rows = [(c, baseline.dice.get(c), outcome.dice.get(c)) for c in outcome.dice]
+    rows.append(("mean fg", baseline.dice_fg, outcome.dice_fg))
+    raw = _dice_rows(rows)
+    recal = outcome.recalibrated
+    if recal is None:
+        return raw
+    before, after = recal.baseline.by_class(), recal.result.by_class()
+    recal_rows = [(c, before.get(c), after.get(c)) for c in outcome.dice]
+    recal_rows.append(("mean fg", recal.baseline.dice_fg, recal.result.dice_fg))
+    note = Text(f"recalibrated: norm statistics re-estimated on {recal.batches} training batches", style="dim")
+    return Group(raw, Text(""), note, _dice_rows(recal_rows))
+
+
+def _dice_rows(rows: list[tuple[str, float | None, float | None]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("class", "left"),
@@ -28,32 +44,15 @@ def dice_table(outcome: Any, baseline: Any) -> Table:
         ("swapped", "right"),
         ("Δ", "right"),
     )
-    recal = outcome.recalibrated
-    if recal is not None:
-        columns += (("recal base", "right"), ("recal", "right"), ("Δ", "right"))
     for col, justify in columns:
         table.add_column(col, justify=justify)
-    rows = [(c, baseline.dice.get(c), outcome.dice.get(c), outcome.delta.get(c)) for c in outcome.dice]
-    rows.append(("mean fg", baseline.dice_fg, outcome.dice_fg, outcome.dice_fg - baseline.dice_fg))
-    recal_rows: list[tuple[float | None, float | None]] = []
-    if recal is not None:
-        before, after = recal.baseline.by_class(), recal.result.by_class()
-        recal_rows = [(before.get(c), after.get(c)) for c in outcome.dice]
-        recal_rows.append((recal.baseline.dice_fg, recal.result.dice_fg))
-    for i, (name, base, value, delta) in enumerate(rows):
-        if value is None:
-            table.add_row(name, "absent", "absent", "", *(("", "", "") if recal is not None else ()))
+    for name, base, value in rows:
+        if value is None or base is None:
+            table.add_row(name, "absent", "absent", "")
             continue
-        cells = [name, f"{base:.4f}", f"{value:.4f}", _change(delta)]
-        if recal is not None:
-            rb, ra = recal_rows[i]
-            cells += [f"{rb:.4f}", f"{ra:.4f}", _change(ra - rb)] if rb is not None and ra is not None else ["", "", ""]
-        table.add_row(*cells)
+        delta = value - base
+        table.add_row(name, f"{base:.4f}", f"{value:.4f}", Text(f"{delta:+.4f}", style=drop_style(-delta)))
     return table
-
-
-def _change(delta: float | None) -> Text:
-    return Text(f"{delta:+.4f}", style=drop_style(None if delta is None else -delta))
 
 
 def subject_table(outcome: Any) -> Table:
