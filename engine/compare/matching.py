@@ -64,13 +64,17 @@ def axis_index(segments: tuple[Segment, ...], perms: Mapping[str, torch.Tensor])
 def permute_state(
     spec: PermSpec, state: Mapping[str, torch.Tensor], perms: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """`state` with every permuted axis gathered by `perms` (tensors without one are kept as they are)."""
+    """`state` with every permuted axis gathered by `perms` (tensors without one are kept as they are;
+    a second name of a permuted tensor gets the permuted tensor)."""
     out = dict(state)
     for key, axes in spec.axes.items():
         t = state[key]
         for axis, segments in axes.items():
             t = t.index_select(axis, axis_index(segments, perms).to(t.device))
         out[key] = t
+    for alias, key in spec.aliases.items():
+        if alias in out:
+            out[alias] = out[key]
     return out
 
 

@@ -59,6 +59,7 @@ class PermSpec:
     groups: dict[str, PermGroup]
     axes: dict[str, dict[int, tuple[Segment, ...]]]  # state key -> axis -> segments covering it
     taps: dict[str, str] = field(default_factory=dict)  # group -> node whose output activation matching reads
+    aliases: dict[str, str] = field(default_factory=dict)  # state key -> the key of the same tensor the graph uses
 
     def occurrences(self, group: str) -> Iterator[tuple[str, int, Segment]]:
         """(key, axis, segment) for every place group `group` permutes."""
@@ -283,7 +284,24 @@ def permutation_spec(model: nn.Module, x: Any) -> PermSpec:
             analysis.run(x)
     finally:
         model.train(was_training)
-    return _finish(analysis)
+    spec = _finish(analysis)
+    spec.aliases = _aliases(model, spec)
+    return spec
+
+
+def _aliases(model: nn.Module, spec: PermSpec) -> dict[str, str]:
+    """State keys naming a permuted tensor under a second module path (MONAI DynUNet's
+    `skip_layers`): they must be permuted with it, or loading the state dict would undo it."""
+    keys_of: dict[int, list[str]] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        keys_of.setdefault(id(tensor), []).append(key)
+    out: dict[str, str] = {}
+    for keys in keys_of.values():
+        used = [k for k in keys if k in spec.axes]
+        for key in keys:
+            if used and key not in spec.axes:
+                out[key] = used[0]
+    return out
 
 
 def _finish(analysis: _Analysis) -> PermSpec:

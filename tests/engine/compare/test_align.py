@@ -127,14 +127,28 @@ def _smp_unet() -> tuple[str, dict]:
     }
 
 
+def _dynunet() -> tuple[str, dict]:
+    """MONAI's DynUNet: its `skip_layers` name the same tensors a second time (aliases)."""
+    return "monai.networks.nets:DynUNet", {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 4,
+        "kernel_size": [3, 3, 3],
+        "strides": [1, 2, 2],
+        "upsample_kernel_size": [2, 2],
+        "filters": [4, 8, 16],
+    }
+
+
 @pytest.mark.parametrize(
     "arch,config",
     [
         ("unet", default_config("unet", 1, 4, base_width=4)),
         ("pspnet", default_config("pspnet", 1, 4, width=0.125)),
         _smp_unet(),
+        _dynunet(),
     ],
-    ids=["unet", "pspnet", "smp-unet-resnet18"],
+    ids=["unet", "pspnet", "smp-unet-resnet18", "monai-dynunet"],
 )
 def test_random_permutations_of_every_group_are_recovered(arch: str, config: dict) -> None:
     torch.manual_seed(0)
