@@ -290,6 +290,8 @@ ROWS: list[Row] = [
     row("alphas-text", "--alphas 0,x", f"scan seg ae --data toy --alphas 0,x {L}", "bad alpha 'x'"),
     row("alphas-range", "--alphas 2", f"scan seg ae --data toy --alphas 2 {L}", "outside [0, 1]"),
     row("recalibrate-0", "--recalibrate 0", f"scan seg ae --data toy --recalibrate 0 {L}", "--recalibrate must be"),
+    row("pairs-one", "scan --pairs with one pair", f"scan --pairs seg:ae --data toy {L}", "at least two"),
+    row("pairs-item", "scan --pairs item without a colon", f"scan --pairs seg:ae,segae --data toy {L}", "--pairs item"),
     row(
         "recalibrate-scope",
         "--recalibrate-scope that does not exist",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -55,22 +56,43 @@ def comparison_rmse(comp: Any, layers: LayerIndex, *, models: tuple[str, str] | 
     return out
 
 
+def _check_pairs_match(results: Sequence[Any]) -> None:
+    """Scans combined into one plan must swap the same tensors (one architecture, one layer index)."""
+    if len(results) < 2:
+        return
+    first = [v.id for v in results[0].variants]
+    for other in results[1:]:
+        if [v.id for v in other.variants] != first:
+            raise UserError(
+                f"scans {results[0].name!r} and {other.name!r} swap other tensors: combine scans of one "
+                "architecture with the same --layers, --kinds and --alphas"
+            )
+
+
 def plan_from_lab(
     lab: Lab,
     *,
-    scan: str | None = None,
+    scan: str | Sequence[str] | None = None,
     rmse: str | None = None,
     max_dice_drop: float | None = 0.05,
     max_rmse: float | None = None,
     combine: str = "and",
     name: str | None = None,
+    across: str = "all",
 ) -> ReusePlan:
-    """Infer a plan from stored evidence and store it; returns the plan (`plan.name` is its id)."""
+    """Infer a plan from stored evidence and store it; returns the plan (`plan.name` is its id).
+
+    Several scans (one per recipient/donor pair, e.g. seeds) are combined by `across`: a tensor is
+    reusable when it is in every pair (`all`) or on average (`mean`)."""
+    ids = [scan] if isinstance(scan, str) else list(scan or [])
+    scan = ids[0] if ids else None
     if scan is None and rmse is None:
         raise UserError("give --scan SCAN and/or --rmse COMPARISON as evidence")
     if rmse is not None and max_rmse is None:
         raise UserError("--rmse needs --max-rmse (tensors with RMSE up to it count as reusable)")
-    result = load_scan(lab, scan) if scan is not None else None
+    results = [load_scan(lab, s) for s in ids]
+    result = results[0] if results else None
+    _check_pairs_match(results)
     comp = None
     if rmse is not None:
         entry = lab.resolve(rmse.removeprefix("comparisons/"), "comparisons")
@@ -92,7 +114,7 @@ def plan_from_lab(
         errors = comparison_rmse(comp, index, models=pair)
     base = f"plan-{scan or rmse}"
     plan = infer_plan(
-        result,
+        results if len(results) > 1 else result,
         errors,
         max_dice_drop if result is not None else None,
         max_rmse,
@@ -101,6 +123,7 @@ def plan_from_lab(
         name=name or base[:100],
         arch=arch,
         provenance={"comparison": comp.name} if comp is not None else None,
+        across=across,
     )
     if comp is not None and result is None:
         plan.provenance.update(recipient=comp.models[0], donor=comp.models[1] if len(comp.models) > 1 else "")

@@ -14,7 +14,7 @@ exported to TOML, edited by hand and imported again (engine/reuse/plan_toml.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,21 @@ def scan_dice_drops(scan: Any) -> dict[str, float]:
     return drops
 
 
+ACROSS = ("all", "mean")
+
+
+def drops_across(scans: Sequence[Any], across: str) -> dict[str, float]:
+    """Per state-dict key, the worst foreground Dice drop over several scans (recipient/donor pairs,
+    e.g. seeds): `all` takes the largest (reusable only if it is in every pair), `mean` the mean. A
+    key some scan has no value for gives no evidence."""
+    if across not in ACROSS:
+        raise UserError(f"unknown --across {across!r}: use all (reusable in every pair) or mean (on average)")
+    per_scan = [scan_dice_drops(s) for s in scans]
+    keys = set(per_scan[0]).intersection(*per_scan[1:]) if per_scan else set()
+    pick = max if across == "all" else (lambda values: sum(values) / len(values))
+    return {k: float(pick([d[k] for d in per_scan])) for k in per_scan[0] if k in keys}
+
+
 def infer_plan(
     scan: Any = None,
     rmse: Mapping[str, float] | None = None,
@@ -187,10 +202,12 @@ def infer_plan(
     name: str = "",
     arch: str = "",
     provenance: Mapping[str, Any] | None = None,
+    across: str = "all",
 ) -> ReusePlan:
     """Decide which tensors are reusable from a scan and/or per-tensor RMSE.
 
-    scan: a ScanResult (engine/swaps/scan.py); reusable when swapping the donor's tensor in costs at
+    scan: a ScanResult (engine/swaps/scan.py), or a list of them (one per recipient/donor pair,
+    combined by `across`, see `drops_across`); reusable when swapping the donor's tensor in costs at
     most `max_dice_drop` Dice on every present foreground class. rmse: state-dict key -> RMSE
     between recipient and donor; reusable when at most `max_rmse`. With both criteria, `combine`
     "and" needs both to hold, "or" either. A tensor with no evidence for a criterion in use fails
@@ -206,7 +223,9 @@ def infer_plan(
     for label, value in (("--max-dice-drop", max_dice_drop), ("--max-rmse", max_rmse)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{label} must be a number >= 0 (got {value})")
-    drops = scan_dice_drops(scan) if scan is not None else {}
+    scans = list(scan) if isinstance(scan, (list, tuple)) else ([] if scan is None else [scan])
+    scan = scans[0] if scans else None
+    drops = drops_across(scans, across) if scans else {}
     errors = dict(rmse or {})
     if layers is not None:
         tensors = universe(layers)
@@ -232,6 +251,9 @@ def infer_plan(
     prov: dict[str, Any] = {"source": "inferred"}
     if scan is not None:
         prov.update(scan=scan.name, recipient=scan.recipient, donor=scan.donor, data=scan.data)
+    if len(scans) > 1:
+        prov.update(scans=[s.name for s in scans], across=across)
+        criteria["across"] = across
     prov.update(dict(provenance or {}))
     return ReusePlan(name=name, arch=arch, tensors=out, criteria=criteria, provenance=prov)
 

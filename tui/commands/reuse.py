@@ -35,8 +35,21 @@ plan_app = typer.Typer(
 def plan(
     ctx: typer.Context,
     scan: Annotated[
-        Optional[str], typer.Option("--scan", help="Scan id: Dice of the recipient with each donor tensor swapped in.")
+        Optional[list[str]],
+        typer.Option(
+            "--scan",
+            help="Scan id: Dice of the recipient with each donor tensor swapped in. Repeat it for several "
+            "recipient/donor pairs (e.g. seeds: `scan --pairs`), combined by --across.",
+        ),
     ] = None,
+    across: Annotated[
+        str,
+        typer.Option(
+            "--across",
+            help="With several --scan: all (a tensor is reusable only if it is in every pair: its largest drop "
+            "counts) or mean (its mean drop over the pairs counts).",
+        ),
+    ] = "all",
     rmse: Annotated[
         Optional[str], typer.Option("--rmse", help="Comparison id (`reuse-console rmse`): RMSE per tensor.")
     ] = None,
@@ -58,7 +71,7 @@ def plan(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    if scan is None and rmse is None:
+    if not scan and rmse is None:
         stdout.print(ctx.get_help())
         raise typer.Exit(0)
     from reuse_console.engine.reuse.plan_lab import plan_from_lab
@@ -72,6 +85,7 @@ def plan(
         max_rmse=max_rmse,
         combine=combine,
         name=name,
+        across=across,
     )
     if json_out:
         emit_json(result.to_json())

@@ -7,10 +7,11 @@ from typing import Annotated, Optional
 import typer
 
 from reuse_console.engine.core.device import DEFAULT_PRECISION, use_threads
+from reuse_console.store.errors import UserError
 
 from ..options import DataOpt, DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt, ThreadsOpt
 from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
-from ..render.results import render_scan, render_swap
+from ..render.results import render_pairs, render_scan, render_swap
 
 Recipient = Annotated[
     str, typer.Argument(help="Recipient checkpoint id (a seg model; see `reuse-console ls checkpoints`).")
@@ -125,9 +126,22 @@ def swap(
 
 
 def scan(
-    recipient: Recipient,
-    donor: Donor,
     data: DataOpt,
+    recipient: Annotated[Optional[str], typer.Argument(help="Recipient checkpoint id (or give --pairs).")] = None,
+    donor: Annotated[
+        Optional[str],
+        typer.Argument(help="Donor: a checkpoint id, init or random:SEED (see `swap --help`); or give --pairs."),
+    ] = None,
+    pairs: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pairs",
+            help="Several recipient:donor pairs (e.g. two seeds: seg-s0:ae-s0,seg-s1:ae-s1), each scanned and stored "
+            "as its own scan (NAME-1, NAME-2 ... with --name); the summary shows the mean and spread over pairs. "
+            "Then: plan --scan A --scan B --across all|mean.",
+            show_default=False,
+        ),
+    ] = None,
     layers: Annotated[str, typer.Option("--layers", help="Layers to scan: all, numbered, 1-5,9, head ...")] = "all",
     kinds: Annotated[
         str, typer.Option("--kinds", help="Kinds to scan: all, bn, conv, or a list such as RM,RV,W.")
@@ -173,27 +187,40 @@ def scan(
     from ..progress import make_reporter
 
     values = parse_alphas(alphas)
+    targets = scan_targets(recipient, donor, pairs)
     use_threads(threads, device)
+    results = []
     with sigterm_as_interrupt(), make_reporter(progress) as report:
-        result = run_scan(
-            Lab.from_option(lab),
-            recipient,
-            donor,
-            data,
-            layers=layers,
-            kinds=kinds,
-            alphas=values,
-            precision=precision,
-            device=device,
-            name=name,
-            resume=resume,
-            batch=batch,
-            split=split,
-            partial=not full_forward,
-            recalibrate=recalibrate,
-            recalibrate_scope=recalibrate_scope,
-            report=report,
-        )
+        for i, (one_recipient, one_donor) in enumerate(targets, start=1):
+            results.append(
+                run_scan(
+                    Lab.from_option(lab),
+                    one_recipient,
+                    one_donor,
+                    data,
+                    layers=layers,
+                    kinds=kinds,
+                    alphas=values,
+                    precision=precision,
+                    device=device,
+                    name=f"{name}-{i}" if name and len(targets) > 1 else name,
+                    resume=resume,
+                    batch=batch,
+                    split=split,
+                    partial=not full_forward,
+                    recalibrate=recalibrate,
+                    recalibrate_scope=recalibrate_scope,
+                    report=report,
+                )
+            )
+    if len(results) > 1:
+        if json_out:
+            emit_json({"pairs": [r.to_json() for r in results]})
+        elif progress != "jsonl":
+            stdout.print(render_pairs(results))
+            stderr.print(f"stored as scans {', '.join(r.name for r in results)}")
+        return
+    (result,) = results
     if json_out:
         emit_json(result.to_json())
         return
@@ -205,6 +232,25 @@ def scan(
         f"stored as scan {result.name}: {len(result.variants)} variants in {result.seconds:.1f} s "
         f"({rate:.2f}/s, {result.engine})"
     )
+
+
+def scan_targets(recipient: str | None, donor: str | None, pairs: str | None) -> list[tuple[str, str]]:
+    """The (recipient, donor) pairs to scan: the two arguments, or --pairs R:D,R:D."""
+    if pairs is None:
+        if not recipient or not donor:
+            raise UserError("give RECIPIENT DONOR, or --pairs R:D,R:D")
+        return [(recipient, donor)]
+    if recipient or donor:
+        raise UserError("give RECIPIENT DONOR or --pairs, not both")
+    out = []
+    for item in (p.strip() for p in pairs.split(",")):
+        r, sep, d = item.partition(":")
+        if not sep or not r or not d:
+            raise UserError(f"--pairs item {item!r}: write RECIPIENT:DONOR, pairs separated by commas")
+        out.append((r, d))
+    if len(out) < 2:
+        raise UserError("--pairs needs at least two RECIPIENT:DONOR pairs (one pair: give them as arguments)")
+    return out
 
 
 def register(app: typer.Typer) -> None:

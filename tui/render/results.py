@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -60,6 +61,40 @@ def render_scan(result: Any, drops: int = 5) -> RenderableType:
         parts += [Text(f"largest drops: change of mean Dice per class ({_plural(len(worst), 'variant')})"), detail]
     parts.append(Text("per-subject values: add --json, or read the scan file", style="dim"))
     return Group(*parts)
+
+
+def render_pairs(results: list[Any]) -> RenderableType:
+    """Scans of several recipient/donor pairs (e.g. seeds): per layer and kind the mean foreground
+    Dice drop over the pairs and its spread (max - min), so a reader sees whether a layer's
+    verdict holds across pairs."""
+    drops = []
+    for result in results:
+        base_fg, fg_means = result.fg_means()
+        drops.append(base_fg - np.asarray(fg_means))
+    stacked = np.stack(drops)  # (P, V)
+    mean, spread = stacked.mean(axis=0), stacked.max(axis=0) - stacked.min(axis=0)
+    first = results[0]
+    kinds = list(dict.fromkeys(v.kind for v in first.variants))
+    many_alphas = len({v.alpha for v in first.variants}) > 1
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table.add_column("layer" + (" @alpha" if many_alphas else ""), no_wrap=True)
+    for kind in kinds:
+        table.add_column(kind, justify="right", no_wrap=True)
+    rows: dict[str, dict[str, str]] = {}
+    for v, m, s in zip(first.variants, mean, spread):
+        style = "red" if m > 0.05 else "yellow" if m > 0.005 else ""
+        text = f"{m:+.3f}±{s / 2:.3f}".replace("0.", ".")  # 10 characters: six kinds fit 80 columns
+        row = f"{v.layer} @{v.alpha:g}" if many_alphas else v.layer
+        rows.setdefault(row, {})[v.kind] = f"[{style}]{text}[/{style}]" if style else text
+    for row, cells in rows.items():
+        table.add_row(row, *(cells.get(kind, "") for kind in kinds))
+    pairs = ", ".join(f"{r.recipient} <- {r.donor}" for r in results)
+    return Group(
+        Text(f"{len(results)} pairs on {first.data}: {pairs}"),
+        Text("foreground Dice drop per swap: mean over pairs ± half its range (red: > 0.05, yellow: > 0.005)"),
+        table,
+        Text("a plan from all pairs: plan --scan A --scan B --across all|mean", style="dim"),
+    )
 
 
 def _fg_table(result: Any, base_fg: float, fg_means: Any) -> Table:
