@@ -1,8 +1,9 @@
 """The demo: the whole study on the embedded phantom, from no data to the paper's figures.
 
-phantom (acdc, t1, rvsc) -> import -> seg + ae UNet on acdc, seg + ae on t1, seg on rvsc ->
-scan, RMSE and BN of the acdc seg vs ae models -> a reuse plan per donor -> a small transfer grid
--> report. Every step is skipped when its result is already in the lab, so a second run (or a
+phantom (acdc, t1, rvsc) -> import -> seg + ae UNet on acdc, seg + ae on t1, seg on rvsc (and a
+second acdc seg model, the selffer control's donor) -> scan of the acdc seg vs ae models, raw and
+recalibrated, and against the seg model's own initial weights -> RMSE -> a reuse plan per donor ->
+a transfer grid with its controls (meanvar, reinit, selffer) -> report. Every step is skipped when its result is already in the lab, so a second run (or a
 run after a kill) only does what is missing.
 """
 
@@ -12,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from reuse_console.engine.compare.rmse import run_rmse
 from reuse_console.engine.core.device import pick_device
@@ -23,8 +26,9 @@ from reuse_console.engine.grids.grid import run_grid
 from reuse_console.engine.grids.study import Study
 from reuse_console.engine.report.build import make_report
 from reuse_console.engine.reuse.plan_lab import plan_from_lab
+from reuse_console.engine.reuse.plans import TOLERANCE, load_plan, scan_dice_drops
 from reuse_console.engine.swaps.scan_lab import run_scan
-from reuse_console.engine.swaps.scan_store import progress_path
+from reuse_console.engine.swaps.scan_store import load_scan, progress_path
 from reuse_console.engine.training.spec import last_name
 from reuse_console.engine.training.train import TrainSpec, resume_training, train
 from reuse_console.store.checkpoints import read_meta
@@ -86,7 +90,17 @@ DONORS: tuple[tuple[str, str, str], ...] = (
     ("seg2seg", "unet-seg-t1", "plan-t1-seg"),
     ("rvsc2acdc", "unet-seg-rvsc", "plan-rvsc-seg"),
 )
+# (id, data set, task, seed): the selffer control's donor, a seg model of the target with another seed
+SELFFER_MODEL = ("unet-seg-acdc-s1", "acdc", "seg", 1)
+# Control rows of the grid: (source name, donor or None, plan, control), engine/reuse/controls.py
+CONTROLS: tuple[tuple[str, str | None, str, str], ...] = (
+    ("meanvar", "unet-ae-t1", "plan-t1-ae", "meanvar"),
+    ("reinit", None, "plan-t1-ae", "reinit"),
+    ("selffer", SELFFER_MODEL[0], "plan-t1-ae", "selffer"),
+)
+RECALIBRATE = 8  # the main scan also re-estimates norm statistics on this many training batches
 SCAN = "scan-seg-vs-ae-acdc"
+INIT_SCAN = "scan-seg-vs-init-acdc"
 RMSE = "rmse-models"
 EXPERIMENT = "acdc-reuse"
 
@@ -127,7 +141,7 @@ def make_datasets(lab: Lab, cfg: DemoConfig, sources: Path, seed: int, report: R
 
 def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> list[str]:
     """Train the study's five models (skipping finished ones, resuming interrupted ones)."""
-    for name, data, task in MODELS:
+    for name, data, task, seed in [(*m, 0) for m in MODELS] + [SELFFER_MODEL]:
         last = lab.path("checkpoints", last_name(name))
         if last.exists():
             meta = read_meta(last)
@@ -147,19 +161,20 @@ def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, repo
             epochs=cfg.epochs,
             batch=cfg.batch,
             lr=cfg.lr,
-            seed=0,
+            seed=seed,
             name=name,
         )
         train(lab, spec, device=device, precision=precision, report=report)
-    return [m[0] for m in MODELS]
+    return [m[0] for m in MODELS] + [SELFFER_MODEL[0]]
 
 
 def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> tuple[list[str], str]:
-    """Experiment 1 (scan seg vs ae), donor scans for the plans, and RMSE of all five models."""
+    """Experiment 1 (scan seg vs ae, also recalibrated), the re-initialisation scan, donor scans
+    for the plans, and RMSE of all five models."""
     scans = []
-    pairs = [(SCAN, "unet-seg-acdc", "unet-ae-acdc")]
-    pairs += [(f"scan-{donor}", "unet-seg-acdc", donor) for _, donor, _ in DONORS]
-    for name, recipient, donor in pairs:
+    pairs = [(SCAN, "unet-seg-acdc", "unet-ae-acdc", RECALIBRATE), (INIT_SCAN, "unet-seg-acdc", "init", None)]
+    pairs += [(f"scan-{donor}", "unet-seg-acdc", donor, None) for _, donor, _ in DONORS]
+    for name, recipient, donor, recalibrate in pairs:
         if not lab.path("scans", name).exists():
             _stage(report, f"scan {recipient} <- {donor}: every layer and kind")
             run_scan(
@@ -171,6 +186,7 @@ def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: R
                 device=device,
                 name=name,
                 resume=progress_path(lab, name).exists(),
+                recalibrate=recalibrate,
                 report=report,
             )
         scans.append(name)
@@ -210,7 +226,11 @@ def study_for(cfg: DemoConfig) -> Study:
                 "augment": True,
             },
             "sources": [{"name": "random"}]
-            + [{"name": source, "donor": donor, "plan": plan} for source, donor, plan in DONORS],
+            + [{"name": source, "donor": donor, "plan": plan} for source, donor, plan in DONORS]
+            + [
+                {"name": source, "plan": plan, "control": control, **({"donor": donor} if donor else {})}
+                for source, donor, plan, control in CONTROLS
+            ],
         },
         where="demo study",
     )
@@ -264,6 +284,34 @@ def run_demo(
     result.seconds = elapsed_since(start)
     report(Finished(what="demo", result=result.experiment, seconds=result.seconds))
     return result
+
+
+@dataclass(frozen=True)
+class ControlFindings:
+    """What the controls say about the demo's findings (numbers for the README's claims)."""
+
+    rm_rv_drop: float  # mean foreground Dice drop of the RM/RV swaps of SCAN, raw
+    rm_rv_drop_recalibrated: float  # the same with norm statistics re-estimated after each swap
+    plan: str
+    reused: int  # tensors the plan reuses
+    fine_at_init: int  # of those, the ones that cost at most the plan's drop when reset to init
+
+
+def control_findings(lab: Lab, max_dice_drop: float = 0.05, plan_id: str = "plan-t1-ae") -> ControlFindings:
+    """Read the controls' answers off the lab: recalibrated RM/RV swaps and the init scan."""
+    scan = load_scan(lab, SCAN)
+    rm_rv = [i for i, v in enumerate(scan.variants) if v.kind in ("RM", "RV") and v.alpha == 1.0]
+    base, raw = scan.fg_means()
+    drop = float(np.mean([base - raw[i] for i in rm_rv])) if rm_rv else float("nan")
+    recal = float("nan")
+    if scan.recalibrated is not None:
+        base_r, means_r = scan.fg_means(recalibrated=True)
+        recal = float(np.mean([base_r - means_r[i] for i in rm_rv])) if rm_rv else float("nan")
+    reset = scan_dice_drops(load_scan(lab, INIT_SCAN))
+    plan = load_plan(lab, plan_id)
+    keys = plan.keys()
+    fine = sum(1 for k in keys if k in reset and reset[k] <= max_dice_drop + TOLERANCE)
+    return ControlFindings(drop, recal, plan_id, len(keys), fine)
 
 
 def summary(result: DemoResult) -> dict[str, Any]:

@@ -28,11 +28,15 @@ def test_tiny_demo_makes_every_object_and_reruns_as_a_no_op(lab, monkeypatch) ->
     assert result.datasets == ["acdc", "t1", "rvsc"]
     for name, _, _ in demo.MODELS:
         assert lab.path("checkpoints", name).exists()
-    assert all(lab.path("scans", s).exists() for s in result.scans) and len(result.scans) == 4
+    assert all(lab.path("scans", s).exists() for s in result.scans) and len(result.scans) == 5
+    assert lab.path("checkpoints", demo.SELFFER_MODEL[0]).exists()
     assert all(lab.path("plans", p).exists() for p in result.plans) and len(result.plans) == 3
     exp = load_experiment(lab, result.experiment)
     assert exp.status == "complete"
-    assert len(exp.cells) == 1 + 3 * 2  # random, then 3 donors x (freeze, finetune)
+    assert len(exp.cells) == 1 + 3 * 2 + 3 * 2  # random, 3 donors and 3 controls x (freeze, finetune)
+    found = demo.control_findings(lab)
+    assert found.reused > 0 and 0 <= found.fine_at_init <= found.reused
+    assert found.rm_rv_drop == found.rm_rv_drop and found.rm_rv_drop_recalibrated == found.rm_rv_drop_recalibrated
     assert any(p.name.endswith(".png") for p in result.figures)
     assert (lab.root / "figures" / "index.md").exists()
 

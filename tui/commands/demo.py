@@ -75,6 +75,7 @@ def demo(
 
 def print_summary(lab: Lab, result: DemoResult) -> None:
     """Models with their scores, the plans, the grid table and where the figures are."""
+    from reuse_console.engine.demo import control_findings
     from reuse_console.engine.grids.experiment import load_experiment
     from reuse_console.engine.reuse.plans import load_plan
     from reuse_console.store.checkpoints import read_meta
@@ -100,6 +101,16 @@ def print_summary(lab: Lab, result: DemoResult) -> None:
             f"  {ref}: {100 * (s['tensor_share'] or 0):.0f}% of tensors, {100 * (s['element_share'] or 0):.0f}% of "
             f"elements reused; not reusable: {s['not_reusable'] or 'none'}"
         )
+    found = control_findings(lab)
+    stdout.print("[bold]controls[/bold]")
+    stdout.print(
+        f"  RM/RV swaps from unet-ae-acdc cost {found.rm_rv_drop:.3f} foreground Dice on average raw, "
+        f"{found.rm_rv_drop_recalibrated:.3f} with the norm statistics re-estimated after the swap"
+    )
+    stdout.print(
+        f"  of the {found.reused} tensors {found.plan} reuses, {found.fine_at_init} cost at most 0.05 Dice when "
+        "reset to unet-seg-acdc's initial weights (scan-seg-vs-init-acdc)"
+    )
     stdout.print(render_experiment(load_experiment(lab, result.experiment)))
     stderr.print(
         f"demo finished in {result.seconds:.0f} s; lab {result.lab}; figures: "
