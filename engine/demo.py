@@ -292,6 +292,8 @@ class ControlFindings:
 
     rm_rv_drop: float  # mean foreground Dice drop of the RM/RV swaps of SCAN, raw
     rm_rv_drop_recalibrated: float  # the same with norm statistics re-estimated after each swap
+    w_drop: float  # mean foreground Dice drop of the conv W swaps, raw
+    w_drop_recalibrated: float  # and recalibrated
     plan: str
     reused: int  # tensors the plan reuses
     fine_at_init: int  # of those, the ones that cost at most the plan's drop when reset to init
@@ -300,18 +302,20 @@ class ControlFindings:
 def control_findings(lab: Lab, max_dice_drop: float = 0.05, plan_id: str = "plan-t1-ae") -> ControlFindings:
     """Read the controls' answers off the lab: recalibrated RM/RV swaps and the init scan."""
     scan = load_scan(lab, SCAN)
-    rm_rv = [i for i, v in enumerate(scan.variants) if v.kind in ("RM", "RV") and v.alpha == 1.0]
-    base, raw = scan.fg_means()
-    drop = float(np.mean([base - raw[i] for i in rm_rv])) if rm_rv else float("nan")
-    recal = float("nan")
-    if scan.recalibrated is not None:
-        base_r, means_r = scan.fg_means(recalibrated=True)
-        recal = float(np.mean([base_r - means_r[i] for i in rm_rv])) if rm_rv else float("nan")
+
+    def mean_drop(kinds: tuple[str, ...], recalibrated: bool) -> float:
+        chosen = [i for i, v in enumerate(scan.variants) if v.kind in kinds and v.alpha == 1.0]
+        if not chosen or (recalibrated and scan.recalibrated is None):
+            return float("nan")
+        base, means = scan.fg_means(recalibrated=recalibrated)
+        return float(np.mean([base - means[i] for i in chosen]))
+
+    drops = [mean_drop(kinds, recal) for kinds in (("RM", "RV"), ("W",)) for recal in (False, True)]
     reset = scan_dice_drops(load_scan(lab, INIT_SCAN))
     plan = load_plan(lab, plan_id)
     keys = plan.keys()
     fine = sum(1 for k in keys if k in reset and reset[k] <= max_dice_drop + TOLERANCE)
-    return ControlFindings(drop, recal, plan_id, len(keys), fine)
+    return ControlFindings(*drops, plan_id, len(keys), fine)
 
 
 def summary(result: DemoResult) -> dict[str, Any]:

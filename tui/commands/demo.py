@@ -104,8 +104,9 @@ def print_summary(lab: Lab, result: DemoResult) -> None:
     found = control_findings(lab)
     stdout.print("[bold]controls[/bold]")
     stdout.print(
-        f"  RM/RV swaps from unet-ae-acdc cost {found.rm_rv_drop:.3f} foreground Dice on average raw, "
-        f"{found.rm_rv_drop_recalibrated:.3f} with the norm statistics re-estimated after the swap"
+        f"  swaps from unet-ae-acdc cost on average (foreground Dice) raw / with the norm statistics re-estimated "
+        f"after the swap: RM and RV {found.rm_rv_drop:.3f} / {found.rm_rv_drop_recalibrated:.3f}, conv W "
+        f"{found.w_drop:.3f} / {found.w_drop_recalibrated:.3f}"
     )
     stdout.print(
         f"  of the {found.reused} tensors {found.plan} reuses, {found.fine_at_init} cost at most 0.05 Dice when "

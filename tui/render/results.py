@@ -220,7 +220,8 @@ def render_experiment(exp: Any) -> RenderableType:
             if row["std"][col] is not None:
                 lines.append(f"± {row['std'][col]:.3f}")
             if row["diff"][col] is not None:
-                lines.append(f"({row['diff'][col]:+.3f}{'*' if row['significant'][col] else ''})")
+                diff = f"{row['diff'][col]:+.3f}".replace("0.", ".")  # no leading zero: five classes fit 80 columns
+                lines.append(f"({diff}{'*' if row['significant'][col] else ''})")
             cells.append("\n".join(lines))
         table.add_row(*cells)
     parts: list[RenderableType] = [title, table]
