@@ -208,8 +208,8 @@ def render_experiment(exp: Any) -> RenderableType:
     columns = exp.columns
     n = len(exp.subjects)
     title = Text(f"experiment {exp.name} ({exp.status}): Dice on {exp.target} ({_plural(n, 'validation subject')})")
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
-    for col in ("source", "mode", "n", "seeds"):
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)  # no edge padding: fits 80 columns
+    for col in ("source", "mode", "n", "s"):  # n: training subjects, s: finished seeds (said below the table)
         table.add_column(col, no_wrap=True, justify="left" if col in ("source", "mode") else "right")
     for col in columns:
         table.add_column({"background": "bg", "fg": "mean fg"}.get(col, col), justify="right", no_wrap=True)
@@ -218,7 +218,7 @@ def render_experiment(exp: Any) -> RenderableType:
         for col in columns:
             lines = [fmt(row["mean"][col])]
             if row["std"][col] is not None:
-                lines.append(f"± {row['std'][col]:.3f}")
+                lines.append(f"±{row['std'][col]:.3f}")
             if row["diff"][col] is not None:
                 diff = f"{row['diff'][col]:+.3f}".replace("0.", ".")  # no leading zero: five classes fit 80 columns
                 lines.append(f"({diff}{'*' if row['significant'][col] else ''})")
@@ -228,8 +228,9 @@ def render_experiment(exp: Any) -> RenderableType:
     if exp.random_source:
         parts.append(
             Text(
-                f"mean, ± sample std over seeds, (difference to {exp.random_source} with the same subjects, paired by "
-                "seed; *: its 95% t interval over seeds excludes 0; --json gives the intervals)"
+                f"n training subjects, s seeds; mean, ± sample std over seeds, (difference to {exp.random_source} with "
+                "the same subjects, paired by seed; *: its 95% t interval over seeds excludes 0; --json gives the "
+                "intervals)"
             )
         )
     return Group(*parts)
