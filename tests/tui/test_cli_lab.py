@@ -217,7 +217,7 @@ def test_show_of_every_other_kind_prints_its_table(lab, cli, narrow) -> None:
     assert random[:5] == ["random", "scratch", "2", "2", "0.900"] and random[-1] == "0.700"
     assert ae[:4] == ["ae", "freeze", "2", "2"] and ae[-1] == "0.800"
     stds = [line.split() for line in out.splitlines() if line.strip().startswith("±")]
-    assert stds[0][-1] == f"{np.std([0.6, 0.8], ddof=1):.3f}" and stds[1][-1] == f"{np.std([0.75, 0.85], ddof=1):.3f}"
+    assert stds[0][-1] == f"±{np.std([0.6, 0.8], ddof=1):.3f}" and stds[1][-1] == f"±{np.std([0.75, 0.85], ddof=1):.3f}"
     assert "(+.100)" in out
 
     out = show("toy")  # toydata: 4 subjects of 4 slices, the last one for validation
