@@ -32,6 +32,7 @@ KIND_NAMES = {
 }
 CLASS_COLORS = {"background": "#9e9e9e", "RV": "#1f77b4", "MYO": "#2ca02c", "LV": "#d62728"}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+HATCHES = ["", "//", "..", "xx"]
 DPI = 120
 
 
@@ -309,6 +310,8 @@ def dice_bars(
             yerr=np.nan_to_num(std),
             capsize=2,
             color=PALETTE[i % len(PALETTE)],
+            hatch=HATCHES[(i // len(PALETTE)) % len(HATCHES)],  # past ten series the colours repeat: hatch them
+            edgecolor="white",
             label=label,
         )
     ax.set_xticks(x)
