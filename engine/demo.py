@@ -310,12 +310,20 @@ def control_findings(lab: Lab, max_dice_drop: float = 0.05, plan_id: str = "plan
         base, means = scan.fg_means(recalibrated=recalibrated)
         return float(np.mean([base - means[i] for i in chosen]))
 
-    drops = [mean_drop(kinds, recal) for kinds in (("RM", "RV"), ("W",)) for recal in (False, True)]
+    rm_rv, w = ("RM", "RV"), ("W",)
     reset = scan_dice_drops(load_scan(lab, INIT_SCAN))
     plan = load_plan(lab, plan_id)
     keys = plan.keys()
     fine = sum(1 for k in keys if k in reset and reset[k] <= max_dice_drop + TOLERANCE)
-    return ControlFindings(*drops, plan_id, len(keys), fine)
+    return ControlFindings(
+        rm_rv_drop=mean_drop(rm_rv, False),
+        rm_rv_drop_recalibrated=mean_drop(rm_rv, True),
+        w_drop=mean_drop(w, False),
+        w_drop_recalibrated=mean_drop(w, True),
+        plan=plan_id,
+        reused=len(keys),
+        fine_at_init=fine,
+    )
 
 
 def summary(result: DemoResult) -> dict[str, Any]:
