@@ -24,23 +24,13 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from scan_models import cpu_name
 from torch import nn
 
 from reuse_console.engine.compare.align_states import output_difference
 from reuse_console.engine.compare.matching import assign, permute_state, weight_matching
 from reuse_console.engine.compare.perm_spec import PermSpec, permutation_spec
 from reuse_console.engine.models.registry import build_model, default_config
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def trained_like(arch: str, seed: int) -> nn.Module:
