@@ -72,6 +72,7 @@ class TrainSession:
         self.val_subjects = [slices.subjects[i] for i in slices.subjects_in("val")]
         self.dice_classes = dice_classes(slices.present)
         self.depth: int | None = None  # a 3D model's block depth (engine/data/volumes.py), set with the model
+        self.initial_state: dict[str, torch.Tensor] | None = None  # seeded weights before any donor's (`.init`)
 
     def _sample_depth(self, model: nn.Module) -> int | None:
         """The block depth a 3D model trains on (the spec's, or whole volumes); None for a 2D model."""
@@ -210,7 +211,7 @@ class TrainSession:
 
     def save_initial(self) -> None:
         """`<run>.init`: the seeded initial weights (before any donor tensor), the donor `init` of a scan."""
-        if getattr(self, "initial_state", None) is None:
+        if self.initial_state is None:  # a resumed run: its `.init` was written when it started
             return
         meta = self.checkpoint_meta(0, 0, {}, None)
         meta.extra["initial"] = True
