@@ -69,6 +69,7 @@ class Job:
     ended: str | None = None
     error: str | None = None  # set when the job file itself is unreadable (status "unreadable")
     process_created: float = 0.0  # the runner's start time, to tell it from a reused pid
+    cwd: str = ""  # the working directory the command runs in (relative paths in argv are from there)
 
     @property
     def active(self) -> bool:
@@ -241,6 +242,7 @@ def _job_from_info(folder: Path, job_id: str, info: dict[str, Any]) -> Job:
         pgid=int(info.get("pgid", 0)),
         ended=ended,
         process_created=float(info.get("process_created", 0.0)),
+        cwd=str(info.get("cwd", "")),
     )
 
 
@@ -253,6 +255,7 @@ def _load(folder: Path, path: Path) -> Job:
                 "command": attr_str(f, "command"),
                 "started": attr_str(f, "started"),
                 "host": attr_str(f, "host"),
+                "cwd": attr_str(f, "cwd"),
                 "pid": int(f.attrs.get("pid", 0)),
                 "pgid": int(f.attrs.get("pgid", 0)),
                 "process_created": float(f.attrs.get("process_created", 0.0)),

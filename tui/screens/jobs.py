@@ -1,4 +1,4 @@
-"""The Jobs screen: start train and scan jobs from forms, follow them live, cancel them.
+"""The Jobs screen: start jobs from forms, follow them live, cancel, resume or restart them.
 
 Jobs are separate `reuse-console ...` processes in their own session (`engine.jobs`), so they
 outlive the console and the SSH link; reopened, the console lists them again from the lab. A
@@ -21,13 +21,13 @@ from textual.widgets import DataTable
 from ..widgets.job_view import STATUS_STYLE, JobFollower, JobSnapshot, JobView
 from ..widgets.sysmon import system_line
 from .base import ConsoleScreen
-from .job_forms import ScanForm, TrainForm
+from .form_choices import FORM_COMMANDS, make_form, read_choices
+from .grid_form import GridForm
 from .lab import short_time
 from .modals import ConfirmModal
-from .pick import entry_choices, suggest_pair
 
 NO_JOBS = (
-    "No jobs yet. t starts a training job, s a scan.\n\n"
+    "No jobs yet. t starts a training job, s a scan, g a grid, a an alignment, k a CKA comparison.\n\n"
     "Each job is a separate `reuse-console ...` process in its own session: it keeps running when\n"
     "the console closes or the SSH link drops, and the console finds it again when reopened."
 )
@@ -40,6 +40,11 @@ class JobsScreen(ConsoleScreen):
     BINDINGS: ClassVar = [
         Binding("t", "new_train", "Train", id="jobs.train"),
         Binding("s", "new_scan", "Scan", id="jobs.scan"),
+        Binding("g", "new_grid", "Grid", id="jobs.grid"),
+        Binding("a", "new_align", "Align", id="jobs.align"),
+        Binding("k", "new_cka", "CKA", id="jobs.cka"),
+        Binding("r", "resume_job", "Resume", id="jobs.resume"),
+        Binding("e", "edit_job", "Edit+restart", id="jobs.edit"),
         Binding("x", "cancel_job", "Cancel", id="jobs.cancel"),
         Binding("y", "copy_command", "Copy", id="jobs.copy"),
         Binding("o", "open_result", "Result", id="jobs.open_result"),
@@ -58,22 +63,14 @@ class JobsScreen(ConsoleScreen):
             return isinstance(message, JobsScreen.Polled)
 
     class FormOptions(Message):
-        """Lab objects a form offers, read in a worker, with a suggested recipient and donor."""
+        """Lab objects a form offers (form_choices.read_choices), read in a worker; `preset`: the
+        argv of a job to restart with edits."""
 
-        def __init__(
-            self,
-            form: str,
-            datasets: list[tuple[str, str]],
-            checkpoints: list[tuple[str, str]],
-            recipient: str | None = None,
-            donor: str | None = None,
-        ) -> None:
+        def __init__(self, form: str, choices: dict[str, Any], preset: list[str] | None = None) -> None:
             super().__init__()
             self.form = form
-            self.datasets = datasets
-            self.checkpoints = checkpoints
-            self.recipient = recipient
-            self.donor = donor
+            self.choices = choices
+            self.preset = preset
 
     class JobStarted(Message):
         def __init__(self, job: Any) -> None:
@@ -200,17 +197,8 @@ class JobsScreen(ConsoleScreen):
     # -- starting ------------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="jobs-form", name="listing the lab")
-    def read_form_options(self, form: str) -> None:
-        lab = self.console.lab
-        pair = suggest_pair(lab) if form == "scan" else None
-        self.post_message(
-            self.FormOptions(
-                form,
-                entry_choices(lab.entries("datasets")),
-                entry_choices(lab.entries("checkpoints")),
-                *(pair or (None, None)),
-            )
-        )
+    def read_form_options(self, form: str, preset: list[str] | None = None) -> None:
+        self.post_message(self.FormOptions(form, read_choices(self.console.lab, form), preset))
 
     def action_new_train(self) -> None:
         self.read_form_options("train")
@@ -218,24 +206,34 @@ class JobsScreen(ConsoleScreen):
     def action_new_scan(self) -> None:
         self.read_form_options("scan")
 
+    def action_new_grid(self) -> None:
+        self.read_form_options("grid")
+
+    def action_new_align(self) -> None:
+        self.read_form_options("align")
+
+    def action_new_cka(self) -> None:
+        self.read_form_options("cka")
+
     @on(FormOptions)
     def _form_options(self, message: FormOptions) -> None:
-        if message.form == "train":
-            form: TrainForm | ScanForm = TrainForm(message.datasets)
-        else:
-            form = ScanForm(message.checkpoints, message.datasets, message.recipient, message.donor)
+        form = make_form(message.form, message.choices, self.console.lab, message.preset)
 
         def submitted(argv: list[str] | None) -> None:
             if argv:
-                self.start(argv)
+                self.start(argv, form.study if isinstance(form, GridForm) else None)
 
         self.app.push_screen(form, submitted)
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="jobs-start", name="starting the job")
-    def start(self, argv: list[str]) -> None:
-        """Start `reuse-console <argv>` as a detached job."""
+    def start(self, argv: list[str], study: dict[str, Any] | None = None) -> None:
+        """Start `reuse-console <argv>` as a detached job (a grid form's study written first)."""
         from reuse_console.engine.jobs.control import start_job
 
+        if study is not None:
+            from reuse_console.engine.grids.study_toml import write_study
+
+            write_study(self.console.lab, study)
         self.post_message(self.JobStarted(start_job(self.console.lab, argv)))
 
     @on(JobStarted)
@@ -244,6 +242,40 @@ class JobsScreen(ConsoleScreen):
         self.open_job(message.job.id)
 
     # -- acting on the selected job ------------------------------------------------------------
+
+    def _selected_job(self) -> Any | None:
+        return next((j for j in self.jobs if j.id == (self.snapshot.id if self.snapshot else None)), None)
+
+    def action_resume_job(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            self.notify("No job selected.", severity="warning")
+            return
+        self.resume(snap.id, dict(snap.info))
+
+    @work(thread=True, exclusive=False, exit_on_error=False, group="jobs-start", name="resuming the job")
+    def resume(self, job_id: str, info: dict[str, Any]) -> None:
+        """Start the command that continues a stopped train, scan or grid job (engine/jobs/resume.py)."""
+        from reuse_console.engine.jobs.control import get_job, start_job
+        from reuse_console.engine.jobs.resume import resume_argv
+
+        lab = self.console.lab
+        argv = resume_argv(get_job(lab, job_id), info if info.get("run") else None)
+        self.post_message(self.JobStarted(start_job(lab, argv)))
+
+    def action_edit_job(self) -> None:
+        job = self._selected_job()
+        if job is None or not job.argv:
+            self.notify("No job selected.", severity="warning")
+            return
+        command = job.argv[0]
+        if command not in FORM_COMMANDS:
+            self.notify(f"No form for {command} jobs: copy its command (y) and edit it in a shell.", severity="warning")
+            return
+        if "--resume" in job.argv:
+            self.notify("This job resumed another: edit the job that started it.", severity="warning")
+            return
+        self.read_form_options(command, list(job.argv))
 
     def action_cancel_job(self) -> None:
         snap = self.snapshot
@@ -294,5 +326,10 @@ class JobsScreen(ConsoleScreen):
     def palette_commands(self):
         yield ("Jobs: new training job", "Train a model as a background job", self.action_new_train)
         yield ("Jobs: new scan job", "Scan every layer and kind as a background job", self.action_new_scan)
+        yield ("Jobs: new grid job", "Run or build a transfer study (Table 3)", self.action_new_grid)
+        yield ("Jobs: new alignment job", "Reorder a donor's channels to a recipient's", self.action_new_align)
+        yield ("Jobs: new CKA job", "Functional similarity of models per layer", self.action_new_cka)
+        yield ("Jobs: resume selected job", "Continue a stopped train, scan or grid", self.action_resume_job)
+        yield ("Jobs: edit and restart selected job", "Its form, filled from its command", self.action_edit_job)
         yield ("Jobs: cancel selected job", "SIGTERM, then SIGKILL", self.action_cancel_job)
         yield ("Jobs: copy command", "Copy the selected job's command line (OSC 52)", self.action_copy_command)

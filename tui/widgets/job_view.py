@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +20,12 @@ from rich.text import Text
 from textual.widgets import Static
 
 from reuse_console.engine.core.events import CellDone, EpochEnd, Event, Finished, Message, Started, StepEnd, VariantDone
+from reuse_console.engine.grids.status import CellStatus, counts
 
 from .charts import BARS
 
 MAX_LOSSES = 4000  # losses kept for the sparkline (older ones are thinned)
+GRID_POLL_S = 1.0  # a grid's cells are read from the lab at most this often (one run file per cell)
 
 
 def parse_time(iso: str) -> dt.datetime | None:
@@ -67,6 +70,7 @@ class JobSnapshot:
     eta: float | None = None
     log_tail: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    grid: tuple[CellStatus, ...] = ()  # a grid job's cells (engine/grids/status.py)
 
     @property
     def fraction(self) -> float:
@@ -94,6 +98,10 @@ class JobFollower:
         self.result = ""
         self.seconds: float | None = None
         self.info: dict[str, Any] = {}
+        self.grid: tuple[CellStatus, ...] = ()
+        self._study: Any = None  # (Study, experiment) of a grid job, once read
+        self._grid_read = -GRID_POLL_S
+        self._grid_final = False  # the cells were read after the job ended: they no longer change
 
     def feed(self, events: list[Event]) -> None:
         """Fold new events into the state."""
@@ -154,6 +162,8 @@ class JobFollower:
         if job.status == "running" and elapsed and self.total and 0 < self.done < self.total:
             eta = elapsed / self.done * (self.total - self.done)
         tail = tuple(read_log_tail(job, 8)) if job.status in ("failed", "lost", "cancelled") else ()
+        if job.argv[:1] == ["grid"]:
+            self._poll_grid(job)
         return JobSnapshot(
             id=job.id,
             status=job.status,
@@ -176,7 +186,26 @@ class JobFollower:
             eta=eta,
             log_tail=tail,
             info=self.info,
+            grid=self.grid,
         )
+
+    def _poll_grid(self, job: Any) -> None:
+        """Read where each cell of a grid job stands (at most every GRID_POLL_S, and once more at its end)."""
+        from reuse_console.engine.grids.status import grid_status
+        from reuse_console.engine.jobs.resume import grid_of
+        from reuse_console.store.lab import Lab
+
+        now = time.monotonic()
+        if self._grid_final or (job.status == "running" and now - self._grid_read < GRID_POLL_S):
+            return
+        self._grid_read, self._grid_final = now, job.status != "running"
+        if self._study is None:
+            self._study = grid_of(job)
+        if self._study is None:
+            return
+        study, experiment = self._study
+        lab = Lab(job.events_path.parent.parent)
+        self.grid = tuple(grid_status(lab, study, experiment, grid_running=job.status == "running"))
 
 
 def loss_line(losses: tuple[float, ...], width: int) -> Text:
@@ -238,6 +267,35 @@ STATUS_STYLE = {
     "cancelled": "yellow",
     "lost": "red",
 }
+CELL_STYLE = {"queued": "dim", "running": "bold cyan", "done": "green", "failed": "bold red", "stopped": "yellow"}
+
+
+def cells_line(cells: tuple[CellStatus, ...]) -> Text:
+    """`cells 3 done  1 running  8 queued` (states with no cell left out)."""
+    text = Text("cells ", style="bold")
+    for state, n in counts(list(cells)).items():
+        if n:
+            text.append(f"{n} {state}", style=CELL_STYLE.get(state, ""))
+            text.append("  ")
+    return text
+
+
+def cells_table(cells: tuple[CellStatus, ...], limit: int) -> Table:
+    """A window of `limit` cells around the first one not done (the running cell in view)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("cell", no_wrap=True, overflow="ellipsis")
+    table.add_column("state", no_wrap=True)
+    table.add_column("epoch", justify="right", no_wrap=True)
+    table.add_column("Dice", justify="right", no_wrap=True)
+    focus = next((i for i, c in enumerate(cells) if c.state == "running"), None)
+    if focus is None:
+        focus = next((i for i, c in enumerate(cells) if c.state != "done"), len(cells) - 1)
+    start = max(0, min(focus - 1, len(cells) - limit))
+    for c in cells[start : start + limit]:
+        epoch = f"{c.epoch}/{c.epochs}" if c.state != "queued" or c.epoch else "-"
+        dice = "-" if c.dice_fg is None else f"{c.dice_fg:.3f}"
+        table.add_row(c.name, Text(c.state, style=CELL_STYLE.get(c.state, "")), epoch, dice)
+    return table
 
 
 def render_snapshot(snap: JobSnapshot, width: int, height: int, system: str = "") -> RenderableType:
@@ -280,7 +338,10 @@ def render_snapshot(snap: JobSnapshot, width: int, height: int, system: str = ""
         parts.append(loss_line(snap.losses, width))
         used += 1
     room = max(0, height - used - (2 if system else 0) - 2)
-    if snap.epoch_rows and room:
+    if snap.grid and room:
+        parts.append(cells_line(snap.grid))
+        parts.append(cells_table(snap.grid, max(1, room - 2)))
+    elif snap.epoch_rows and room:
         parts.append(Text(""))
         parts.append(epoch_table(snap.epoch_rows, max(1, room - 1)))
     elif snap.variants and room:
