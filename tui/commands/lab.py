@@ -143,6 +143,13 @@ def _read(lab: Lab, entry: Entry) -> tuple[dict[str, Any], RenderableType]:
 
             sim = read_similarity(path, entry.id)
             return sim.to_json(), render_similarity(sim)
+        from reuse_console.engine.reuse.predict_store import is_predictor, read_predictor
+
+        if is_predictor(path):
+            from ..render.predictor import render_predictor
+
+            table = read_predictor(path, entry.id)
+            return table.to_json(), render_predictor(table)
 
         comp = read_comparison(path, entry.id)
         return comp.to_json(), results.render_comparison(comp)

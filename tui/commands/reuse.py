@@ -65,11 +65,26 @@ def plan(
     combine: Annotated[
         str, typer.Option("--combine", help="With both --scan and --rmse: and (both must hold) or or (either).")
     ] = "and",
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            "--from",
+            help="Decide by one measure alone instead of the swaps: rmse, relative, aligned-rmse, cka, bn-dt, "
+            "bn-ds or norm between the --scan's recipient and donor (reusable: measure <= --threshold; cka >=). "
+            "Prints how often it agrees with the scan's swaps at --max-dice-drop (`predict` ranks the measures).",
+        ),
+    ] = None,
+    threshold: Annotated[
+        Optional[float], typer.Option("--threshold", help="With --from: the measure's cut (needed).")
+    ] = None,
     name: NameOpt = None,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
+        return
+    if source is not None or threshold is not None:
+        _plan_from(scan, rmse, source, threshold, max_dice_drop, name, json_out, lab)
         return
     if not scan and rmse is None:
         stdout.print(ctx.get_help())
@@ -91,6 +106,41 @@ def plan(
         emit_json(result.to_json())
         return
     stdout.print(render_plan(result))
+    stderr.print(f"stored as plan {result.name}")
+
+
+def _plan_from(
+    scan: Optional[list[str]],
+    rmse: Optional[str],
+    source: Optional[str],
+    threshold: Optional[float],
+    max_dice_drop: float,
+    name: Optional[str],
+    json_out: bool,
+    lab: Optional[Path],
+) -> None:
+    """`plan --scan S --from MEASURE --threshold X`: the measure's plan and its agreement with the swaps."""
+    from reuse_console.engine.reuse.plan_from import plan_from_measure
+    from reuse_console.store.errors import UserError
+    from reuse_console.store.lab import Lab
+
+    if source is None or threshold is None:
+        raise UserError("--from and --threshold go together: e.g. --from aligned-rmse --threshold 0.02")
+    if len(scan or []) != 1 or rmse is not None:
+        raise UserError("--from needs exactly one --scan (its recipient and donor are measured) and no --rmse")
+    assert scan is not None
+    result, agree = plan_from_measure(
+        Lab.from_option(lab), scan[0], source, threshold, max_dice_drop=max_dice_drop, name=name
+    )
+    if json_out:
+        emit_json(result.to_json())
+        return
+    stdout.print(render_plan(result))
+    stdout.print(
+        f"agrees with the swaps of {scan[0]} (drop <= {max_dice_drop:g}) on {agree.both + agree.neither} of "
+        f"{agree.tensors} tensors ({100 * agree.share:.0f}%): both reusable {agree.both}, only by {source} "
+        f"{agree.measure_only}, only by the swaps {agree.swaps_only}, neither {agree.neither}"
+    )
     stderr.print(f"stored as plan {result.name}")
 
 

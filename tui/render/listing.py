@@ -74,6 +74,9 @@ def short_summary(entry: Entry) -> Text:
     if kind == "comparisons" and s.get("measure") == "cka":
         least = f", min {_num(s['min_linear'], 2)}" if "min_linear" in s else ""
         return Text(f"CKA {s.get('models', '?')} on {s.get('data', '?')}, {s.get('layers', '?')} layers{least}")
+    if kind == "comparisons" and s.get("measure") == "predictor":
+        best = f"best {s['best']}" if "best" in s else "predictor"
+        return Text(f"{best} on scan {s.get('scan', '?')}, {s.get('tensors', '?')} tensors")
     if kind == "comparisons":
         most = f", max rel {_num(s['max_relative'], 2)}" if "max_relative" in s else ""
         return Text(f"{s.get('models', '?')}{most}, {s.get('layers', '?')} layers")
