@@ -1,10 +1,11 @@
 """The demo: the whole study on the embedded phantom, from no data to the paper's figures.
 
-phantom (acdc, t1, rvsc) -> import -> seg + ae UNet on acdc, seg + ae on t1, seg on rvsc (and a
-second acdc seg model, the selffer control's donor) -> scan of the acdc seg vs ae models, raw and
-recalibrated, and against the seg model's own initial weights -> RMSE -> a reuse plan per donor ->
-a transfer grid with its controls (meanvar, reinit, selffer) -> report. Every step is skipped when its result is already in the lab, so a second run (or a
-run after a kill) only does what is missing.
+phantom (acdc, t1, rvsc) -> import -> seg + ae UNet on acdc, seg + ae on t1, seg on rvsc, and a
+seed-1 seg + ae pair on acdc (the selffer control's donor and the scan's second pair) -> scan of
+the acdc seg vs ae models over both pairs, raw and recalibrated, and against the seg model's own
+initial weights -> RMSE -> a reuse plan per donor -> a transfer grid with its controls (meanvar,
+reinit, selffer) -> report. Every step is skipped when its result is already in the lab, so a
+second run (or a run after a kill) only does what is missing.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ DONORS: tuple[tuple[str, str, str], ...] = (
 )
 # (id, data set, task, seed): the selffer control's donor, a seg model of the target with another seed
 SELFFER_MODEL = ("unet-seg-acdc-s1", "acdc", "seg", 1)
+# its auto-encoder twin (same seed, so the same initial weights): the main scan's second pair
+PAIR_MODEL = ("unet-ae-acdc-s1", "acdc", "ae", 1)
+SEED_MODELS = (SELFFER_MODEL, PAIR_MODEL)
 # Control rows of the grid: (source name, donor or None, plan, control), engine/reuse/controls.py
 CONTROLS: tuple[tuple[str, str | None, str, str], ...] = (
     ("meanvar", "unet-ae-t1", "plan-t1-ae", "meanvar"),
@@ -100,6 +104,8 @@ CONTROLS: tuple[tuple[str, str | None, str, str], ...] = (
 )
 RECALIBRATE = 8  # the main scan also re-estimates norm statistics on this many training batches
 SCAN = "scan-seg-vs-ae-acdc"
+PAIR_SCAN = "scan-seg-vs-ae-acdc-s1"  # the same question for the seed-1 pair; one `--pairs` set with SCAN
+PAIRS = f"{MODELS[0][0]}:{MODELS[1][0]},{SELFFER_MODEL[0]}:{PAIR_MODEL[0]}"
 INIT_SCAN = "scan-seg-vs-init-acdc"
 RMSE = "rmse-models"
 EXPERIMENT = "acdc-reuse"
@@ -141,7 +147,7 @@ def make_datasets(lab: Lab, cfg: DemoConfig, sources: Path, seed: int, report: R
 
 def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> list[str]:
     """Train the study's five models (skipping finished ones, resuming interrupted ones)."""
-    for name, data, task, seed in [(*m, 0) for m in MODELS] + [SELFFER_MODEL]:
+    for name, data, task, seed in [(*m, 0) for m in MODELS] + list(SEED_MODELS):
         last = lab.path("checkpoints", last_name(name))
         if last.exists():
             meta = read_meta(last)
@@ -165,16 +171,20 @@ def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, repo
             name=name,
         )
         train(lab, spec, device=device, precision=precision, report=report)
-    return [m[0] for m in MODELS] + [SELFFER_MODEL[0]]
+    return [m[0] for m in MODELS] + [m[0] for m in SEED_MODELS]
 
 
 def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: Reporter) -> tuple[list[str], str]:
     """Experiment 1 (scan seg vs ae, also recalibrated), the re-initialisation scan, donor scans
     for the plans, and RMSE of all five models."""
     scans = []
-    pairs = [(SCAN, "unet-seg-acdc", "unet-ae-acdc", RECALIBRATE), (INIT_SCAN, "unet-seg-acdc", "init", None)]
-    pairs += [(f"scan-{donor}", "unet-seg-acdc", donor, None) for _, donor, _ in DONORS]
-    for name, recipient, donor, recalibrate in pairs:
+    pairs: list[tuple[str, str, str, int | None, str | None]] = [
+        (SCAN, MODELS[0][0], MODELS[1][0], RECALIBRATE, PAIRS),
+        (PAIR_SCAN, SELFFER_MODEL[0], PAIR_MODEL[0], RECALIBRATE, PAIRS),
+        (INIT_SCAN, "unet-seg-acdc", "init", None, None),
+    ]
+    pairs += [(f"scan-{donor}", "unet-seg-acdc", donor, None, None) for _, donor, _ in DONORS]
+    for name, recipient, donor, recalibrate, pair_set in pairs:
         if not lab.path("scans", name).exists():
             _stage(report, f"scan {recipient} <- {donor}: every layer and kind")
             run_scan(
@@ -187,6 +197,7 @@ def analyse(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, report: R
                 name=name,
                 resume=progress_path(lab, name).exists(),
                 recalibrate=recalibrate,
+                pairs=pair_set,
                 report=report,
             )
         scans.append(name)
@@ -250,7 +261,7 @@ def run_transfer_grid(lab: Lab, cfg: DemoConfig, *, device: str, precision: str,
 def make_report_files(lab: Lab, result: DemoResult, out: Path, report: Reporter) -> list[Path]:
     """The paper's figures and tables for the demo's scan, comparison, plans and experiment."""
     _stage(report, f"report -> {out}")
-    refs = [SCAN, result.comparison, *result.plans, result.experiment]
+    refs = [SCAN, INIT_SCAN, result.comparison, *result.plans, result.experiment]
     return make_report(lab, refs, out, report=report)
 
 

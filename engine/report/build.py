@@ -23,7 +23,10 @@ from reuse_console.engine.core.events import Message, Reporter, silent
 from reuse_console.engine.grids.experiment import load_experiment
 from reuse_console.engine.models.layers import KINDS
 from reuse_console.engine.report import figures
+from reuse_console.engine.report.predictor_figure import predictor_report
 from reuse_console.engine.reuse.plans import format_not_reusable, load_plan
+from reuse_console.engine.reuse.predict_store import is_predictor
+from reuse_console.engine.swaps.overlay import build_overlay, set_members
 from reuse_console.engine.swaps.scan_store import load_scan
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
@@ -58,6 +61,13 @@ def make_report(lab: Lab, refs: Sequence[str], out: Path, *, report: Reporter = 
         files, text = makers[entry.kind](lab, entry.id, out)
         written += files
         sections.append(text)
+        for path in files:
+            report(Message(f"wrote {path}"))
+    scans = [entry.id for entry in entries if entry.kind == "scans"]
+    if scans:
+        files, text = overlay_report(lab, scans, out)
+        written += files
+        sections += [text] if text else []
         for path in files:
             report(Message(f"wrote {path}"))
     index = out / "index.md"
@@ -108,11 +118,33 @@ def scan_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
     return [path], f"## Scan {scan.name}\n\n{_img(path, 'Dice per layer and kind')}"
 
 
+def overlay_report(lab: Lab, refs: Sequence[str], out: Path) -> tuple[list[Path], str]:
+    """The scans in `refs` (with the other scans of their `--pairs` sets) on one axis: donors side
+    by side, raw beside recalibrated, pair sets as a mean with a band. Nothing for one plain scan."""
+    scans = [load_scan(lab, ref) for ref in refs]
+    scans += [s for s in set_members(lab, scans) if s.name not in refs]
+    view = build_overlay(scans)
+    if len(view.lines) < 2:
+        return [], ""
+    path = figures.overlay_per_layer(
+        out / f"overlay-{scans[0].name}.png",
+        title=f"Swapping one tensor into {scans[0].recipient}: foreground Dice on {scans[0].data}, by donor",
+        layers=list(view.layers),
+        kinds=list(view.kinds),
+        lines=list(view.lines),
+    )
+    legend = "; ".join(f"{line.label}: {', '.join(line.scans)}" for line in view.lines)
+    text = f"## Scans together\n\n{_img(path, 'Dice per layer by donor')}\nLines: {legend}.\n"
+    return [path], text
+
+
 # -- comparisons ------------------------------------------------------------------------------------
 
 
 def comparison_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
     entry = lab.resolve(ref, "comparisons")
+    if is_predictor(entry.path):
+        return predictor_report(entry.path, entry.id, out)
     comp = read_comparison(entry.path, entry.id)
     series = [(f"{comp.models[a]} vs {comp.models[b]}", comp.rmse[p]) for p, (a, b) in enumerate(comp.pairs)]
     files = [

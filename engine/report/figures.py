@@ -127,6 +127,52 @@ def dice_per_layer(
     return _save(fig, path)
 
 
+def overlay_per_layer(
+    path: Path,
+    *,
+    title: str,
+    layers: Sequence[str],
+    kinds: Sequence[str],
+    lines: Sequence[Any],
+) -> Path:
+    """Several scans on one axis, one panel per kind: foreground Dice after swapping one tensor.
+
+    lines: engine.swaps.overlay.Line objects (label, mean/low/high (K, L), baseline, recalibrated,
+    pairs). A line's colour is its donor; recalibrated lines are dotted beside their raw line; a
+    line over several pairs has a shaded band from its lowest to its highest pair; the thin
+    dashed line of the same colour is its baseline.
+    """
+    rows, cols = _panels(len(kinds))
+    fig = _figure(4.6 * cols, 3.3 * rows + 0.7)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    colours: dict[str, str] = {}
+    for k, kind in enumerate(kinds):
+        ax = axes[k // cols][k % cols]
+        has = _present(np.stack([line.mean[k] for line in lines], axis=1))
+        x = np.arange(len(has))
+        for line in lines:
+            root = line.label.removesuffix(" recal")
+            colour = colours.setdefault(root, PALETTE[len(colours) % len(PALETTE)])
+            style = ":" if line.recalibrated else "-"
+            ax.plot(x, line.mean[k, has], ls=style, marker="o", ms=2.5, lw=1.2, color=colour, label=line.label)
+            if line.pairs > 1:
+                ax.fill_between(x, line.low[k, has], line.high[k, has], color=colour, alpha=0.18, lw=0)
+            ax.axhline(line.baseline, color=colour, ls="--", lw=0.6, alpha=0.6)
+        ax.set_title(KIND_NAMES.get(kind, kind), fontsize=10)
+        ax.set_ylim(-0.03, 1.03)
+        _layer_axis(ax, [layers[i] for i in has])
+        if k % cols == 0:
+            ax.set_ylabel("foreground Dice")
+        if k // cols == rows - 1:
+            ax.set_xlabel("layer")
+    for k in range(len(kinds), rows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
 def values_per_layer(
     path: Path,
     *,

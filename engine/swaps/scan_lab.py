@@ -379,10 +379,13 @@ def run_scan(
     partial: bool = True,
     recalibrate: int | None = None,
     recalibrate_scope: str = "all",
+    pairs: str | None = None,
     report: Reporter = silent,
 ) -> ScanResult:
     """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`; with
-    `recalibrate` N, each also with its norm statistics re-estimated on N training batches."""
+    `recalibrate` N, each also with its norm statistics re-estimated on N training batches.
+    `pairs`: the `R:D,R:D` set this scan belongs to (`scan --pairs`), kept so the set's scans
+    are read together (engine/swaps/overlay.py)."""
     alphas = tuple(check_alpha(a) for a in alphas)
     chosen = _choose_name(lab, name, f"{_stem(recipient)}-vs-{_stem(donor)}", resume)
     loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
@@ -404,6 +407,7 @@ def run_scan(
         "batch": batch,
         "size": loaded.extra["size"],
         **recal_options,
+        **({"pairs": pairs} if pairs else {}),
     }
     return evaluate_and_store(
         lab,

@@ -51,6 +51,8 @@ def summary(result: ScanResult) -> dict[str, Any]:
         "variants": len(result.variants),
         "precision": result.precision,
     }
+    if result.options.get("pairs"):
+        out["pairs"] = result.options["pairs"]
     fg = [c for c in range(1, len(result.classes)) if result.present[c]]
     if fg and result.baseline.size:
         base = float(result.baseline_mean[fg].mean())

@@ -188,6 +188,7 @@ def scan(
 
     values = parse_alphas(alphas)
     targets = scan_targets(recipient, donor, pairs)
+    pair_set = ",".join(f"{r}:{d}" for r, d in targets) if len(targets) > 1 else None
     use_threads(threads, device)
     results = []
     with sigterm_as_interrupt(), make_reporter(progress) as report:
@@ -210,6 +211,7 @@ def scan(
                     partial=not full_forward,
                     recalibrate=recalibrate,
                     recalibrate_scope=recalibrate_scope,
+                    pairs=pair_set,
                     report=report,
                 )
             )

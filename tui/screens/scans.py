@@ -18,6 +18,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
+from ..widgets.overlay_grid import overlay_grid
 from ..widgets.scan_grid import Grid, bn_grid, chart_lines, rmse_grid, scan_grid
 from .base import ConsoleScreen
 from .pick import Choices, PickModal, entry_choices
@@ -36,6 +37,7 @@ class ScanScreen(ConsoleScreen):
         Binding("o", "pick", "Open", id="scans.open"),
         Binding("c", "toggle_view", "Table/Charts", id="scans.toggle_view"),
         Binding("b", "bn", "BN view", id="scans.bn"),
+        Binding("v", "overlay", "Donors", id="scans.overlay"),
         Binding("a", "next_choice", "Next α/pair", id="scans.next_choice"),
         Binding("p", "next_choice", "Next pair", show=False, id="scans.next_pair"),
     ]
@@ -50,8 +52,9 @@ class ScanScreen(ConsoleScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.kind: str | None = None  # "scan" | "comparison" | "bn"
+        self.kind: str | None = None  # "scan" | "comparison" | "bn" | "overlay"
         self.ref: str | None = None
+        self.back: tuple[str, str] | None = None  # what b / v return to from the BN view or overlay
         self.source: Any = None
         self.grid: Grid | None = None
 
@@ -80,6 +83,15 @@ class ScanScreen(ConsoleScreen):
         self._reading(f"computing BN scale and shift of {recipient} and {donor}...")
         self.load("bn", f"{recipient}|{donor}", None, 0)
 
+    def open_overlay(self, ref: str) -> None:
+        self._reading(f"reading the scans related to {ref}...")
+        self.load("overlay", ref, None, 0)
+
+    def _reopen(self, kind: str, ref: str) -> None:
+        """Back to the scan or comparison the BN view or overlay was opened from."""
+        self.back = None
+        {"scan": self.open_scan, "comparison": self.open_comparison}.get(kind, self.open_scan)(ref)
+
     def _reading(self, text: str) -> None:
         self.query_one("#scan-head", Static).update(Text(text, style="yellow"))
 
@@ -102,6 +114,12 @@ class ScanScreen(ConsoleScreen):
 
                 source = read_comparison(lab.resolve(ref, "comparisons").path, ref)
             grid = rmse_grid(source, choice)
+        elif kind == "overlay":
+            if source is None:
+                from reuse_console.engine.swaps.overlay import build_overlay, related_scans
+
+                source = build_overlay(related_scans(lab, ref))
+            grid = overlay_grid(source, ref)
         else:
             recipient, donor = ref.split("|", 1)
             if source is None:
@@ -197,11 +215,23 @@ class ScanScreen(ConsoleScreen):
         if self.grid is None:
             self.notify("Open a scan or a comparison first (o).", severity="warning")
             return
-        recipient, donor = self.grid.extra.get("recipient"), self.grid.extra.get("donor")
-        if self.kind == "bn":
+        if self.kind == "bn" and self.back is not None:
+            self._reopen(*self.back)
             return
-        if recipient and donor:
+        recipient, donor = self.grid.extra.get("recipient"), self.grid.extra.get("donor")
+        if recipient and donor and self.kind in ("scan", "comparison") and self.ref:
+            self.back = (self.kind, self.ref)
             self.open_bn(recipient, donor)
+
+    def action_overlay(self) -> None:
+        """The open scan beside the lab's other scans of its recipient and its pair set (v again: back)."""
+        if self.kind == "overlay" and self.ref is not None:
+            self._reopen("scan", self.ref)
+            return
+        if self.kind != "scan" or self.ref is None:
+            self.notify("Open a scan first (o): the overlay shows it beside its other donors.", severity="warning")
+            return
+        self.open_overlay(self.ref)
 
     def action_next_choice(self) -> None:
         if self.grid is None or self.kind is None or self.ref is None or len(self.grid.choices) < 2:
@@ -211,4 +241,9 @@ class ScanScreen(ConsoleScreen):
     def palette_commands(self):
         yield ("Scans: open", "Open a scan or comparison", self.action_pick)
         yield ("Scans: BN scale/shift view", "BN analysis of the shown pair of models", self.action_bn)
+        yield (
+            "Scans: overlay donors",
+            "The open scan beside init, random, other donors and pairs",
+            self.action_overlay,
+        )
         yield ("Scans: table or charts", "Switch between the table and the charts", self.action_toggle_view)

@@ -65,6 +65,21 @@ class Grid:
     note: str = ""  # a line shown above the table and charts (BN: the norms the theory left out)
 
 
+def fitted_scale(values: Sequence[float | None], baseline: float | None, span: float = 0.05) -> tuple[float, float]:
+    """A chart axis from the lowest to the highest of `values` and the baseline, at least `span`
+    tall: a 0.05 Dice drop fills a visible part of the chart instead of 1/16 of a 0..1 axis."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if baseline is not None and math.isfinite(baseline):
+        finite.append(baseline)
+    if not finite:
+        return 0.0, 1.0
+    lo, hi = min(finite), max(finite)
+    if hi - lo < span:
+        lo = max(0.0, hi - span)
+        hi = lo + span
+    return lo, hi
+
+
 def _columns(labels: Sequence[str]) -> tuple[str, ...]:
     from reuse_console.engine.models.layers import KINDS
 
@@ -112,6 +127,8 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
             detail.append(f"{name} {m[c]:.3f}")
             detail.append(f" ({delta:+.3f})  ", style=drop_style(-delta))
         details[(v.layer, v.kind)] = detail
+        if len(alphas) > 1:
+            detail.append_text(_against_alpha(result, means, v.layer, v.kind, fg))
     numbered = [v for _, v in chosen if v.index is not None]
     axis = tuple(str(i) for i in sorted({v.index for v in numbered}))
     where = {(str(v.index), v.kind): i for i, v in chosen if v.index is not None}
@@ -123,7 +140,9 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
                 continue
             values = tuple(finite_or_none(means[where[(x, kind)], c]) if (x, kind) in where else None for x in axis)
             if any(v is not None for v in values):
-                series.append(Series(name, values, 0.0, 1.0, float(base[c]), f"base {base[c]:.3f}"))
+                lo, hi = fitted_scale(values, float(base[c]))
+                note = f"{base[c]:.2f}→{lo:.2f}"
+                series.append(Series(name, values, lo, hi, float(base[c]), note))
         if series:
             panels.append(Panel(f"{kind} swapped: Dice per class against layer", tuple(series)))
     title = Text.assemble(
@@ -147,11 +166,24 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
         details=details,
         panels=tuple(panels),
         axis=axis,
-        legend="mean foreground Dice after each swap; colour: drop from the baseline",
+        legend="mean foreground Dice after each swap; colour: drop from the baseline; "
+        "charts: each class on its own axis, baseline→lowest",
         choices=tuple(f"{a:g}{' recalibrated' if r else ''}" for a, r in options),
         choice=alpha_choice,
         extra={"recipient": result.recipient, "donor": result.donor},
     )
+
+
+def _against_alpha(result: Any, means: np.ndarray, layer: str, kind: str, fg: list[int]) -> Text:
+    """A second detail line for an alpha scan: foreground Dice against alpha for one cell."""
+    points = sorted((v.alpha, i) for i, v in enumerate(result.variants) if (v.layer, v.kind) == (layer, kind))
+    line = Text("\nDice against α: ", style="dim")
+    for n, (alpha, i) in enumerate(points):
+        value = float(np.mean(means[i][fg])) if fg else math.nan
+        line.append(f"{alpha:g} ", style="dim")
+        line.append("…" if math.isnan(value) else f"{value:.3f}")
+        line.append("  " if n < len(points) - 1 else "")
+    return line
 
 
 # -- comparisons (RMSE) --------------------------------------------------------------------
@@ -286,7 +318,8 @@ def bn_grid(layers: Sequence[Any], recipient: str, donor: str, note: str | None 
 
 def chart_lines(grid: Grid, width: int, height: int = 2) -> list[Text]:
     """Every panel as text: a title line, then `height` rows per series with its label and note."""
-    label_w, note_w = 11, 12
+    longest = max((len(s.label) for p in grid.panels for s in p.series), default=0)
+    label_w, note_w = max(11, min(17, longest + 1)), 12
     n = max(1, len(grid.axis))
     cell = max(1, min(3, (width - label_w - note_w - 2) // n))
     lines: list[Text] = []
