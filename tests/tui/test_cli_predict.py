@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
+import pytest
 from predict_lab import scan_with_drops
 from scipy import stats
 from swap_lab import make_lab
@@ -54,3 +56,21 @@ def test_predict_table_json_show_and_plan_from(lab, cli, monkeypatch) -> None:
 
     code, out, err = cli(*at, "plan", "--scan", "s", "--from", "cka")
     assert code == 2 and "--threshold" in err
+
+
+def test_report_draws_a_predictor(lab, cli, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    make_lab(lab)
+    scan_with_drops(lab, "seg", "ae", "s", layers="1-3")
+    at = ["--lab", str(lab.root)]
+    code, out, err = cli(*at, "predict", "s", "--measures", "rmse,norm", "--json", "--resamples", "20")
+    assert code == 0, err
+    result = json.loads(out)
+    code, out, err = cli(*at, "report", result["name"], "--out", str(tmp_path / "fig"))
+    assert code == 0, err
+    assert (tmp_path / "fig" / "predict-s-predictor.png").stat().st_size > 10_000
+    with open(tmp_path / "fig" / "predict-s-tensors.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["key"] for r in rows] == [t["key"] for t in result["tensors"]]
+    assert [float(r["rmse"]) for r in rows] == pytest.approx([t["rmse"] for t in result["tensors"]], rel=1e-5)
+    assert "| rmse | " in (tmp_path / "fig" / "index.md").read_text()
