@@ -24,9 +24,7 @@ from reuse_console.engine.grids.experiment import load_experiment
 from reuse_console.engine.models.layers import KINDS
 from reuse_console.engine.report import figures
 from reuse_console.engine.report.predictor_figure import predictor_report
-from reuse_console.engine.report.predictor_figure import predictor_report
 from reuse_console.engine.reuse.plans import format_not_reusable, load_plan
-from reuse_console.engine.reuse.predict_store import is_predictor
 from reuse_console.engine.reuse.predict_store import is_predictor
 from reuse_console.engine.swaps.overlay import build_overlay, set_members
 from reuse_console.engine.swaps.scan_store import load_scan
@@ -145,8 +143,6 @@ def overlay_report(lab: Lab, refs: Sequence[str], out: Path) -> tuple[list[Path]
 
 def comparison_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
     entry = lab.resolve(ref, "comparisons")
-    if is_predictor(entry.path):
-        return predictor_report(entry.path, entry.id, out)
     if is_predictor(entry.path):
         return predictor_report(entry.path, entry.id, out)
     comp = read_comparison(entry.path, entry.id)
