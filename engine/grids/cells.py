@@ -13,6 +13,7 @@ import numpy as np
 
 from reuse_console.engine.core.events import EpochEnd, Event, Message, Reporter, silent
 from reuse_console.engine.evaluation.evaluate import evaluate_checkpoint
+from reuse_console.engine.grids.naming import CONTENT, EXPERIMENT, content_name
 from reuse_console.engine.grids.study import Cell, Study
 from reuse_console.engine.training.spec import last_name
 from reuse_console.engine.training.train import TrainSpec, resume_training, train
@@ -28,6 +29,13 @@ def cell_id(experiment: str, cell: Cell) -> str:
     return f"{experiment}.{cell.name}"
 
 
+def run_id(study: Study, experiment: str, cell: Cell, naming: str = EXPERIMENT) -> str:
+    """The run id of a cell under the grid's naming (engine/grids/naming.py)."""
+    if naming == CONTENT:
+        return content_name(cell_spec(study, cell, None))
+    return cell_id(experiment, cell)
+
+
 def cell_state(lab: Lab, cid: str, epochs: int) -> str:
     """done (all epochs trained), partial (resumable), stale (killed before its first epoch) or new."""
     last = lab.path("checkpoints", last_name(cid))
@@ -38,7 +46,7 @@ def cell_state(lab: Lab, cid: str, epochs: int) -> str:
     return NEW
 
 
-def cell_spec(study: Study, cell: Cell, cid: str) -> TrainSpec:
+def cell_spec(study: Study, cell: Cell, cid: str | None) -> TrainSpec:
     s = study.train
     donor = cell.source.donor
     return TrainSpec(
@@ -86,10 +94,27 @@ def train_cell(
     precision: str = "fp32",
     workers: int | None = None,
     report: Reporter = silent,
+    naming: str = EXPERIMENT,
 ) -> str:
     """Train (or finish) one cell; returns what was done: kept (nothing to do), resumed or trained."""
-    cid = cell_id(experiment, cell)
-    state = cell_state(lab, cid, study.train.epochs)
+    spec = cell_spec(study, cell, run_id(study, experiment, cell, naming))
+    return train_spec(lab, spec, device=device, precision=precision, workers=workers, report=report)
+
+
+def train_spec(
+    lab: Lab,
+    spec: TrainSpec,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    workers: int | None = None,
+    report: Reporter = silent,
+) -> str:
+    """Bring run `spec.name` to its last epoch: kept (done), resumed (from its last epoch) or trained."""
+    cid = spec.name
+    if not cid:
+        raise ValueError("a cell's spec names its run")
+    state = cell_state(lab, cid, spec.epochs)
     if state == DONE:
         return "kept"
     if state == PARTIAL:
@@ -98,7 +123,7 @@ def train_cell(
     if state == STALE:  # killed before its first checkpoint: nothing to keep
         for kind in ("runs", "checkpoints"):
             lab.path(kind, cid).unlink(missing_ok=True)
-    train(lab, cell_spec(study, cell, cid), device=device, precision=precision, workers=workers, report=report)
+    train(lab, spec, device=device, precision=precision, workers=workers, report=report)
     return "trained"
 
 
@@ -109,8 +134,8 @@ def finish_record(lab: Lab, cid: str, report: Reporter = silent) -> None:
         resume_training(lab, cid, device="cpu", report=forward_events(report))
 
 
-def evaluated_checkpoint(study: Study, experiment: str, cell: Cell) -> str:
-    cid = cell_id(experiment, cell)
+def evaluated_checkpoint(study: Study, experiment: str, cell: Cell, naming: str = EXPERIMENT) -> str:
+    cid = run_id(study, experiment, cell, naming)
     return last_name(cid) if study.evaluate == "last" else cid
 
 
@@ -123,10 +148,15 @@ def evaluate_cell(
     *,
     device: str = "auto",
     precision: str = "fp32",
+    naming: str = EXPERIMENT,
 ) -> np.ndarray:
     """Dice (S, C) of the cell's model on the target's validation subjects (NaN for absent classes)."""
     result = evaluate_checkpoint(
-        lab, evaluated_checkpoint(study, experiment, cell), data=study.target, device=device, precision=precision
+        lab,
+        evaluated_checkpoint(study, experiment, cell, naming),
+        data=study.target,
+        device=device,
+        precision=precision,
     )
     rows = [
         [np.nan if v is None else float(v) for v in (per.get(c) for c in classes)]

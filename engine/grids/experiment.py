@@ -85,6 +85,7 @@ class Experiment:
     rmse_index: list[int | None] = field(default_factory=list)
     rmse_kinds: list[str] = field(default_factory=list)
     rmse: np.ndarray | None = None  # (N, L, K)
+    naming: str = "experiment"  # how its cells' runs are named: experiment | content (engine/grids/naming.py)
 
     @property
     def columns(self) -> list[str]:
@@ -239,6 +240,7 @@ class Experiment:
             "status": self.status,
             "reference": self.reference,
             "random_source": self.random_source,
+            "naming": self.naming,
             "classes": self.classes,
             "present": self.present,
             "subjects": self.subjects,
@@ -285,6 +287,7 @@ def write_experiment(path: Path, exp: Experiment) -> Path:
             f.attrs[key] = getattr(exp, key)
         f.attrs["random_source"] = exp.random_source or ""
         f.attrs["reference"] = exp.reference or ""
+        f.attrs["naming"] = exp.naming
         set_json(f, "study", exp.study)
         set_json(f, "classes", exp.classes)
         set_json(f, "present", [bool(p) for p in exp.present])
@@ -356,6 +359,7 @@ def read_experiment(path: Path, name: str | None = None) -> Experiment:
             status=attr_str(f, "status"),
             random_source=attr_str(f, "random_source") or None,
             reference=attr_str(f, "reference") or None,
+            naming=attr_str(f, "naming") or "experiment",  # written before cluster grids: experiment names
         )
         if "rmse" in f:
             r = f["rmse"]

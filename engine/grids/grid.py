@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,23 +25,31 @@ from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.grids.cells import (
     DONE,
     cell_id,
+    cell_spec,
     cell_state,
     evaluate_cell,
     evaluated_checkpoint,
     finish_record,
     forward_events,
+    run_id,
     train_cell,
 )
 from reuse_console.engine.grids.experiment import CellRecord, Experiment, read_experiment, write_experiment
+from reuse_console.engine.grids.naming import EXPERIMENT, check_naming
 from reuse_console.engine.grids.study import Cell, Study, TrainSettings
 from reuse_console.engine.grids.workers import run_parallel
 from reuse_console.engine.models.layers import KINDS, LayerIndex
 from reuse_console.engine.models.registry import build_model, checkpoint_path, model_in_channels, rebuild_config
 from reuse_console.engine.reuse.plans import load_plan
-from reuse_console.engine.training.spec import last_name
+from reuse_console.engine.training.spec import TrainSpec, last_name
 from reuse_console.store.checkpoints import read_checkpoint, read_meta
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
+
+# A grid's cells run elsewhere (engine/jobs/executors*.py: SLURM, Ray): the runner gets the cells
+# to train as (index, cell name, spec), calls `done(index)` as each one's run is finished (the grid
+# then evaluates and records it), and raises UserError at the end if some failed.
+CellRunner = Callable[[list[tuple[int, str, TrainSpec]], Callable[[int], None], Reporter], None]
 
 if TYPE_CHECKING:  # imported where they are used: a grid loads data and models only once it runs
     from reuse_console.engine.data.slices import SliceSet
@@ -76,7 +84,7 @@ def same_study(stored: dict[str, Any], study: Study) -> bool:
     return {**stored, "train": train} == study.to_dict()
 
 
-def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
+def check_inputs(lab: Lab, study: Study, experiment: str, naming: str = EXPERIMENT) -> SliceSet:
     """Every data set, donor, plan and reference the study names exists and fits; the target slices."""
     slices = load_slices(lab, study.target)
     if not slices.subjects_in("val"):
@@ -113,11 +121,13 @@ def check_inputs(lab: Lab, study: Study, experiment: str) -> SliceSet:
         if meta.arch != arch:
             raise UserError(f"reference {study.reference!r} is a {meta.arch}, the study trains {arch}")
     for cell in study.cells():
-        check_name(last_name(cell_id(experiment, cell)))
+        check_name(last_name(run_id(study, experiment, cell, naming)))
     return slices
 
 
-def reference_rmse(lab: Lab, study: Study, experiment: str, cells: Sequence[Cell]) -> tuple[LayerIndex, np.ndarray]:
+def reference_rmse(
+    lab: Lab, study: Study, experiment: str, cells: Sequence[Cell], naming: str = EXPERIMENT
+) -> tuple[LayerIndex, np.ndarray]:
     """RMSE per layer and kind of every cell's evaluated model against the reference: (layers, (N, L, K))."""
     reference = study.reference
     if reference is None:
@@ -128,7 +138,7 @@ def reference_rmse(lab: Lab, study: Study, experiment: str, cells: Sequence[Cell
     )
     values = np.full((len(cells), len(index.layers), len(KINDS)), np.nan)
     for i, cell in enumerate(cells):
-        ref = evaluated_checkpoint(study, experiment, cell)
+        ref = evaluated_checkpoint(study, experiment, cell, naming)
         if not lab.path("checkpoints", ref).exists():
             continue
         state, _ = read_checkpoint(lab.path("checkpoints", ref))
@@ -148,12 +158,16 @@ def run_grid(
     precision: str = "fp32",
     workers: int | None = None,
     report: Reporter = silent,
+    naming: str | None = None,
+    runner: CellRunner | None = None,
 ) -> Experiment:
     """Train and evaluate every cell of `study` and store experiments/<name>.h5.
 
     Only under the experiment's claim (store/claims.py): a second grid of the same name, or a
     second --resume, is refused while one runs; a killed grid's claim is free. Its cells are
-    claimed as runs by whichever process trains them."""
+    claimed as runs by whichever process trains them. `naming` (engine/grids/naming.py): how the
+    cells' runs are named, default the stored experiment's, else by experiment; `runner`: train
+    the cells elsewhere (a cluster executor) instead of in this process or its workers."""
     name = check_name(name or study.name)
     with lab.claim("experiments", name):
         return _run_grid(
@@ -166,6 +180,8 @@ def run_grid(
             precision=precision,
             workers=workers,
             report=report,
+            naming=naming,
+            runner=runner,
         )
 
 
@@ -180,22 +196,27 @@ def _run_grid(
     precision: str,
     workers: int | None,
     report: Reporter,
+    naming: str | None,
+    runner: CellRunner | None,
 ) -> Experiment:
     start = time.perf_counter()
     exp_path = lab.path("experiments", name)
     cells = study.cells()
-    ids = [cell_id(name, c) for c in cells]
+    stored_naming = None
     if not resume:
-        taken = [i for i in ids if lab.path("runs", i).exists() or lab.path("checkpoints", i).exists()]
+        taken = [i for c in cells for i in [cell_id(name, c)] if lab.exists("runs", i) or lab.exists("checkpoints", i)]
         if exp_path.exists() or taken:
             raise UserError(
                 f"experiment {name!r} already exists in {lab.root}: add --resume to finish it, or use another --name"
             )
     elif exp_path.exists():
-        stored = read_experiment(exp_path).study
-        if stored and not same_study(stored, study):
+        stored_exp = read_experiment(exp_path)
+        if stored_exp.study and not same_study(stored_exp.study, study):
             raise UserError(f"experiment {name!r} was started from a different study; use another --name")
-    slices = check_inputs(lab, study, name)
+        stored_naming = stored_exp.naming
+    naming = check_naming(stored_naming or naming or EXPERIMENT)
+    ids = [run_id(study, name, c, naming) for c in cells]
+    slices = check_inputs(lab, study, name, naming)
     classes, present = list(slices.classes), list(slices.present)
     subjects = [slices.subjects[s] for s in slices.subjects_in("val")]
     blank = np.full((len(subjects), len(classes)), np.nan)
@@ -208,7 +229,13 @@ def _run_grid(
         subjects,
         [
             CellRecord(
-                c.name, c.source.name, c.mode, c.subjects, c.seed, evaluated_checkpoint(study, name, c), blank.copy()
+                c.name,
+                c.source.name,
+                c.mode,
+                c.subjects,
+                c.seed,
+                evaluated_checkpoint(study, name, c, naming),
+                blank.copy(),
             )
             for c in cells
         ],
@@ -216,6 +243,7 @@ def _run_grid(
         status="running",
         random_source=random,
         reference=study.reference,
+        naming=naming,
     )
     states = [cell_state(lab, i, study.train.epochs) for i in ids]
     to_train = [k for k, s in enumerate(states) if s != DONE]
@@ -234,6 +262,9 @@ def _run_grid(
     )
     first = devices[0] if devices else device
     finished = 0
+
+    def evaluate(k: int) -> np.ndarray:
+        return evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision, naming=naming)
 
     def record(k: int, dice: np.ndarray) -> None:
         nonlocal finished
@@ -254,9 +285,13 @@ def _run_grid(
         if s == DONE:
             report(Message(f"cell {cells[k].name} was trained before: kept"))
             finish_record(lab, ids[k], report)
-            record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
-    if len(devices) > 1 and len(to_train) > 1:
-        run_parallel(lab, study, name, cells, to_train, devices, precision, workers, classes, record, report)
+            record(k, evaluate(k))
+    if runner is not None:
+        write_experiment(exp_path, exp)  # the console shows the grid (and its naming) while the cluster works
+        todo = [(k, cells[k].name, cell_spec(study, cells[k], ids[k])) for k in to_train]
+        runner(todo, lambda k: record(k, evaluate(k)), report)
+    elif len(devices) > 1 and len(to_train) > 1:
+        run_parallel(lab, study, name, cells, to_train, devices, precision, workers, classes, record, report, naming)
     else:
         for n, k in enumerate(to_train, start=1):
             report(Message(f"cell {cells[k].name} ({n}/{len(to_train)} to train) on {first}"))
@@ -269,11 +304,12 @@ def _run_grid(
                 precision=precision,
                 workers=workers,
                 report=forward_events(report),
+                naming=naming,
             )
-            record(k, evaluate_cell(lab, study, name, cells[k], classes, device=first, precision=precision))
+            record(k, evaluate(k))
     if study.reference:
         report(Message(f"RMSE of every cell against {study.reference}"))
-        index, exp.rmse = reference_rmse(lab, study, name, cells)
+        index, exp.rmse = reference_rmse(lab, study, name, cells, naming)
         exp.rmse_layers = [layer.name for layer in index.layers]
         exp.rmse_index = [layer.index for layer in index.layers]
 

@@ -29,7 +29,8 @@ from reuse_console.store.lab import check_name
 SCRATCH = "scratch"
 EVALUATE = ("last", "best")
 MAX_SEEDS = 1000  # a count beyond this is a typo, not a study (each seed is a training run per cell)
-_TOP = {"name", "target", "sources", "modes", "subjects", "seeds", "train", "reference", "evaluate"}
+# `executor`: where the cells run (engine/jobs/executors.py reads it; not part of what the study trains)
+_TOP = {"name", "target", "sources", "modes", "subjects", "seeds", "train", "reference", "evaluate", "executor"}
 _SOURCE = {"name", "donor", "plan", "control"}
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from reuse_console.engine.core.device import applied_threads, use_threads
 from reuse_console.engine.core.events import EpochEnd, Event, Message, Reporter, from_dict
 from reuse_console.engine.grids.cells import evaluate_cell, train_cell
+from reuse_console.engine.grids.naming import EXPERIMENT
 from reuse_console.engine.grids.study import Cell, Study
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
@@ -37,6 +38,7 @@ def run_parallel(
     classes: list[str],
     record: Callable[[int, np.ndarray], None],
     report: Reporter,
+    naming: str = EXPERIMENT,
 ) -> None:
     """Train `to_train` cells on one spawned worker process per device, each taking the next cell
     when it finishes one; `record` gets every cell's Dice as it arrives, `report` the events.
@@ -65,6 +67,7 @@ def run_parallel(
                 w,
                 os.getpid(),
                 threads,
+                naming,
             ),
         )
         for w in range(n_workers)
@@ -146,6 +149,7 @@ def _worker_main(
     w: int,
     parent: int,
     threads: int | None,
+    naming: str = EXPERIMENT,
 ) -> None:
     """A grid worker: train and evaluate the cells it is handed on its device, until told to stop."""
     import signal
@@ -174,9 +178,17 @@ def _worker_main(
             return
         try:
             how = train_cell(
-                lab, study, name, cells[k], device=device, precision=precision, workers=workers, report=forward
+                lab,
+                study,
+                name,
+                cells[k],
+                device=device,
+                precision=precision,
+                workers=workers,
+                report=forward,
+                naming=naming,
             )
-            dice = evaluate_cell(lab, study, name, cells[k], classes, device=device, precision=precision)
+            dice = evaluate_cell(lab, study, name, cells[k], classes, device=device, precision=precision, naming=naming)
             results.put(("done", w, k, dice.tolist(), how))
         except KeyboardInterrupt:
             return

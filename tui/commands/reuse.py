@@ -13,6 +13,8 @@ from reuse_console.engine.training.spec import default_workers
 from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt, ThreadsOpt
 from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
 from ..render.results import render_experiment, render_plan
+from .cluster import ExecutorOpt, PartitionOpt, RayAddressOpt, cluster_runner, show_grid_status
+from .cluster import register as register_cluster
 
 plan_app = typer.Typer(
     help=(
@@ -237,6 +239,12 @@ def grid(
     ] = None,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = "rich",
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    partition: PartitionOpt = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show each cell's state (scheduler and lab) instead of running.")
+    ] = False,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
 ) -> None:
@@ -250,6 +258,8 @@ def grid(
     grid keeps its finished cells: rerun with --resume.
 
     Example: reuse-console grid examples/study.toml --devices all
+
+    On a cluster (docs/cluster.md): reuse-console grid examples/study.toml --executor slurm
     """
     from reuse_console.engine.grids.grid import parse_devices, run_grid
     from reuse_console.engine.grids.study import load_study
@@ -259,10 +269,17 @@ def grid(
 
     use_threads(threads, device)  # before the workers are spawned: they inherit it
     the_study = load_study(study)
+    the_lab = Lab.from_option(lab)
+    if status:
+        show_grid_status(the_lab, name or the_study.name, json_out)
+        return
     chosen = parse_devices(devices)
+    runner, naming = cluster_runner(
+        study, executor, ray_address, partition, the_lab, name or the_study.name, device, precision
+    )
     with sigterm_as_interrupt(), make_reporter(progress) as report:
         exp = run_grid(
-            Lab.from_option(lab),
+            the_lab,
             the_study,
             name=name,
             resume=resume,
@@ -271,6 +288,8 @@ def grid(
             precision=precision,
             workers=workers,
             report=report,
+            naming=naming,
+            runner=runner,
         )
     if json_out:
         emit_json(exp.to_json())
@@ -310,4 +329,5 @@ def report(
 def register(app: typer.Typer) -> None:
     app.add_typer(plan_app, name="plan")
     app.command("grid")(grid)
+    register_cluster(app)
     app.command("report")(report)
