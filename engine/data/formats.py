@@ -1,4 +1,5 @@
-"""Readers of labelled volume collections on disk: ACDC, nnU-Net v2 raw, and image/label folders.
+"""Readers of labelled volume collections on disk: ACDC, nnU-Net v2 raw, image/label folders
+(RVSC and DICOM series in rvsc.py and dicom_series.py, through the same `Source`).
 
 A reader only finds files and their declared label names (`Source`); voxels are read later, one
 volume at a time, by `load_pair`, which checks everything a bad file can get wrong and says
@@ -10,119 +11,48 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from reuse_console.engine.data.classes import ALIASES as ALIASES
+from reuse_console.engine.data.classes import ClassMap
+from reuse_console.engine.data.classes import canonical_class as canonical_class
+from reuse_console.engine.data.classes import map_classes as map_classes
 from reuse_console.engine.data.slices import CARDIAC_CLASSES
 from reuse_console.store.errors import UserError
 
-FORMATS = ("acdc", "nnunet", "folders")
+FORMATS = ("acdc", "nnunet", "folders", "rvsc", "dicom")
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _FRAME = re.compile(r"^(?P<subject>.+?)_(?:frame\d+|ed|es)$", re.IGNORECASE)
 _PATIENT = re.compile(r"^patient\d+$")
 
-ALIASES: dict[str, tuple[str, ...]] = {
-    "background": ("background", "bg", "bkg", "none", "clear label"),
-    "RV": (
-        "rv",
-        "rv cavity",
-        "rvc",
-        "right ventricle",
-        "right ventricular cavity",
-        "right ventricle cavity",
-        "rv blood pool",
-        "rvbp",
-        "rv endocardium",
-    ),
-    "MYO": (
-        "myo",
-        "myocardium",
-        "lv myocardium",
-        "lvm",
-        "mlv",
-        "left ventricle myocardium",
-        "lv myo",
-        "left ventricular myocardium",
-        "myocard",
-        "lv wall",
-        "myocardial wall",
-    ),
-    "LV": (
-        "lv",
-        "lv cavity",
-        "lvc",
-        "left ventricle",
-        "left ventricular cavity",
-        "left ventricle cavity",
-        "lv blood pool",
-        "lv bloodpool",
-        "lvbp",
-        "lv endocardium",
-    ),
-}
-_ALIAS_TO_CLASS = {alias: cls for cls, names in ALIASES.items() for alias in names}
-
-
-def canonical_class(name: str) -> str | None:
-    """The canonical cardiac class a label name means, or None ('RV cavity' -> 'RV')."""
-    key = re.sub(r"[\s_\-]+", " ", name.strip().lower())
-    return _ALIAS_TO_CLASS.get(key)
-
 
 @dataclass
-class ClassMap:
-    """Where raw label values go: `lut[raw]` is the stored class index."""
+class Volume:
+    """One volume as read from disk, in the source's own voxel grid (x, y, slice)."""
 
-    classes: list[str]
-    present: list[bool]
-    lut: np.ndarray  # uint8 (256,)
-    declared: dict[int, str]
-
-    def describe(self) -> str:
-        return ", ".join(f"{v} {n}" for v, n in sorted(self.declared.items()))
-
-
-def map_classes(declared: dict[int, str]) -> ClassMap:
-    """Map declared {raw value: name} to classes.
-
-    If every name is a cardiac class (by alias), the classes are the canonical four with
-    `present` flags for those declared; otherwise the declared names are kept as they are,
-    which then must be the values 0..K-1.
-    """
-    if not declared:
-        raise UserError("no label classes declared")
-    bad = [v for v in declared if not 0 <= v <= 255]
-    if bad:
-        raise UserError(f"label values must be 0..255, got {bad}")
-    lut = np.zeros(256, dtype=np.uint8)
-    mapped = {v: canonical_class(n) for v, n in declared.items()}
-    if all(c is not None for c in mapped.values()):
-        seen: dict[str, int] = {}
-        for v, c in sorted(mapped.items()):
-            if c in seen:
-                raise UserError(f"label values {seen[c]} and {v} both name class {c}")
-            seen[c] = v  # type: ignore[index]
-            lut[v] = CARDIAC_CLASSES.index(c)  # type: ignore[arg-type]
-        present = [c in seen or c == "background" for c in CARDIAC_CLASSES]
-        return ClassMap(list(CARDIAC_CLASSES), present, lut, dict(declared))
-    values = sorted(declared)
-    if values != list(range(len(values))):
-        raise UserError(f"non-cardiac classes must use the values 0..{len(values) - 1}, got {values}")
-    lut[: len(values)] = np.arange(len(values), dtype=np.uint8)
-    return ClassMap([declared[v] for v in values], [True] * len(values), lut, dict(declared))
+    image: np.ndarray  # float32 (x, y, z)
+    label: np.ndarray | None  # uint8 class indices (x, y, z); None: the source has no labels
+    spacing: tuple[float, float, float]  # mm along x, y, z
+    affine: np.ndarray  # float64 (4, 4): voxel index -> world mm (RAS, as nibabel has it)
+    files: list[str]  # the source files read, for provenance
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. phase, orientation codes
 
 
 @dataclass
 class VolumeRef:
-    """One labelled 3D volume on disk."""
+    """One 3D volume on disk: NIfTI image and label files, or a reader's own `loader` (DICOM)."""
 
     subject: str
     volume: str
     image: Path
-    label: Path
+    label: Path | None
+    phase: str | None = None  # "ED", "ES" where the source says
+    loader: Callable[[ClassMap], Volume] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -215,7 +145,7 @@ def read_acdc(root: Path) -> Source:
             label = _with_ending(folder, f"{stem}_gt")
             if label is None:
                 raise UserError(f"{folder / (stem + '_gt.nii.gz')}: missing label file for {phase}")
-            volumes.append(VolumeRef(folder.name, f"{folder.name}_{phase}", image, label))
+            volumes.append(VolumeRef(folder.name, f"{folder.name}_{phase}", image, label, phase=phase))
     declared = dict(enumerate(CARDIAC_CLASSES))
     return Source("acdc", root, volumes, declared, present_from_labels=True, info={"patients": infos})
 
@@ -302,10 +232,14 @@ def detect_format(root: Path) -> str:
         return "nnunet"
     if (root / "images").is_dir() and (root / "labels").is_dir():
         return "folders"
+    for c in [root, root / "TrainingSet", root / "Test1Set", root / "Test2Set"]:
+        patients = [p for p in c.iterdir() if p.is_dir() and _PATIENT.match(p.name)] if c.is_dir() else []
+        if any(d.is_dir() and d.name.lower().endswith("dicom") for p in patients for d in p.iterdir()):
+            return "rvsc"
     for c in (root, root / "training"):
         if c.is_dir() and any(p.is_dir() and _PATIENT.match(p.name) for p in c.iterdir()):
             return "acdc"
-    raise UserError(f"{root}: cannot tell its layout; give --format acdc, nnunet or folders")
+    raise UserError(f"{root}: cannot tell its layout; give --format {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
 
 
 def read_source(root: Path, fmt: str = "auto", classes: list[str] | None = None) -> Source:
@@ -319,19 +253,33 @@ def read_source(root: Path, fmt: str = "auto", classes: list[str] | None = None)
         raise UserError(f"{root}: empty folder")
     if fmt == "auto":
         fmt = detect_format(root)
-    if classes is not None and fmt != "folders":
-        raise UserError("--classes applies to --format folders only (the other formats declare their labels)")
+    if classes is not None and fmt not in ("folders", "dicom"):
+        raise UserError("--classes applies to --format folders and dicom only (the others declare their labels)")
     if fmt == "acdc":
         return read_acdc(root)
     if fmt == "nnunet":
         return read_nnunet(root)
     if fmt == "folders":
         return read_folders(root, classes)
-    raise UserError(f"unknown format {fmt!r}: choose acdc, nnunet or folders")
+    if fmt == "rvsc":
+        from reuse_console.engine.data.rvsc import read_rvsc
+
+        return read_rvsc(root)
+    if fmt == "dicom":
+        from reuse_console.engine.data.dicom_series import read_dicom
+
+        return read_dicom(root, classes)
+    raise UserError(f"unknown format {fmt!r}: choose {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
 
 
 def load_nifti(path: Path, *, integer: bool = False) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """A 3D volume (x, y, slice) and its voxel size in mm; 2D images become one slice.
+    """A 3D volume (x, y, slice) and its voxel size in mm; 2D images become one slice."""
+    data, spacing, _ = read_nifti(path, integer=integer)
+    return data, spacing
+
+
+def read_nifti(path: Path, *, integer: bool = False) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """A 3D volume (x, y, slice), its voxel size in mm and its affine; 2D images become one slice.
 
     Errors name the file: unreadable or truncated NIfTI, a 4D series, other dimensions.
     """
@@ -344,6 +292,7 @@ def load_nifti(path: Path, *, integer: bool = False) -> tuple[np.ndarray, tuple[
             raise TypeError(f"a {type(img).__name__}, not an image with voxels")
         data = np.asanyarray(img.dataobj) if integer else img.get_fdata(dtype=np.float32)
         zooms = tuple(float(z) for z in img.header.get_zooms())
+        affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:  # nibabel, gzip and zlib raise many types for a damaged file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: cannot read NIfTI ({reason})") from exc
@@ -357,31 +306,49 @@ def load_nifti(path: Path, *, integer: bool = False) -> tuple[np.ndarray, tuple[
     if data.ndim != 3:
         raise UserError(f"{path}: {data.ndim}D data of shape {data.shape}; expected a 3D volume")
     spacing = tuple(z if z > 0 else 1.0 for z in (zooms + (1.0, 1.0, 1.0))[:3])
-    return data, spacing  # type: ignore[return-value]
+    return data, spacing, affine  # type: ignore[return-value]
 
 
-def load_pair(ref: VolumeRef, class_map: ClassMap) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Image (float32) and label (uint8, mapped to class indices) of one volume, both checked."""
-    image, spacing = load_nifti(ref.image)
-    raw, _ = load_nifti(ref.label, integer=True)
-    if raw.shape != image.shape:
-        raise UserError(
-            f"{ref.label}: label shape {raw.shape} does not match image shape {image.shape} of {ref.image.name}"
-        )
+def map_label(raw: np.ndarray, class_map: ClassMap, path: Path) -> np.ndarray:
+    """Raw label values -> class indices (uint8), refusing non-integers and undeclared values."""
     if not np.issubdtype(raw.dtype, np.integer) and not np.issubdtype(raw.dtype, np.bool_):
         raw_f = np.asarray(raw, dtype=np.float64)
         off = ~np.isclose(raw_f, np.rint(raw_f), atol=1e-3)
         if off.any() or not np.isfinite(raw_f).all():
             example = raw_f[off | ~np.isfinite(raw_f)].flat[0]
-            raise UserError(f"{ref.label}: non-integer label values (e.g. {example:g}); labels must be whole numbers")
+            raise UserError(f"{path}: non-integer label values (e.g. {example:g}); labels must be whole numbers")
         raw = np.rint(raw_f).astype(np.int64)
     values = np.unique(raw)
     outside = [int(v) for v in values if int(v) not in class_map.declared]
     if outside:
-        raise UserError(
-            f"{ref.label}: label values {outside[:8]} outside the declared classes ({class_map.describe()})"
-        )
-    label = class_map.lut[np.asarray(raw, dtype=np.int64)]
+        raise UserError(f"{path}: label values {outside[:8]} outside the declared classes ({class_map.describe()})")
+    return np.asarray(class_map.lut[np.asarray(raw, dtype=np.int64)], dtype=np.uint8)
+
+
+def load_volume(ref: VolumeRef, class_map: ClassMap) -> Volume:
+    """Image (float32) and label (class indices) of one volume, both checked, with their geometry."""
+    if ref.loader is not None:
+        return ref.loader(class_map)
+    image, spacing, affine = read_nifti(ref.image)
+    label = None
+    files = [str(ref.image)]
+    if ref.label is not None:
+        raw, _ = load_nifti(ref.label, integer=True)
+        if raw.shape != image.shape:
+            raise UserError(
+                f"{ref.label}: label shape {raw.shape} does not match image shape {image.shape} of {ref.image.name}"
+            )
+        label = map_label(raw, class_map, ref.label)
+        files.append(str(ref.label))
     if not np.isfinite(image).all():
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
-    return image, label, spacing
+    info = {"phase": ref.phase} if ref.phase else {}
+    return Volume(image, label, spacing, affine, files, info)
+
+
+def load_pair(ref: VolumeRef, class_map: ClassMap) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Image (float32) and label (uint8, mapped to class indices) of one labelled volume."""
+    volume = load_volume(ref, class_map)
+    if volume.label is None:
+        raise UserError(f"{ref.image}: no label file for volume {ref.volume}")
+    return volume.image, volume.label, volume.spacing

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from reuse_console.engine.core.events import Finished, Message, Progress, Reporter, Started, silent
-from reuse_console.engine.data.formats import load_pair, map_classes, read_source
-from reuse_console.engine.data.slices import SliceSet, split_subjects, volume_to_slices, write_slices
+from reuse_console.engine.data.formats import Volume, VolumeRef, load_volume, map_classes, read_source
+from reuse_console.engine.data.slices import SliceSet, place_volume, split_subjects, write_slices
+from reuse_console.engine.data.source_grid import Placement
+from reuse_console.engine.data.volumes import IGNORE
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
 
@@ -102,10 +104,25 @@ def _import(
     spacings: list[tuple[float, float]] = []
     seen = np.zeros(len(class_map.classes), dtype=bool)
     per_subject: Counter[str] = Counter()
+    volume_info: list[dict[str, Any]] = []
+    labelled = True
     for v, ref in enumerate(source.volumes):
-        image, label, vox = load_pair(ref, class_map)
-        img, lbl, row_col = volume_to_slices(image, label, (vox[0], vox[1]), size=size, target_spacing=spacing)
-        seen[np.unique(label)] = True
+        vol = load_volume(ref, class_map)
+        label = vol.label
+        if label is None:  # prediction only: no voxel counts anywhere (IGNORE)
+            labelled = False
+            label = np.full(vol.image.shape, IGNORE, dtype=np.uint8)
+        else:
+            seen[np.unique(label)] = True
+        img, lbl, row_col, where = place_volume(
+            vol.image,
+            label,
+            (vol.spacing[0], vol.spacing[1]),
+            size=size,
+            target_spacing=spacing,
+            label_fill=0 if vol.label is not None else IGNORE,
+        )
+        volume_info.append(_provenance(ref, vol, where, img.shape[0]))
         images.append(img)
         labels.append(lbl)
         subject_idx.append(np.full(img.shape[0], index_of[ref.subject], dtype=np.int32))
@@ -148,11 +165,37 @@ def _import(
         },
         "spacing_range": [[float(sp[:, i].min()), float(sp[:, i].max())] for i in range(2)],
         **{k: v for k, v in source.info.items() if k != "patients"},
+        "labelled": labelled,
     }
     if spacing is None and np.ptp(sp, axis=0).max() > 0.05 * sp.max():
         report(
             Message(f"pixel sizes vary from {sp.min():.2f} to {sp.max():.2f} mm; --spacing MM resamples them to one")
         )
-    write_slices(target, slices, source=source_info, provenance={"data": source_info["path"], "seed": seed})
+    write_slices(
+        target,
+        slices,
+        source=source_info,
+        provenance={"data": source_info["path"], "seed": seed},
+        volume_info=volume_info,
+    )
     report(Finished(what=f"import {name}", result=name, seconds=time.monotonic() - started))
     return slices
+
+
+def _provenance(ref: VolumeRef, vol: Volume, where: Placement, slices: int) -> dict[str, Any]:
+    """What `show DATASET` prints per volume: the files read, their geometry, and the placement
+    (resampling and crop/pad box) that leads from the source voxels to the stored slices."""
+    import nibabel as nib
+
+    return {
+        "volume": ref.volume,
+        "subject": ref.subject,
+        "phase": vol.info.get("phase", ref.phase),
+        "files": list(vol.files),
+        "spacing": [float(s) for s in vol.spacing],
+        "orientation": "".join(nib.aff2axcodes(vol.affine)),
+        "affine": [[float(x) for x in row] for row in vol.affine],
+        "slices": int(slices),
+        "placement": where.to_json(),
+        **{k: v for k, v in vol.info.items() if k != "phase"},
+    }

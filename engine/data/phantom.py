@@ -25,7 +25,7 @@ from reuse_console.engine.data.phantom_anatomy import Anatomy, render, sample_an
 from reuse_console.engine.data.phantom_presets import PRESETS, Preset, get_preset
 from reuse_console.store.errors import UserError
 
-LAYOUTS = ("acdc", "nnunet")
+LAYOUTS = ("acdc", "nnunet", "rvsc")
 
 
 @dataclass
@@ -175,13 +175,15 @@ def make_phantom(
     cine: bool = True,
     report: Reporter = silent,
 ) -> list[PhantomSubject]:
-    """Generate `subjects` subjects and write them under `out` in the ACDC or nnU-Net v2 layout.
+    """Generate `subjects` subjects and write them under `out` in the ACDC, nnU-Net v2 or RVSC layout.
 
     Returns the subjects' metadata (images dropped after writing, to keep memory flat).
     """
     the_preset = get_preset(preset)
     if layout not in LAYOUTS:
-        raise UserError(f"unknown layout {layout!r}: choose acdc or nnunet")
+        raise UserError(f"unknown layout {layout!r}: choose acdc, nnunet or rvsc")
+    if layout == "rvsc" and the_preset.labels != (1,):
+        raise UserError(f"--layout rvsc writes RV contours only: use --preset rvsc (not {preset})")
     if subjects < 1:
         raise UserError(f"--subjects {subjects}: need at least one subject")
     if not 0.1 <= scale <= 2.0:
@@ -197,6 +199,10 @@ def make_phantom(
         subject = make_subject(the_preset, seed, i, scale=scale)
         if layout == "acdc":
             write_acdc_subject(out, subject, cine=cine)
+        elif layout == "rvsc":
+            from reuse_console.engine.data.dicom_layouts import write_rvsc_subject
+
+            write_rvsc_subject(out, subject, i + 1)
         else:
             write_nnunet_subject(out, subject)
         nx, ny, nz = subject.frames[0].image.shape

@@ -8,13 +8,16 @@ Subjects stay whole: the split is stored per subject, never per slice, because t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from h5py import string_dtype
 
+from reuse_console.engine.data.source_grid import Placement, placement
 from reuse_console.store.errors import NotFound, UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
 from reuse_console.store.lab import Lab
@@ -172,6 +175,20 @@ def volume_to_slices(
     Slices are returned with rows along Y and columns along X (the usual viewing order), so
     `spacing` (x, y) becomes (row, column) = (y, x).
     """
+    img, lab, row_col, _ = place_volume(image, label, spacing, size=size, target_spacing=target_spacing)
+    return img, lab, row_col
+
+
+def place_volume(
+    image: np.ndarray,
+    label: np.ndarray,
+    spacing: tuple[float, float],
+    *,
+    size: int,
+    target_spacing: float | None = None,
+    label_fill: int = 0,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float], Placement]:
+    """`volume_to_slices` with the `Placement` that undoes it (padding labelled `label_fill`)."""
     img = np.transpose(normalise_volume(image), (2, 1, 0))
     lab = np.transpose(label, (2, 1, 0))
     row_col = (float(spacing[1]), float(spacing[0]))
@@ -180,8 +197,10 @@ def volume_to_slices(
         img = resample_slices(img, factor, order=1)
         lab = resample_slices(lab, factor, order=0)
         row_col = (float(target_spacing), float(target_spacing))
+    x, y, z = (int(n) for n in image.shape)
+    where = placement((x, y, z), (int(img.shape[1]), int(img.shape[2])), size)
     fill = float(img.min()) if img.size else 0.0
-    return crop_or_pad(img, size, fill), crop_or_pad(lab, size, 0).astype(np.uint8), row_col
+    return crop_or_pad(img, size, fill), crop_or_pad(lab, size, label_fill).astype(np.uint8), row_col, where
 
 
 def dataset_summary(slices: SliceSet, source_format: str) -> dict[str, Any]:
@@ -199,9 +218,18 @@ def dataset_summary(slices: SliceSet, source_format: str) -> dict[str, Any]:
 
 
 def write_slices(
-    path: Path, slices: SliceSet, *, source: dict[str, Any], provenance: dict[str, Any] | None = None
+    path: Path,
+    slices: SliceSet,
+    *,
+    source: dict[str, Any],
+    provenance: dict[str, Any] | None = None,
+    volume_info: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a data set file atomically (a killed import leaves no data set behind)."""
+    """Write a data set file atomically (a killed import leaves no data set behind).
+
+    `volume_info`, one JSON object per volume (source files, geometry, placement), goes to the
+    dataset `/volume_info` as one JSON string: an attribute would hit HDF5's 64 KiB limit.
+    """
     n, h, w = slices.images.shape
     with atomic_h5(path) as f:
         stamp(f, KIND, provenance)
@@ -216,6 +244,8 @@ def write_slices(
         if slices.volume is not None:
             f.create_dataset("volume", data=slices.volume.astype(np.int32))
             write_strings(f, "volumes", list(slices.volumes))
+        if volume_info is not None:
+            f.create_dataset("volume_info", data=json.dumps(volume_info, sort_keys=True), dtype=string_dtype("utf-8"))
         f.attrs["name"] = slices.name
         set_json(f, "classes", list(slices.classes))
         set_json(f, "present", [bool(p) for p in slices.present])
@@ -246,12 +276,24 @@ def read_slices(path: Path, name: str | None = None) -> SliceSet:
                 spacing=tuple(float(s) for s in get_json(f, "spacing")),  # type: ignore[arg-type]
                 volume=volume,
                 volumes=read_strings(f["volumes"]) if "volumes" in f else [],
-                attrs={"source": get_json(f, "source", {}), "provenance": get_json(f, "provenance", {})},
+                attrs={
+                    "source": get_json(f, "source", {}),
+                    "provenance": get_json(f, "provenance", {}),
+                    "volume_info": _volume_info(f),
+                },
             )
     except UserError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise UserError(f"{path}: not a readable data set ({exc})") from exc
+
+
+def _volume_info(f: Any) -> list[dict[str, Any]]:
+    """The per-volume provenance written by `data import` ([] for files without it)."""
+    if "volume_info" not in f:
+        return []
+    raw = f["volume_info"][()]
+    return list(json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)))
 
 
 @dataclass
@@ -268,6 +310,7 @@ class DatasetInfo:
     split: list[str]  # per subject
     slices: list[int]  # per subject
     volumes: list[int]  # per subject (0 when the file has no volume index)
+    volume_info: list[dict[str, Any]] = field(default_factory=list)  # per volume: source files, geometry
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -281,6 +324,7 @@ class DatasetInfo:
                 {"subject": s, "split": sp, "slices": n, "volumes": v}
                 for s, sp, n, v in zip(self.subjects, self.split, self.slices, self.volumes)
             ],
+            "volumes": self.volume_info,
         }
 
 
@@ -309,6 +353,7 @@ def read_dataset_info(path: Path, name: str | None = None) -> DatasetInfo:
                 split=read_strings(f["split"]),
                 slices=[int(n) for n in slices[: len(subjects)]],
                 volumes=volumes,
+                volume_info=_volume_info(f),
             )
     except UserError:
         raise

@@ -32,7 +32,11 @@ IMPORT_HELP = (
     "Import labelled 3D volumes into the lab as a data set of normalised 2D slices. Each volume is "
     "clipped to its 0.5-99.5 percentiles and z-scored, optionally resampled in-plane (bilinear "
     "images, nearest labels) and centre-cropped; the split is by subject (both ACDC frames stay "
-    "with their subject). Label names are mapped to background/RV/MYO/LV where they are cardiac.\n\n"
+    "with their subject). Label names are mapped to background/RV/MYO/LV where they are cardiac. "
+    "DICOM (rvsc, dicom) is read with pydicom, rescale slope and intercept applied; RVSC contours are "
+    "filled with scikit-image (a pixel is inside when its centre is). A set without labels (RVSC "
+    "Test1Set) imports for prediction only. `show DATASET` lists each volume's source files and "
+    "geometry.\n\n"
     "Example: [bold]reuse-console data import phantom/acdc --format acdc --name acdc --size 128 "
     "--spacing 1.6 --val-subjects 5[/bold]"
 )
@@ -57,7 +61,9 @@ def phantom(
     layout: Annotated[
         str,
         typer.Option(
-            "--layout", help="acdc (patientNNN/ with Info.cfg, frameXX, _gt, _4d) or nnunet (nnU-Net v2 raw)."
+            "--layout",
+            help="acdc (patientNNN/ with Info.cfg, frameXX, _gt, _4d), nnunet (nnU-Net v2 raw) or rvsc "
+            "(TrainingSet/patientNN/: DICOM per slice and time point, ED/ES i-contours; --preset rvsc).",
         ),
     ] = "acdc",
     seed: Annotated[
@@ -107,7 +113,9 @@ def import_(
         typer.Option(
             "--format",
             help="acdc (patientNNN/Info.cfg, frameXX + _gt), nnunet (dataset.json, imagesTr, labelsTr), "
-            "folders (images/ + labels/ with matching names), or auto.",
+            "folders (images/ + labels/ with matching names), rvsc (RV Segmentation Challenge: patientNN/"
+            "PNNdicom/*.dcm + PNNcontours-manual/*-icontour-manual.txt; ED and ES volumes), dicom (a DICOM "
+            "series per subject, label.nii.gz beside it if labelled), or auto.",
         ),
     ] = "auto",
     name: Annotated[
@@ -135,7 +143,7 @@ def import_(
         Optional[str],
         typer.Option(
             "--classes",
-            help="folders: class names by label value, comma-separated (default background,RV,MYO,LV).",
+            help="folders, dicom: class names by label value, comma-separated (default background,RV,MYO,LV).",
             show_default=False,
         ),
     ] = None,
