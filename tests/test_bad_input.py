@@ -85,8 +85,39 @@ ROWS: list[Row] = [
     row(
         "import-format-unknown",
         "--format that does not exist",
-        f"data import {{root}}/nifti-good --format dicom --name x --size 32 {L}",
+        f"data import {{root}}/nifti-good --format mha --name x --size 32 {L}",
         "unknown format",
+    ),
+    # -- data import: RVSC and DICOM -------------------------------------------------------------
+    row(
+        "rvsc-contour-orphan",
+        "RVSC contour file naming an image that does not exist",
+        f"data import {{root}}/rvsc-orphan/TrainingSet --format rvsc --name x --size 32 {L}",
+        "P01-0042-icontour-manual.txt: contour for image P01-0042, which is not in",
+    ),
+    row(
+        "dicom-no-pixels",
+        "DICOM image without pixel data",
+        f"data import {{root}}/rvsc-nopixels/TrainingSet --format rvsc --name x --size 32 {L}",
+        "P01-0001.dcm: DICOM without pixel data",
+    ),
+    row(
+        "dicom-mixed-sizes",
+        "DICOM images of different sizes in one volume",
+        f"data import {{root}}/rvsc-mixed/TrainingSet --format rvsc --name x --size 32 {L}",
+        "P01-0004.dcm: 10x14 image in patient01 ED of 10x12 images",
+    ),
+    row(
+        "dicom-compressed",
+        "DICOM compressed (JPEG 2000) with no decoder installed",
+        f"data import {{root}}/rvsc-compressed/TrainingSet --format rvsc --name x --size 32 {L}",
+        "P01-0001.dcm: compressed transfer syntax JPEG 2000",
+    ),
+    row(
+        "dicom-label-grid",
+        "DICOM series with a label NIfTI on another grid",
+        f"data import {{root}}/dicom-label-grid --format dicom --name x --size 32 {L}",
+        "does not cover the series' grid",
     ),
     # -- lab files: corrupt, truncated, newer schema -------------------------------------------------
     row("h5-junk-show", "corrupt checkpoint file (not HDF5) in show", f"show junk {L}", "junk"),
@@ -594,6 +625,7 @@ def _build(root: Path) -> Path:
     # files outside the lab
     for mode in ("good", "corrupt", "truncated"):
         _nifti_folder(root, mode)
+    _dicom_folders(root)
     (root / "afile.txt").write_text("just a file\n")
     state = {k: v.clone() for k, v in torch.load(_export(lab, root), weights_only=True).items()}
     state[NAN_KEY][0] = float("nan")
@@ -604,6 +636,25 @@ def _build(root: Path) -> Path:
         (root / name).write_text(text)
     (root / "study-binary.toml").write_bytes(b'target = "\xff\xfe"\n')
     return lab.root
+
+
+def _dicom_folders(root: Path) -> None:
+    """RVSC replicas spoiled one way each, and a DICOM series whose label lies on another grid."""
+    import nibabel as nib
+    from dicom_replica import COLS, ROWS, make_rvsc, stored_pixels, write_image, write_points
+
+    orphan = make_rvsc(root / "rvsc-orphan") / "patient01"
+    write_points(orphan / "P01contours-manual" / "P01-0042-icontour-manual.txt", [(1, 1), (2, 1), (2, 2)])
+    nopix = make_rvsc(root / "rvsc-nopixels") / "patient01" / "P01dicom"
+    write_image(nopix / "P01-0001.dcm", stored_pixels(0, 0), pixel_data=False)
+    mixed = make_rvsc(root / "rvsc-mixed") / "patient01" / "P01dicom"
+    write_image(mixed / "P01-0004.dcm", np.zeros((ROWS, COLS + 2), np.uint16), position=(-20.0, -30.0, -8.0))
+    packed = make_rvsc(root / "rvsc-compressed") / "patient01" / "P01dicom"
+    write_image(packed / "P01-0001.dcm", stored_pixels(0, 0), compressed=True)
+    series = root / "dicom-label-grid" / "case01"
+    for k in range(3):
+        write_image(series / f"img{k}.dcm", stored_pixels(k, 0), position=(0.0, 0.0, 5.0 * k), instance=k + 1)
+    nib.save(nib.Nifti1Image(np.zeros((COLS, ROWS, 3), np.uint8), np.eye(4)), str(series / "label.nii.gz"))
 
 
 def _export(lab, root: Path) -> Path:
