@@ -53,7 +53,7 @@ from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import KINDS
 from reuse_console.engine.swaps.partial import PartialForward
 from reuse_console.engine.swaps.scan import Variant, evaluate_variants, plan_variants
-from reuse_console.engine.swaps.scan_lab import Loaded, load_inputs
+from reuse_console.engine.swaps.scan_inputs import Loaded, load_inputs
 from reuse_console.store.lab import Lab
 
 CPU = torch.device("cpu")

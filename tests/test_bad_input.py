@@ -329,6 +329,13 @@ ROWS: list[Row] = [
         f"swap seg ae --data toy --layers 1 --kinds RM --recalibrate 2 --recalibrate-scope up {L}",
         "unknown --recalibrate-scope 'up'",
     ),
+    row("confirm-fp32", "scan --confirm on an fp32 scan", f"scan seg ae --data toy --confirm 0.02 {L}", "fp32 already"),
+    row(
+        "confirm-at",
+        "scan --confirm-at that is not a list of drops",
+        f"scan seg ae --data toy --precision bf16 --confirm 0.02 --confirm-at 5% {L}",
+        "--confirm-at '5%'",
+    ),
     # -- options out of range ---------------------------------------------------------------------------
     row("train-epochs-0", "train --epochs 0", f"train --data toy --epochs 0 {L}", "--epochs"),
     row("train-batch-0", "train --batch 0", f"train --data toy --epochs 1 --batch 0 {L}", "--batch"),

@@ -107,6 +107,9 @@ class ScanResult:
     options: dict[str, Any] = field(default_factory=dict)
     recalibrated_baseline: np.ndarray | None = None  # (S, C) with --recalibrate (scope downstream: the raw one)
     recalibrated: np.ndarray | None = None  # (V, S, C): each variant with its norm statistics re-estimated
+    confirmed: np.ndarray | None = None  # (V,) bool with --confirm: re-evaluated in fp32 (baseline always)
+    fast_baseline: np.ndarray | None = None  # (S, C) with --confirm: the low-precision values before it
+    fast_dice: np.ndarray | None = None  # (V, S, C)
 
     def by_class(self, values: np.ndarray) -> dict[str, float | None]:
         return {c: (float(v) if p else None) for c, v, p in zip(self.classes, values, self.present)}
@@ -167,6 +170,7 @@ class ScanResult:
                         if self.recalibrated is None
                         else {"dice_recalibrated": self.by_class(self.recalibrated[i].mean(axis=0))}
                     ),
+                    **self._fast_json(i),
                 }
             )
         recal = self.recalibrated_baseline
@@ -183,10 +187,29 @@ class ScanResult:
                 "dice": self.by_class(base),
                 "per_subject": {s: self.by_class(row) for s, row in zip(self.subjects, self.baseline)},
                 **({} if recal is None else {"dice_recalibrated": self.by_class(recal.mean(axis=0))}),
+                **({} if self.fast_baseline is None else {"dice_fast": self.by_class(self.fast_baseline.mean(axis=0))}),
             },
             "recalibrate": self.options.get("recalibrate"),
+            "confirm": self.options.get("confirm"),
             "variants": variants,
         }
+
+    def _fast_json(self, i: int) -> dict[str, Any]:
+        """With --confirm: whether variant `i` was re-evaluated in fp32, and its low-precision Dice."""
+        if self.confirmed is None or self.fast_dice is None:
+            return {}
+        return {"confirmed": bool(self.confirmed[i]), "dice_fast": self.by_class(self.fast_dice[i].mean(axis=0))}
+
+    def confirm_change(self) -> float | None:
+        """With --confirm: the largest change of foreground mean Dice the fp32 re-evaluation made
+        (baseline and confirmed variants): how far the low-precision pass was off where it mattered."""
+        if self.confirmed is None or self.fast_dice is None or self.fast_baseline is None:
+            return None
+        fg = self.foreground
+        changes = [abs(self.baseline.mean(axis=0)[fg].mean() - self.fast_baseline.mean(axis=0)[fg].mean())]
+        for i in np.flatnonzero(self.confirmed):
+            changes.append(abs(self.dice[i].mean(axis=0)[fg].mean() - self.fast_dice[i].mean(axis=0)[fg].mean()))
+        return float(max(changes))
 
 
 _ALLOCATOR_TUNED = False

@@ -9,111 +9,27 @@ subjects, resampled to the size the recipient was trained at.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from reuse_console.engine.core.device import check_precision, memory_format, pick_device
 from reuse_console.engine.core.events import Finished, Message, Reporter, Started, silent
-from reuse_console.engine.data.slices import load_slices
-from reuse_console.engine.evaluation.evaluate import checkpoint_samples, eval_batches
 from reuse_console.engine.models.layers import LayerIndex
-from reuse_console.engine.models.registry import load_model, model_in_channels
-from reuse_console.engine.swaps.donors import donor_tensors
+from reuse_console.engine.swaps.confirm import Confirmation, confirm_in_fp32
 from reuse_console.engine.swaps.recalibration import Calibration
-from reuse_console.engine.swaps.scan import ScanResult, Variant, evaluate_variants, plan_variants, swap_variant
+from reuse_console.engine.swaps.scan import ScanResult, Variant, plan_variants, swap_variant
+from reuse_console.engine.swaps.scan_inputs import Loaded, calibration_for, evaluate_loaded, load_inputs
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
-from reuse_console.engine.swaps.swap import SwapSpec, check_alpha, check_compatible
+from reuse_console.engine.swaps.swap import SwapSpec, check_alpha
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
-
-
-@dataclass
-class Loaded:
-    """Everything a scan needs, loaded and checked."""
-
-    model: torch.nn.Module
-    donor: dict[str, torch.Tensor]
-    index: LayerIndex
-    batches: list[Any]
-    subjects: list[str]
-    classes: list[str]
-    present: list[bool]
-    device: torch.device
-    precision: str
-    meta: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    samples: Any = None  # the data set's samples as the recipient takes them (calibration batches come from it)
 
 
 def _stem(ref: str) -> str:
     name = Path(ref).name
     return name[:-3] if name.endswith(".h5") else name
-
-
-def load_inputs(
-    lab: Lab,
-    recipient: str,
-    donor: str,
-    data: str,
-    *,
-    device: str = "auto",
-    precision: str = "fp32",
-    batch: int = 32,
-    split: str = "val",
-) -> Loaded:
-    """Load and check the recipient (a seg model), the donor's tensors and the evaluation batches."""
-    dev = pick_device(device)
-    prec = check_precision(precision, dev)
-    model, meta = load_model(lab, recipient, device=dev)
-    if meta.task != "seg":
-        raise UserError(
-            f"recipient {recipient!r} is a {meta.task} model: scans measure Dice, so the recipient must be a seg checkpoint"
-        )
-    donor_state, donor_arch = donor_tensors(lab, donor, recipient, meta)
-    check_compatible(model.state_dict(), donor_state, recipient_arch=meta.arch, donor_arch=donor_arch)
-    slices = load_slices(lab, data)
-    if meta.classes and list(meta.classes) != list(slices.classes):
-        raise UserError(
-            f"recipient {recipient!r} predicts classes {meta.classes}, data set {data!r} has {slices.classes}"
-        )
-    slices = checkpoint_samples(slices, model, meta.extra)
-    batches, subjects = eval_batches(slices, split, batch=batch)
-    if not subjects:
-        raise UserError(f"data set {data!r} has no {split} subjects to evaluate on")
-    index = LayerIndex.from_model(model, model_in_channels(meta.arch_config), size=min(64, slices.size))
-    return Loaded(
-        model,
-        donor_state,
-        index,
-        batches,
-        subjects,
-        list(slices.classes),
-        list(slices.present),
-        dev,
-        prec,
-        meta,
-        {"size": slices.size, "split": split, "batch": batch},
-        slices,
-    )
-
-
-def calibration_for(loaded: Loaded, batches: int | None, scope: str, batch: int) -> Calibration | None:
-    """The first `batches` batches of `batch` slices of the training subjects, in data-set order,
-    on the device (None: no recalibration). Fixed, so every variant and a resume see the same."""
-    if batches is None:
-        return None
-    if batches < 1:
-        raise UserError(f"--recalibrate must be a number of batches >= 1 (got {batches})")
-    train, _ = eval_batches(loaded.samples, "train", batch=batch)
-    if not train:
-        raise UserError("the data set has no training subjects to recalibrate on")
-    fmt = memory_format(loaded.device, train[0].images.ndim)
-    images = [b.images.to(loaded.device).contiguous(memory_format=fmt) for b in train[:batches]]
-    return Calibration(images, scope)
 
 
 def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
@@ -197,10 +113,12 @@ def evaluate_and_store(
     chunk_variants: int = 32,
     partial: bool = True,
     calibration: Calibration | None = None,
+    confirmation: Confirmation | None = None,
     report: Reporter = silent,
 ) -> ScanResult:
     """Evaluate `variants` (resuming from a progress file), write `scans/<name>.h5`; with
-    `calibration`, evaluate them again recalibrated and store both side by side.
+    `calibration`, evaluate them again recalibrated and store both side by side; with
+    `confirmation`, re-evaluate in fp32 the baseline and the variants near a plan threshold.
 
     The scan's name is claimed for the whole evaluation (store/claims.py): a second scan or
     resume of the same name is refused while this one runs.
@@ -221,6 +139,7 @@ def evaluate_and_store(
             chunk_variants=chunk_variants,
             partial=partial,
             calibration=calibration,
+            confirmation=confirmation,
             report=report,
         )
 
@@ -239,6 +158,7 @@ def _evaluate_and_store(
     chunk_variants: int,
     partial: bool,
     calibration: Calibration | None,
+    confirmation: Confirmation | None,
     report: Reporter,
 ) -> ScanResult:
     progress = progress_path(lab, name)
@@ -297,6 +217,16 @@ def _evaluate_and_store(
         on_chunk=save_progress,
     )
     result.baseline, result.dice, result.engine = base, dice, engine
+    if confirmation is not None:
+        fp32 = replace(loaded, precision="fp32")
+        confirm_in_fp32(
+            result,
+            variants,
+            confirmation,
+            loaded.present,
+            lambda chosen: evaluate_loaded(fp32, chosen, partial=partial, report=report)[:2],
+            report,
+        )
     if calibration is not None:
         report(
             Message(
@@ -320,22 +250,6 @@ def _evaluate_and_store(
     progress.unlink(missing_ok=True)
     report(Finished(f"scan {name}", result=name, seconds=result.seconds))
     return result
-
-
-def evaluate_loaded(loaded: Loaded, variants: list[Variant], **options: Any) -> tuple[np.ndarray, np.ndarray, str]:
-    """`evaluate_variants` on what `load_inputs` loaded (`options`: baseline, done, calibration, ...)."""
-    return evaluate_variants(
-        loaded.model,
-        loaded.donor,
-        variants,
-        loaded.batches,
-        classes=loaded.classes,
-        present=loaded.present,
-        num_subjects=len(loaded.subjects),
-        device=loaded.device,
-        precision=loaded.precision,
-        **options,
-    )
 
 
 def _batches(n: int) -> str:
@@ -380,13 +294,17 @@ def run_scan(
     recalibrate: int | None = None,
     recalibrate_scope: str = "all",
     pairs: str | None = None,
+    confirm: float | None = None,
+    confirm_at: str = "0.05",
     report: Reporter = silent,
 ) -> ScanResult:
     """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`; with
     `recalibrate` N, each also with its norm statistics re-estimated on N training batches.
     `pairs`: the `R:D,R:D` set this scan belongs to (`scan --pairs`), kept so the set's scans
-    are read together (engine/swaps/overlay.py)."""
+    are read together (engine/swaps/overlay.py). `confirm` MARGIN (a bf16/fp16 scan): variants
+    whose drop lies within MARGIN of a `confirm_at` threshold are re-evaluated in fp32."""
     alphas = tuple(check_alpha(a) for a in alphas)
+    confirmation = Confirmation.parse(confirm, confirm_at, precision)
     chosen = _choose_name(lab, name, f"{_stem(recipient)}-vs-{_stem(donor)}", resume)
     loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
     calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
@@ -408,6 +326,7 @@ def run_scan(
         "size": loaded.extra["size"],
         **recal_options,
         **({"pairs": pairs} if pairs else {}),
+        **(confirmation.options() if confirmation else {}),
     }
     return evaluate_and_store(
         lab,
@@ -422,6 +341,7 @@ def run_scan(
         chunk_variants=chunk_variants,
         partial=partial,
         calibration=calibration,
+        confirmation=confirmation,
         report=report,
     )
 

@@ -17,6 +17,10 @@ Layout (schema 1, kind "scan"):
   /recalibrated/baseline (S, C) float64  with --recalibrate: the baseline with its norm statistics
                                          re-estimated (scope all; the raw one for scope downstream)
   /recalibrated/dice   (V, S, C) float64 each variant with its norm statistics re-estimated (NaN: not yet)
+  /variants/confirmed  (V,) bool         with --confirm: the variants re-evaluated in fp32 (their
+                                         /variants/dice is fp32; the baseline always is)
+  /fast/baseline       (S, C) float64    with --confirm: the low-precision pass's values before it
+  /fast/dice           (V, S, C) float64
 The progress file `scans/<name>.h5.partial` has the same layout with `complete` false; listing
 ignores it (it does not end in .h5) and it is replaced atomically after each chunk.
 """
@@ -51,6 +55,8 @@ def summary(result: ScanResult) -> dict[str, Any]:
         "variants": len(result.variants),
         "precision": result.precision,
     }
+    if result.confirmed is not None:
+        out["confirmed"] = int(np.sum(result.confirmed))
     if result.options.get("pairs"):
         out["pairs"] = result.options["pairs"]
     fg = [c for c in range(1, len(result.classes)) if result.present[c]]
@@ -98,6 +104,10 @@ def write_scan(
         if result.recalibrated is not None and result.recalibrated_baseline is not None:
             f.create_dataset("recalibrated/baseline", data=np.asarray(result.recalibrated_baseline, dtype=np.float64))
             f.create_dataset("recalibrated/dice", data=np.asarray(result.recalibrated, dtype=np.float64))
+        if result.confirmed is not None and result.fast_baseline is not None and result.fast_dice is not None:
+            g.create_dataset("confirmed", data=np.asarray(result.confirmed, dtype=bool))
+            f.create_dataset("fast/baseline", data=np.asarray(result.fast_baseline, dtype=np.float64))
+            f.create_dataset("fast/dice", data=np.asarray(result.fast_dice, dtype=np.float64))
     return path
 
 
@@ -150,6 +160,9 @@ def read_scan(path: Path, name: str | None = None) -> ScanResult:
             options=get_json(f, "options", {}),
             recalibrated_baseline=f["recalibrated/baseline"][()] if "recalibrated/baseline" in f else None,
             recalibrated=f["recalibrated/dice"][()] if "recalibrated/dice" in f else None,
+            confirmed=g["confirmed"][()] if "confirmed" in g else None,
+            fast_baseline=f["fast/baseline"][()] if "fast/baseline" in f else None,
+            fast_dice=f["fast/dice"][()] if "fast/dice" in f else None,
         )
 
 

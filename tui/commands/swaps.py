@@ -45,6 +45,23 @@ RecalibrateScopeOpt = Annotated[
         "the norms the swapped tensor affects.",
     ),
 ]
+ConfirmOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--confirm",
+        help="With --precision bf16/fp16: re-evaluate in exact fp32 the baseline and every variant whose worst "
+        "foreground drop lies within this margin of a --confirm-at threshold, so a plan from the scan is the fp32 "
+        "scan's plan at bf16 speed (both values are stored). E.g. --confirm 0.02 (bf16 moves Dice by up to ~0.02).",
+        show_default=False,
+    ),
+]
+ConfirmAtOpt = Annotated[
+    str,
+    typer.Option(
+        "--confirm-at",
+        help="The plan thresholds (--max-dice-drop values) the confirmation protects, separated by commas.",
+    ),
+]
 FullForwardOpt = Annotated[
     bool,
     typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
@@ -168,13 +185,15 @@ def scan(
     full_forward: FullForwardOpt = False,
     recalibrate: RecalibrateOpt = None,
     recalibrate_scope: RecalibrateScopeOpt = "all",
+    confirm: ConfirmOpt = None,
+    confirm_at: ConfirmAtOpt = "0.05",
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
 ) -> None:
     """Swap every single (layer, kind[, alpha]) tensor in turn and measure Dice per class: the paper's experiment 1.
 
-    Each variant changes one recipient tensor towards the donor's, is evaluated on the validation subjects and restored. The fast path runs each batch once through the unchanged model and re-runs only the layers after the changed one from cached activations (torch.fx; models that do not trace fall back to a full forward). fp32 gives the naive loop's Dice; bf16 is faster on CPUs with bf16 support and GPUs.
+    Each variant changes one recipient tensor towards the donor's, is evaluated on the validation subjects and restored. The fast path runs each batch once through the unchanged model and re-runs only the layers after the changed one from cached activations (torch.fx; models that do not trace fall back to a full forward). fp32 gives the naive loop's Dice; bf16 is faster on CPUs with bf16 support and GPUs; add --confirm 0.02 to make the plan decisions exact anyway.
 
     Stored as scans/NAME.h5 (default name RECIPIENT-vs-DONOR): baseline and per-variant Dice per class and subject. A killed scan keeps its finished variants: rerun the same command with --resume.
 
@@ -212,6 +231,8 @@ def scan(
                     recalibrate=recalibrate,
                     recalibrate_scope=recalibrate_scope,
                     pairs=pair_set,
+                    confirm=confirm,
+                    confirm_at=confirm_at,
                     report=report,
                 )
             )

@@ -47,6 +47,15 @@ def render_scan(result: Any, drops: int = 5) -> RenderableType:
             ),
             _fg_table(result, recal_base, recal_means),
         ]
+    if result.confirmed is not None:
+        at = ", ".join(f"{t:g}" for t in result.options.get("confirm_at", []))
+        parts.append(
+            Text(
+                f"confirmed in fp32: the baseline and {int(result.confirmed.sum())} of {len(result.variants)} "
+                f"variants (drops within {result.options.get('confirm')} of {at}); largest change "
+                f"{result.confirm_change():.4f}"
+            )
+        )
     worst = result.largest_drops(drops)
     if worst:
         fg = result.foreground

@@ -17,7 +17,8 @@ from reuse_console.engine.evaluation.evaluate import EvalBatch
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.swaps.partial import PartialForward
 from reuse_console.engine.swaps.scan import Variant, evaluate_variants
-from reuse_console.engine.swaps.scan_lab import Loaded, evaluate_and_store
+from reuse_console.engine.swaps.scan_inputs import Loaded
+from reuse_console.engine.swaps.scan_lab import evaluate_and_store
 
 CPU = torch.device("cpu")
 CLASSES = ["background", "a", "b"]

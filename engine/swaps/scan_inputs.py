@@ -1,0 +1,119 @@
+"""What a scan or a swap loads before any evaluation: the recipient, the donor's tensors and the
+evaluation batches, checked together (one clear error before work starts), and the calibration
+batches of a recalibrated scan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from reuse_console.engine.core.device import check_precision, memory_format, pick_device
+from reuse_console.engine.data.slices import load_slices
+from reuse_console.engine.evaluation.evaluate import checkpoint_samples, eval_batches
+from reuse_console.engine.models.layers import LayerIndex
+from reuse_console.engine.models.registry import load_model, model_in_channels
+from reuse_console.engine.swaps.donors import donor_tensors
+from reuse_console.engine.swaps.recalibration import Calibration
+from reuse_console.engine.swaps.scan import Variant, evaluate_variants
+from reuse_console.engine.swaps.swap import check_compatible
+from reuse_console.store.errors import UserError
+from reuse_console.store.lab import Lab
+
+
+@dataclass
+class Loaded:
+    """Everything a scan needs, loaded and checked."""
+
+    model: torch.nn.Module
+    donor: dict[str, torch.Tensor]
+    index: LayerIndex
+    batches: list[Any]
+    subjects: list[str]
+    classes: list[str]
+    present: list[bool]
+    device: torch.device
+    precision: str
+    meta: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    samples: Any = None  # the data set's samples as the recipient takes them (calibration batches come from it)
+
+
+def load_inputs(
+    lab: Lab,
+    recipient: str,
+    donor: str,
+    data: str,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    batch: int = 32,
+    split: str = "val",
+) -> Loaded:
+    """Load and check the recipient (a seg model), the donor's tensors and the evaluation batches."""
+    dev = pick_device(device)
+    prec = check_precision(precision, dev)
+    model, meta = load_model(lab, recipient, device=dev)
+    if meta.task != "seg":
+        raise UserError(
+            f"recipient {recipient!r} is a {meta.task} model: scans measure Dice, so the recipient must be a seg checkpoint"
+        )
+    donor_state, donor_arch = donor_tensors(lab, donor, recipient, meta)
+    check_compatible(model.state_dict(), donor_state, recipient_arch=meta.arch, donor_arch=donor_arch)
+    slices = load_slices(lab, data)
+    if meta.classes and list(meta.classes) != list(slices.classes):
+        raise UserError(
+            f"recipient {recipient!r} predicts classes {meta.classes}, data set {data!r} has {slices.classes}"
+        )
+    slices = checkpoint_samples(slices, model, meta.extra)
+    batches, subjects = eval_batches(slices, split, batch=batch)
+    if not subjects:
+        raise UserError(f"data set {data!r} has no {split} subjects to evaluate on")
+    index = LayerIndex.from_model(model, model_in_channels(meta.arch_config), size=min(64, slices.size))
+    return Loaded(
+        model,
+        donor_state,
+        index,
+        batches,
+        subjects,
+        list(slices.classes),
+        list(slices.present),
+        dev,
+        prec,
+        meta,
+        {"size": slices.size, "split": split, "batch": batch},
+        slices,
+    )
+
+
+def calibration_for(loaded: Loaded, batches: int | None, scope: str, batch: int) -> Calibration | None:
+    """The first `batches` batches of `batch` slices of the training subjects, in data-set order,
+    on the device (None: no recalibration). Fixed, so every variant and a resume see the same."""
+    if batches is None:
+        return None
+    if batches < 1:
+        raise UserError(f"--recalibrate must be a number of batches >= 1 (got {batches})")
+    train, _ = eval_batches(loaded.samples, "train", batch=batch)
+    if not train:
+        raise UserError("the data set has no training subjects to recalibrate on")
+    fmt = memory_format(loaded.device, train[0].images.ndim)
+    images = [b.images.to(loaded.device).contiguous(memory_format=fmt) for b in train[:batches]]
+    return Calibration(images, scope)
+
+
+def evaluate_loaded(loaded: Loaded, variants: list[Variant], **options: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """`evaluate_variants` on what `load_inputs` loaded (`options`: baseline, done, calibration, ...)."""
+    return evaluate_variants(
+        loaded.model,
+        loaded.donor,
+        variants,
+        loaded.batches,
+        classes=loaded.classes,
+        present=loaded.present,
+        num_subjects=len(loaded.subjects),
+        device=loaded.device,
+        precision=loaded.precision,
+        **options,
+    )
