@@ -21,14 +21,26 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from reuse_console.store.lab import Lab
 
 from .screens.base import ConsoleScreen, PaletteCommand
+from .screens.comparison import ComparisonScreen
+from .screens.experiment import ExperimentScreen
+from .screens.help import HelpScreen
 from .screens.jobs import JobsScreen
 from .screens.lab import LabListing, LabScreen
 from .screens.layers import LayersScreen
+from .screens.plan_view import PlanScreen
+from .screens.result import ResultScreen
+from .screens.run_view import RunScreen
 from .screens.scans import ScanScreen
 from .screens.swap import SwapScreen
 from .widgets.nav import SCREENS
 
 SCREEN_GROUP = Binding.Group("screens", compact=True)
+VIEWS: dict[str, type[ResultScreen]] = {
+    "experiments": ExperimentScreen,
+    "plans": PlanScreen,
+    "runs": RunScreen,
+    "comparisons": ComparisonScreen,
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,25 @@ class ConsoleConfig:
     keymap: dict[str, str] = field(default_factory=dict)  # binding id -> key(s), e.g. {"app.screen.lab": "f1"}
 
 
+OBJECT_PREFIXES = ("Layers of", "Scan ", "Comparison ", "Grid ", "Plan ", "Run ", "Job ")
+
+
+def binding_commands(screen: Any, taken: set[str]) -> list[PaletteCommand]:
+    """Every action bound on `screen` (its own keys and its focused widget's) as a palette command,
+    named "<Screen>: <description> (<keys>)", so the palette offers what the keys do."""
+    from .screens.help import key_rows
+
+    label = type(screen).__name__.removesuffix("Screen") or "Screen"
+    out: list[PaletteCommand] = []
+    for row in key_rows(screen):
+        if row.where == "everywhere" or not row.binding_id:  # the console's own bindings, not Textual's
+            continue
+        name = f"{label}: {row.description} ({row.keys})"
+        if name not in taken:
+            out.append((name, f"Key {row.keys}", partial(screen.app.run_action, row.action, row.node)))
+    return out
+
+
 class ConsoleCommands(Provider):
     """Command palette: go to a screen, open any object of the lab, and the screen's own commands."""
 
@@ -58,12 +89,16 @@ class ConsoleCommands(Provider):
         screen = self.screen
         if isinstance(screen, ConsoleScreen):
             out.extend(screen.palette_commands())
+        out.extend(binding_commands(screen, {name for name, _, _ in out}))
         listing = app.listing
         if listing is not None:
             openers: dict[str, tuple[str, Callable[[str], object]]] = {
                 "checkpoints": ("Layers of", app.open_layers),
                 "scans": ("Scan", app.open_scan),
-                "comparisons": ("Comparison", app.open_comparison),
+                "comparisons": ("Comparison", partial(app.open_view, "comparisons")),
+                "experiments": ("Grid", partial(app.open_view, "experiments")),
+                "plans": ("Plan", partial(app.open_view, "plans")),
+                "runs": ("Run", partial(app.open_view, "runs")),
                 "jobs": ("Job", app.open_job),
             }
             for kind, (verb, opener) in openers.items():
@@ -73,7 +108,7 @@ class ConsoleCommands(Provider):
 
     async def discover(self) -> Hits:
         for name, help_text, callback in self._commands():
-            if not name.startswith(("Layers of", "Scan ", "Comparison ", "Job ")):
+            if not name.startswith(OBJECT_PREFIXES):
                 yield DiscoveryHit(name, callback, help=help_text)
 
     async def search(self, query: str) -> Hits:
@@ -103,6 +138,7 @@ class ConsoleApp(App[None]):
             Binding(key, f"goto('{mode}')", label, id=f"app.screen.{mode}", group=SCREEN_GROUP)
             for key, mode, label in SCREENS
         ),
+        Binding("?,f1", "help", "Help", id="app.help"),
         Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True, id="app.palette"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="app.quit"),
         Binding("ctrl+c", "help_quit", show=False, system=True, id="app.help_quit"),
@@ -146,6 +182,15 @@ class ConsoleApp(App[None]):
                 getattr(self.screen, method)(*args)
 
         self.call_later(go)
+
+    def action_help(self) -> None:
+        """Open the help of the screen shown now (the help screen itself closes on its own keys)."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen.for_screen(self.screen))
+
+    def open_view(self, kind: str, obj_id: str) -> None:
+        """Open a grid, plan, run or comparison in its own view, on top of the current screen."""
+        self.push_screen(VIEWS[kind](obj_id))
 
     def open_layers(self, checkpoint: str, compare_with: str | None = None) -> None:
         self.goto("layers", "open_checkpoint", checkpoint, compare_with)

@@ -341,16 +341,17 @@ class LabScreen(ConsoleScreen):
         self.open_object(self.current_kind, str(event.row_key.value))
 
     def open_object(self, kind: str, obj_id: str) -> None:
-        """Checkpoints open their layers, scans and comparisons the scan view, jobs the job view."""
+        """Checkpoints open their layers, scans the scan view, jobs the job view; grids, plans, runs and
+        comparisons their own views; data sets the details box."""
         app = self.console
         if kind == "checkpoints":
             app.open_layers(obj_id)
         elif kind == "scans":
             app.open_scan(obj_id)
-        elif kind == "comparisons":
-            app.open_comparison(obj_id)
         elif kind == "jobs":
             app.open_job(obj_id)
+        elif kind in ("experiments", "plans", "runs", "comparisons"):
+            app.open_view(kind, obj_id)  # a view of its own (tui/screens/experiment.py, plan_view.py ...)
         else:
             self.app.push_screen(DetailModal(self.console.lab, kind, obj_id))
 
