@@ -3,7 +3,13 @@
 Definitions (the one Dice of the product):
 - Dice(c, subject) = 2|P∩G| / (|P| + |G|) over all voxels of the subject's evaluated slices,
   where P are voxels predicted as class c and G voxels labelled c.
-- Empty G and empty P: 1.0 (nothing to find, nothing found). Empty G, non-empty P: 0.0.
+- Empty G and empty P: 1.0 (nothing to find, nothing found). Empty G, non-empty P: 0.0. This is
+  `empty="one"`, MONAI's `compute_dice(ignore_empty=False)`. With `empty="ignore"` (MONAI's
+  `ignore_empty=True`, its default) a class whose reference is empty is NaN and left out of the
+  means, so an unlabelled apical slice range cannot raise or sink a score.
+- The unit is a subject (all of its volumes' slices at once, the paper's and this lab's default)
+  or, as ACDC results are reported, a volume (one frame: ED and ES scored apart); counts are
+  additive, so per-subject Dice is the volumes' counts summed (`group_counts`).
 - Classes the data set lacks (`present[c]` False) are reported as absent (None), never as 0.
 - Class 0 (background) is included, as the paper reports it; `dice_fg` is the mean over present
   foreground classes.
@@ -42,13 +48,43 @@ def dice_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> t
     return torch.stack([inter, counted_pred, count(torch.where(real, target + offsets, dump))], dim=1)
 
 
-def dice_from_counts(counts: np.ndarray) -> np.ndarray:
-    """Dice from summed counts (..., 3, C) with the empty-set rules of this module."""
+EMPTY_RULES = ("one", "ignore")
+
+
+def check_empty(empty: str) -> str:
+    """`empty` checked: "one" or "ignore"."""
+    from reuse_console.store.errors import UserError
+
+    if empty not in EMPTY_RULES:
+        raise UserError(f"--empty {empty}: choose one (MONAI ignore_empty=False) or ignore (ignore_empty=True)")
+    return empty
+
+
+def dice_from_counts(counts: np.ndarray, empty: str = "one") -> np.ndarray:
+    """Dice from summed counts (..., 3, C) with the empty-set rule `empty` (see the module)."""
     inter, psum, tsum = counts[..., 0, :], counts[..., 1, :], counts[..., 2, :]
     denom = psum + tsum
     with np.errstate(invalid="ignore", divide="ignore"):
         dice = np.where(denom > 0, 2.0 * inter / np.maximum(denom, 1e-12), 1.0)
+    if check_empty(empty) == "ignore":
+        dice = np.where(tsum > 0, dice, np.nan)
     return dice
+
+
+def group_counts(counts: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+    """Counts (U, 3, C) of units summed into `groups` groups (`group[u]` is unit u's group)."""
+    out = np.zeros((groups, *counts.shape[1:]), dtype=np.float64)
+    np.add.at(out, np.asarray(group, dtype=np.int64), counts)
+    return out
+
+
+def nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 leaving NaN out (NaN where a column has no value), without warnings."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = ~np.isnan(values)
+        n = kept.sum(axis=0)
+        total = np.where(kept, values, 0.0).sum(axis=0)
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 class DiceAccumulator:
@@ -63,9 +99,9 @@ class DiceAccumulator:
         per_slice = dice_counts(pred, target, self.num_classes).cpu().numpy()
         np.add.at(self.counts, np.asarray(subject, dtype=np.int64), per_slice)
 
-    def per_subject(self) -> np.ndarray:
+    def per_subject(self, empty: str = "one") -> np.ndarray:
         """Dice (S, C)."""
-        return dice_from_counts(self.counts)
+        return dice_from_counts(self.counts, empty)
 
 
 @dataclass
@@ -80,21 +116,25 @@ class DiceResult:
 
     @property
     def mean(self) -> np.ndarray:
-        return self.per_subject.mean(axis=0) if len(self.subjects) else np.full(len(self.classes), np.nan)
+        """Mean over subjects (units); NaN entries (empty="ignore") are left out."""
+        return nanmean_rows(self.per_subject) if len(self.subjects) else np.full(len(self.classes), np.nan)
 
     @property
     def std(self) -> np.ndarray:
-        return self.per_subject.std(axis=0) if len(self.subjects) else np.full(len(self.classes), np.nan)
+        if not len(self.subjects):
+            return np.full(len(self.classes), np.nan)
+        centred = self.per_subject - self.mean
+        return np.sqrt(nanmean_rows(centred * centred))
 
     def by_class(self, values: np.ndarray | None = None) -> dict[str, float | None]:
-        """Class name -> mean Dice (None for absent classes)."""
+        """Class name -> mean Dice (None for absent classes, and for NaN: no reference anywhere)."""
         values = self.mean if values is None else values
-        return {c: (float(v) if p else None) for c, v, p in zip(self.classes, values, self.present)}
+        return {c: (float(v) if p and not np.isnan(v) else None) for c, v, p in zip(self.classes, values, self.present)}
 
     @property
     def dice_fg(self) -> float:
         """Mean Dice over the present foreground classes (classes 1..C-1)."""
-        fg = [float(v) for c, (v, p) in enumerate(zip(self.mean, self.present)) if c > 0 and p]
+        fg = [float(v) for c, (v, p) in enumerate(zip(self.mean, self.present)) if c > 0 and p and not np.isnan(v)]
         return float(np.mean(fg)) if fg else float("nan")
 
     @classmethod

@@ -203,8 +203,36 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="train, val or all.")] = "val",
     save_predictions: Annotated[
         Optional[Path],
-        typer.Option("--save-predictions", help="Write {subject}_pred.nii.gz and {subject}_gt.nii.gz here."),
+        typer.Option(
+            "--save-predictions",
+            help="Write {volume}_pred.nii.gz and {volume}_gt.nii.gz here (per volume, e.g. patient001_ED).",
+        ),
     ] = None,
+    grid: Annotated[
+        str,
+        typer.Option(
+            "--grid",
+            help="source: predictions on the source image's own grid and affine (overlay them on the original "
+            "in ITK-SNAP); evaluated: the stored slices' grid, with the evaluated image (_image) beside them.",
+        ),
+    ] = "source",
+    per: Annotated[
+        str,
+        typer.Option(
+            "--per",
+            help="subject: Dice over all of a subject's volumes at once (the paper's; scans use it); volume: "
+            "each volume (frame) scored apart, as ACDC results are reported, with ED/ES and per-subject means.",
+        ),
+    ] = "subject",
+    empty: Annotated[
+        str,
+        typer.Option(
+            "--empty",
+            help="one: empty reference and empty prediction = 1, a prediction = 0 (MONAI compute_dice "
+            "ignore_empty=False); ignore: a class with an empty reference is left out of the means "
+            "(MONAI ignore_empty=True).",
+        ),
+    ] = "one",
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass.")] = 32,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = DEFAULT_PRECISION,
@@ -214,7 +242,7 @@ def evaluate(
 ) -> None:
     """Score a checkpoint: seg Dice per class (class 0 included) per subject over all of its slices (3D), mean and std over subjects; ae MSE and PSNR.
 
-    Dice rules: empty reference and empty prediction = 1.0; empty reference with a prediction = 0.0; classes the data set does not label are shown as absent, not 0. --save-predictions writes the predicted and reference label maps per subject as NIfTI (in-plane spacing in the header) for ITK-SNAP, 3D Slicer or MONAI.
+    Dice rules (--empty one): empty reference and empty prediction = 1.0; empty reference with a prediction = 0.0; classes the data set does not label are shown as absent, not 0. --per volume scores each frame apart (ED and ES means). --save-predictions writes the predicted and reference label maps per volume as NIfTI with the source image's affine (--grid source) for ITK-SNAP, 3D Slicer or MONAI.
 
     Example: reuse-console eval unet-seg-acdc --json
     """
@@ -231,6 +259,9 @@ def evaluate(
         precision=precision,
         batch=batch,
         save_predictions=save_predictions,
+        per=per,
+        empty=empty,
+        grid=grid,
     )
     if json_out:
         emit_json(result)
@@ -247,16 +278,26 @@ def _print_eval(result: dict[str, Any]) -> None:
         table.add_row(fmt(result["mse"], 5), fmt(result["psnr"], 2))
         stdout.print(table)
         return
-    table.add_column("class")
-    table.add_column("dice mean", justify="right")
-    table.add_column("std", justify="right")
-    for cls in result["classes"]:
-        if cls in result["absent"]:
-            table.add_row(cls, "absent", "")
-        else:
-            table.add_row(cls, fmt(result["dice"][cls]), fmt(result["dice_std"][cls]))
-    table.add_row("[bold]foreground mean[/bold]", f"[bold]{fmt(result['dice_fg'])}[/bold]", "")
-    stdout.print(table)
+    if "dice" not in result:  # unlabelled data: predictions only
+        stderr.print(f"{result['data']} has no labels: no Dice, predictions written")
+    else:
+        phases = result.get("by_phase") or {}
+        table.add_column("class")
+        table.add_column("dice mean", justify="right")
+        table.add_column("std", justify="right")
+        for phase in phases:
+            table.add_column(phase, justify="right")
+        for cls in result["classes"]:
+            if cls in result["absent"]:
+                table.add_row(cls, "absent", "", *("" for _ in phases))
+            else:
+                by_phase = (fmt(phases[p][cls]) for p in phases)
+                table.add_row(cls, fmt(result["dice"][cls]), fmt(result["dice_std"][cls]), *by_phase)
+        fg = (f"[bold]{fmt(phases[p]['dice_fg'])}[/bold]" for p in phases)
+        table.add_row("[bold]foreground mean[/bold]", f"[bold]{fmt(result['dice_fg'])}[/bold]", "", *fg)
+        if result.get("dice_per") == "volume":
+            table.caption = f"Dice per volume (frame), phases beside; empty={result['empty']}"
+        stdout.print(table)
     for path in result.get("files", [])[:2]:
         stderr.print(f"wrote {path}")
     if len(result.get("files", [])) > 2:
