@@ -20,6 +20,7 @@ import numpy as np
 
 from reuse_console.engine.reuse.predict import ALL, Predictor, StatRow, TensorRow
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
+from reuse_console.store.lab import Lab
 
 KIND = "comparison"
 MEASURE = "predictor"
@@ -37,6 +38,16 @@ def summary(result: Predictor) -> dict[str, Any]:
     if best is not None:
         out["best"] = f"{best.measure} AUC {best.auc:.2f}"
     return out
+
+
+def newest_for_scan(lab: Lab, scan: str) -> str | None:
+    """The id of the newest stored predictor table of scan `scan` (None when there is none)."""
+    found = [
+        e
+        for e in lab.entries("comparisons")
+        if e.ok and e.summary.get("measure") == MEASURE and e.summary.get("scan") == scan
+    ]
+    return max(found, key=lambda e: (e.created, e.path.stat().st_mtime_ns)).id if found else None
 
 
 def is_predictor(path: Path) -> bool:
@@ -123,4 +134,4 @@ def read_predictor(path: Path, name: str = "") -> Predictor:
         )
 
 
-__all__ = ["ALL", "MEASURE", "is_predictor", "read_predictor", "write_predictor"]
+__all__ = ["ALL", "MEASURE", "is_predictor", "newest_for_scan", "read_predictor", "write_predictor"]

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from ..widgets.overlay_grid import overlay_grid
 from ..widgets.scan_grid import Grid, bn_grid, chart_lines, rmse_grid, scan_grid
 from .base import ConsoleScreen
+from .measure_modal import MeasureModal, PredictorModal, measure_of
 from .pick import Choices, PickModal, entry_choices
 
 EMPTY = (
@@ -40,6 +41,7 @@ class ScanScreen(ConsoleScreen):
         Binding("v", "overlay", "Donors", id="scans.overlay"),
         Binding("a", "next_choice", "Next α/pair", id="scans.next_choice"),
         Binding("p", "next_choice", "Next pair", show=False, id="scans.next_pair"),
+        Binding("r", "predictor", "Predictor", id="scans.predictor"),
     ]
 
     class Loaded(Message):
@@ -109,6 +111,9 @@ class ScanScreen(ConsoleScreen):
                 source = load_scan(lab, ref)
             grid = scan_grid(source, choice)
         elif kind == "comparison":
+            if source is None and measure_of(lab, ref) is not None:  # CKA or a predictor: a modal shows it
+                self.app.call_from_thread(self._measure_modal, ref)
+                return
             if source is None:
                 from reuse_console.engine.compare.rmse import read_comparison
 
@@ -178,6 +183,10 @@ class ScanScreen(ConsoleScreen):
 
     # -- actions -------------------------------------------------------------------------------
 
+    def _measure_modal(self, ref: str) -> None:
+        self.worker_failed(None)  # the head back to what is shown
+        self.app.push_screen(MeasureModal(self.console.lab, ref))
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-list", name="listing scans")
     def list_choices(self) -> None:
         lab = self.console.lab
@@ -232,6 +241,13 @@ class ScanScreen(ConsoleScreen):
             self.notify("Open a scan first (o): the overlay shows it beside its other donors.", severity="warning")
             return
         self.open_overlay(self.ref)
+
+    def action_predictor(self) -> None:
+        """The predictor table of the open scan (tui/screens/measure_modal.py): does a measure predict its drops?"""
+        if self.kind != "scan" or self.ref is None:
+            self.notify("Open a scan first (o): r ranks RMSE, CKA... against its Dice drops.", severity="warning")
+            return
+        self.app.push_screen(PredictorModal(self.console.lab, self.ref))
 
     def action_next_choice(self) -> None:
         if self.grid is None or self.kind is None or self.ref is None or len(self.grid.choices) < 2:
