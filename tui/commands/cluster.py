@@ -93,14 +93,21 @@ def grid_cell(
     import signal
 
     from reuse_console.engine.core.device import use_threads
+    from reuse_console.engine.core.events import EpochEnd, Event, Message
     from reuse_console.engine.grids.remote import parse_spec, run_cell_task
     from reuse_console.store.lab import Lab
+
+    def log(event: Event) -> None:  # the task's log (submitit's folder, Ray's worker logs): plain lines
+        if isinstance(event, Message):
+            stderr.print(escape(event.text), highlight=False)
+        elif isinstance(event, EpochEnd):
+            stderr.print(f"epoch {event.epoch}", highlight=False)
 
     use_threads(threads, device)
     cell = parse_spec(spec)
     signal.signal(signal.SIGUSR2, signal.default_int_handler)  # preemption notice: stop like Ctrl-C
     with sigterm_as_interrupt():
-        how = run_cell_task(Lab.from_option(lab), cell, device=device, precision=precision, lease_s=lease)
+        how = run_cell_task(Lab.from_option(lab), cell, device=device, precision=precision, lease_s=lease, report=log)
     stderr.print(f"cell {cell.name}: {how}")
 
 
