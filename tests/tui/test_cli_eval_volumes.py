@@ -92,3 +92,19 @@ def test_source_grid_round_trip_with_nibabel(lab, cli, phantom: Path, tmp_path: 
                 np.testing.assert_allclose(img.affine, source.affine, atol=1e-5)
                 assert img.header.get_zooms() == pytest.approx(source.header.get_zooms())
             assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
+
+
+def test_show_prints_each_volumes_provenance(lab, cli, phantom: Path) -> None:
+    import_dataset(lab, phantom, fmt="acdc", name="acdc", size=80, spacing=5.0)
+    code, out, _ = cli("--lab", str(lab.root), "show", "acdc", "--json")
+    assert code == 0
+    volumes = json.loads(out)["volumes"]
+    ed = next(v for v in volumes if v["volume"] == "patient002_ED")
+    source = nib.load(str(phantom / "patient002" / "patient002_frame01.nii.gz"))
+    assert ed["files"] == [str(phantom / "patient002" / "patient002_frame01.nii.gz"),
+                           str(phantom / "patient002" / "patient002_frame01_gt.nii.gz")]  # fmt: skip
+    assert ed["placement"]["shape"] == list(source.shape)
+    np.testing.assert_allclose(ed["affine"], source.affine, atol=1e-6)
+    assert ed["spacing"] == pytest.approx(source.header.get_zooms())
+    code, out, _ = cli("--lab", str(lab.root), "show", "acdc")
+    assert code == 0 and "patient002_ED" in out and "2 nii.gz" in out  # its image and its label

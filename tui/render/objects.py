@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -186,7 +187,39 @@ def render_dataset(info: Any) -> RenderableType:
         chosen = [i for i, s in enumerate(info.split) if s == split]
         names = ", ".join(info.subjects[i] for i in chosen)
         table.add_row(split, str(len(chosen)), str(sum(info.slices[i] for i in chosen)), names)
-    return Group(_fields(rows), table)
+    volumes = getattr(info, "volume_info", None) or []
+    return Group(_fields(rows), table, _provenance(volumes)) if volumes else Group(_fields(rows), table)
+
+
+def _provenance(volumes: list[dict[str, Any]], limit: int = 40) -> RenderableType:
+    """Per volume: the source grid (voxels, mm, orientation), the kept box and the files read."""
+    table = Table(
+        title="volumes: phase, source grid and orientation, kept rows/cols, files (--json: paths, affine)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+    )
+    for col in ("volume", "ph", "voxels", "mm", "ori", "kept", "files"):
+        table.add_column(col, no_wrap=col != "files", overflow="fold")
+    for v in volumes[:limit]:
+        where = v.get("placement") or {}
+        rows, cols = where.get("rows") or [0, 0, 0], where.get("columns") or [0, 0, 0]
+        kinds: dict[str, int] = {}
+        for name in (Path(f).name for f in v.get("files") or []):
+            ending = name.split(".", 1)[1] if "." in name else "file"
+            kinds[ending] = kinds.get(ending, 0) + 1
+        table.add_row(
+            str(v.get("volume")),
+            str(v.get("phase") or "-"),
+            "x".join(str(n) for n in where.get("shape") or []),
+            "x".join(f"{s:.2g}" for s in v.get("spacing") or []),
+            str(v.get("orientation") or ""),
+            f"{rows[0]}:{rows[0] + rows[2]}/{cols[0]}:{cols[0] + cols[2]}",
+            " ".join(f"{n} {k}" for k, n in kinds.items()),
+        )
+    if len(volumes) > limit:
+        table.add_row(f"... {len(volumes) - limit} more (--json)", "", "", "", "", "", "")
+    return table
 
 
 # -- any file, raw ----------------------------------------------------------------------------------
