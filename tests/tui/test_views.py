@@ -1,0 +1,204 @@
+"""The result views driven with Pilot, each checked against the file it shows read with h5py alone
+(the experiment's stored table, the comparison's arrays, the run's epochs), and the plan editor
+against `plan import` of the same edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from test_app import make_app, plain, run_async, wait_until
+from view_lab import view_lab
+
+from reuse_console.store.lab import Lab
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Lab:
+    return view_lab(tmp_path / "lab")
+
+
+def _strings(ds) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in ds[()]]
+
+
+async def _open(pilot, kind: str, obj_id: str, screen: str) -> None:
+    app = pilot.app
+    await wait_until(pilot, lambda: app.listing is not None, 20, "the lab listing")
+    app.open_view(kind, obj_id)
+    await wait_until(pilot, lambda: type(app.screen).__name__ == screen and app.screen.data is not None, 60, screen)
+    await pilot.pause()
+
+
+def _row_text(table, i: int) -> list[str]:
+    return [cell.plain if hasattr(cell, "plain") else str(cell) for cell in table.get_row_at(i)]
+
+
+# -- experiment --------------------------------------------------------------------------------
+
+
+@run_async
+async def test_experiment_view_rows_equal_the_stored_table(lab: Lab) -> None:
+    with h5py.File(lab.path("experiments", "grid"), "r") as f:
+        t = f["table"]
+        sources, modes = _strings(t["source"]), _strings(t["mode"])
+        mean, std, diff = t["mean"][()], t["std"][()], t["diff"][()]
+        low, high, seeds = t["diff_low95"][()], t["diff_high95"][()], t["seeds"][()]
+        cells = f["cells"]
+        cell_rows = list(zip(_strings(cells["source"]), _strings(cells["mode"]), _strings(cells["checkpoint"])))
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "experiments", "grid", "ExperimentScreen")
+        table = app.screen.query_one("#exp-table")
+        assert table.row_count == len(sources) == 4
+        for i in range(table.row_count):
+            text = _row_text(table, i)
+            assert text[:4] == [sources[i], modes[i], "4", str(seeds[i])]
+            for c in range(5):  # bg RV MYO LV, then the stored fg column
+                lines = text[4 + c].split("\n")
+                assert lines[0] == f"{mean[i, c]:.3f}"
+                assert lines[1] == f"±{std[i, c]:.3f}".replace("0.", ".")
+                if np.isnan(diff[i, c]):
+                    assert len(lines) == 2 or lines[2] == ""
+                else:
+                    star = "*" if (low[i, c] > 0 or high[i, c] < 0) else ""
+                    assert lines[2] == f"({diff[i, c]:+.3f}{star})".replace("0.", ".")
+        # 80 columns: every column fits without scrolling sideways
+        assert table.virtual_size.width <= table.size.width
+        # Enter on the third row lists its cells' checkpoints (one per seed)
+        await pilot.press("down", "down", "enter")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "PickModal", 10, "the cell picker")
+        listed = [c for c, _ in app.screen.choices]
+        assert listed == [ckpt for s, m, ckpt in cell_rows if (s, m) == (sources[2], modes[2])]
+        await pilot.press("escape")
+        # the Chart and RMSE tabs
+        await pilot.press("c")
+        await pilot.pause()
+        chart = plain(app.screen.query_one("#exp-chart"))
+        assert f"{mean[1, 1]:.3f}" in chart and "RV: Dice per row" in chart
+        await pilot.press("c")
+        await pilot.pause()
+        rmse = plain(app.screen.query_one("#exp-rmse"))
+        assert "RM  (max" in rmse and "W  (max" in rmse
+
+
+# -- plan --------------------------------------------------------------------------------------
+
+
+@run_async
+async def test_plan_edit_and_save_equals_plan_import_of_the_same_edit(lab: Lab, tmp_path: Path, cli) -> None:
+    from reuse_console.engine.reuse.plans import load_plan
+
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "plans", "plan-a", "PlanScreen")
+        screen = app.screen
+        summary = plain(screen.query_one("#plan-summary"))
+        # drops over 0.05 (view_lab.write_plan): RV of 1 and 2, W of 2, 3, 4 and head; 8 of 14 reused
+        assert "not reusable: RV: 1,2; W: 2,3,4,head" in summary
+        assert "reused 8 of 14 tensors (57.1%)" in summary
+        # cursor starts on layer 1 RM: make it not reusable; then layer 2 W (0.5) reusable
+        await pilot.press("space")
+        await pilot.press("down", "right", "right", "space")
+        summary = plain(screen.query_one("#plan-summary"))
+        assert "not reusable: RM: 1; RV: 1,2; W: 3,4,head" in summary and "2 edited" in summary
+        await pilot.press("s")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "PromptModal", 10, "the name prompt")
+        app.screen.query_one("Input").value = "plan-a-ui"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: lab.exists("plans", "plan-a-ui"), 30, "the saved plan")
+    # the same edit by hand in the exported TOML, imported with the CLI
+    out = tmp_path / "plan.toml"
+    assert cli("plan", "export", "plan-a", "--out", str(out), "--lab", str(lab.root))[0] == 0
+    text = out.read_text()
+    start = text.index("\n[not_reusable]\n") + 1  # the table, not the header comment naming it
+    end = text.index("\n\n", start)
+    text = text[:start] + '[not_reusable]\nRM = [1]\nRV = [1, 2]\nW = [3, 4, "head"]\nB = []' + text[end:]
+    out.write_text(text)
+    code, _, err = cli("plan", "import", str(out), "--name", "plan-a-cli", "--lab", str(lab.root))
+    assert code == 0, err
+    ui, imported = load_plan(lab, "plan-a-ui"), load_plan(lab, "plan-a-cli")
+    assert ui.tensors == imported.tensors
+    assert (ui.arch, ui.criteria) == (imported.arch, imported.criteria)
+    assert ui.provenance["from"] == "plan-a" and ui.provenance["recipient"] == "seg"
+
+
+# -- comparison --------------------------------------------------------------------------------
+
+
+@run_async
+async def test_comparison_view_pair_and_matrix_show_the_stored_relative_rmse(lab: Lab) -> None:
+    with h5py.File(lab.path("comparisons", "cmp3"), "r") as f:
+        relative, layers = f["relative"][()], _strings(f["layers/name"])
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "comparisons", "cmp3", "ComparisonScreen")
+        table = app.screen.query_one("#cmp-table")
+        assert [str(c.label) for c in table.columns.values()] == ["layer", "RM", "W"]
+        for li, layer in enumerate(layers):
+            expected = ["" if np.isnan(v) else f"{v:.3f}" for v in relative[0, li]]
+            assert _row_text(table, li) == [layer, *expected]
+        await pilot.press("p")  # the second pair
+        assert _row_text(table, 0)[1:] == [f"{v:.3f}" for v in relative[1, 0]]
+        await pilot.press("m", "k")  # the matrix of every pair, then the next kind: W
+        assert [str(c.label) for c in table.columns.values()] == ["layer", "1-2", "1-3", "2-3"]
+        assert _row_text(table, 2)[1:] == [f"{v:.3f}" for v in relative[:, 2, 1]]
+        await pilot.press("c")
+        await pilot.pause()
+        sparks = plain(app.screen.query_one("#cmp-sparks"))
+        assert f"max {np.nanmax(relative[0, :5, 1]):.3g}" in sparks  # pair 1-2 over the numbered layers
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+@run_async
+async def test_run_view_shows_the_stored_epochs(lab: Lab) -> None:
+    with h5py.File(lab.path("runs", "run-a"), "r") as f:
+        epochs = f["epochs"][()]
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "runs", "run-a", "RunScreen")
+        body = plain(app.screen.query_one("#run-body"))
+        assert "finished" in plain(app.screen.query_one("#view-head"))
+        for row in epochs:
+            assert f"{row['train_loss']:.4f}" in body and f"{row['val_dice_fg']:.3f}" in body
+        assert "Dice fg" in body and f"{epochs['val_dice_fg'][-1]:.3f}" in body
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "LabScreen"
+
+
+# -- help and palette --------------------------------------------------------------------------
+
+
+@run_async
+async def test_help_lists_the_screens_own_bindings_and_closes(lab: Lab) -> None:
+    from reuse_console.tui.screens.plan_view import PlanScreen
+
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "plans", "plan-a", "PlanScreen")
+        await pilot.press("f1")
+        assert type(app.screen).__name__ == "HelpScreen"
+        text = plain(app.screen.query_one("#help-body"))
+        for binding in PlanScreen.BINDINGS:
+            assert binding.description in text
+        assert "Back" in text and "reuse plan" in text
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "PlanScreen"
+
+
+@run_async
+async def test_the_palette_offers_the_screens_key_actions(lab: Lab) -> None:
+    from reuse_console.tui.app import binding_commands
+
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "plans", "plan-a", "PlanScreen")
+        commands = {name: callback for name, _, callback in binding_commands(app.screen, set())}
+        assert {"Plan: Save as (s)", "Plan: Undo edits (u)", "Plan: Back (esc)"} <= set(commands)
+        await commands["Plan: Save as (s)"]()
+        await pilot.pause()
+        assert type(app.screen).__name__ == "PromptModal"
