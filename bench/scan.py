@@ -10,6 +10,9 @@ One run, same models and data, for UNet and PSPNet:
   engine fp32      engine.scan.evaluate_variants on every variant: batches outside, partial re-execution
                    from cached activations, in-place swaps, freed activations kept in the heap.
   engine bf16      the same with bf16 autocast.
+  bf16+confirm     engine bf16, then `scan --confirm 0.02 --confirm-at 0.05`: the baseline and the
+                   variants whose worst drop lies within 0.02 of 0.05 re-evaluated in fp32 (its time
+                   is the bf16 pass plus the re-evaluation; the ratio to engine bf16 is printed).
 The naive loops run in fresh processes (the engine tunes malloc process-wide), split in two halves
 around the engine runs, so a change of load on a shared machine hits both sides alike.
 
@@ -48,11 +51,13 @@ from scan_models import MODELS
 from scan_models import run as run_models
 from torch.utils.flop_counter import FlopCounterMode
 
+from reuse_console.engine.core.events import silent
 from reuse_console.engine.evaluation.evaluate import evaluate_seg
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import KINDS
+from reuse_console.engine.swaps.confirm import Confirmation, confirm_in_fp32
 from reuse_console.engine.swaps.partial import PartialForward
-from reuse_console.engine.swaps.scan import Variant, evaluate_variants, plan_variants
+from reuse_console.engine.swaps.scan import ScanResult, Variant, evaluate_variants, plan_variants
 from reuse_console.engine.swaps.scan_inputs import Loaded, load_inputs
 from reuse_console.store.lab import Lab
 
@@ -187,6 +192,8 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
     seconds: dict[str, float] = {}
     naive: dict[str, dict[int, np.ndarray]] = {"naive fp32": {}, "naive+cl fp32": {}}
     engine_dice: dict[str, np.ndarray] = {}
+    full: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    confirmed = [0]
     engine_used = ""
 
     def run_naive(label: str, part: list[int]) -> None:
@@ -202,7 +209,7 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         nonlocal engine_used
         peaks[precision].append(peak_flops(precision))
         t0 = time.perf_counter()
-        _, dice, engine_used = evaluate_variants(
+        base, dice, engine_used = evaluate_variants(
             loaded.model,
             loaded.donor,
             variants,
@@ -216,6 +223,33 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         seconds[f"engine {precision}"] = time.perf_counter() - t0
         peaks[precision].append(peak_flops(precision))
         engine_dice[precision] = dice.mean(axis=1)[sample]
+        full[precision] = (base, dice)
+
+    def run_confirm() -> None:
+        base, dice = full["bf16"]
+        result = ScanResult(
+            "bench", "r", "d", "bench", loaded.classes, loaded.present, loaded.subjects, base, variants, dice
+        )
+
+        def fp32(chosen: list[Variant]) -> tuple[np.ndarray, np.ndarray]:
+            out = evaluate_variants(
+                loaded.model,
+                loaded.donor,
+                chosen,
+                loaded.batches,
+                classes=loaded.classes,
+                present=loaded.present,
+                num_subjects=len(loaded.subjects),
+                device=CPU,
+                precision="fp32",
+            )
+            return out[0], out[1]
+
+        t0 = time.perf_counter()
+        confirm_in_fp32(result, variants, Confirmation(0.02, (0.05,)), loaded.present, fp32, silent)
+        seconds["bf16+confirm"] = seconds["engine bf16"] + time.perf_counter() - t0
+        engine_dice["bf16+confirm"] = result.dice.mean(axis=1)[sample]
+        confirmed[0] = int(np.sum(result.confirmed))
 
     # the naive loops are split around the engine runs, so a change of machine load during the
     # benchmark (other processes on a shared box) hits both sides alike
@@ -224,6 +258,7 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
     run_naive("naive+cl fp32", first)
     run_engine("fp32")
     run_engine("bf16")
+    run_confirm()
     run_naive("naive+cl fp32", second)
     run_naive("naive fp32", second)
     peaks["fp32"].append(peak_flops("fp32"))
@@ -247,8 +282,8 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
                 "floor": 100 * flops_naive * len(sample) / peak["fp32"] / seconds[label],
             }
         )
-    for precision in ("fp32", "bf16"):
-        label = f"engine {precision}"
+    for label, precision in (("engine fp32", "fp32"), ("engine bf16", "bf16"), ("bf16+confirm", "bf16")):
+        key = label.removeprefix("engine ")
         rate = len(variants) / seconds[label]
         rows.append(
             {
@@ -258,11 +293,15 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
                 "seconds": seconds[label],
                 "rate": rate,
                 "speedup": rate / base_rate,
-                "ddice": float(np.abs(engine_dice[precision] - reference).max()),
+                "ddice": float(np.abs(engine_dice[key] - reference).max()),
                 "floor": 100 * flops_engine / peak[precision] / seconds[label],
                 "engine": engine_used,
             }
         )
+    print(
+        f"  bf16+confirm re-evaluated the baseline and {confirmed[0]} of {len(variants)} variants in fp32: "
+        f"{seconds['bf16+confirm'] / seconds['engine bf16']:.2f}x the plain bf16 scan"
+    )
     print(
         f"  peak matmul (mean of the runs): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} "
         f"GFLOP/s; FLOPs per scan: naive {flops_naive * len(variants) / 1e12:.2f} T, engine "
@@ -314,10 +353,12 @@ def main() -> None:
             f"{r.get('speedup', 1.0):>7.1f}x {r['ddice']:>11.2e} {r['floor']:>6.1f}%"
         )
     unet = {r["mode"]: r for r in rows if r["arch"] == "unet"} or {r["mode"]: r for r in rows}
-    fp32, bf16 = unet["engine fp32"], unet["engine bf16"]
+    fp32, bf16, sure = unet["engine fp32"], unet["engine bf16"], unet["bf16+confirm"]
     print(
         f"scan speedup: fp32 {fp32['speedup']:.1f}x, bf16 {bf16['speedup']:.1f}x; "
-        f"max |dDice| fp32 {fp32['ddice']:.2g}, bf16 {bf16['ddice']:.2g}"
+        f"max |dDice| fp32 {fp32['ddice']:.2g}, bf16 {bf16['ddice']:.2g}; "
+        f"floor fp32 {fp32['floor']:.0f}%, bf16 {bf16['floor']:.0f}%; "
+        f"confirm {sure['seconds'] / bf16['seconds']:.2f}x bf16"
     )
 
 
