@@ -220,8 +220,11 @@ class JobsScreen(ConsoleScreen):
         form = make_form(message.form, message.choices, self.console.lab, message.preset)
 
         def submitted(argv: list[str] | None) -> None:
-            if argv:
-                self.start(argv, form.study if isinstance(form, GridForm) else None)
+            study = form.study if isinstance(form, GridForm) else None
+            if argv and study is not None:
+                self.start(argv, study=study)
+            elif argv:
+                self.start(argv)
 
         self.app.push_screen(form, submitted)
 
