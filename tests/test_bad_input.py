@@ -447,6 +447,9 @@ ROWS: list[Row] = [
         f"eval seg --data toy --save-predictions {{root}}/afile.txt {L}",
         "afile.txt",
     ),
+    row("eval-empty-unknown", "eval --empty that is no rule", f"eval seg --data toy --empty zero {L}", "--empty zero"),
+    row("eval-per-unknown", "eval --per that is no unit", f"eval seg --data toy --per frame {L}", "--per frame"),
+    row("eval-grid-unknown", "eval --grid that is no grid", f"eval seg --data toy --grid native {L}", "--grid native"),
     # -- cka --------------------------------------------------------------------------------------------
     row("cka-one", "cka with one checkpoint", f"cka seg --data toy {L}", "at least two"),
     row("cka-id", "unknown checkpoint in cka", f"cka seg nope --data toy {L}", "no checkpoint 'nope'"),
@@ -459,6 +462,22 @@ ROWS: list[Row] = [
         "cka-features", "cka --features that does not exist", f"cka seg ae --data toy --features flat {L}", "--features"
     ),
     row("cka-memory", "cka --memory-mb 0", f"cka seg ae --data toy --memory-mb 0 {L}", "--memory-mb 0"),
+    # -- predict and plan --from: predictors of the swap drop ------------------------------------
+    row(
+        "predict-measure",
+        "predict --measures that does not exist",
+        f"predict s1 --measures magic {L}",
+        "unknown measure 'magic'",
+    ),
+    row("predict-few", "predict a scan of fewer than 3 single-tensor swaps", f"predict s1 {L}", "needs 3 or more"),
+    row("predict-drop", "predict --max-dice-drop -1", f"predict s1 --max-dice-drop -1 {L}", ">= 0"),
+    row("plan-from-threshold", "plan --from without --threshold", f"plan --scan s1 --from rmse {L}", "go together"),
+    row(
+        "plan-from-measure",
+        "plan --from a measure that does not exist",
+        f"plan --scan s1 --from magic --threshold 1 {L}",
+        "unknown --from 'magic'",
+    ),
     # -- --threads on every command that runs torch ---------------------------------------------
     row("threads-0-train", "train --threads 0", f"train --data toy --epochs 1 --threads 0 {L}", "--threads must be"),
     row(

@@ -30,7 +30,7 @@ from reuse_console.engine.evaluation.metrics import (
     nanmean_rows,
     psnr,
 )
-from reuse_console.engine.evaluation.predictions import write_volume_predictions
+from reuse_console.engine.evaluation.predictions import GRIDS, write_volume_predictions
 from reuse_console.engine.models.layout import spatial_dims, with_layout
 from reuse_console.engine.models.registry import load_model
 from reuse_console.store.errors import UserError
@@ -228,6 +228,8 @@ def evaluate_checkpoint(
     check_empty(empty)
     if per not in ("subject", "volume"):
         raise UserError(f"--per {per}: choose subject or volume")
+    if grid not in GRIDS:
+        raise UserError(f"--grid {grid}: choose source or evaluated")
     dev = pick_device(device)
     prec = check_precision(precision, dev)
     model, meta = load_model(lab, ref, device=dev)
