@@ -206,12 +206,13 @@ def predict_scan(
         raise UserError(f"--resamples must be >= 0 (got {resamples})")
     start = time.perf_counter()
     chosen = parse_measures(measures)
+    swapped = len(scan_dice_drops(scan))
+    if swapped < 3:
+        raise UserError(f"scan {scan.name!r} swapped {swapped} single tensors: a rank correlation needs 3 or more")
     pair = load_pair(lab, scan, batch=batch, with_data=bool(NEEDS_DATA & set(chosen)))
     measured, notes = tensor_measures(pair, chosen, device=device, report=report)
     kept = [m for m in chosen if m in measured]
     tensors = tensor_rows(scan, pair.index, measured, kept)
-    if len(tensors) < 3:
-        raise UserError(f"scan {scan.name!r} swapped {len(tensors)} single tensors: a rank correlation needs 3 or more")
     report(Message(f"{len(tensors)} tensors, {len(kept)} measures, {resamples} bootstrap resamples"))
     rows = stat_rows(kept, tensors, max_dice_drop, resamples=resamples, seed=seed)
     return Predictor(
