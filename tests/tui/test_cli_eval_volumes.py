@@ -108,3 +108,18 @@ def test_show_prints_each_volumes_provenance(lab, cli, phantom: Path) -> None:
     assert ed["spacing"] == pytest.approx(source.header.get_zooms())
     code, out, _ = cli("--lab", str(lab.root), "show", "acdc")
     assert code == 0 and "patient002_ED" in out and "2 nii.gz" in out  # its image and its label
+
+
+def test_unlabelled_rvsc_test_set_gets_predictions_only(lab, cli, tmp_path: Path) -> None:
+    from dicom_replica import make_rvsc
+
+    root = make_rvsc(tmp_path / "src", contours=False, set_name="Test1Set")
+    import_dataset(lab, root, fmt="rvsc", name="acdc", size=16, val_subjects=0)
+    make_checkpoint(lab, "seg", seed=3, size=16)
+    code, _, err = cli("--lab", str(lab.root), "eval", "seg", "--data", "acdc", "--split", "all", "--device", "cpu")
+    assert code == 2 and "has no labels" in err
+    got = _eval(cli, lab, "--save-predictions", str(tmp_path / "nii"))
+    assert "dice" not in got and got["labelled"] is False
+    assert sorted(Path(f).name for f in got["files"]) == [f"patient01_t0{t}_pred.nii.gz" for t in range(3)]
+    pred = nib.load(got["files"][0])
+    assert pred.shape == (12, 10, 2)  # the DICOM series' own grid: columns, rows, slices
