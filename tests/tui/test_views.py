@@ -202,3 +202,32 @@ async def test_the_palette_offers_the_screens_key_actions(lab: Lab) -> None:
         await commands["Plan: Save as (s)"]()
         await pilot.pause()
         assert type(app.screen).__name__ == "PromptModal"
+
+
+@run_async
+async def test_run_view_follows_a_run_while_it_trains(lab: Lab) -> None:
+    """A run still being written is read again on the view's poll: a new epoch appears."""
+    from reuse_console.store.runs import RunWriter
+
+    columns = ["epoch", "train_loss", "val_dice_fg", "seconds", "images_per_s", "best"]
+    meta = {"arch": "unet", "task": "seg", "data": "acdc", "epochs": 3, "classes": [], "present": []}
+    writer = RunWriter.create(lab.path("runs", "live"), meta=meta, epoch_columns=columns)
+    try:
+        writer.append_step(1, 1, 0.9, 50.0)
+        writer.append_epoch(
+            {"epoch": 1, "train_loss": 0.9, "val_dice_fg": 0.25, "seconds": 1, "images_per_s": 50, "best": 1}
+        )
+        app = make_app(lab, job_poll_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _open(pilot, "runs", "live", "RunScreen")
+            assert "running" in plain(app.screen.query_one("#view-head"))
+            assert "0.9000" in plain(app.screen.query_one("#run-body"))
+            writer.append_step(2, 2, 0.4321, 50.0)
+            writer.append_epoch(
+                {"epoch": 2, "train_loss": 0.4321, "val_dice_fg": 0.5, "seconds": 1, "images_per_s": 50, "best": 1}
+            )
+            await wait_until(pilot, lambda: "0.4321" in plain(app.screen.query_one("#run-body")), 20, "epoch 2")
+            writer.finish("finished")
+            await wait_until(pilot, lambda: "finished" in plain(app.screen.query_one("#view-head")), 20, "the end")
+    finally:
+        writer.finish("finished")
