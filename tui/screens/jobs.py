@@ -27,9 +27,11 @@ from .lab import short_time
 from .modals import ConfirmModal
 
 NO_JOBS = (
-    "No jobs yet. t starts a training job, s a scan, g a grid, a an alignment, k a CKA comparison.\n\n"
-    "Each job is a separate `reuse-console ...` process in its own session: it keeps running when\n"
-    "the console closes or the SSH link drops, and the console finds it again when reopened."
+    "No jobs yet. t starts a training job, s a scan, g a grid, a an alignment,\n"
+    "k a CKA comparison.\n\n"
+    "Each job is a separate `reuse-console ...` process in its own session: it\n"
+    "keeps running when the console closes or the SSH link drops, and the\n"
+    "console finds it again when reopened."
 )
 
 
@@ -41,10 +43,10 @@ class JobsScreen(ConsoleScreen):
         Binding("t", "new_train", "Train", id="jobs.train"),
         Binding("s", "new_scan", "Scan", id="jobs.scan"),
         Binding("g", "new_grid", "Grid", id="jobs.grid"),
-        Binding("a", "new_align", "Align", id="jobs.align"),
-        Binding("k", "new_cka", "CKA", id="jobs.cka"),
+        Binding("a", "new_align", "Align", id="jobs.align", show=False),  # 80 columns: the footer keeps x y o
+        Binding("k", "new_cka", "CKA", id="jobs.cka", show=False),
         Binding("r", "resume_job", "Resume", id="jobs.resume"),
-        Binding("e", "edit_job", "Edit+restart", id="jobs.edit"),
+        Binding("e", "edit_job", "Edit", id="jobs.edit"),
         Binding("x", "cancel_job", "Cancel", id="jobs.cancel"),
         Binding("y", "copy_command", "Copy", id="jobs.copy"),
         Binding("o", "open_result", "Result", id="jobs.open_result"),
