@@ -123,7 +123,6 @@ def ray_head(tmp_path_factory):
         f"--port={ports[0]}",
         f"--node-manager-port={ports[1]}",
         f"--object-manager-port={ports[2]}",
-        f"--ray-client-server-port={ports[3]}",
         f"--dashboard-agent-listen-port={ports[4]}",
         f"--metrics-export-port={ports[5]}",
         f"--min-worker-port={low}",
