@@ -231,3 +231,11 @@ async def test_run_view_follows_a_run_while_it_trains(lab: Lab) -> None:
             await wait_until(pilot, lambda: "finished" in plain(app.screen.query_one("#view-head")), 20, "the end")
     finally:
         writer.finish("finished")
+
+
+def test_details_write_numbers_for_people() -> None:
+    from reuse_console.tui.screens.detail import human_text
+
+    assert human_text(2.2065603733062744) == "2.207"
+    assert human_text({"lr": 0.0012345678, "sizes": [1.0, 0.333333333]}) == '{"lr": 0.001235, "sizes": [1.0, 0.3333]}'
+    assert human_text("patient001") == "patient001" and human_text(12) == "12" and human_text(float("nan")) == "nan"

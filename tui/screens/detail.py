@@ -1,10 +1,17 @@
-"""A modal with one object's attributes and datasets, for kinds that have no screen of their own."""
+"""A modal with one object's attributes and datasets, for kinds that have no view of their own
+(data sets: classes, size and splits as `reuse-console show` prints them, then the file).
+
+Values are written for people: floats to four significant digits, JSON attributes compact with
+their floats rounded the same way, so no `2.2065603733062744` reaches the screen.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any, ClassVar
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -18,8 +25,32 @@ from textual.widgets import Static
 from reuse_console.store.inspect import describe
 from reuse_console.store.lab import Lab
 
-from ..widgets.job_view import STATUS_STYLE, epoch_table, loss_line
 from .base import WorkerErrors
+
+
+def human(value: Any) -> Any:
+    """`value` with every float rounded to 4 significant digits (nested lists and dicts too)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: human(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [human(v) for v in value]
+    return value
+
+
+def human_text(value: Any) -> str:
+    """One attribute value as text: strings as they are, numbers rounded, structures as compact JSON."""
+    value = human(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(", ", ": "), default=str)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def detail_table(info: dict[str, Any]) -> Table:
@@ -28,7 +59,7 @@ def detail_table(info: dict[str, Any]) -> Table:
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in info["attrs"].items():
-        table.add_row(key, str(value))
+        table.add_row(key, human_text(value))
     table.add_row("", "")
     table.add_row("datasets", str(info["dataset_count"]))
     for item in info["datasets"][:40]:
@@ -37,15 +68,28 @@ def detail_table(info: dict[str, Any]) -> Table:
     return table
 
 
+def read_detail(lab: Lab, kind: str, obj_id: str) -> RenderableType:
+    """What the box shows (file reads: worker thread only)."""
+    path = lab.path(kind, obj_id)
+    attributes = detail_table(describe(path))
+    if kind == "datasets":
+        from reuse_console.engine.data.slices import read_dataset_info
+
+        from ..render.objects import render_dataset
+
+        return Group(render_dataset(read_dataset_info(path, obj_id)), Text(""), attributes)
+    return attributes
+
+
 class DetailModal(WorkerErrors, ModalScreen[None]):
     """Shows `reuse-console show KIND/ID` in a box (read in a thread)."""
 
     BINDINGS: ClassVar = [Binding("escape,q,enter", "dismiss", "Close", id="detail.close")]
 
     class Described(Message):
-        def __init__(self, info: dict[str, Any]) -> None:
+        def __init__(self, body: RenderableType) -> None:
             super().__init__()
-            self.info = info
+            self.body = body
 
     def __init__(self, lab: Lab, kind: str, obj_id: str) -> None:
         super().__init__(classes="modal")
@@ -56,7 +100,7 @@ class DetailModal(WorkerErrors, ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="detail-box", classes="modal-box"):
             with VerticalScroll():
-                yield Static("reading...", id="detail-body")
+                yield Static(Text(f"reading {self.kind[:-1]} {self.obj_id}...", style="yellow"), id="detail-body")
             yield Static(f"reuse-console show {self.kind}/{self.obj_id}    Esc closes", classes="modal-hint")
 
     def on_mount(self) -> None:
@@ -65,45 +109,8 @@ class DetailModal(WorkerErrors, ModalScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="detail", name="reading the object")
     def read(self) -> None:
-        path = self.lab.path(self.kind, self.obj_id)
-        info = describe(path)
-        if self.kind == "runs":
-            from reuse_console.store.runs import read_run
-
-            info["history"] = read_run(path)
-        self.post_message(self.Described(info))
+        self.post_message(self.Described(read_detail(self.lab, self.kind, self.obj_id)))
 
     @on(Described)
     def _described(self, message: Described) -> None:
-        body = detail_table(message.info)
-        history = message.info.get("history")
-        self.query_one("#detail-body", Static).update(run_view(history, body) if history is not None else body)
-
-
-def run_view(history: Any, attributes: Table) -> Group:
-    """A run's status, loss curve and per-epoch validation table, then its attributes."""
-    rows = []
-    epochs = history.epochs
-    for i in range(history.n_epochs):
-        row: dict[str, Any] = {
-            "epoch": int(epochs["epoch"][i]) if "epoch" in epochs else i + 1,
-            "loss": float(epochs["train_loss"][i]) if "train_loss" in epochs else float("nan"),
-            "best": bool(epochs["best"][i]) if "best" in epochs else False,
-            "img/s": float(epochs["images_per_s"][i]) if "images_per_s" in epochs else float("nan"),
-            "s": float(epochs["seconds"][i]) if "seconds" in epochs else float("nan"),
-        }
-        for key, values in epochs.items():
-            if key.startswith("val_"):
-                name = key.removeprefix("val_dice_").removeprefix("val_")
-                row[name] = None if values[i] != values[i] else float(values[i])
-        rows.append(row)
-    losses = tuple(float(v) for v in history.steps.get("loss", ()))
-    head = Text.assemble(
-        ("status ", "dim"),
-        (history.status, STATUS_STYLE.get(history.status, "")),
-        (f"  {history.n_epochs} epochs, {history.n_steps} steps", "dim"),
-    )
-    parts: list[Any] = [head, loss_line(losses, 70)]
-    if rows:
-        parts += [Text(""), epoch_table(tuple(rows), 50)]
-    return Group(*parts, Text(""), attributes)
+        self.query_one("#detail-body", Static).update(message.body)
