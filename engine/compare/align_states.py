@@ -85,6 +85,31 @@ def output_difference(
     return worst
 
 
+def aligned_donor(
+    model: nn.Module,
+    recipient: Mapping[str, torch.Tensor],
+    donor: Mapping[str, torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    *,
+    report: Reporter = silent,
+) -> dict[str, torch.Tensor]:
+    """The donor's state with its channels permuted to match the recipient's (weight matching), in
+    memory (`scan --align`, `swap --align`, `predict`); refused unless its outputs on `inputs` stay
+    within TOLERANCE of the donor's (float64, CPU). `model` may sit on any device: a CPU copy is used."""
+    cpu = copy.deepcopy(model).cpu().eval()
+    recipient = {k: v.detach().cpu() for k, v in recipient.items()}
+    donor = {k: v.detach().cpu() for k, v in donor.items()}
+    inputs = [x.cpu() for x in inputs]
+    spec, perms, _, _ = align_states(cpu, recipient, donor, inputs, report=report)
+    aligned = permute_state(spec, donor, perms or identity(spec.groups))
+    worst = output_difference(cpu, donor, aligned, inputs, torch.device("cpu"))
+    if not worst <= TOLERANCE:
+        raise UserError(f"refused: aligning the donor changed its outputs by {worst:.3g} (> {TOLERANCE:g})")
+    moved = sum(int((p != torch.arange(len(p))).sum()) for p in perms.values())
+    report(Message(f"aligned the donor: {moved} channels moved, outputs within {worst:.2g}"))
+    return aligned
+
+
 def align_to_first(
     model: nn.Module,
     states: Sequence[Mapping[str, torch.Tensor]],

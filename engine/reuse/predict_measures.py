@@ -30,11 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from reuse_console.engine.compare.align_states import TOLERANCE, align_states, output_difference
+from reuse_console.engine.compare.align_states import aligned_donor
 from reuse_console.engine.compare.bn import analyse
 from reuse_console.engine.compare.cka_lab import Models, measure
 from reuse_console.engine.compare.features import FeatureSpec
-from reuse_console.engine.compare.matching import identity, permute_state
 from reuse_console.engine.compare.rmse import compare_states
 from reuse_console.engine.core.device import pick_device
 from reuse_console.engine.core.events import Message, Reporter, silent
@@ -111,13 +110,7 @@ def _per_key(comp: Any, index: LayerIndex, values: np.ndarray) -> dict[str, floa
 
 
 def _aligned(pair: Pair, report: Reporter) -> dict[str, torch.Tensor]:
-    inputs = [b.images for b in pair.batches]
-    spec, perms, _, _ = align_states(pair.model, pair.recipient, pair.donor, inputs, report=report)
-    aligned = permute_state(spec, pair.donor, perms or identity(spec.groups))
-    worst = output_difference(pair.model, pair.donor, aligned, inputs, torch.device("cpu"))
-    if not worst <= TOLERANCE:
-        raise UserError(f"aligning {pair.names[1]} changed its outputs by {worst:.3g} (> {TOLERANCE:g})")
-    return aligned
+    return aligned_donor(pair.model, pair.recipient, pair.donor, [b.images for b in pair.batches], report=report)
 
 
 def _cka(pair: Pair, device: str) -> dict[str, float]:

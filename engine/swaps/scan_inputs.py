@@ -4,6 +4,7 @@ batches of a recalibrated scan."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,12 @@ from reuse_console.engine.swaps.scan import Variant, evaluate_variants
 from reuse_console.engine.swaps.swap import check_compatible
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
+
+# aligned_donor(model, recipient_state, donor_state, inputs) -> the donor's state, channels reordered
+DonorAligner = Callable[[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor], list[torch.Tensor]], dict]
+ALIGNED_OPTION = {
+    True: {"align": "weights"}
+}  # what an aligned scan's options add (nothing otherwise: old scans resume)
 
 
 @dataclass
@@ -51,8 +58,11 @@ def load_inputs(
     precision: str = "fp32",
     batch: int = 32,
     split: str = "val",
+    align: DonorAligner | None = None,
 ) -> Loaded:
-    """Load and check the recipient (a seg model), the donor's tensors and the evaluation batches."""
+    """Load and check the recipient (a seg model), the donor's tensors and the evaluation batches.
+    `align` (engine/compare/align_states.py `aligned_donor`, passed in: swaps sit below compare)
+    reorders the donor's channels to the recipient's, checked on these batches."""
     dev = pick_device(device)
     prec = check_precision(precision, dev)
     model, meta = load_model(lab, recipient, device=dev)
@@ -71,6 +81,8 @@ def load_inputs(
     batches, subjects = eval_batches(slices, split, batch=batch)
     if not subjects:
         raise UserError(f"data set {data!r} has no {split} subjects to evaluate on")
+    if align is not None:
+        donor_state = align(model, model.state_dict(), donor_state, [b.images for b in batches])
     index = LayerIndex.from_model(model, model_in_channels(meta.arch_config), size=min(64, slices.size))
     return Loaded(
         model,

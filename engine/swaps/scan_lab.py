@@ -20,7 +20,14 @@ from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.swaps.confirm import Confirmation, confirm_in_fp32
 from reuse_console.engine.swaps.recalibration import Calibration
 from reuse_console.engine.swaps.scan import ScanResult, Variant, plan_variants, swap_variant
-from reuse_console.engine.swaps.scan_inputs import Loaded, calibration_for, evaluate_loaded, load_inputs
+from reuse_console.engine.swaps.scan_inputs import (
+    ALIGNED_OPTION,
+    DonorAligner,
+    Loaded,
+    calibration_for,
+    evaluate_loaded,
+    load_inputs,
+)
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
 from reuse_console.engine.swaps.swap import SwapSpec, check_alpha
 from reuse_console.store.errors import UserError
@@ -296,6 +303,7 @@ def run_scan(
     pairs: str | None = None,
     confirm: float | None = None,
     confirm_at: str = "0.05",
+    align: DonorAligner | None = None,
     report: Reporter = silent,
 ) -> ScanResult:
     """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`; with
@@ -305,8 +313,11 @@ def run_scan(
     whose drop lies within MARGIN of a `confirm_at` threshold are re-evaluated in fp32."""
     alphas = tuple(check_alpha(a) for a in alphas)
     confirmation = Confirmation.parse(confirm, confirm_at, precision)
-    chosen = _choose_name(lab, name, f"{_stem(recipient)}-vs-{_stem(donor)}", resume)
-    loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+    aligned = "-aligned" if align is not None else ""
+    chosen = _choose_name(lab, name, f"{_stem(recipient)}-vs-{_stem(donor)}{aligned}", resume)
+    loaded = load_inputs(
+        lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split, align=align
+    )
     calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
     recal_options = _recalibration_options(recalibrate, calibration)
     wanted = LayerIndex.parse_kinds(kinds)
@@ -327,6 +338,7 @@ def run_scan(
         **recal_options,
         **({"pairs": pairs} if pairs else {}),
         **(confirmation.options() if confirmation else {}),
+        **ALIGNED_OPTION.get(align is not None, {}),
     }
     return evaluate_and_store(
         lab,
@@ -375,11 +387,15 @@ def run_swap(
     partial: bool = True,
     recalibrate: int | None = None,
     recalibrate_scope: str = "all",
+    align: DonorAligner | None = None,
     report: Reporter = silent,
 ) -> ScanResult:
     """One swap of several tensors at once: Dice beside the baseline, kept as a one-variant scan."""
-    chosen = _choose_name(lab, name, f"swap-{_stem(recipient)}-vs-{_stem(donor)}", False)
-    loaded = load_inputs(lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split)
+    aligned = "-aligned" if align is not None else ""
+    chosen = _choose_name(lab, name, f"swap-{_stem(recipient)}-vs-{_stem(donor)}{aligned}", False)
+    loaded = load_inputs(
+        lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split, align=align
+    )
     calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
     spec = SwapSpec.parse(recipient, donor, loaded.index, layers, kinds, alpha)
     variant = swap_variant(loaded.index.layers, spec.targets, spec.alpha, layers.strip())
@@ -396,6 +412,7 @@ def run_swap(
         "size": loaded.extra["size"],
         "swap": spec.describe(),
         **_recalibration_options(recalibrate, calibration),
+        **ALIGNED_OPTION.get(align is not None, {}),
     }
     return evaluate_and_store(
         lab,

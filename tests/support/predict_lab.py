@@ -1,5 +1,6 @@
-"""A scan with made-up but plausible Dice drops, for predictor tests (the toy models are untrained,
-so their own swaps lose no foreground Dice): each class's drop grows with the tensor's relative RMSE."""
+"""Predictor and alignment test helpers: a scan with made-up but plausible Dice drops (the toy models
+are untrained, so their own swaps lose no foreground Dice: each class's drop grows with the tensor's
+relative RMSE), and a checkpoint's copy with every channel group permuted."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 
+from reuse_console.engine.compare.matching import permute_state
+from reuse_console.engine.compare.perm_spec import permutation_spec
+from reuse_console.engine.models.registry import load_model, save_model
 from reuse_console.engine.swaps.scan_lab import run_scan
 from reuse_console.engine.swaps.scan_store import write_scan
 from reuse_console.store.checkpoints import read_checkpoint
@@ -36,3 +41,13 @@ def scan_with_drops(lab: Lab, recipient: str, donor: str, name: str, layers: str
     made = replace(scan, name=name, baseline=baseline, dice=dice)
     write_scan(lab.path("scans", name), made)
     return made
+
+
+def permuted_copy(lab: Lab, ref: str, name: str, seed: int = 4) -> None:
+    """Checkpoint `name`: `ref` with every channel group permuted at random (the same function)."""
+    model, meta = load_model(lab, ref)
+    spec = permutation_spec(model, torch.randn(1, 1, 64, 64))
+    g = torch.Generator().manual_seed(seed)
+    perms = {n: torch.randperm(group.size, generator=g) for n, group in spec.groups.items()}
+    model.load_state_dict(permute_state(spec, model.state_dict(), perms))
+    save_model(lab, name, model, meta)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -62,6 +62,15 @@ ConfirmAtOpt = Annotated[
         help="The plan thresholds (--max-dice-drop values) the confirmation protects, separated by commas.",
     ),
 ]
+AlignOpt = Annotated[
+    bool,
+    typer.Option(
+        "--align",
+        help="First reorder the donor's channels to match the recipient's (weight matching, in memory, checked to "
+        "keep the donor's outputs within 1e-5 on the slices), so a donor trained from another seed swaps channel "
+        "for channel; `reuse-console align` stores such a donor instead.",
+    ),
+]
 FullForwardOpt = Annotated[
     bool,
     typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
@@ -96,6 +105,7 @@ def swap(
     full_forward: FullForwardOpt = False,
     recalibrate: RecalibrateOpt = None,
     recalibrate_scope: RecalibrateScopeOpt = "all",
+    align: AlignOpt = False,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -129,6 +139,7 @@ def swap(
             partial=not full_forward,
             recalibrate=recalibrate,
             recalibrate_scope=recalibrate_scope,
+            align=_aligner(align),
             report=report,
         )
     out = result.to_json()
@@ -187,6 +198,7 @@ def scan(
     recalibrate_scope: RecalibrateScopeOpt = "all",
     confirm: ConfirmOpt = None,
     confirm_at: ConfirmAtOpt = "0.05",
+    align: AlignOpt = False,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -233,6 +245,7 @@ def scan(
                     pairs=pair_set,
                     confirm=confirm,
                     confirm_at=confirm_at,
+                    align=_aligner(align),
                     report=report,
                 )
             )
@@ -255,6 +268,15 @@ def scan(
         f"stored as scan {result.name}: {len(result.variants)} variants in {result.seconds:.1f} s "
         f"({rate:.2f}/s, {result.engine})"
     )
+
+
+def _aligner(align: bool) -> Any:
+    """The engine's in-memory aligner for --align (None without it); imported only when asked for."""
+    if not align:
+        return None
+    from reuse_console.engine.compare.align_states import aligned_donor
+
+    return aligned_donor
 
 
 def scan_targets(recipient: str | None, donor: str | None, pairs: str | None) -> list[tuple[str, str]]:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from predict_lab import scan_with_drops
+from predict_lab import permuted_copy, scan_with_drops
 from scipy import stats
 from swap_lab import make_lab
 
-from reuse_console.engine.compare.matching import permute_state
-from reuse_console.engine.compare.perm_spec import permutation_spec
-from reuse_console.engine.models.registry import load_model, save_model
 from reuse_console.engine.reuse.predict import run_predict
 from reuse_console.engine.reuse.predict_stats import auc, bootstrap_interval, ranks, spearman
 from reuse_console.engine.reuse.predict_store import read_predictor
@@ -58,16 +54,6 @@ def test_bootstrap_interval_agrees_with_scipy_bootstrap() -> None:
     ).confidence_interval
     assert low < spearman(x, y) < high
     assert low == pytest.approx(ref.low, abs=0.04) and high == pytest.approx(ref.high, abs=0.04)
-
-
-def _permuted_copy(lab, ref: str, name: str) -> None:
-    """Checkpoint `name`: `ref` with every channel group permuted at random (the same function)."""
-    model, meta = load_model(lab, ref)
-    spec = permutation_spec(model, torch.randn(1, 1, 64, 64))
-    g = torch.Generator().manual_seed(4)
-    perms = {n: torch.randperm(group.size, generator=g) for n, group in spec.groups.items()}
-    model.load_state_dict(permute_state(spec, model.state_dict(), perms))
-    save_model(lab, name, model, meta)
 
 
 def test_predict_on_a_scan_matches_hand_computations(lab) -> None:
@@ -117,7 +103,7 @@ def test_predict_on_a_scan_matches_hand_computations(lab) -> None:
 
 def test_a_permuted_copy_is_aligned_back_and_has_cka_one(lab) -> None:
     make_lab(lab)
-    _permuted_copy(lab, "seg", "perm")
+    permuted_copy(lab, "seg", "perm")
     run_scan(lab, "seg", "perm", "toy", layers="1-4", kinds="RM,W", device="cpu", name="sp")
     result = run_predict(lab, "sp", measures="rmse,aligned-rmse,cka", resamples=0)
     values = np.array([t.values for t in result.tensors])
