@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LAB ?= demo-lab
-# Debian packages the tests use: HDF5's own tools (h5ls, h5dump, h5clear) read the lab files
-APT_PACKAGES := hdf5-tools tmux
+# Debian packages the tests use: HDF5's own tools (h5ls, h5dump, h5clear) read the lab files;
+# slurm-wlm and munge run the one-node SLURM of the cluster tests (tests/cluster/slurm.sh)
+APT_PACKAGES := hdf5-tools tmux slurm-wlm munge
 
 .PHONY: setup system-deps demo demo-quick test test-fast lint bench stress clean
 
@@ -14,13 +15,15 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e ".[dev,report]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,report,cluster]"
 	touch $(STAMP)
 
 # apt-get only when a tool is missing (and only as root: elsewhere say what to install)
 system-deps:
 	@missing=""; command -v h5ls >/dev/null || missing="$$missing hdf5-tools"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	command -v slurmctld >/dev/null || [ -x /usr/sbin/slurmctld ] || missing="$$missing slurm-wlm"; \
+	command -v munged >/dev/null || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "tests need Debian packages:$$missing (apt-get install$$missing)"; fi; \
@@ -43,7 +46,7 @@ test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not cluster"
 
 bench: $(STAMP)
 	$(BIN)/python bench/lab_listing.py

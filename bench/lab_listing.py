@@ -1,4 +1,5 @@
-"""How fast does the lab list 1,000 objects? Target: Lab.entries() under 1 s.
+"""How fast does the lab list 1,000 objects? Target: Lab.entries() under 1 s (10,000: under 2 s,
+docs/cluster.md).
 
 Creates 1,000 small objects of mixed kinds (checkpoints, data sets, scans, live-format run
 files, jobs) in a temporary lab, then times, in the same run:
@@ -109,9 +110,11 @@ def main() -> None:
     print(f"{'Lab.entries()':24}{t_entries:9.3f}{t_entries / t_ref:13.2f}")
     print(f"{'ls --json (subprocess)':24}{t_cli:9.3f}{t_cli / t_ref:13.2f}")
     print(f"{'  of which start-up':24}{t_help:9.3f}   (reuse-console --help)")
-    verdict = "OK" if t_entries < 1.0 else "SLOW"
+    target = 1.0 if args.objects <= 1000 else 2.0
+    verdict = "OK" if t_entries < target else "SLOW"
     print(
-        f"target: Lab.entries() for {args.objects} objects under 1 s: {verdict} ({t_entries:.3f} s, median of {args.repeat})"
+        f"target: Lab.entries() for {args.objects} objects under {target:g} s: {verdict} "
+        f"({t_entries:.3f} s, median of {args.repeat})"
     )
 
 
