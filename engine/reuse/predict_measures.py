@@ -32,15 +32,12 @@ from torch import nn
 
 from reuse_console.engine.compare.align_states import aligned_donor
 from reuse_console.engine.compare.bn import analyse
-from reuse_console.engine.compare.cka_lab import Models, measure
-from reuse_console.engine.compare.features import FeatureSpec
+from reuse_console.engine.compare.layer_similarity import pair_cka
 from reuse_console.engine.compare.rmse import compare_states
-from reuse_console.engine.core.device import pick_device
 from reuse_console.engine.core.events import Message, Reporter, silent
 from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.evaluation.evaluate import checkpoint_samples, eval_batches
 from reuse_console.engine.models.layers import LayerIndex
-from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.models.registry import load_model, model_in_channels
 from reuse_console.engine.swaps.donors import donor_tensors
 from reuse_console.engine.swaps.swap import check_compatible, in_model_order
@@ -114,18 +111,13 @@ def _aligned(pair: Pair, report: Reporter) -> dict[str, torch.Tensor]:
 
 
 def _cka(pair: Pair, device: str) -> dict[str, float]:
-    dev = pick_device(device)
     donor_model = copy.deepcopy(pair.model)
     donor_model.load_state_dict(pair.donor, strict=False)
-    models = [with_layout(copy.deepcopy(pair.model).to(dev), dev), with_layout(donor_model.to(dev), dev)]
     layers = list(pair.index.layers)
-    both = Models(list(pair.names), models, layers, [layers, layers], pair.extra)
-    linear, _, _, _, _ = measure(both, pair.batches, FeatureSpec(), device=dev)
-    out: dict[str, float] = {}
-    for li, layer in enumerate(layers):
-        for kind in layer.kinds:
-            out[layer.key(kind)] = float(linear[0, li])
-    return out
+    per_layer = pair_cka(
+        pair.model, donor_model, layers, pair.batches, names=pair.names, extra=pair.extra, device=device
+    )
+    return {layer.key(kind): per_layer[layer.name] for layer in layers for kind in layer.kinds}
 
 
 def _bn(pair: Pair) -> tuple[dict[str, float], dict[str, float]]:

@@ -30,19 +30,27 @@ def shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
-def layer_label(layer: LayerStats, compared: bool) -> Text:
-    """`  3  enc2.conv1 + enc2.bn1   RM RV RW RB W B   max rel RMSE 0.41`."""
+def layer_label(layer: LayerStats, compared: bool, similar: Any = None) -> Text:
+    """`  3  enc2.conv1 + enc2.bn1   RM RV RW RB W B   max rel RMSE 0.41 al 0.12 CKA 0.93`: raw, aligned
+    (`similar`: engine/compare/layer_similarity.py, once computed) and CKA side by side."""
     name = f"{layer.name:>4}" if layer.index is not None else f"{layer.name:>4}"
     text = Text.assemble((name, "bold"), "  ", (" + ".join(layer.modules), ""), "  ")
     text.append(" ".join(k.kind for k in layer.kinds), style="cyan")
     if compared:
         worst = layer.max_rel_rmse
         text.append(f"  max rel RMSE {worst:.3g}" if worst is not None else "", style=ratio_style(worst))
+    if similar is not None:
+        aligned = [similar.aligned_relative[k.key] for k in layer.kinds if k.key in similar.aligned_relative]
+        if aligned:
+            text.append(f" al {max(aligned):.3g}", style=ratio_style(max(aligned)))
+        cka = similar.cka.get(layer.name)
+        if cka is not None and cka == cka:
+            text.append(f" CKA {cka:.2f}", style="green" if cka >= 0.9 else "yellow" if cka >= 0.5 else "red")
     return text
 
 
-def kind_label(kind: KindStats, wide: bool) -> Text:
-    """`RM 16        μ+0.012 σ0.301 ▁▂▅█▅▂▁  RMSE 0.12`."""
+def kind_label(kind: KindStats, wide: bool, similar: Any = None) -> Text:
+    """`RM 16        μ+0.012 σ0.301 ▁▂▅█▅▂▁  RMSE 0.12 al 0.03` (al: after alignment)."""
     s = kind.stats
     text = Text.assemble((f"{kind.kind:<2} ", "bold cyan"), (f"{shape_text(kind.shape):<11} ", ""))
     text.append(f"μ{s.mean:+.3f} σ{s.std:.3f} ")
@@ -51,10 +59,12 @@ def kind_label(kind: KindStats, wide: bool) -> Text:
     text.append_text(hist_bars(s.hist))
     if kind.rmse is not None:
         text.append(f" RMSE {kind.rmse:.3g}", style=ratio_style(kind.rel_rmse))
+    if similar is not None and kind.key in similar.aligned:
+        text.append(f" al {similar.aligned[kind.key]:.3g}", style=ratio_style(similar.aligned_relative[kind.key]))
     return text
 
 
-def kind_detail(kind: KindStats, compare_with: str | None) -> Text:
+def kind_detail(kind: KindStats, compare_with: str | None, similar: Any = None) -> Text:
     """The full line under the tree for the highlighted tensor."""
     s = kind.stats
     text = Text.assemble((kind.key, "bold"), f"  {shape_text(kind.shape)}  n={s.numel}\n")
@@ -62,6 +72,11 @@ def kind_detail(kind: KindStats, compare_with: str | None) -> Text:
     if kind.rmse is not None and compare_with:
         rel = f" (rel {kind.rel_rmse:.3g})" if kind.rel_rmse is not None else ""
         text.append(f"\nRMSE to {compare_with} {kind.rmse:.4g}{rel}", style=ratio_style(kind.rel_rmse))
+        if similar is not None and kind.key in similar.aligned:
+            after = similar.aligned_relative[kind.key]
+            text.append(
+                f", after alignment {similar.aligned[kind.key]:.4g} (rel {after:.3g})", style=ratio_style(after)
+            )
     return text
 
 
@@ -82,11 +97,19 @@ class LayersScreen(ConsoleScreen):
             super().__init__()
             self.layers = layers
 
+    class Similar(Message):
+        """Aligned RMSE and CKA of the compared pair (engine/compare/layer_similarity.py)."""
+
+        def __init__(self, similar: Any) -> None:
+            super().__init__()
+            self.similar = similar
+
     def __init__(self) -> None:
         super().__init__()
         self.checkpoint: str | None = None
         self.compare_with: str | None = None
         self.data: CheckpointLayers | None = None
+        self.similar: Any = None  # LayerSimilarity of the compared pair, once computed
         self._wide = False
 
     def compose_body(self) -> ComposeResult:
@@ -122,9 +145,26 @@ class LayersScreen(ConsoleScreen):
     @on(Loaded)
     def _loaded(self, message: Loaded) -> None:
         self.data = message.layers
+        self.similar = None
         self._wide = self.size.width >= WIDE
         self._build_tree()
         self.query_one("#layers-tree", Tree).focus()
+        if self.data.compare_with is not None:
+            self.measure_similarity(self.data.checkpoint, self.data.compare_with)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="layers-similar", name="aligning and CKA")
+    def measure_similarity(self, checkpoint: str, other: str) -> None:
+        from reuse_console.engine.compare.layer_similarity import layer_similarity
+
+        self.post_message(self.Similar(layer_similarity(self.console.lab, checkpoint, other)))
+
+    @on(Similar)
+    def _similar(self, message: Similar) -> None:
+        data = self.data
+        if data is None or (data.checkpoint, data.compare_with) != (message.similar.checkpoint, message.similar.other):
+            return  # another checkpoint was opened meanwhile
+        self.similar = message.similar
+        self._build_tree()
 
     def _build_tree(self) -> None:
         data = self.data
@@ -138,15 +178,24 @@ class LayersScreen(ConsoleScreen):
         )
         if compared:
             head.append(f"  RMSE to {data.compare_with}", style="yellow")
+            similar = self.similar
+            if similar is None:
+                head.append("; aligning, CKA...", style="dim")
+            else:
+                head.append("; al: after alignment" + (f", CKA on {similar.data}" if similar.cka else ""), style="dim")
+                for note in similar.notes:
+                    head.append(f"; {note}", style="dim")
         self.query_one("#layers-head", Static).update(head)
         tree = self.query_one("#layers-tree", Tree)
+        cursor = tree.cursor_line
         expanded = {str(n.data.name) for n in tree.root.children if n.is_expanded and isinstance(n.data, LayerStats)}
         tree.clear()
         for layer in data.layers:
-            node = tree.root.add(layer_label(layer, compared), data=layer, expand=layer.name in expanded)
+            label = layer_label(layer, compared, self.similar)
+            node = tree.root.add(label, data=layer, expand=layer.name in expanded)
             for kind in layer.kinds:
-                node.add_leaf(kind_label(kind, self._wide), data=kind)
-        tree.cursor_line = 0
+                node.add_leaf(kind_label(kind, self._wide, self.similar), data=kind)
+        tree.cursor_line = cursor if self.similar is not None else 0
 
     def on_resize(self) -> None:
         wide = self.size.width >= WIDE
@@ -159,7 +208,7 @@ class LayersScreen(ConsoleScreen):
         detail = self.query_one("#layers-detail", Static)
         item = event.node.data
         if isinstance(item, KindStats):
-            detail.update(kind_detail(item, self.compare_with))
+            detail.update(kind_detail(item, self.compare_with, self.similar))
         elif isinstance(item, LayerStats):
             sizes = ", ".join(f"{k.kind} {shape_text(k.shape)}" for k in item.kinds)
             detail.update(Text.assemble((f"layer {item.name}", "bold"), f"  {' + '.join(item.modules)}\n{sizes}"))
