@@ -143,14 +143,24 @@ def build_view(exp: Any) -> ExperimentView:
     return ExperimentView(view.name, view.title, view.columns, view.rows, view.legend, tuple(per_kind), axis, per_kind)
 
 
-def table_cells(row: ExpRow) -> list[Text]:
-    """The row's DataTable cells: labels, then per column three lines mean / ± std / (diff)."""
+def cell_lines(view: ExperimentView) -> tuple[bool, bool]:
+    """Whether the table's cells need the ± std line (2+ seeds somewhere) and the difference line."""
+    has_std = any(math.isfinite(v) for r in view.rows for v in r.std)
+    has_diff = any(math.isfinite(v) for r in view.rows for v in r.diff)
+    return has_std, has_diff
+
+
+def table_cells(row: ExpRow, has_std: bool = True, has_diff: bool = True) -> list[Text]:
+    """The row's DataTable cells: labels, then per column up to three lines: mean, ± std, (diff)."""
     cells = [Text(row.source, style="bold"), Text(row.mode), Text(row.subjects), Text(str(row.seeds))]
     for mean, std, diff, sig in zip(row.mean, row.std, row.diff, row.significant):
         text = Text(f"{mean:.3f}" if math.isfinite(mean) else "-", justify="right")
-        text.append("\n" + (f"±{short(std)}" if math.isfinite(std) else ""), style="dim")
-        if math.isfinite(diff):
-            text.append(f"\n({short(diff, sign=True)}{'*' if sig else ''})", style=diff_style(diff, sig))
+        if has_std:
+            text.append("\n" + (f"±{short(std)}" if math.isfinite(std) else ""), style="dim")
+        if has_diff:
+            text.append("\n")
+            if math.isfinite(diff):
+                text.append(f"({short(diff, sign=True)}{'*' if sig else ''})", style=diff_style(diff, sig))
         cells.append(text)
     return cells
 

@@ -16,7 +16,15 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
-from ..render.experiment_view import ExperimentView, build_view, dice_chart, rmse_chart, row_detail, table_cells
+from ..render.experiment_view import (
+    ExperimentView,
+    build_view,
+    cell_lines,
+    dice_chart,
+    rmse_chart,
+    row_detail,
+    table_cells,
+)
 from .pick import PickModal
 from .result import ResultScreen
 
@@ -74,8 +82,9 @@ class ExperimentScreen(ResultScreen):
             table.add_column(col, key=col)
         for col in view.columns:
             table.add_column(Text(col, justify="right"), key=f"col:{col}")
+        has_std, has_diff = cell_lines(view)  # one seed: no std line; no random row: no difference line
         for row in view.rows:
-            table.add_row(*table_cells(row), key=row.key, height=3)
+            table.add_row(*table_cells(row, has_std, has_diff), key=row.key, height=1 + has_std + has_diff)
         if not view.rows:
             self.query_one("#exp-detail", Static).update(Text("no cells yet", style="dim"))
         self._charts()
