@@ -10,6 +10,8 @@ One run, same models and data, for UNet and PSPNet:
   engine fp32      engine.scan.evaluate_variants on every variant: batches outside, partial re-execution
                    from cached activations, in-place swaps, freed activations kept in the heap.
   engine bf16      the same with bf16 autocast.
+  bf16 bf16-head   engine bf16 with the class-score layer in bf16 too (before: engine bf16 computes
+                   it in fp32, engine/evaluation/precision.py): the lever's effect on max |dDice|.
   bf16+confirm     engine bf16, then `scan --confirm 0.02 --confirm-at 0.05`: the baseline and the
                    variants whose worst drop lies within 0.02 of 0.05 re-evaluated in fp32 (its time
                    is the bf16 pass plus the re-evaluation; the ratio to engine bf16 is printed).
@@ -205,8 +207,10 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         naive[label].update(dice)
         seconds[label] = seconds.get(label, 0.0) + spent
 
-    def run_engine(precision: str) -> None:
+    def run_engine(precision: str, exact_head: bool = True) -> None:
         nonlocal engine_used
+        label = f"engine {precision}" if exact_head else f"{precision} bf16-head"
+        key = label.removeprefix("engine ")
         peaks[precision].append(peak_flops(precision))
         t0 = time.perf_counter()
         base, dice, engine_used = evaluate_variants(
@@ -219,11 +223,12 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
             num_subjects=len(loaded.subjects),
             device=CPU,
             precision=precision,
+            exact_head=exact_head,
         )
-        seconds[f"engine {precision}"] = time.perf_counter() - t0
+        seconds[label] = time.perf_counter() - t0
         peaks[precision].append(peak_flops(precision))
-        engine_dice[precision] = dice.mean(axis=1)[sample]
-        full[precision] = (base, dice)
+        engine_dice[key] = dice.mean(axis=1)[sample]
+        full[key] = (base, dice)
 
     def run_confirm() -> None:
         base, dice = full["bf16"]
@@ -258,6 +263,7 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
     run_naive("naive+cl fp32", first)
     run_engine("fp32")
     run_engine("bf16")
+    run_engine("bf16", exact_head=False)
     run_confirm()
     run_naive("naive+cl fp32", second)
     run_naive("naive fp32", second)
@@ -282,7 +288,8 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
                 "floor": 100 * flops_naive * len(sample) / peak["fp32"] / seconds[label],
             }
         )
-    for label, precision in (("engine fp32", "fp32"), ("engine bf16", "bf16"), ("bf16+confirm", "bf16")):
+    modes = (("engine fp32", "fp32"), ("engine bf16", "bf16"), ("bf16 bf16-head", "bf16"), ("bf16+confirm", "bf16"))
+    for label, precision in modes:
         key = label.removeprefix("engine ")
         rate = len(variants) / seconds[label]
         rows.append(

@@ -30,6 +30,7 @@ from reuse_console.engine.evaluation.metrics import (
     nanmean_rows,
     psnr,
 )
+from reuse_console.engine.evaluation.precision import exact_heads
 from reuse_console.engine.evaluation.predictions import GRIDS, write_volume_predictions
 from reuse_console.engine.models.layout import spatial_dims, with_layout
 from reuse_console.engine.models.registry import load_model
@@ -135,7 +136,7 @@ def evaluate_seg(
     acc = DiceAccumulator(len(classes), len(subjects))
     preds: list[list[np.ndarray]] = [[] for _ in subjects]
     refs: list[list[np.ndarray]] = [[] for _ in subjects]
-    with _EvalMode(model), torch.inference_mode():
+    with _EvalMode(model), torch.inference_mode(), exact_heads(model, len(classes), precision):
         for b in batches:
             logits = _forward(model, b.images, device, precision)
             pred = logits.argmax(dim=1)

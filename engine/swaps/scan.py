@@ -27,6 +27,7 @@ from torch import nn
 from reuse_console.engine.core.device import autocast, memory_format
 from reuse_console.engine.core.events import Message, Reporter, VariantDone, silent
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
+from reuse_console.engine.evaluation.precision import exact_heads
 from reuse_console.engine.models.layers import Layer
 from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.swaps.partial import Downstream, PartialFailed, PartialForward
@@ -338,6 +339,7 @@ def evaluate_variants(
     calibration: Calibration | None = None,
     report: Reporter = silent,
     on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
+    exact_head: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Dice (S, C) of the unchanged model and (V, S, C) of every variant, and the engine used.
 
@@ -345,8 +347,49 @@ def evaluate_variants(
     `done` maps variant ids to Dice already known (a resumed scan); `on_chunk(baseline, done)`
     is called after each chunk with everything known so far. With `calibration`, every variant
     (and, for scope all, the baseline) is evaluated with its norm statistics re-estimated
-    (engine/swaps/recalibration.py); the model's own statistics are put back at the end.
+    (engine/swaps/recalibration.py); the model's own statistics are put back at the end. In
+    bf16/fp16 the class-score layers run in fp32 (`exact_head`, engine/evaluation/precision.py).
     """
+    with exact_heads(model, len(classes), precision if exact_head else "fp32"):
+        return _evaluate_variants(
+            model,
+            donor,
+            variants,
+            batches,
+            classes=classes,
+            present=present,
+            num_subjects=num_subjects,
+            device=device,
+            precision=precision,
+            baseline=baseline,
+            done=done,
+            chunk_variants=chunk_variants,
+            partial=partial,
+            calibration=calibration,
+            report=report,
+            on_chunk=on_chunk,
+        )
+
+
+def _evaluate_variants(
+    model: nn.Module,
+    donor: Mapping[str, torch.Tensor],
+    variants: Sequence[Variant],
+    batches: Sequence[Any],
+    *,
+    classes: Sequence[str],
+    present: Sequence[bool],
+    num_subjects: int,
+    device: torch.device,
+    precision: str,
+    baseline: np.ndarray | None,
+    done: Mapping[str, np.ndarray] | None,
+    chunk_variants: int,
+    partial: bool,
+    calibration: Calibration | None,
+    report: Reporter,
+    on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None,
+) -> tuple[np.ndarray, np.ndarray, str]:
     done = dict(done or {})
     if device.type == "cpu":
         keep_freed_memory()
