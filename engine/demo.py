@@ -22,6 +22,7 @@ from reuse_console.engine.core.device import pick_device
 from reuse_console.engine.core.events import Finished, Message, Reporter, silent
 from reuse_console.engine.data.importer import import_dataset
 from reuse_console.engine.data.phantom import make_phantom
+from reuse_console.engine.demo_similarity import ALIGNED_SCAN, OTHER_SCAN, similarity_steps
 from reuse_console.engine.grids.experiment import read_experiment
 from reuse_console.engine.grids.grid import run_grid
 from reuse_console.engine.grids.study import Study
@@ -123,6 +124,8 @@ class DemoResult:
     plans: list[str] = field(default_factory=list)
     experiment: str = ""
     figures: list[Path] = field(default_factory=list)
+    similarity: list[str] = field(default_factory=list)  # per scan: predictor rho and AUC (demo_similarity)
+    predictors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -261,7 +264,8 @@ def run_transfer_grid(lab: Lab, cfg: DemoConfig, *, device: str, precision: str,
 def make_report_files(lab: Lab, result: DemoResult, out: Path, report: Reporter) -> list[Path]:
     """The paper's figures and tables for the demo's scan, comparison, plans and experiment."""
     _stage(report, f"report -> {out}")
-    refs = [SCAN, INIT_SCAN, result.comparison, *result.plans, result.experiment]
+    refs = [SCAN, INIT_SCAN, OTHER_SCAN, ALIGNED_SCAN, result.comparison, *result.plans, result.experiment]
+    refs += result.predictors
     return make_report(lab, refs, out, report=report)
 
 
@@ -289,6 +293,9 @@ def run_demo(
     result.datasets = make_datasets(lab, cfg, lab.root / "sources", seed, report)
     result.models = train_models(lab, cfg, device=device, precision=precision, report=report)
     result.scans, result.comparison = analyse(lab, cfg, device=device, precision="fp32", report=report)
+    found = similarity_steps(lab, device=device, report=report)
+    result.similarity, result.predictors = found.lines(), [f["predictor"] for f in found.scans.values()]
+    result.scans += [OTHER_SCAN, ALIGNED_SCAN]
     result.plans = make_plans(lab, cfg, report)
     result.experiment = run_transfer_grid(lab, cfg, device=device, precision=precision, report=report)
     result.figures = make_report_files(lab, result, figures or lab.root / "figures", report)
@@ -348,5 +355,6 @@ def summary(result: DemoResult) -> dict[str, Any]:
         "plans": result.plans,
         "experiment": result.experiment,
         "figures": [str(p) for p in result.figures],
+        "similarity": result.similarity,
         "seconds": round(result.seconds, 1),
     }

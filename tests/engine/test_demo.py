@@ -29,7 +29,7 @@ def test_tiny_demo_makes_every_object_and_reruns_as_a_no_op(lab, monkeypatch) ->
     assert result.datasets == ["acdc", "t1", "rvsc"]
     for name, _, _ in demo.MODELS:
         assert lab.path("checkpoints", name).exists()
-    assert all(lab.path("scans", s).exists() for s in result.scans) and len(result.scans) == 6
+    assert all(lab.path("scans", s).exists() for s in result.scans) and len(result.scans) == 8
     assert all(lab.path("checkpoints", m[0]).exists() for m in demo.SEED_MODELS)
     pair = [load_scan(lab, s) for s in (demo.SCAN, demo.PAIR_SCAN)]
     assert [(s.recipient, s.donor) for s in pair] == [tuple(p.split(":")) for p in demo.PAIRS.split(",")]
@@ -42,6 +42,7 @@ def test_tiny_demo_makes_every_object_and_reruns_as_a_no_op(lab, monkeypatch) ->
     assert found.reused > 0 and 0 <= found.fine_at_init <= found.reused
     assert found.rm_rv_drop == found.rm_rv_drop and found.rm_rv_drop_recalibrated == found.rm_rv_drop_recalibrated
     assert any(p.name.endswith(".png") for p in result.figures)
+    assert len(result.similarity) == 3 and all(lab.path("comparisons", p).exists() for p in result.predictors)
     index = (lab.root / "figures" / "index.md").read_text()
     assert "×2 pairs" in index and "init:" in index  # the overlay: pair set, its recalibration, init
 

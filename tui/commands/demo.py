@@ -112,6 +112,9 @@ def print_summary(lab: Lab, result: DemoResult) -> None:
         f"  of the {found.reused} tensors {found.plan} reuses, {found.fine_at_init} cost at most 0.05 Dice when "
         "reset to unet-seg-acdc's initial weights (scan-seg-vs-init-acdc)"
     )
+    stdout.print("[bold]does difference predict the swap's Dice drop?[/bold] (Spearman rho over all tensors)")
+    for line in result.similarity:
+        stdout.print(f"  {line}")
     stdout.print(render_experiment(load_experiment(lab, result.experiment)))
     stderr.print(
         f"demo finished in {result.seconds:.0f} s; lab {result.lab}; figures: "
