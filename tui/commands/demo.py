@@ -42,13 +42,9 @@ def demo(
 ) -> None:
     """Run the paper's study end to end on synthetic cardiac MRI, with no data and no GPU.
 
-    phantom presets acdc, t1, rvsc -> import -> seg and ae UNet on acdc, seg and ae on t1, seg on
-    rvsc -> scan, RMSE and BN of acdc seg vs ae -> one reuse plan per donor -> a transfer grid
-    (random init vs auto2seg from t1-ae, seg2seg from t1-seg, rvsc2acdc from rvsc-seg; freeze
-    and finetune; two training-subject counts; two seeds) -> figures -> the console.
+    Phantom data sets acdc, t1, rvsc -> import -> seg and ae UNets on acdc (seeds 0 and 1), t1 and rvsc -> experiment 1: scan of the acdc seg model with its auto-encoder's tensors over two seed pairs, raw and with recalibrated norm statistics, and against its own initial weights -> a donor of another seed, raw and aligned, CKA and predictor tables (does RMSE predict the drop?) -> RMSE of the models -> one reuse plan per donor -> experiment 3: a transfer grid (random init, auto2seg, seg2seg, rvsc2acdc and the controls meanvar, reinit, selffer; freeze and finetune; two training-subject counts; two seeds) -> figures -> the console.
 
-    Every step is skipped when its result is already in the lab, so running it again (or after
-    a kill) only does what is missing. The full demo takes about 15 minutes on 2 CPU cores.
+    Every step is skipped when its result is already in the lab, so running it again (or after a kill) only does what is missing. The full demo takes about 25 minutes on 2 CPU cores, --quick about 5.
 
     Example: reuse-console --lab demo-lab demo --quick
     """
