@@ -242,8 +242,9 @@ def keep_freed_memory() -> bool:
 
 
 @contextmanager
-def _scan_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter needing grad, given back after.
+def _scan_mode(model: nn.Module, classes: int, precision: str) -> Iterator[None]:
+    """Eval mode and no parameter needing grad, given back after; in bf16/fp16 the class-score
+    layers compute in fp32 (engine/evaluation/precision.py).
 
     Outside inference mode, autocast caches the low-precision copy of a weight that requires
     grad for as long as the autocast region lasts, and an in-place swap would be invisible.
@@ -255,7 +256,8 @@ def _scan_mode(model: nn.Module) -> Iterator[None]:
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        yield
+        with exact_heads(model, classes, precision):
+            yield
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
@@ -350,47 +352,8 @@ def evaluate_variants(
     (engine/swaps/recalibration.py); the model's own statistics are put back at the end. In
     bf16/fp16 the class-score layers run in fp32 (`exact_head`, engine/evaluation/precision.py).
     """
-    with exact_heads(model, len(classes), precision if exact_head else "fp32"):
-        return _evaluate_variants(
-            model,
-            donor,
-            variants,
-            batches,
-            classes=classes,
-            present=present,
-            num_subjects=num_subjects,
-            device=device,
-            precision=precision,
-            baseline=baseline,
-            done=done,
-            chunk_variants=chunk_variants,
-            partial=partial,
-            calibration=calibration,
-            report=report,
-            on_chunk=on_chunk,
-        )
-
-
-def _evaluate_variants(
-    model: nn.Module,
-    donor: Mapping[str, torch.Tensor],
-    variants: Sequence[Variant],
-    batches: Sequence[Any],
-    *,
-    classes: Sequence[str],
-    present: Sequence[bool],
-    num_subjects: int,
-    device: torch.device,
-    precision: str,
-    baseline: np.ndarray | None,
-    done: Mapping[str, np.ndarray] | None,
-    chunk_variants: int,
-    partial: bool,
-    calibration: Calibration | None,
-    report: Reporter,
-    on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None,
-) -> tuple[np.ndarray, np.ndarray, str]:
     done = dict(done or {})
+    head = precision if exact_head else "fp32"  # the precision asked of the class-score layers
     if device.type == "cpu":
         keep_freed_memory()
     with_layout(model, device)
@@ -404,7 +367,7 @@ def _evaluate_variants(
         groups[v.group].extend(k for k in v.keys if k not in groups[v.group])
     engine = PartialForward(model, groups, trace=partial)
     if partial and batches:  # also when tracing failed: modules that trace wrongly may be kept whole
-        with _scan_mode(model), torch.inference_mode(), autocast(device, precision):
+        with _scan_mode(model, len(classes), head), torch.inference_mode(), autocast(device, precision):
             engine.verify(
                 batches[0].images.to(device).contiguous(memory_format=fmt),
                 **({} if precision == "fp32" else {"rtol": 0.05, "atol": 0.05}),
@@ -421,7 +384,7 @@ def _evaluate_variants(
         by_group.setdefault(v.group, []).append(i)
     num_classes = len(classes)
     finished = len(variants) - len(todo)
-    with _scan_mode(model), _recalibrator(model, calibration, device, precision) as recal:
+    with _scan_mode(model, len(classes), head), _recalibrator(model, calibration, device, precision) as recal:
         chunks = chunk_groups(engine, todo, chunk_variants) if todo else []
         if baseline is None and not chunks:
             chunks = [[]]
