@@ -82,6 +82,23 @@ def _panels(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _label_panel(ax: Any, k: int, grid: tuple[int, int], title: str, labels: Sequence[str], ylabel: str) -> None:
+    """Panel k of a rows x cols grid: its title, layer axis, and axis names on the outer panels."""
+    rows, cols = grid
+    ax.set_title(title, fontsize=10)
+    _layer_axis(ax, labels)
+    if k % cols == 0:
+        ax.set_ylabel(ylabel)
+    if k // cols == rows - 1:
+        ax.set_xlabel("layer")
+
+
+def _hide_unused(axes: Any, used: int, grid: tuple[int, int]) -> None:
+    rows, cols = grid
+    for k in range(used, rows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+
+
 def dice_per_layer(
     path: Path,
     *,
@@ -108,15 +125,11 @@ def dice_per_layer(
             color = _class_color(name, c)
             ax.plot(x, dice[k, has, c], marker="o", ms=3, lw=1.2, color=color, label=name)
             ax.axhline(baseline[c], color=color, ls="--", lw=0.9, alpha=0.8)
-        ax.set_title(KIND_NAMES.get(kind, kind), fontsize=10)
         ax.set_ylim(-0.03, 1.03)
-        _layer_axis(ax, [layers[i] for i in has])
-        if k % cols == 0:
-            ax.set_ylabel("Dice (mean over subjects)")
-        if k // cols == rows - 1:
-            ax.set_xlabel("layer")
-    for k in range(len(kinds), rows * cols):
-        axes[k // cols][k % cols].set_visible(False)
+        _label_panel(
+            ax, k, (rows, cols), KIND_NAMES.get(kind, kind), [layers[i] for i in has], "Dice (mean over subjects)"
+        )
+    _hide_unused(axes, len(kinds), (rows, cols))
     handles, labels = axes[0][0].get_legend_handles_labels()
     from matplotlib.lines import Line2D
 
@@ -158,15 +171,9 @@ def overlay_per_layer(
             if line.pairs > 1:
                 ax.fill_between(x, line.low[k, has], line.high[k, has], color=colour, alpha=0.18, lw=0)
             ax.axhline(line.baseline, color=colour, ls="--", lw=0.6, alpha=0.6)
-        ax.set_title(KIND_NAMES.get(kind, kind), fontsize=10)
         ax.set_ylim(-0.03, 1.03)
-        _layer_axis(ax, [layers[i] for i in has])
-        if k % cols == 0:
-            ax.set_ylabel("foreground Dice")
-        if k // cols == rows - 1:
-            ax.set_xlabel("layer")
-    for k in range(len(kinds), rows * cols):
-        axes[k // cols][k % cols].set_visible(False)
+        _label_panel(ax, k, (rows, cols), KIND_NAMES.get(kind, kind), [layers[i] for i in has], "foreground Dice")
+    _hide_unused(axes, len(kinds), (rows, cols))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)
@@ -208,14 +215,9 @@ def values_per_layer(
             ax.plot(x, y, label=label, **style)
         if use_log:
             ax.set_yscale("log")
-        ax.set_title(KIND_NAMES.get(kind, kind) + (" (log scale)" if use_log else ""), fontsize=10)
-        _layer_axis(ax, [layers[i] for i in has])
-        if k % cols == 0:
-            ax.set_ylabel(ylabel)
-        if k // cols == rows - 1:
-            ax.set_xlabel("layer")
-    for k in range(len(kinds), rows * cols):
-        axes[k // cols][k % cols].set_visible(False)
+        title = KIND_NAMES.get(kind, kind) + (" (log scale)" if use_log else "")
+        _label_panel(ax, k, (rows, cols), title, [layers[i] for i in has], ylabel)
+    _hide_unused(axes, len(kinds), (rows, cols))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)
