@@ -68,6 +68,7 @@ class JobSnapshot:
     seconds: float | None = None  # Finished.seconds
     elapsed: float | None = None
     eta: float | None = None
+    rate: float | None = None  # units (variants, cells...) per second of a job without epochs
     log_tail: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
     grid: tuple[CellStatus, ...] = ()  # a grid job's cells (engine/grids/status.py)
@@ -158,9 +159,11 @@ class JobFollower:
         ended = parse_time(job.ended) if job.ended else None
         now = now or dt.datetime.now(dt.timezone.utc)
         elapsed = ((ended or now) - started).total_seconds() if started else None
-        eta = None
+        eta = rate = None
         if job.status == "running" and elapsed and self.total and 0 < self.done < self.total:
             eta = elapsed / self.done * (self.total - self.done)
+        if elapsed and self.done and not self.epochs:
+            rate = self.done / elapsed
         tail = tuple(read_log_tail(job, 8)) if job.status in ("failed", "lost", "cancelled") else ()
         if job.argv[:1] == ["grid"]:
             self._poll_grid(job)
@@ -184,6 +187,7 @@ class JobFollower:
             seconds=self.seconds,
             elapsed=elapsed,
             eta=eta,
+            rate=rate,
             log_tail=tail,
             info=self.info,
             grid=self.grid,
@@ -327,6 +331,8 @@ def render_snapshot(snap: JobSnapshot, width: int, height: int, system: str = ""
         facts.append(f"epoch {snap.epoch}/{snap.epochs}")
     if snap.images_per_s:
         facts.append(f"{snap.images_per_s:.0f} img/s")
+    elif snap.rate:
+        facts.append(f"{snap.rate:.2f} {snap.unit}/s")
     facts.append(f"elapsed {duration(snap.elapsed)}")
     if snap.status == "running":
         facts.append(f"ETA {duration(snap.eta)}")
