@@ -69,17 +69,18 @@ def screen_about(screen: Any) -> str:
 
 
 def key_rows(screen: Any) -> list[KeyRow]:
-    """The bindings active on `screen` now (focused widget, screen, app), one row per binding."""
+    """The console's bindings on `screen` now (screen, focused widget, app), one row per binding,
+    a key the focused widget shadows included; Textual's own (focus next, copy) are left out."""
     app = screen.app
     grouped: dict[tuple[int, int], tuple[Any, Binding, list[str]]] = {}
-    for key, active in screen.active_bindings.items():
-        binding = active.binding
-        if binding.system or not (binding.description or binding.id):
-            continue
-        slot = (id(active.node), id(binding))
-        if slot not in grouped:
-            grouped[slot] = (active.node, binding, [])
-        grouped[slot][2].append(app.get_key_display(Binding(key, binding.action)))
+    for node, bindings in screen._modal_binding_chain:  # what `active_bindings` walks, unshadowed
+        for key, binding in bindings:
+            if binding.system or not binding.id or app._check_action_state(binding.action, node) is False:
+                continue
+            slot = (id(node), id(binding))
+            if slot not in grouped:
+                grouped[slot] = (node, binding, [])
+            grouped[slot][2].append(app.get_key_display(Binding(key, binding.action)))
     rows = []
     for node, binding, keys in grouped.values():
         where = "everywhere" if node is app else "this screen" if node is screen else type(node).__name__
