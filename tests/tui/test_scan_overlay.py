@@ -70,6 +70,7 @@ async def test_scan_view_overlays_donors_pairs_and_recalibration(overlay_lab) ->
         assert f"random {_fg(rnd, row):.3f}" in detail and f"random recal {_fg(rnd, row, True):.3f}" in detail
         assert screen.grid.cells[("2", "RV")][0] == f"{np.mean(pair):.3f}"
         assert "3 lines" in plain(screen.query_one("#scan-head"))
+        assert "reuse-console report pp-1 pp-2 rnd" in plain(screen.query_one("#scan-note"))
         await pilot.press("c")  # the charts: one row per line, and the pair set's spread
         charts = plain(screen.query_one("#scan-charts"))
         assert "spread" in charts and "random recal" in charts and "ae ×2 pairs" in charts

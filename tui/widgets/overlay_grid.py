@@ -81,4 +81,6 @@ def overlay_grid(view: Any, title: str) -> Grid:
         panels=tuple(panels),
         axis=axis,
         legend=legend,
+        note="as a figure: reuse-console report "
+        + " ".join(dict.fromkeys(n for line in view.lines for n in line.scans)),
     )
