@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from reuse_console.engine.compare.perm_spec import PermSpec, traced
+from reuse_console.engine.compare.record import rebound
 from reuse_console.engine.core.events import Progress, Reporter, silent
 
 
@@ -76,7 +77,7 @@ def activation_correlations(
 ) -> dict[str, np.ndarray]:
     """Per group, the (recipient channel x donor channel) Pearson correlation over every pixel of every batch."""
     gm_r = traced(recipient, example)
-    gm_d = fx.GraphModule(donor, gm_r.graph)  # the same graph (node names) over the donor's modules
+    gm_d = rebound(gm_r, donor)  # the same graph (node names) over the donor's modules
     wanted = {spec.taps[g]: g for g in spec.groups}
     moments = {g: _Moments(group.size) for g, group in spec.groups.items()}
     batches = list(batches)

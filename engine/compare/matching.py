@@ -15,7 +15,7 @@ scores are the best assignments inside each pair of blocks, which is exact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +86,7 @@ class WeightMatcher:
         self.spec = spec
         self.where: dict[str, list[tuple[torch.Tensor, torch.Tensor, tuple[Segment, ...] | None]]] = {}
         self.neighbours: dict[str, list[str]] = {}
+        self.telling: dict[str, list[bool]] = {}  # per place: do the recipient's channels differ there at all?
         for g in spec.groups:
             places: list[tuple[torch.Tensor, torch.Tensor, tuple[Segment, ...] | None]] = []
             neighbours: set[str] = set()
@@ -101,18 +102,61 @@ class WeightMatcher:
                 d = d.narrow(0, seg.start, seg.size).contiguous()
                 places.append((r.reshape(seg.size, -1), d, spec.axes[key][others[0]] if others else None))
             self.where[g] = places
+            self.telling[g] = [bool((r - r[:1]).abs().max() > 0) for r, _, _ in places]
             self.neighbours[g] = sorted(neighbours)  # itself too when it permutes both axes of a tensor
 
-    def score(self, group: str, perms: Mapping[str, torch.Tensor]) -> np.ndarray:
+    def score(
+        self, group: str, perms: Mapping[str, torch.Tensor], trusted: Collection[str] | None = None
+    ) -> np.ndarray:
         """score[i, j] = inner product of recipient channel i with donor channel j, over every tensor
-        the group permutes, the donor's other axis permuted as `perms` says."""
+        the group permutes, the donor's other axis permuted as `perms` says (with `trusted`: only the
+        other axis's channels of those groups and of none)."""
         n = self.spec.groups[group].size
         total = torch.zeros((n, n), dtype=torch.float32)
         for r, d, other in self.where[group]:
             if other is not None:
                 d = d.index_select(1, axis_index(other, perms))
-            total.addmm_(r, d.reshape(n, -1).T)
+                if trusted is not None:
+                    keep = _kept(other, trusted)
+                    r, d = r.reshape(n, d.shape[1], -1)[:, keep], d[:, keep]
+            total.addmm_(r.reshape(n, -1), d.reshape(n, -1).T)
         return total.double().numpy()
+
+    def evidence(self, group: str, trusted: Collection[str]) -> float:
+        """How many numbers per channel the group's score has from places whose other axis is trusted."""
+        n = self.spec.groups[group].size
+        total = 0
+        for (r, d, other), telling in zip(self.where[group], self.telling[group]):
+            if telling:
+                total += r.numel() if other is None else r.numel() * len(_kept(other, trusted)) // d.shape[1]
+        return total / n
+
+
+def _kept(segments: tuple[Segment, ...], trusted: Collection[str]) -> torch.Tensor:
+    """Positions along an axis whose group is trusted or none."""
+    parts = [torch.arange(s.start, s.start + s.size) for s in segments if s.group is None or s.group in trusted]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+
+def trusted_start(matcher: WeightMatcher, perms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A first permutation per group, solved one group at a time from what is already settled.
+
+    Coordinate ascent from the identity solves a group against neighbours that are still in the
+    donor's order, so where little ties a group down on its own (MobileNet's expansions: only a
+    depthwise kernel; fresh norms are all alike) it settles in a local optimum (lraspp). Here
+    each step solves the group with the most numbers from places that are already trustworthy
+    (tensors it alone permutes, axes of groups solved before, unpermuted axes), so the
+    information spreads from the input and the depthwise kernels through the graph."""
+    out = dict(perms)
+    trusted: set[str] = set()
+    remaining = list(matcher.spec.groups)
+    while remaining:
+        evidence = [matcher.evidence(g, trusted) for g in remaining]
+        g = remaining.pop(int(np.argmax(evidence)))
+        if max(evidence) > 0:
+            out[g] = torch.from_numpy(assign(matcher.score(g, out, trusted), matcher.spec.groups[g].blocks))
+        trusted.add(g)
+    return out
 
 
 def objective(
@@ -133,14 +177,20 @@ def weight_matching(
     *,
     seed: int = 0,
     max_sweeps: int = 100,
+    start: str = "trusted",
     report: Reporter = silent,
 ) -> MatchResult:
-    """Git Re-Basin's weight matching: sweeps over the groups in random order until none improves."""
+    """Git Re-Basin's weight matching: sweeps over the groups in random order until none improves,
+    from `trusted_start` (or from the identity, `start="identity"`, the textbook algorithm)."""
     matcher = WeightMatcher(spec, recipient, donor)
     perms = {g: torch.arange(group.size) for g, group in spec.groups.items()}
     names = list(spec.groups)
     rng = np.random.default_rng(seed)
     before = objective(spec, recipient, donor, perms)
+    if start == "trusted":
+        first = trusted_start(matcher, perms)
+        if objective(spec, recipient, donor, first) > before:  # the ascent never falls, so neither does the result
+            perms = first
     version = dict.fromkeys(names, 0)
     solved: dict[str, tuple[int, ...]] = {}  # group -> its neighbours' versions when it was last solved
     sweeps = 0

@@ -27,7 +27,8 @@ import torch
 from torch import fx, nn
 
 from reuse_console.engine.compare.perm_rules import channel_rule
-from reuse_console.engine.swaps.trace import opaque_modules, outputs_agree, trace
+from reuse_console.engine.compare.record import record
+from reuse_console.engine.swaps.trace import outputs_agree, trace
 from reuse_console.store.errors import UserError
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -252,25 +253,32 @@ def _fetch(root: nn.Module, target: str) -> Any:
 
 
 def traced(model: nn.Module, x: Any) -> fx.GraphModule:
-    """The model's fx graph: the plain trace when it computes what the model does, else with the
-    modules whose own code traces wrongly kept whole (swaps/trace.py), which the analysis then names."""
+    """The model's fx graph: the plain trace when it computes what the model does, else the graph
+    recorded from its real forward on `x` (compare/record.py: MONAI's UpCat branches on its inputs)."""
     try:
         expected = model(x)
+    except Exception as exc:
+        raise UserError(f"cannot find permutation groups: the model does not run on its input ({exc})") from exc
+    try:
         gm = trace(model)
         if outputs_agree(gm(x), expected, rtol=1e-4, atol=1e-5):
             return gm
-    except Exception:  # noqa: S110 - the per-module search below finds what went wrong
+    except Exception:  # noqa: S110 - recording below follows the forward as it runs
         pass
     try:
-        opaque = opaque_modules(model, x, rtol=1e-4, atol=1e-5)
+        gm = record(model, x)
+        same = outputs_agree(gm(x), expected, rtol=1e-4, atol=1e-5)
     except Exception as exc:
-        raise UserError(f"cannot find permutation groups: the model does not run on its input ({exc})") from exc
-    if opaque is None:
         raise UserError(
-            f"cannot find permutation groups: {type(model).__name__}'s forward does not trace with torch.fx "
-            "(Python control flow on tensor values?)"
+            f"cannot find permutation groups: {type(model).__name__}'s forward neither traces with torch.fx "
+            f"nor replays from a recording ({exc})"
+        ) from exc
+    if not same:
+        raise UserError(
+            f"cannot find permutation groups: {type(model).__name__}'s forward neither traces with torch.fx "
+            "nor replays from a recording (it changes its own state while it runs?)"
         )
-    return trace(model, opaque)
+    return gm
 
 
 def permutation_spec(model: nn.Module, x: Any) -> PermSpec:
