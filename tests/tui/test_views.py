@@ -198,8 +198,8 @@ async def test_the_palette_offers_the_screens_key_actions(lab: Lab) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await _open(pilot, "plans", "plan-a", "PlanScreen")
         commands = {name: callback for name, _, callback in binding_commands(app.screen, set())}
-        assert {"Plan: Save as (s)", "Plan: Undo edits (u)", "Plan: Back (esc)"} <= set(commands)
-        await commands["Plan: Save as (s)"]()
+        assert {"Plan: Save (s)", "Plan: Undo (u)", "Plan: Back (esc)"} <= set(commands)
+        await commands["Plan: Save (s)"]()
         await pilot.pause()
         assert type(app.screen).__name__ == "PromptModal"
 

@@ -31,10 +31,10 @@ class ComparisonScreen(ResultScreen):
         "comparison in the Scan view, whose b shows BN scale/shift."
     )
     BINDINGS: ClassVar = [
-        Binding("m", "matrix", "Pair/Matrix", id="comparison.matrix"),
-        Binding("p", "next_pair", "Next pair", id="comparison.next_pair"),
-        Binding("k", "next_kind", "Next kind", id="comparison.next_kind"),
-        Binding("c", "toggle_view", "Table/Sparklines", id="comparison.toggle_view"),
+        Binding("m", "matrix", "Matrix", id="comparison.matrix"),
+        Binding("p", "next_pair", "Pair", id="comparison.next_pair"),
+        Binding("k", "next_kind", "Kind", id="comparison.next_kind"),
+        Binding("c", "toggle_view", "Chart", id="comparison.toggle_view"),
         Binding("v", "scan_view", "Scan view", id="comparison.scan_view"),
     ]
     DEFAULT_CSS = """

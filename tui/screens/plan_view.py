@@ -48,8 +48,8 @@ class PlanScreen(ResultScreen):
     )
     BINDINGS: ClassVar = [
         Binding("space", "toggle_cell", "Toggle", id="plan.toggle"),
-        Binding("s", "save", "Save as", id="plan.save"),
-        Binding("u", "undo", "Undo edits", id="plan.undo"),
+        Binding("s", "save", "Save", id="plan.save"),
+        Binding("u", "undo", "Undo", id="plan.undo"),
     ]
     DEFAULT_CSS = """
     #plan-map { height: 1fr; }
