@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5p, h5s, h5t
 
-from . import claims, swmr
+from . import claims, listing_index, swmr
 from .errors import NotFound, UserError
 from .h5 import TMP_PREFIX, check_schema
 from .procs import pid_alive
@@ -266,10 +266,35 @@ class Lab:
             return []
         return sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith(TMP_PREFIX))
 
-    def entries(self, kind: str | None = None) -> list[Entry]:
-        """Every object of `kind` (or of all kinds), each with its summary or its error."""
+    def entries(self, kind: str | None = None, *, cached: bool = True) -> list[Entry]:
+        """Every object of `kind` (or of all kinds), each with its summary or its error.
+
+        `cached`: take unchanged files' attributes from the kind's listing index
+        (store/listing_index.py) and re-read only new or changed files; False reads every file."""
         kinds = (kind,) if kind else KINDS
-        return [read_entry(k, p) for k in kinds for p in self.files(k)]
+        if not cached:
+            return [read_entry(k, p) for k in kinds for p in self.files(k)]
+        return [e for k in kinds for e in self._cached_entries(k)]
+
+    def _cached_entries(self, kind: str) -> list[Entry]:
+        def read(path: Path) -> tuple[dict[str, Any], bool]:
+            entry = read_entry(kind, path)
+            live = kind == "runs" and entry.summary.get("status") in ("running", "lost")
+            return {"created": entry.created, "summary": entry.summary, "error": entry.error}, entry.ok and not live
+
+        paths = self.files(kind)
+        values = listing_index.cached_read(self.folder(kind), paths, read, name="entries")
+        return [
+            Entry(
+                id=p.name[: -len(SUFFIX)],
+                kind=kind,
+                path=p,
+                created=v["created"],
+                summary=v["summary"],
+                error=v["error"],
+            )
+            for p, v in zip(paths, values, strict=True)
+        ]
 
     def kinds_of(self, obj_id: str) -> list[str]:
         """Every kind holding an object `obj_id` (`train --name X` makes a run and a checkpoint X)."""

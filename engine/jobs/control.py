@@ -45,6 +45,7 @@ from reuse_console.engine.jobs.processes import (
 from reuse_console.store.errors import NotFound, UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, now_iso, open_h5, set_json, stamp
 from reuse_console.store.lab import Lab, check_name, next_free_name
+from reuse_console.store.listing_index import cached_read
 
 KIND = "job"
 STATUSES = ("running", "finished", "failed", "cancelled", "lost")
@@ -246,8 +247,8 @@ def _job_from_info(folder: Path, job_id: str, info: dict[str, Any]) -> Job:
     )
 
 
-def _load(folder: Path, path: Path) -> Job:
-    job_id = path.name[: -len(".h5")]
+def _read_info(path: Path) -> tuple[dict[str, Any], bool]:
+    """A job file's attributes (they never change: its status lives in side files), or its error."""
     try:
         with open_h5(path) as f:
             info = {
@@ -262,6 +263,13 @@ def _load(folder: Path, path: Path) -> Job:
             }
     except Exception as exc:  # one damaged job file never breaks the list
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return {"error": f"unreadable: {reason}"}, False
+    return info, True
+
+
+def _job(folder: Path, path: Path, info: dict[str, Any]) -> Job:
+    job_id = path.name[: -len(".h5")]
+    if "error" in info:
         return Job(
             id=job_id,
             argv=[],
@@ -271,16 +279,23 @@ def _load(folder: Path, path: Path) -> Job:
             returncode=None,
             events_path=_side(folder, job_id, ".events.jsonl"),
             log_path=_side(folder, job_id, ".log"),
-            error=f"unreadable: {reason}",
+            error=str(info["error"]),
         )
     return _job_from_info(folder, job_id, info)
 
 
+def _load(folder: Path, path: Path) -> Job:
+    return _job(folder, path, _read_info(path)[0])
+
+
 def list_jobs(lab: Lab) -> list[Job]:
-    """Every job of the lab, oldest first."""
+    """Every job of the lab, oldest first (job files' attributes from the listing index,
+    store/listing_index.py: a lab of thousands of jobs lists in a stat per file)."""
     reap()
     folder = lab.folder("jobs")
-    jobs = [_load(folder, p) for p in lab.files("jobs")]
+    paths = lab.files("jobs")
+    infos = cached_read(folder, paths, _read_info, name="jobs")
+    jobs = [_job(folder, p, info) for p, info in zip(paths, infos, strict=True)]
     return sorted(jobs, key=lambda j: (j.started, j.id))
 
 

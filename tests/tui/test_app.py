@@ -116,13 +116,18 @@ async def test_the_first_listing_leaves_a_user_who_already_moved_where_they_went
     from reuse_console.tui.screens import lab as lab_screen
 
     release = threading.Event()
-    real = lab_screen.read_listing
+    real, real_first = lab_screen.read_listing, lab_screen.first_page
 
     def slow_listing(lab: Lab) -> lab_screen.LabListing:
         release.wait(20)
         return real(lab)
 
+    def slow_first(lab: Lab) -> lab_screen.LabListing:
+        release.wait(20)
+        return real_first(lab)
+
     monkeypatch.setattr(lab_screen, "read_listing", slow_listing)
+    monkeypatch.setattr(lab_screen, "first_page", slow_first)  # the first page comes from the worker too
     app = make_app(_small_lab(tmp_path / "lab", checkpoint=True))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()

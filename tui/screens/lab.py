@@ -120,18 +120,29 @@ class LabListing:
     root: str
     exists: bool
     rows: dict[str, list[Row]] = field(default_factory=dict)
+    complete: bool = True  # False: only the first page (`first_page`), the rest still being read
 
     @property
     def empty(self) -> bool:
         return not any(self.rows.values())
 
 
+FIRST_KIND = "checkpoints"  # the tab the screen opens on when the lab has any
+
+
+def first_page(lab: Lab) -> LabListing:
+    """The Checkpoints tab alone, shown while the other kinds are read (a lab of 10,000 objects)."""
+    rows: dict[str, list[Row]] = {kind: [] for kind, _ in KIND_TABS}
+    rows[FIRST_KIND] = [entry_row(e) for e in lab.entries(FIRST_KIND)]
+    return LabListing(root=str(lab.root), exists=lab.root.is_dir(), rows=rows, complete=False)
+
+
 def read_listing(lab: Lab) -> LabListing:
     """Read every object's root attributes and the job list (HDF5 and files: worker thread only)."""
     rows: dict[str, list[Row]] = {kind: [] for kind, _ in KIND_TABS}
-    for entry in lab.entries():
-        if entry.kind in rows and entry.kind != "jobs":
-            rows[entry.kind].append(entry_row(entry))
+    for kind in rows:
+        if kind != "jobs":  # jobs are listed with their status below
+            rows[kind] = [entry_row(e) for e in lab.entries(kind)]
     if lab.root.is_dir():
         try:
             from reuse_console.engine.jobs.control import list_jobs
@@ -185,7 +196,7 @@ class LabScreen(ConsoleScreen):
             self.listing = listing
 
         def can_replace(self, message: Message) -> bool:
-            return isinstance(message, LabScreen.Loaded)
+            return isinstance(message, LabScreen.Loaded) and message.listing.complete  # a newer whole listing
 
     def __init__(self) -> None:
         super().__init__()
@@ -223,11 +234,17 @@ class LabScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="lab-read", name="reading the lab")
     def reload(self) -> None:
-        """Read the lab in a thread and post what it holds."""
+        """Read the lab in a thread and post what it holds (the first page first, once)."""
+        if self.listing is None:
+            self.post_message(self.Loaded(first_page(self.console.lab)))
         self.post_message(self.Loaded(read_listing(self.console.lab)))
 
     @on(Loaded)
     def _loaded(self, message: Loaded) -> None:
+        if not message.listing.complete and self.listing is not None:
+            return  # a first page after the whole listing: nothing new
+        if not message.listing.complete and not message.listing.rows[FIRST_KIND]:
+            return  # no checkpoints: wait for the whole listing to choose the tab
         self.listing = message.listing
         self.console.listing = message.listing  # the command palette offers these objects
         switcher = self.query_one("#lab-switcher", ContentSwitcher)
