@@ -271,7 +271,14 @@ STATUS_STYLE = {
     "cancelled": "yellow",
     "lost": "red",
 }
-CELL_STYLE = {"queued": "dim", "running": "bold cyan", "done": "green", "failed": "bold red", "stopped": "yellow"}
+CELL_STYLE = {
+    "queued": "dim",
+    "running": "bold cyan",
+    "requeued": "yellow",
+    "done": "green",
+    "failed": "bold red",
+    "stopped": "yellow",
+}
 
 
 def cells_line(cells: tuple[CellStatus, ...]) -> Text:
@@ -298,7 +305,10 @@ def cells_table(cells: tuple[CellStatus, ...], limit: int) -> Table:
     for c in cells[start : start + limit]:
         epoch = f"{c.epoch}/{c.epochs}" if c.state != "queued" or c.epoch else "-"
         dice = "-" if c.dice_fg is None else f"{c.dice_fg:.3f}"
-        table.add_row(c.name, Text(c.state, style=CELL_STYLE.get(c.state, "")), epoch, dice)
+        state = Text(c.state, style=CELL_STYLE.get(c.state, ""))
+        if c.node and c.state in ("running", "requeued", "failed"):
+            state.append(f" {c.node}", style="dim")  # a cluster cell's node
+        table.add_row(c.name, state, epoch, dice)
     return table
 
 
