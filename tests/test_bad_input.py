@@ -378,6 +378,12 @@ ROWS: list[Row] = [
     row("precision-unknown", "--precision that does not exist", f"eval seg --data toy --precision fp8 {L}", "fp8"),
     row("max-dice-drop-negative", "plan --max-dice-drop -1", f"plan --scan s1 --max-dice-drop -1 {L}", ">= 0"),
     row("plan-combine", "plan --combine xor", f"plan --scan s1 --rmse c1 --max-rmse 1 --combine xor {L}", "xor"),
+    row(
+        "plan-mixed-empty",
+        "plan from scans counted with other --empty rules",
+        f"plan --scan s1 --scan s1-ignore {L}",
+        "count Dice differently",
+    ),
     # -- study TOML --------------------------------------------------------------------------------------
     row("study-syntax", "study TOML with a syntax error", f"grid {{root}}/study-syntax.toml {L}", "not valid TOML"),
     row(
@@ -450,6 +456,21 @@ ROWS: list[Row] = [
     row("eval-empty-unknown", "eval --empty that is no rule", f"eval seg --data toy --empty zero {L}", "--empty zero"),
     row("eval-per-unknown", "eval --per that is no unit", f"eval seg --data toy --per frame {L}", "--per frame"),
     row("eval-grid-unknown", "eval --grid that is no grid", f"eval seg --data toy --grid native {L}", "--grid native"),
+    row(
+        "scan-empty-unknown", "scan --empty that is no rule", f"scan seg ae --data toy --empty zero {L}", "--empty zero"
+    ),
+    row(
+        "swap-per-unknown",
+        "swap --per that is no unit",
+        f"swap seg ae --data toy --layers 1 --kinds RM --per frame {L}",
+        "--per frame",
+    ),
+    row(
+        "scan-per-no-volumes",
+        "scan --per volume on a data set that records no volumes",
+        f"scan seg ae --data toy --per volume {L}",
+        "records no volumes",
+    ),
     # -- cka --------------------------------------------------------------------------------------------
     row("cka-one", "cka with one checkpoint", f"cka seg --data toy {L}", "at least two"),
     row("cka-id", "unknown checkpoint in cka", f"cka seg nope --data toy {L}", "no checkpoint 'nope'"),
@@ -633,6 +654,7 @@ def _build(root: Path) -> Path:
     make_checkpoint(lab, "psp", seed=4, arch="pspnet")
     _spoil(lab, "nan", float("nan"))
     run_scan(lab, "seg", "ae", "toy", layers="1-2", kinds="RM", device="cpu", name="s1")
+    run_scan(lab, "seg", "ae", "toy", layers="1-2", kinds="RM", device="cpu", name="s1-ignore", empty="ignore")
     run_scan(lab, "seg", "ae", "nofg", layers="1", kinds="RM", device="cpu", name="s-nofg")
     run_rmse(lab, ["seg", "ae"], name="c1")
     make_checkpoint(lab, "seg2", seed=5)

@@ -18,6 +18,7 @@ Definitions (the one Dice of the product):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,9 +67,26 @@ def dice_from_counts(counts: np.ndarray, empty: str = "one") -> np.ndarray:
     denom = psum + tsum
     with np.errstate(invalid="ignore", divide="ignore"):
         dice = np.where(denom > 0, 2.0 * inter / np.maximum(denom, 1e-12), 1.0)
+    return apply_empty(dice, tsum, empty)
+
+
+def apply_empty(dice: np.ndarray, reference: np.ndarray, empty: str) -> np.ndarray:
+    """Dice under `empty` from Dice under "one" and the reference voxel counts (broadcastable).
+
+    The rule depends on the reference alone, so Dice computed with "one" (a scan's every variant)
+    becomes "ignore" by blanking the cells whose reference is empty: NaN, as MONAI returns them.
+    """
     if check_empty(empty) == "ignore":
-        dice = np.where(tsum > 0, dice, np.nan)
+        return np.where(np.asarray(reference) > 0, dice, np.nan)
     return dice
+
+
+def reference_voxels(batches: Iterable[Any], num_classes: int, num_units: int) -> np.ndarray:
+    """(U, C) reference voxels per unit and class of evaluation batches (`labels`, `subject`)."""
+    acc = DiceAccumulator(num_classes, num_units)
+    for b in batches:
+        acc.update(b.labels, b.labels, b.subject)
+    return acc.counts[:, 2, :].copy()
 
 
 def group_counts(counts: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
@@ -80,10 +98,17 @@ def group_counts(counts: np.ndarray, group: np.ndarray, groups: int) -> np.ndarr
 
 def nanmean_rows(values: np.ndarray) -> np.ndarray:
     """Mean over axis 0 leaving NaN out (NaN where a column has no value), without warnings."""
+    return nanmean(values, axis=0)
+
+
+def nanmean(values: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    """Mean over `axis` leaving NaN out (NaN where nothing is left), without warnings: the mean of
+    Dice values some of which are NaN under `empty="ignore"`."""
+    values = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         kept = ~np.isnan(values)
-        n = kept.sum(axis=0)
-        total = np.where(kept, values, 0.0).sum(axis=0)
+        n = kept.sum(axis=axis)
+        total = np.where(kept, values, 0.0).sum(axis=axis)
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 

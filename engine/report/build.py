@@ -20,6 +20,7 @@ import numpy as np
 from reuse_console.engine.compare.bn import run_bn
 from reuse_console.engine.compare.rmse import read_comparison
 from reuse_console.engine.core.events import Message, Reporter, silent
+from reuse_console.engine.evaluation.metrics import nanmean
 from reuse_console.engine.grids.experiment import load_experiment
 from reuse_console.engine.models.layers import KINDS
 from reuse_console.engine.report import figures
@@ -93,7 +94,7 @@ def scan_arrays(scan: Any) -> tuple[list[str], list[str], np.ndarray]:
         raise UserError(f"scan {scan.name!r} has no full (alpha 1) single-tensor swaps to plot")
     layers = list(dict.fromkeys(v.layer for _, v in full))
     kinds = [k for k in KINDS if any(v.kind == k for _, v in full)]
-    means = np.asarray(scan.dice, dtype=np.float64).mean(axis=1)
+    means = nanmean(scan.dice, axis=1)  # NaN cells: left out under --empty ignore
     out = np.full((len(kinds), len(layers), len(scan.classes)), np.nan)
     for i, v in full:
         out[kinds.index(v.kind), layers.index(v.layer)] = means[i]
@@ -113,7 +114,7 @@ def scan_report(lab: Lab, ref: str, out: Path) -> tuple[list[Path], str]:
         kinds=kinds,
         classes=classes,
         dice=dice[:, :, keep],
-        baseline=np.asarray(scan.baseline, dtype=np.float64).mean(axis=0)[keep],
+        baseline=nanmean(scan.baseline, axis=0)[keep],
     )
     return [path], f"## Scan {scan.name}\n\n{_img(path, 'Dice per layer and kind')}"
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from reuse_console.engine.core.numbers import finite_or_none
+from reuse_console.engine.evaluation.metrics import nanmean
 from reuse_console.engine.models.layers import KINDS, Layer, LayerIndex
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
@@ -163,8 +164,8 @@ def scan_dice_drops(scan: Any) -> dict[str, float]:
     fg = [c for c, p in enumerate(scan.present) if p and c > 0]
     if not fg:
         raise UserError(f"scan {scan.name!r} has no present foreground class to judge Dice drops on")
-    base = np.asarray(scan.baseline, dtype=np.float64).mean(axis=0)
-    means = np.asarray(scan.dice, dtype=np.float64).mean(axis=1) if len(scan.variants) else np.zeros((0, len(base)))
+    base = nanmean(scan.baseline, axis=0)  # NaN cells: left out under --empty ignore
+    means = nanmean(scan.dice, axis=1) if len(scan.variants) else np.zeros((0, len(base)))
     drops: dict[str, float] = {}
     full = [i for i, v in enumerate(scan.variants) if v.alpha == 1.0 and len(v.keys) == 1]
     if not full:
@@ -177,6 +178,7 @@ def scan_dice_drops(scan: Any) -> dict[str, float]:
 
 
 ACROSS = ("all", "mean")
+RULE_OPTIONS = ("empty", "per")  # how a scan counted Dice, when not the defaults (one, subject)
 
 
 def drops_across(scans: Sequence[Any], across: str) -> dict[str, float]:
@@ -225,6 +227,9 @@ def infer_plan(
             raise UserError(f"{label} must be a number >= 0 (got {value})")
     scans = list(scan) if isinstance(scan, (list, tuple)) else ([] if scan is None else [scan])
     scan = scans[0] if scans else None
+    rules = [{k: v for k, v in getattr(s, "options", {}).items() if k in RULE_OPTIONS} for s in scans]
+    if any(r != rules[0] for r in rules):
+        raise UserError("the scans count Dice differently (--empty, --per): give scans made with the same rule")
     drops = drops_across(scans, across) if scans else {}
     errors = dict(rmse or {})
     if layers is not None:
@@ -250,7 +255,7 @@ def infer_plan(
     }
     prov: dict[str, Any] = {"source": "inferred"}
     if scan is not None:
-        prov.update(scan=scan.name, recipient=scan.recipient, donor=scan.donor, data=scan.data)
+        prov.update(scan=scan.name, recipient=scan.recipient, donor=scan.donor, data=scan.data, **rules[0])
     if len(scans) > 1:
         prov.update(scans=[s.name for s in scans], across=across)
         criteria["across"] = across

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reuse_console.engine.core.events import Message, Reporter
+from reuse_console.engine.evaluation.metrics import nanmean
 from reuse_console.engine.swaps.scan import ScanResult, Variant
 from reuse_console.store.errors import UserError
 
@@ -58,7 +59,7 @@ def worst_drops(baseline: np.ndarray, dice: np.ndarray, present: Sequence[bool])
     fg = [c for c, p in enumerate(present) if p and c > 0] or [c for c, p in enumerate(present) if p]
     if dice.shape[0] == 0:
         return np.zeros(0)
-    drops = baseline.mean(axis=0)[fg][None, :] - dice.mean(axis=1)[:, fg]
+    drops = nanmean(baseline, axis=0)[fg][None, :] - nanmean(dice, axis=1)[:, fg]  # NaN cells: --empty ignore
     return drops.max(axis=1)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from reuse_console.engine.core.device import autocast, memory_format
 from reuse_console.engine.core.events import Message, Reporter, VariantDone, silent
-from reuse_console.engine.evaluation.metrics import DiceAccumulator
+from reuse_console.engine.evaluation.metrics import DiceAccumulator, nanmean
 from reuse_console.engine.evaluation.precision import exact_heads
 from reuse_console.engine.models.layers import Layer
 from reuse_console.engine.models.layout import with_layout
@@ -113,16 +113,26 @@ class ScanResult:
     fast_dice: np.ndarray | None = None  # (V, S, C)
 
     def by_class(self, values: np.ndarray) -> dict[str, float | None]:
-        return {c: (float(v) if p else None) for c, v, p in zip(self.classes, values, self.present)}
+        """Class name -> value; None for absent classes and NaN (no reference under --empty ignore)."""
+        return {c: (float(v) if p and not np.isnan(v) else None) for c, v, p in zip(self.classes, values, self.present)}
 
     @property
     def baseline_mean(self) -> np.ndarray:
-        return self.baseline.mean(axis=0)
+        """(C,) mean Dice over subjects; cells left out by --empty ignore (NaN) do not count."""
+        return nanmean(self.baseline, axis=0)
 
     @property
     def mean(self) -> np.ndarray:
-        """(V, C) mean Dice over subjects."""
-        return self.dice.mean(axis=1)
+        """(V, C) mean Dice over subjects (NaN cells left out; all NaN: not evaluated yet)."""
+        return nanmean(self.dice, axis=1)
+
+    @property
+    def done(self) -> np.ndarray:
+        """(V,) whether each variant was evaluated: a row of NaN is one not evaluated yet (under
+        --empty ignore an evaluated one has NaN only where a reference is empty)."""
+        if not len(self.variants):
+            return np.zeros(0, dtype=bool)
+        return ~np.isnan(self.dice).all(axis=(1, 2))
 
     @property
     def delta(self) -> np.ndarray:
@@ -143,8 +153,8 @@ class ScanResult:
             if self.recalibrated is None or self.recalibrated_baseline is None:
                 raise ValueError("this scan was not recalibrated")
             base, dice = self.recalibrated_baseline, self.recalibrated
-        variants = dice.mean(axis=1)[:, fg].mean(axis=1) if len(self.variants) else np.zeros(0)
-        return float(base.mean(axis=0)[fg].mean()), variants
+        variants = nanmean(nanmean(dice, axis=1)[:, fg], axis=1) if len(self.variants) else np.zeros(0)
+        return float(nanmean(nanmean(base, axis=0)[fg], axis=0)), variants
 
     def largest_drops(self, n: int) -> list[int]:
         """The `n` evaluated variants whose foreground mean Dice fell most, largest drop first."""
@@ -169,7 +179,7 @@ class ScanResult:
                     **(
                         {}
                         if self.recalibrated is None
-                        else {"dice_recalibrated": self.by_class(self.recalibrated[i].mean(axis=0))}
+                        else {"dice_recalibrated": self.by_class(nanmean(self.recalibrated[i], axis=0))}
                     ),
                     **self._fast_json(i),
                 }
@@ -187,11 +197,17 @@ class ScanResult:
             "baseline": {
                 "dice": self.by_class(base),
                 "per_subject": {s: self.by_class(row) for s, row in zip(self.subjects, self.baseline)},
-                **({} if recal is None else {"dice_recalibrated": self.by_class(recal.mean(axis=0))}),
-                **({} if self.fast_baseline is None else {"dice_fast": self.by_class(self.fast_baseline.mean(axis=0))}),
+                **({} if recal is None else {"dice_recalibrated": self.by_class(nanmean(recal, axis=0))}),
+                **(
+                    {}
+                    if self.fast_baseline is None
+                    else {"dice_fast": self.by_class(nanmean(self.fast_baseline, axis=0))}
+                ),
             },
             "recalibrate": self.options.get("recalibrate"),
             "confirm": self.options.get("confirm"),
+            "empty": self.options.get("empty", "one"),
+            "dice_per": self.options.get("per", "subject"),
             "variants": variants,
         }
 
@@ -199,7 +215,7 @@ class ScanResult:
         """With --confirm: whether variant `i` was re-evaluated in fp32, and its low-precision Dice."""
         if self.confirmed is None or self.fast_dice is None:
             return {}
-        return {"confirmed": bool(self.confirmed[i]), "dice_fast": self.by_class(self.fast_dice[i].mean(axis=0))}
+        return {"confirmed": bool(self.confirmed[i]), "dice_fast": self.by_class(nanmean(self.fast_dice[i], axis=0))}
 
     def confirm_change(self) -> float | None:
         """With --confirm: the largest change of foreground mean Dice the fp32 re-evaluation made
@@ -207,9 +223,13 @@ class ScanResult:
         if self.confirmed is None or self.fast_dice is None or self.fast_baseline is None:
             return None
         fg = self.foreground
-        changes = [abs(self.baseline.mean(axis=0)[fg].mean() - self.fast_baseline.mean(axis=0)[fg].mean())]
+
+        def fg_mean(dice: np.ndarray) -> float:
+            return float(nanmean(nanmean(dice, axis=0)[fg], axis=0))
+
+        changes = [abs(fg_mean(self.baseline) - fg_mean(self.fast_baseline))]
         for i in np.flatnonzero(self.confirmed):
-            changes.append(abs(self.dice[i].mean(axis=0)[fg].mean() - self.fast_dice[i].mean(axis=0)[fg].mean()))
+            changes.append(abs(fg_mean(self.dice[i]) - fg_mean(self.fast_dice[i])))
         return float(max(changes))
 
 

@@ -14,6 +14,7 @@ import torch
 from reuse_console.engine.core.device import check_precision, memory_format, pick_device
 from reuse_console.engine.data.slices import load_slices
 from reuse_console.engine.evaluation.evaluate import checkpoint_samples, eval_batches
+from reuse_console.engine.evaluation.metrics import apply_empty, check_empty, reference_voxels
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import load_model, model_in_channels
 from reuse_console.engine.swaps.donors import donor_tensors
@@ -46,6 +47,9 @@ class Loaded:
     meta: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     samples: Any = None  # the data set's samples as the recipient takes them (calibration batches come from it)
+    empty: str = "one"  # the empty-reference rule of every Dice (engine/evaluation/metrics.py)
+    per: str = "subject"  # the Dice unit: subject (its volumes together) or volume (each frame apart)
+    reference: Any = None  # (U, C) reference voxels per unit, counted once for empty="ignore"
 
 
 def load_inputs(
@@ -59,10 +63,15 @@ def load_inputs(
     batch: int = 32,
     split: str = "val",
     align: DonorAligner | None = None,
+    empty: str = "one",
+    per: str = "subject",
 ) -> Loaded:
     """Load and check the recipient (a seg model), the donor's tensors and the evaluation batches.
     `align` (engine/compare/align_states.py `aligned_donor`, passed in: swaps sit below compare)
-    reorders the donor's channels to the recipient's, checked on these batches."""
+    reorders the donor's channels to the recipient's, checked on these batches. `empty` and `per`
+    are eval's --empty and --per: the empty-reference rule and the Dice unit (subject or volume)."""
+    check_empty(empty)
+    check_per(per)
     dev = pick_device(device)
     prec = check_precision(precision, dev)
     model, meta = load_model(lab, recipient, device=dev)
@@ -78,7 +87,11 @@ def load_inputs(
             f"recipient {recipient!r} predicts classes {meta.classes}, data set {data!r} has {slices.classes}"
         )
     slices = checkpoint_samples(slices, model, meta.extra)
-    batches, subjects = eval_batches(slices, split, batch=batch)
+    if per == "volume" and slices.volume is None:
+        raise UserError(
+            f"--per volume: data set {data!r} records no volumes (frames); import it again, or scan per subject"
+        )
+    batches, subjects = eval_batches(slices, split, batch=batch, unit=per)
     if not subjects:
         raise UserError(f"data set {data!r} has no {split} subjects to evaluate on")
     if align is not None:
@@ -97,7 +110,29 @@ def load_inputs(
         meta,
         {"size": slices.size, "split": split, "batch": batch},
         slices,
+        empty,
+        per,
+        reference_voxels(batches, len(slices.classes), len(subjects)) if empty != "one" else None,
     )
+
+
+PER = ("subject", "volume")
+
+
+def check_per(per: str) -> str:
+    """`per` checked: the Dice unit of a scan or swap."""
+    if per not in PER:
+        raise UserError(f"--per {per}: choose subject (its volumes together) or volume (each frame apart)")
+    return per
+
+
+def rule_options(loaded: Loaded) -> dict[str, Any]:
+    """The scan options that say how Dice was counted, none at the defaults (older scans resume and
+    plans read them unchanged): `empty` ignore, `per` volume."""
+    return {
+        **({"empty": loaded.empty} if loaded.empty != "one" else {}),
+        **({"per": loaded.per} if loaded.per != "subject" else {}),
+    }
 
 
 def calibration_for(loaded: Loaded, batches: int | None, scope: str, batch: int) -> Calibration | None:
@@ -116,7 +151,24 @@ def calibration_for(loaded: Loaded, batches: int | None, scope: str, batch: int)
 
 
 def evaluate_loaded(loaded: Loaded, variants: list[Variant], **options: Any) -> tuple[np.ndarray, np.ndarray, str]:
-    """`evaluate_variants` on what `load_inputs` loaded (`options`: baseline, done, calibration, ...)."""
+    """`evaluate_variants` on what `load_inputs` loaded (`options`: baseline, done, calibration, ...),
+    Dice under the loaded empty-reference rule (also what `on_chunk` sees)."""
+    if loaded.empty == "one":
+        return _evaluate(loaded, variants, **options)
+    on_chunk = options.pop("on_chunk", None)
+
+    def rule(dice: np.ndarray) -> np.ndarray:
+        return apply_empty(dice, loaded.reference, loaded.empty)
+
+    def chunk_done(base: np.ndarray, done: dict[str, np.ndarray]) -> None:
+        if on_chunk is not None:
+            on_chunk(rule(base), {k: rule(v) for k, v in done.items()})
+
+    base, dice, engine = _evaluate(loaded, variants, on_chunk=chunk_done, **options)
+    return rule(base), rule(dice), engine
+
+
+def _evaluate(loaded: Loaded, variants: list[Variant], **options: Any) -> tuple[np.ndarray, np.ndarray, str]:
     return evaluate_variants(
         loaded.model,
         loaded.donor,

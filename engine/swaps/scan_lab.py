@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from reuse_console.engine.core.events import Finished, Message, Reporter, Started, silent
+from reuse_console.engine.evaluation.metrics import check_empty
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.swaps.confirm import Confirmation, confirm_in_fp32
 from reuse_console.engine.swaps.recalibration import Calibration
@@ -25,8 +26,10 @@ from reuse_console.engine.swaps.scan_inputs import (
     DonorAligner,
     Loaded,
     calibration_for,
+    check_per,
     evaluate_loaded,
     load_inputs,
+    rule_options,
 )
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
 from reuse_console.engine.swaps.swap import SwapSpec, check_alpha
@@ -78,15 +81,17 @@ class _Known:
 
 
 def _finished(variants: list[Variant], dice: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The evaluated variants' Dice: rows not all NaN (under --empty ignore some cells are NaN)."""
     if dice is None:
         return {}
-    return {v.id: d for v, d in zip(variants, dice) if not np.isnan(d).any()}
+    return {v.id: d for v, d in zip(variants, dice) if not np.isnan(d).all()}
 
 
 def _resume_state(path: Path, options: dict[str, Any], variants: list[Variant]) -> _Known:
     """Finished variants of an unfinished scan, after checking it was started the same way."""
     old = read_scan(path)
-    for key, value in options.items():
+    for key in dict.fromkeys([*options, *old.options]):  # an option only one of them has differs too
+        value = options.get(key)
         if old.options.get(key) != value:
             raise UserError(
                 f"the unfinished scan was started with {key}={old.options.get(key)!r}, not {value!r}: "
@@ -304,19 +309,33 @@ def run_scan(
     confirm: float | None = None,
     confirm_at: str = "0.05",
     align: DonorAligner | None = None,
+    empty: str = "one",
+    per: str = "subject",
     report: Reporter = silent,
 ) -> ScanResult:
     """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`; with
     `recalibrate` N, each also with its norm statistics re-estimated on N training batches.
+    `empty` and `per`: eval's empty-reference rule and Dice unit (kept in the options).
     `pairs`: the `R:D,R:D` set this scan belongs to (`scan --pairs`), kept so the set's scans
     are read together (engine/swaps/overlay.py). `confirm` MARGIN (a bf16/fp16 scan): variants
     whose drop lies within MARGIN of a `confirm_at` threshold are re-evaluated in fp32."""
     alphas = tuple(check_alpha(a) for a in alphas)
+    check_empty(empty), check_per(per)  # before the name is claimed
     confirmation = Confirmation.parse(confirm, confirm_at, precision)
     aligned = "-aligned" if align is not None else ""
     chosen = _choose_name(lab, name, f"{_stem(recipient)}-vs-{_stem(donor)}{aligned}", resume)
     loaded = load_inputs(
-        lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split, align=align
+        lab,
+        recipient,
+        donor,
+        data,
+        device=device,
+        precision=precision,
+        batch=batch,
+        split=split,
+        align=align,
+        empty=empty,
+        per=per,
     )
     calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
     recal_options = _recalibration_options(recalibrate, calibration)
@@ -339,6 +358,7 @@ def run_scan(
         **({"pairs": pairs} if pairs else {}),
         **(confirmation.options() if confirmation else {}),
         **ALIGNED_OPTION.get(align is not None, {}),
+        **rule_options(loaded),
     }
     return evaluate_and_store(
         lab,
@@ -388,13 +408,26 @@ def run_swap(
     recalibrate: int | None = None,
     recalibrate_scope: str = "all",
     align: DonorAligner | None = None,
+    empty: str = "one",
+    per: str = "subject",
     report: Reporter = silent,
 ) -> ScanResult:
     """One swap of several tensors at once: Dice beside the baseline, kept as a one-variant scan."""
+    check_empty(empty), check_per(per)  # before the name is claimed
     aligned = "-aligned" if align is not None else ""
     chosen = _choose_name(lab, name, f"swap-{_stem(recipient)}-vs-{_stem(donor)}{aligned}", False)
     loaded = load_inputs(
-        lab, recipient, donor, data, device=device, precision=precision, batch=batch, split=split, align=align
+        lab,
+        recipient,
+        donor,
+        data,
+        device=device,
+        precision=precision,
+        batch=batch,
+        split=split,
+        align=align,
+        empty=empty,
+        per=per,
     )
     calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
     spec = SwapSpec.parse(recipient, donor, loaded.index, layers, kinds, alpha)
@@ -413,6 +446,7 @@ def run_swap(
         "swap": spec.describe(),
         **_recalibration_options(recalibrate, calibration),
         **ALIGNED_OPTION.get(align is not None, {}),
+        **rule_options(loaded),
     }
     return evaluate_and_store(
         lab,

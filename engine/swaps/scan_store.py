@@ -14,6 +14,10 @@ Layout (schema 1, kind "scan"):
   /variants/dice       (V, S, C) float64 (NaN where not evaluated yet)
   /variants/mean       (V, C) float64   mean over subjects
   /variants/done       (V,) bool
+Dice follows the options' `empty` rule (absent: "one", MONAI ignore_empty=False; "ignore": a
+class whose reference is empty in a subject is NaN there and left out of every mean) and unit
+`per` (absent: "subject"; "volume": /subjects names volumes, each frame scored apart). A variant
+not evaluated yet is a row of NaN; an evaluated one is never all NaN (background has a reference).
   /recalibrated/baseline (S, C) float64  with --recalibrate: the baseline with its norm statistics
                                          re-estimated (scope all; the raw one for scope downstream)
   /recalibrated/dice   (V, S, C) float64 each variant with its norm statistics re-estimated (NaN: not yet)
@@ -32,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from reuse_console.engine.evaluation.metrics import nanmean
 from reuse_console.engine.swaps.scan import ScanResult, Variant
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
@@ -59,13 +64,14 @@ def summary(result: ScanResult) -> dict[str, Any]:
         out["confirmed"] = int(np.sum(result.confirmed))
     if result.options.get("pairs"):
         out["pairs"] = result.options["pairs"]
+    out.update({key: result.options[key] for key in ("empty", "per") if key in result.options})  # non-defaults
     fg = [c for c in range(1, len(result.classes)) if result.present[c]]
     if fg and result.baseline.size:
-        base = float(result.baseline_mean[fg].mean())
+        base = float(nanmean(result.baseline_mean[fg], axis=0))
         out["baseline_dice_fg"] = round(base, 4)
-        done = ~np.isnan(result.dice).any(axis=(1, 2)) if len(result.variants) else np.zeros(0, bool)
+        done = result.done
         if done.any():
-            fg_means = result.mean[:, fg].mean(axis=1)
+            fg_means = nanmean(result.mean[:, fg], axis=1)
             fg_means = np.where(done, fg_means, np.inf)
             worst = int(np.argmin(fg_means))
             v = result.variants[worst]
@@ -99,8 +105,8 @@ def write_scan(
         write_strings(g, "modules", ["+".join(x.modules) for x in v])
         dice = np.asarray(result.dice, dtype=np.float64).reshape(len(v), len(result.subjects), len(result.classes))
         g.create_dataset("dice", data=dice)
-        g.create_dataset("mean", data=dice.mean(axis=1))
-        g.create_dataset("done", data=~np.isnan(dice).any(axis=(1, 2)))
+        g.create_dataset("mean", data=nanmean(dice, axis=1))
+        g.create_dataset("done", data=~np.isnan(dice).all(axis=(1, 2)))
         if result.recalibrated is not None and result.recalibrated_baseline is not None:
             f.create_dataset("recalibrated/baseline", data=np.asarray(result.recalibrated_baseline, dtype=np.float64))
             f.create_dataset("recalibrated/dice", data=np.asarray(result.recalibrated, dtype=np.float64))

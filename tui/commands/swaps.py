@@ -71,6 +71,23 @@ AlignOpt = Annotated[
         "for channel; `reuse-console align` stores such a donor instead.",
     ),
 ]
+EmptyOpt = Annotated[
+    str,
+    typer.Option(
+        "--empty",
+        help="Dice of a class whose reference is empty in a subject: one (1 if nothing is predicted either, 0 if "
+        "something is; MONAI compute_dice ignore_empty=False, the default and the stored scans' rule) or ignore "
+        "(left out of the means; MONAI ignore_empty=True). Kept in the scan's options; plans read it.",
+    ),
+]
+PerOpt = Annotated[
+    str,
+    typer.Option(
+        "--per",
+        help="The Dice unit: subject (all of a subject's volumes at once, the paper's) or volume (each frame, e.g. "
+        "ACDC's ED and ES, scored apart and averaged as units, as `eval --per volume`).",
+    ),
+]
 FullForwardOpt = Annotated[
     bool,
     typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
@@ -106,6 +123,8 @@ def swap(
     recalibrate: RecalibrateOpt = None,
     recalibrate_scope: RecalibrateScopeOpt = "all",
     align: AlignOpt = False,
+    empty: EmptyOpt = "one",
+    per: PerOpt = "subject",
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -140,6 +159,8 @@ def swap(
             recalibrate=recalibrate,
             recalibrate_scope=recalibrate_scope,
             align=_aligner(align),
+            empty=empty,
+            per=per,
             report=report,
         )
     out = result.to_json()
@@ -199,6 +220,8 @@ def scan(
     confirm: ConfirmOpt = None,
     confirm_at: ConfirmAtOpt = "0.05",
     align: AlignOpt = False,
+    empty: EmptyOpt = "one",
+    per: PerOpt = "subject",
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -246,6 +269,8 @@ def scan(
                     confirm=confirm,
                     confirm_at=confirm_at,
                     align=_aligner(align),
+                    empty=empty,
+                    per=per,
                     report=report,
                 )
             )

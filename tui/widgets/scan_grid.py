@@ -9,6 +9,7 @@ module only arranges and colours them.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,11 +102,12 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
     classes = list(result.classes)
     present = list(result.present)
     fg = [c for c in range(1, len(classes)) if present[c]] or [c for c in range(len(classes)) if present[c]]
-    if recalibrated:
-        base, means = result.recalibrated_baseline.mean(axis=0), result.recalibrated.mean(axis=1)
+    if recalibrated:  # NaN cells (a scan with --empty ignore) are left out of every mean
+        base, means = _nanmean(result.recalibrated_baseline, 0), _nanmean(result.recalibrated, 1)
+        done = ~np.isnan(result.recalibrated).all(axis=(1, 2))
     else:
-        base, means = result.baseline_mean, result.mean  # (C,), (V, C)
-    base_fg = float(np.mean(base[fg])) if fg else math.nan
+        base, means, done = result.baseline_mean, result.mean, result.done  # (C,), (V, C), (V,)
+    base_fg = float(_nanmean(base[fg], 0)) if fg else math.nan
     chosen = [(i, v) for i, v in enumerate(result.variants) if v.alpha == alpha]
     rows = tuple(dict.fromkeys(v.layer for _, v in chosen))
     columns = _columns([v.kind for _, v in chosen])
@@ -113,11 +115,11 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
     details: dict[tuple[str, str], Text] = {}
     for i, v in chosen:
         m = means[i]
-        if np.isnan(m).any():
+        if not done[i]:
             cells[(v.layer, v.kind)] = ("…", "dim")
             details[(v.layer, v.kind)] = Text(f"layer {v.layer} {v.kind}: not evaluated yet", style="dim")
             continue
-        value = float(np.mean(m[fg])) if fg else math.nan
+        value = float(_nanmean(m[fg], 0)) if fg else math.nan
         cells[(v.layer, v.kind)] = (f"{value:.3f}", drop_style(base_fg - value))
         detail = Text.assemble((f"layer {v.layer} {v.kind} α={v.alpha:g}  ", "bold"))
         for c, name in enumerate(classes):
@@ -174,12 +176,19 @@ def scan_grid(result: Any, alpha_choice: int = 0) -> Grid:
     )
 
 
+def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean leaving NaN out (a scan with --empty ignore), NaN where nothing is left, no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
 def _against_alpha(result: Any, means: np.ndarray, layer: str, kind: str, fg: list[int]) -> Text:
     """A second detail line for an alpha scan: foreground Dice against alpha for one cell."""
     points = sorted((v.alpha, i) for i, v in enumerate(result.variants) if (v.layer, v.kind) == (layer, kind))
     line = Text("\nDice against α: ", style="dim")
     for n, (alpha, i) in enumerate(points):
-        value = float(np.mean(means[i][fg])) if fg else math.nan
+        value = float(_nanmean(means[i][fg], 0)) if fg else math.nan
         line.append(f"{alpha:g} ", style="dim")
         line.append("…" if math.isnan(value) else f"{value:.3f}")
         line.append("  " if n < len(points) - 1 else "")

@@ -22,14 +22,15 @@ def test_worst_drops_and_the_window_by_hand() -> None:
             [[0.9, 0.7, 0.6], [0.9, 0.5, 0.8]],  # .6 .7 -> worst fg drop .10
             [[0.1, 0.66, 0.7], [0.1, 0.66, 0.7]],  # .66 .7 -> .04 (background not judged)
             [[0.9, 0.8, 0.6], [0.9, 0.6, 0.8]],  # unchanged -> 0
-            [[0.9, np.nan, 0.6], [0.9, 0.6, 0.8]],  # not evaluated -> unknown
+            [[np.nan] * 3, [np.nan] * 3],  # not evaluated -> unknown
+            [[0.9, np.nan, 0.6], [0.9, 0.5, 0.8]],  # --empty ignore: class 1 empty in subject 0 -> .5 .7 -> .20
         ]
     )
     drops = worst_drops(baseline, dice, [True, True, True])
-    assert drops[:3] == pytest.approx([0.10, 0.04, 0.0]) and np.isnan(drops[3])
+    assert drops[[0, 1, 2, 4]] == pytest.approx([0.10, 0.04, 0.0, 0.20]) and np.isnan(drops[3])
     window = Confirmation(0.02, (0.05,))
-    assert near_thresholds(drops, window).tolist() == [False, True, False, True]
-    assert near_thresholds(drops, Confirmation(0.02, (0.05, 0.1))).tolist() == [True, True, False, True]
+    assert near_thresholds(drops, window).tolist() == [False, True, False, True, False]
+    assert near_thresholds(drops, Confirmation(0.02, (0.05, 0.1))).tolist() == [True, True, False, True, False]
 
 
 @pytest.mark.parametrize(
