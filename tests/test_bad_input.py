@@ -492,6 +492,12 @@ ROWS: list[Row] = [
     ),
     row("predict-few", "predict a scan of fewer than 3 single-tensor swaps", f"predict s1 {L}", "needs 3 or more"),
     row("predict-drop", "predict --max-dice-drop -1", f"predict s1 --max-dice-drop -1 {L}", ">= 0"),
+    row(
+        "predict-recalibrated",
+        "predict --recalibrated on a scan run without --recalibrate",
+        f"predict s1 --recalibrated {L}",
+        "not scanned with --recalibrate",
+    ),
     row("plan-from-threshold", "plan --from without --threshold", f"plan --scan s1 --from rmse {L}", "go together"),
     row(
         "plan-from-measure",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,7 @@ class Predictor:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     name: str = ""
+    recalibrated: bool = False  # drops from the scan's recalibrated Dice (norm statistics re-estimated)
 
     def row(self, measure: str, group: str = ALL) -> StatRow | None:
         return next((r for r in self.rows if r.measure == measure and r.group == group), None)
@@ -112,6 +113,7 @@ class Predictor:
             "donor": self.donor,
             "data": self.data,
             "max_dice_drop": self.max_dice_drop,
+            "recalibrated": self.recalibrated,
             "resamples": self.resamples,
             "seed": self.seed,
             "measures": list(self.measures),
@@ -172,6 +174,17 @@ def stat_rows(
     return rows
 
 
+def recalibrated_view(scan: Any) -> Any:
+    """The scan with its recalibrated Dice (baseline and variants, `scan --recalibrate`) in place of
+    the raw, so every drop compares a recalibrated swap with the recalibrated recipient."""
+    if scan.recalibrated is None or scan.recalibrated_baseline is None:
+        raise UserError(
+            f"scan {scan.name!r} was not scanned with --recalibrate: predict --recalibrated needs its "
+            "recalibrated Dice (rescan with --recalibrate N)"
+        )
+    return replace(scan, baseline=scan.recalibrated_baseline, dice=scan.recalibrated)
+
+
 def tensor_rows(
     scan: Any, index: Any, measured: dict[str, dict[str, float]], measures: Sequence[str]
 ) -> list[TensorRow]:
@@ -197,22 +210,25 @@ def predict_scan(
     seed: int = 0,
     device: str = "cpu",
     batch: int = 32,
+    recalibrated: bool = False,
     report: Reporter = silent,
 ) -> Predictor:
-    """The predictor table of `scan` (a ScanResult), not stored."""
+    """The predictor table of `scan` (a ScanResult), not stored; with `recalibrated`, of the drops
+    the scan measured after re-estimating the norm statistics (AdaBN)."""
     if not (np.isfinite(max_dice_drop) and max_dice_drop >= 0):
         raise UserError(f"--max-dice-drop must be a number >= 0 (got {max_dice_drop})")
     if resamples < 0:
         raise UserError(f"--resamples must be >= 0 (got {resamples})")
     start = time.perf_counter()
     chosen = parse_measures(measures)
-    swapped = len(scan_dice_drops(scan))
+    measured_scan = recalibrated_view(scan) if recalibrated else scan
+    swapped = len(scan_dice_drops(measured_scan))
     if swapped < 3:
         raise UserError(f"scan {scan.name!r} swapped {swapped} single tensors: a rank correlation needs 3 or more")
     pair = load_pair(lab, scan, batch=batch, with_data=bool(NEEDS_DATA & set(chosen)))
     measured, notes = tensor_measures(pair, chosen, device=device, report=report)
     kept = [m for m in chosen if m in measured]
-    tensors = tensor_rows(scan, pair.index, measured, kept)
+    tensors = tensor_rows(measured_scan, pair.index, measured, kept)
     report(Message(f"{len(tensors)} tensors, {len(kept)} measures, {resamples} bootstrap resamples"))
     rows = stat_rows(kept, tensors, max_dice_drop, resamples=resamples, seed=seed)
     return Predictor(
@@ -228,6 +244,7 @@ def predict_scan(
         seed,
         notes,
         time.perf_counter() - start,
+        recalibrated=bool(recalibrated),
     )
 
 
@@ -239,13 +256,15 @@ def run_predict(
     report: Reporter = silent,
     **options: Any,
 ) -> Predictor:
-    """`predict_scan` of stored scan `scan_ref`, stored as comparisons/<name>.h5 (default predict-SCAN)."""
+    """`predict_scan` of stored scan `scan_ref`, stored as comparisons/<name>.h5 (default predict-SCAN,
+    predict-SCAN-recal with `recalibrated`)."""
     from reuse_console.engine.reuse.predict_store import write_predictor
     from reuse_console.engine.swaps.scan_store import load_scan
 
     scan = load_scan(lab, scan_ref)
     if name is None:
-        base = "".join(ch if ch.isalnum() or ch in "._+-" else "-" for ch in f"predict-{scan.name}")[:90]
+        base = "".join(ch if ch.isalnum() or ch in "._+-" else "-" for ch in f"predict-{scan.name}")[:84]
+        base += "-recal" if options.get("recalibrated") else ""
         name = lab.unique_name("comparisons", base)
     with lab.claim("comparisons", name, new=True) as path:
         result = predict_scan(lab, scan, report=report, **options)

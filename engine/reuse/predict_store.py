@@ -2,10 +2,10 @@
 
 They sit with the RMSE and CKA comparisons, which they are built from, so `ls comparisons`, `show`
 and `report` find them there; the `measure` attribute tells the three apart. Layout:
-  attrs   scan, recipient, donor, data, max_dice_drop, resamples, seed, seconds, measure,
+  attrs   scan, recipient, donor, data, max_dice_drop, recalibrated, resamples, seed, seconds, measure,
           measures (JSON), notes (JSON), summary (JSON), provenance
   /tensors/key, /tensors/layer, /tensors/kind (T,) strings; /tensors/index (T,) int64 (-1: unnumbered)
-  /tensors/drop (T,) float64        worst foreground Dice drop of the swap
+  /tensors/drop (T,) float64        worst foreground Dice drop of the swap (recalibrated Dice if `recalibrated`)
   /tensors/values (T, M) float64    each measure's value (NaN: none for this tensor)
   /stats/measure, /stats/group (R,) strings; /stats/n, /stats/reusable (R,) int64
   /stats/rho, /stats/rho_low, /stats/rho_high, /stats/auc (R,) float64
@@ -34,6 +34,8 @@ def summary(result: Predictor) -> dict[str, Any]:
         "tensors": len(result.tensors),
         "max_dice_drop": result.max_dice_drop,
     }
+    if result.recalibrated:
+        out["recalibrated"] = True
     best = result.best()
     if best is not None:
         out["best"] = f"{best.measure} AUC {best.auc:.2f}"
@@ -62,6 +64,7 @@ def write_predictor(path: Path, result: Predictor, provenance: dict[str, Any] | 
         for key in ("scan", "recipient", "donor", "data"):
             f.attrs[key] = str(getattr(result, key))
         f.attrs["max_dice_drop"] = float(result.max_dice_drop)
+        f.attrs["recalibrated"] = bool(result.recalibrated)
         f.attrs["resamples"] = int(result.resamples)
         f.attrs["seed"] = int(result.seed)
         f.attrs["seconds"] = float(result.seconds)
@@ -131,6 +134,7 @@ def read_predictor(path: Path, name: str = "") -> Predictor:
             notes=get_json(f, "notes", []) or [],
             seconds=float(f.attrs.get("seconds", 0.0)),
             name=name or path.name[:-3],
+            recalibrated=bool(f.attrs.get("recalibrated", False)),
         )
 
 

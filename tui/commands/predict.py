@@ -28,6 +28,14 @@ def predict(
         int, typer.Option("--resamples", help="Bootstrap resamples for rho's 95% interval (0: none).")
     ] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    recalibrated: Annotated[
+        bool,
+        typer.Option(
+            "--recalibrated",
+            help="Drops from the scan's recalibrated Dice (a scan run with --recalibrate: norm statistics "
+            "re-estimated after each swap), against its recalibrated baseline.",
+        ),
+    ] = False,
     name: NameOpt = None,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
@@ -39,9 +47,11 @@ def predict(
 
     The paper infers reusable tensors from a small RMSE and confirms with swaps; this measures how well that works. For every tensor the scan swapped alone, its drop (worst foreground class, as plan judges it) is paired with: raw RMSE to the recipient, relative RMSE, RMSE after aligning the donor's channels (weight matching), linear CKA of the layer's activations, the BN theory's mean |t'-t| and |s'/s-1| of the swap, and the recipient tensor's norm. Per kind and over all tensors: Spearman's rho with a bootstrap 95% interval, and the AUC for "drop <= --max-dice-drop".
 
-    Stored as comparisons/NAME.h5 (default predict-SCAN); `show NAME` prints it again, `report NAME` draws it, and `plan --scan SCAN --from MEASURE --threshold X` makes a plan from one measure alone.
+    With --recalibrated the drops are those the scan measured after re-estimating the norm statistics (scan --recalibrate): does a measure predict what a swap costs once AdaBN has repaired the statistics?
 
-    Example: reuse-console predict scan-seg-vs-ae-acdc --measures rmse,aligned-rmse,cka
+    Stored as comparisons/NAME.h5 (default predict-SCAN, predict-SCAN-recal with --recalibrated); `show NAME` prints it again, `report NAME` draws it, and `plan --scan SCAN --from MEASURE --threshold X` makes a plan from one measure alone.
+
+    Example: reuse-console predict scan-seg-vs-ae-acdc --measures rmse,aligned-rmse,cka --recalibrated
     """
     from reuse_console.engine.reuse.predict import run_predict
     from reuse_console.store.lab import Lab
@@ -59,6 +69,7 @@ def predict(
             max_dice_drop=max_dice_drop,
             resamples=resamples,
             seed=seed,
+            recalibrated=recalibrated,
             device=device,
             report=report,
         )

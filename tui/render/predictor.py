@@ -75,7 +75,8 @@ def render_predictor(result: Any) -> RenderableType:
     positives = result.row(result.measures[0], ALL) if result.measures else None
     reusable = f", {positives.reusable} reusable" if positives is not None else ""
     head = Text(
-        f"Does a measure predict the Dice drop of {result.scan} ({result.recipient} <- {result.donor}, "
+        f"Does a measure predict the {'recalibrated ' if getattr(result, 'recalibrated', False) else ''}"
+        f"Dice drop of {result.scan} ({result.recipient} <- {result.donor}, "
         f"{len(result.tensors)} tensors{reusable} at drop <= {result.max_dice_drop:g})?"
     )
     note = Text(
