@@ -67,6 +67,29 @@ def read_cluster_status(lab: Lab, experiment: str) -> tuple[str, dict[str, Clust
     return "", {}
 
 
+def cancel_path(lab: Lab, experiment: str) -> Path:
+    return lab.root / "jobs" / "cluster" / f"{experiment}.cancel"
+
+
+def request_cancel(lab: Lab, experiment: str) -> None:
+    """Ask the grid process following a cluster grid to cancel its tasks and stop (it checks at
+    every poll, from any host sharing the lab, and never resubmits a cell once asked)."""
+    path = cancel_path(lab, experiment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(json.dumps({"requested": time.time(), "pid": os.getpid()}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def cancel_requested(lab: Lab, experiment: str) -> bool:
+    return cancel_path(lab, experiment).exists()
+
+
+def clear_cancel(lab: Lab, experiment: str) -> None:
+    """A grid (re)started after a cancel: `--resume` goes on."""
+    cancel_path(lab, experiment).unlink(missing_ok=True)
+
+
 def run_of(checkpoint: str) -> str:
     """A cell's run id from the checkpoint its experiment evaluates (`R.last` or `R`)."""
     return checkpoint.removesuffix(LAST_SUFFIX)

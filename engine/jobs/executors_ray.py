@@ -11,6 +11,7 @@ trusted network: anyone who can reach the cluster's ports can run code on it (do
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from reuse_console.engine.grids.cluster_status import (
     REQUEUED,
     RUNNING,
     ClusterCell,
+    cancel_requested,
+    clear_cancel,
     write_cluster_status,
 )
 from reuse_console.engine.grids.leases import lease_path, read_lease
@@ -72,6 +75,7 @@ class RayRunner:
         import ray
 
         s = self.settings
+        clear_cancel(self.lab, self.experiment)
         started_here = not ray.is_initialized()
         if started_here:
             try:
@@ -111,6 +115,8 @@ class RayRunner:
         failed: list[str] = []
         runs = self.lab.folder("runs", create=True)
         while refs:
+            if cancel_requested(self.lab, self.experiment):
+                self._cancelled(ray, refs, status)
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=s.poll_s)
             for ref in ready:
                 k = refs.pop(ref)
@@ -127,6 +133,9 @@ class RayRunner:
                     cell.state, cell.note = FAILED, error
                     failed.append(cell.cell)
                     report(Message(f"cell {cell.cell}: Ray task failed ({error}), no retries left"))
+                elif cancel_requested(self.lab, self.experiment):
+                    refs[ref] = k  # cancelled with the rest below
+                    self._cancelled(ray, refs, status)
                 else:
                     new = remote.remote(self.argv(spec))
                     refs[new] = k
@@ -142,3 +151,14 @@ class RayRunner:
             raise UserError(
                 f"{len(failed)} cell(s) failed on Ray (first: {failed[0]}); finished cells are kept: rerun with --resume"
             )
+
+    def _cancelled(self, ray: Any, refs: dict[Any, int], status: dict[int, ClusterCell]) -> None:
+        """`grid --cancel` (or the console) asked: cancel the tasks left (force: their workers die,
+        and with them each cell's command) and stop, resubmitting nothing."""
+        for ref in refs:
+            with contextlib.suppress(Exception):  # already finished or gone
+                ray.cancel(ref, force=True)
+        for k in refs.values():
+            status[k].state, status[k].note = FAILED, "cancelled"
+        write_cluster_status(self.lab, self.experiment, "ray", list(status.values()))
+        raise UserError(f"grid {self.experiment!r} cancelled; finished cells are kept: rerun with --resume")

@@ -29,6 +29,8 @@ from reuse_console.engine.grids.cluster_status import (
     REQUEUED,
     RUNNING,
     ClusterCell,
+    cancel_requested,
+    clear_cancel,
     write_cluster_status,
 )
 from reuse_console.engine.grids.remote import task_argv
@@ -117,6 +119,7 @@ class SlurmRunner:
     def __call__(self, todo: list[tuple[int, str, TrainSpec]], done: Callable[[int], None], report: Reporter) -> None:
         if not todo:
             return
+        clear_cancel(self.lab, self.experiment)
         executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=1000)
         executor.update_parameters(**self.parameters())
         specs = {k: spec for k, _, spec in todo}
@@ -144,6 +147,8 @@ class SlurmRunner:
         failed: list[str] = []
         seen_running: set[str] = set()
         while pending:
+            if cancel_requested(self.lab, self.experiment):
+                self._cancelled(list(status.values()), [status[k] for k in pending], report)
             states = squeue([status[k].job for k in pending])
             for k in sorted(pending):
                 cell, job_id = status[k], status[k].job
@@ -169,6 +174,8 @@ class SlurmRunner:
                     failed.append(cell.cell)
                     report(Message(f"cell {cell.cell}: SLURM job {job_id} ended {end}, no retries left"))
                     continue
+                if cancel_requested(self.lab, self.experiment):  # its end may be the cancel itself
+                    self._cancelled(list(status.values()), [status[k] for k in pending], report)
                 job = executor.submit(CellCommand(self.argv(spec)))
                 report(Message(f"cell {cell.cell}: SLURM job {job_id} ended {end}; resubmitted as {job.job_id}"))
                 cell.job, cell.tries, cell.state, cell.note = str(job.job_id), cell.tries + 1, REQUEUED, end
@@ -181,8 +188,19 @@ class SlurmRunner:
                 "finished cells are kept: rerun with --resume"
             )
 
+    def _cancelled(self, every: list[ClusterCell], left: list[ClusterCell], report: Reporter) -> None:
+        """`grid --cancel` (or the console) asked: scancel what is left and stop, resubmitting nothing."""
+        jobs = [c.job for c in left if c.job]
+        cancel(jobs)
+        for c in left:
+            c.state, c.note = FAILED, "cancelled"
+        write_cluster_status(self.lab, self.experiment, "slurm", every)
+        report(Message(f"grid {self.experiment}: cancelled {len(jobs)} SLURM job(s)"))
+        raise UserError(f"grid {self.experiment!r} cancelled; finished cells are kept: rerun with --resume")
+
 
 def cancel(job_ids: list[str]) -> None:
     """Cancel a grid's SLURM jobs (their cells keep their last epoch; --resume continues them)."""
-    if job_ids:
-        subprocess.run(["scancel", *sorted({j.split("_")[0] for j in job_ids})], check=False, timeout=60)
+    from reuse_console.engine.jobs.cluster_cancel import scancel
+
+    scancel(job_ids)

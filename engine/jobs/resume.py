@@ -21,7 +21,19 @@ RESUMABLE = ("train", "scan", "grid")
 STOPPED = ("cancelled", "lost", "failed")
 TRAIN_RESUME_KEEPS = ("--device", "--precision", "--workers", "--threads")  # what `train --resume` still reads
 # grid options that take a value (so the study path is the first token that is neither an option nor one)
-GRID_VALUED = ("--devices", "--name", "--device", "--precision", "--workers", "--threads", "--progress", "--lab")
+GRID_VALUED = (
+    "--devices",
+    "--name",
+    "--device",
+    "--precision",
+    "--workers",
+    "--threads",
+    "--progress",
+    "--lab",
+    "--executor",
+    "--ray-address",
+    "--partition",
+)
 
 
 def option(argv: list[str], flag: str) -> str | None:

@@ -81,6 +81,21 @@ def show_grid_status(lab: Any, experiment: str, json_out: bool) -> None:
             stderr.print(f"{escape(c.cell)}: {escape(c.note)}", highlight=False)
 
 
+def cancel_cluster_grid(lab: Any, experiment: str, json_out: bool) -> None:
+    """`grid --cancel`: cancel a SLURM or Ray grid's tasks (engine/jobs/cluster_cancel.py)."""
+    from reuse_console.engine.jobs.cluster_cancel import cancel_grid
+
+    done = cancel_grid(lab, experiment)
+    if json_out:
+        emit_json({"experiment": experiment, "executor": done.executor, "scancelled": done.scancelled})
+        return
+    if done.scancelled:
+        stderr.print(f"scancel {' '.join(done.scancelled)}", highlight=False)
+    if done.note:
+        stderr.print(escape(done.note), highlight=False)
+    stderr.print(f"grid {escape(experiment)} ({done.executor}) cancelled; finished cells are kept: --resume continues")
+
+
 def grid_cell(
     spec: Annotated[str, typer.Option("--spec", help="The cell's training spec as JSON (built by the grid).")],
     lease: Annotated[float, typer.Option("--lease", help="Seconds a cell's lease lasts unless renewed.")] = 120.0,

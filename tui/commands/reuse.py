@@ -13,7 +13,7 @@ from reuse_console.engine.training.spec import default_workers
 from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, ProgressOpt, ThreadsOpt
 from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
 from ..render.results import render_experiment, render_plan
-from .cluster import ExecutorOpt, PartitionOpt, RayAddressOpt, cluster_runner, show_grid_status
+from .cluster import ExecutorOpt, PartitionOpt, RayAddressOpt, cancel_cluster_grid, cluster_runner, show_grid_status
 from .cluster import register as register_cluster
 
 plan_app = typer.Typer(
@@ -245,6 +245,14 @@ def grid(
     status: Annotated[
         bool, typer.Option("--status", help="Show each cell's state (scheduler and lab) instead of running.")
     ] = False,
+    cancel: Annotated[
+        bool,
+        typer.Option(
+            "--cancel",
+            help="Cancel a grid running on SLURM or Ray (scancel / Ray cancel; its grid process stops without "
+            "resubmitting); finished cells are kept: --resume continues.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
     lab: LabOpt = None,
 ) -> None:
@@ -272,6 +280,9 @@ def grid(
     the_lab = Lab.from_option(lab)
     if status:
         show_grid_status(the_lab, name or the_study.name, json_out)
+        return
+    if cancel:
+        cancel_cluster_grid(the_lab, name or the_study.name, json_out)
         return
     chosen = parse_devices(devices)
     runner, naming = cluster_runner(

@@ -292,10 +292,10 @@ class JobsScreen(ConsoleScreen):
             if yes:
                 self.cancel(snap.id)
 
-        self.app.push_screen(
-            ConfirmModal(f"Cancel job {snap.id}?\nIts processes get SIGTERM, then SIGKILL after 5 s.", "Cancel job"),
-            answered,
-        )
+        question = f"Cancel job {snap.id}?\nIts processes get SIGTERM, then SIGKILL after 5 s."
+        if snap.command.split()[1:2] == ["grid"]:  # engine/jobs/cluster_cancel.py
+            question += "\nA grid on SLURM or Ray has its cluster jobs cancelled too; finished cells are kept."
+        self.app.push_screen(ConfirmModal(question, "Cancel job"), answered)
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="jobs-cancel", name="cancelling the job")
     def cancel(self, job_id: str) -> None:
