@@ -32,8 +32,8 @@ class ComparisonScreen(ResultScreen):
     )
     BINDINGS: ClassVar = [
         Binding("m", "matrix", "Matrix", id="comparison.matrix"),
-        Binding("p", "next_pair", "Pair", id="comparison.next_pair"),
-        Binding("k", "next_kind", "Kind", id="comparison.next_kind"),
+        Binding("p", "next_pair", "Pair", show=False, id="comparison.next_pair"),
+        Binding("k", "next_kind", "Kind", show=False, id="comparison.next_kind"),
         Binding("c", "toggle_view", "Chart", id="comparison.toggle_view"),
         Binding("v", "scan_view", "Scan view", id="comparison.scan_view"),
     ]
