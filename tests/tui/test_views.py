@@ -239,3 +239,17 @@ def test_details_write_numbers_for_people() -> None:
     assert human_text(2.2065603733062744) == "2.207"
     assert human_text({"lr": 0.0012345678, "sizes": [1.0, 0.333333333]}) == '{"lr": 0.001235, "sizes": [1.0, 0.3333]}'
     assert human_text("patient001") == "patient001" and human_text(12) == "12" and human_text(float("nan")) == "nan"
+
+
+@run_async
+async def test_the_pickers_descriptions_line_up_with_long_ids(lab: Lab) -> None:
+    from reuse_console.tui.screens.pick import PickModal
+
+    long_id = "acdc-reuse.rvsc2acdc-finetune-n4-s0.last"  # 40 characters, as the grid's cells are named
+    app = make_app(lab)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.push_screen(PickModal("Pick", [("short", "unet seg"), (long_id, "unet ae")]))
+        await pilot.pause()
+        options = app.screen.query_one("#pick-options")
+        prompts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert [p.index("unet") for p in prompts] == [len(long_id) + 2] * 2

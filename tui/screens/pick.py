@@ -65,7 +65,8 @@ class PickModal(ModalScreen[str | None]):
         if not shown:
             options.add_option(Option(self.empty if not self.choices else "no match", disabled=True))
             return
-        options.add_options(Option(f"{i:<24} {d}", id=i) for i, d in shown)
+        width = min(48, max(len(i) for i, _ in shown))  # ids aligned however long (the grid's cells)
+        options.add_options(Option(f"{i:<{width}}  {d}", id=i) for i, d in shown)
         ids = [i for i, _ in shown]
         options.highlighted = ids.index(self.current) if self.current in ids else 0
 
