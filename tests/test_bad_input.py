@@ -411,6 +411,9 @@ ROWS: list[Row] = [
         f"grid {{root}}/study-target.toml {L}",
         "'nope'",
     ),
+    row(
+        "study-empty-rule", "study whose empty rule does not exist", f"grid {{root}}/study-empty.toml {L}", "empty must"
+    ),
     row("plan-toml-syntax", "plan TOML with a syntax error", f"plan import {{root}}/study-syntax.toml {L}", "TOML"),
     # -- paths that are not directories ------------------------------------------------------------------
     row("lab-is-file-ls", "--lab pointing at a file (ls)", "ls --lab {root}/afile.txt", "not a folder"),
@@ -628,6 +631,7 @@ STUDIES = {
     "study-nosource.toml": STUDY_OK.replace('[[sources]]\nname = "random"\n', ""),
     "study-halfsource.toml": STUDY_OK.replace('name = "random"', 'name = "ae"\ndonor = "ae"'),
     "study-target.toml": STUDY_OK.replace('target = "toy"', 'target = "nope"'),
+    "study-empty.toml": STUDY_OK.replace("seeds = 1", 'seeds = 1\nempty = "zero"'),
 }
 
 

@@ -157,6 +157,7 @@ def evaluate_cell(
         data=study.target,
         device=device,
         precision=precision,
+        empty=study.empty,
     )
     rows = [
         [np.nan if v is None else float(v) for v in (per.get(c) for c in classes)]

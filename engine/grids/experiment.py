@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,11 @@ class Experiment:
         for i, cell in enumerate(self.cells):
             if not cell.done:
                 continue
-            mean = cell.dice.mean(axis=0)
-            mean = np.where(self.present, mean, np.nan)
-            out[i, :-1] = mean
-            out[i, -1] = mean[fg].mean() if fg else np.nan
+            with warnings.catch_warnings():  # NaN cells (a study's empty = "ignore") are left out, as by eval
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.where(self.present, np.nanmean(cell.dice, axis=0), np.nan)
+                out[i, :-1] = mean
+                out[i, -1] = np.nanmean(mean[fg]) if fg else np.nan
         return out
 
     def table(self) -> list[TableRow]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import tomllib
 
+from reuse_console.engine.evaluation.metrics import EMPTY_RULES
 from reuse_console.engine.models.adapters import INPUTS
 from reuse_console.engine.reuse.controls import CONTROLS
 from reuse_console.engine.reuse.transfer import MODES
@@ -30,7 +31,19 @@ SCRATCH = "scratch"
 EVALUATE = ("last", "best")
 MAX_SEEDS = 1000  # a count beyond this is a typo, not a study (each seed is a training run per cell)
 # `executor`: where the cells run (engine/jobs/executors.py reads it; not part of what the study trains)
-_TOP = {"name", "target", "sources", "modes", "subjects", "seeds", "train", "reference", "evaluate", "executor"}
+_TOP = {
+    "name",
+    "target",
+    "sources",
+    "modes",
+    "subjects",
+    "seeds",
+    "train",
+    "reference",
+    "evaluate",
+    "empty",
+    "executor",
+}
 _SOURCE = {"name", "donor", "plan", "control"}
 
 
@@ -104,6 +117,7 @@ class Study:
     train: TrainSettings = field(default_factory=TrainSettings)
     reference: str | None = None
     evaluate: str = "last"
+    empty: str = "one"  # the cells' Dice: eval --empty (one: MONAI ignore_empty=False; ignore: True)
 
     def cells(self) -> list[Cell]:
         out: list[Cell] = []
@@ -114,7 +128,12 @@ class Study:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """As stored in the experiment; `empty` only when not "one", so experiments written before
+        it existed still match their study and resume."""
+        out = dataclasses.asdict(self)
+        if out["empty"] == "one":
+            del out["empty"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "study") -> Study:
@@ -217,7 +236,12 @@ def _parse(data: dict[str, Any], where: str) -> Study:
     evaluate = data.get("evaluate", "last")
     if evaluate not in EVALUATE:
         raise UserError(f"{where}: evaluate must be last (the final epoch) or best (best validation epoch)")
-    return Study(name, target, sources, list(modes), subjects, seeds, train, reference, evaluate)
+    empty = data.get("empty", "one")
+    if empty not in EMPTY_RULES:
+        raise UserError(
+            f"{where}: empty must be one (MONAI ignore_empty=False) or ignore (ignore_empty=True), got {empty!r}"
+        )
+    return Study(name, target, sources, list(modes), subjects, seeds, train, reference, evaluate, empty)
 
 
 def _train(data: Any, where: str) -> TrainSettings:
