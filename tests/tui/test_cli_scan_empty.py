@@ -30,6 +30,9 @@ def test_scan_and_swap_take_the_rule_and_the_unit(lab, cli) -> None:
                          "--json")  # fmt: skip
     assert code == 0, err
     assert {k: json.loads(out)["provenance"].get(k) for k in ("empty", "per")} == {"empty": "ignore", "per": "volume"}
+    code, out, err = cli("show", "sv", "--lab", str(lab.root))
+    shown = " ".join(out.split())
+    assert code == 0 and "[Dice per volume; classes with an empty reference left out (--empty ignore)]" in shown
     code, out, err = cli("scan", "seg", "ae", "--layers", "1-3", "--kinds", "RM,W", "--name", "s1", *base)
     assert code == 0, err
     code, out, err = cli("plan", "--scan", "sv", "--scan", "s1", "--lab", str(lab.root))

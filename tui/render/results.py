@@ -31,7 +31,7 @@ def render_scan(result: Any, drops: int = 5) -> RenderableType:
     base_fg, fg_means = result.fg_means()
     base = result.baseline_mean
     line = "  ".join(f"{c} {fmt(float(b))}" for c, b, p in zip(result.classes, base, result.present) if p)
-    head = Text(f"baseline {result.recipient} on {result.data}: {line}  (fg mean {base_fg:.3f})")
+    head = Text(f"baseline {result.recipient} on {result.data}: {line}  (fg mean {base_fg:.3f}){_rules(result)}")
     parts: list[RenderableType] = [
         head,
         Text(f"mean foreground Dice with one tensor of {result.donor} swapped in (red: drop > 0.05, yellow: > 0.005)"),
@@ -125,6 +125,14 @@ def _fg_table(result: Any, base_fg: float, fg_means: Any) -> Table:
     return table
 
 
+def _rules(result: Any) -> str:
+    """How Dice was counted, when not the defaults (per subject, --empty one)."""
+    notes = ["Dice per volume"] if result.options.get("per") == "volume" else []
+    if result.options.get("empty") == "ignore":
+        notes.append("classes with an empty reference left out (--empty ignore)")
+    return f"  [{'; '.join(notes)}]" if notes else ""
+
+
 def render_swap(result: Any) -> RenderableType:
     """One swap (a one-variant scan): Dice per class before and after, and the change."""
     out = result.to_json()
@@ -134,7 +142,9 @@ def render_swap(result: Any) -> RenderableType:
     layers = ", ".join(spec.get("layers", [])) or str(v["layer"])
     title = (
         f"{result.recipient} with {result.donor}'s {kinds} in layers {layers} (alpha {v['alpha']:g}) "
-        f"on {result.data}: {_plural(len(result.subjects), 'subject')}"
+        f"on {result.data}: "
+        f"{_plural(len(result.subjects), 'volume' if result.options.get('per') == 'volume' else 'subject')}"
+        f"{_rules(result)}"
     )
     recal = "dice_recalibrated" in v
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
