@@ -530,6 +530,44 @@ ROWS: list[Row] = [
     row("threads-0-rmse", "rmse --threads 0", f"rmse seg ae --threads 0 {L}", "at least 1 (got 0)"),
     row("threads-neg-bn", "bn --threads -1", f"bn seg ae --threads -1 {L}", "at least 1 (got -1)"),
     row("threads-0-demo", "demo --threads 0", f"demo --quick --no-console --threads 0 {L}", "at least 1 (got 0)"),
+    # -- cluster executors (docs/cluster.md) ------------------------------------------------------------
+    row(
+        "executor-unknown",
+        "grid --executor that does not exist",
+        f"grid {{root}}/study-ok.toml --executor pbs {L}",
+        "local, slurm, ray",
+    ),
+    row(
+        "executor-field-unknown",
+        "study [executor] table with an unknown field",
+        f"grid {{root}}/study-executor-field.toml {L}",
+        "unknown field 'partiton'",
+    ),
+    row(
+        "executor-value-bad",
+        "study [executor] table with cpus_per_task = 0",
+        f"grid {{root}}/study-executor-cpus.toml {L}",
+        "cpus_per_task must be a whole number >= 1",
+    ),
+    row(
+        "executor-lab-shared",
+        "grid --executor slurm on a lab folder others can write (no sticky bit)",
+        "grid {root}/study-ok.toml --executor slurm --lab {root}/lab-shared",
+        "writable by other users",
+    ),
+    row("grid-cell-not-json", "grid-cell --spec that is not JSON", f"grid-cell --spec not-json {L}", "is not JSON"),
+    row(
+        "grid-cell-wrong-name",
+        "grid-cell --spec whose name is not its content's",
+        f'grid-cell --spec {{{{"data":"toy","name":"cell-0000000000000000"}}}} {L}',
+        "but its content names it",
+    ),
+    row(
+        "grid-cancel-local",
+        "grid --cancel of a grid that never ran on a cluster",
+        f"grid {{root}}/study-ok.toml --cancel {L}",
+        "has no cluster status",
+    ),
 ]
 
 
@@ -632,6 +670,8 @@ STUDIES = {
     "study-halfsource.toml": STUDY_OK.replace('name = "random"', 'name = "ae"\ndonor = "ae"'),
     "study-target.toml": STUDY_OK.replace('target = "toy"', 'target = "nope"'),
     "study-empty.toml": STUDY_OK.replace("seeds = 1", 'seeds = 1\nempty = "zero"'),
+    "study-executor-field.toml": STUDY_OK + '[executor]\nkind = "slurm"\npartiton = "gpu"\n',
+    "study-executor-cpus.toml": STUDY_OK + "[executor]\ncpus_per_task = 0\n",
 }
 
 
@@ -693,6 +733,8 @@ def _build(root: Path) -> Path:
     for name, text in STUDIES.items():
         (root / name).write_text(text)
     (root / "study-binary.toml").write_bytes(b'target = "\xff\xfe"\n')
+    (root / "lab-shared").mkdir(mode=0o775)
+    (root / "lab-shared").chmod(0o775)  # group-writable, no sticky bit: refused for cluster task files
     return lab.root
 
 

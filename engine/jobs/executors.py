@@ -104,10 +104,30 @@ def study_executor_table(path: Path) -> dict[str, Any]:
 def check_private(folder: Path, lab: Lab) -> Path:
     """Create `folder` (0700) for files a cluster engine unpickles, refusing one another user could
     replace: it or a folder between it and the lab owned by someone else or writable by group or
-    others, or the lab folder itself writable by group/others without the sticky bit."""
+    others, or the lab folder itself writable by group/others without the sticky bit. Everything
+    that exists is checked before anything is created, so a refusal leaves the lab as it was."""
     root = lab.root.resolve()
+    check_existing(folder, root)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    here = folder.resolve()
+    check_owned_up_to(folder.resolve(), root)
+    if folder.stat().st_mode & 0o077:
+        raise UserError(f"{folder} must be private (chmod 700 it): it holds the pickled tasks the cluster runs")
+    return folder
+
+
+def check_existing(folder: Path, root: Path) -> None:
+    """`check_owned_up_to` from the nearest folder of `folder` that exists (nothing when even the
+    lab folder `root` does not exist yet: whatever gets created is this user's)."""
+    here = folder.absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    here = here.resolve()
+    if here == root or root in here.parents:
+        check_owned_up_to(here, root)
+
+
+def check_owned_up_to(here: Path, root: Path) -> None:
+    """Refuse a folder from `here` up to `root` that another user owns or could write."""
     while True:
         st = here.stat()
         if st.st_uid != os.getuid() and here != root:  # a shared lab itself may be someone else's
@@ -121,9 +141,6 @@ def check_private(folder: Path, lab: Lab) -> Path:
         if here == root or here == here.parent:
             break
         here = here.parent
-    if folder.stat().st_mode & 0o077:
-        raise UserError(f"{folder} must be private (chmod 700 it): it holds the pickled tasks the cluster runs")
-    return folder
 
 
 def die_with_parent() -> None:

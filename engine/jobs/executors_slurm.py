@@ -34,7 +34,12 @@ from reuse_console.engine.grids.cluster_status import (
     write_cluster_status,
 )
 from reuse_console.engine.grids.remote import task_argv
-from reuse_console.engine.jobs.executors import ExecutorSettings, check_private, die_with_parent
+from reuse_console.engine.jobs.executors import (
+    ExecutorSettings,
+    check_existing,
+    check_private,
+    die_with_parent,
+)
 from reuse_console.engine.training.spec import TrainSpec
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
@@ -80,11 +85,13 @@ class SlurmRunner:
     def __init__(
         self, settings: ExecutorSettings, lab: Lab, experiment: str, *, device: str = "auto", precision: str = "fp32"
     ) -> None:
-        if shutil.which("sbatch") is None:
-            raise UserError("--executor slurm: sbatch is not on PATH here (run the grid on a SLURM login node)")
         self.settings, self.lab, self.experiment = settings, lab, experiment
         self.device, self.precision = device, precision
-        self.folder = check_private(lab.root / "jobs" / "slurm" / experiment, lab)
+        folder = lab.root / "jobs" / "slurm" / experiment
+        check_existing(folder, lab.root.resolve())  # refused before anything else (and before sbatch)
+        if shutil.which("sbatch") is None:
+            raise UserError("--executor slurm: sbatch is not on PATH here (run the grid on a SLURM login node)")
+        self.folder = check_private(folder, lab)
 
     def parameters(self) -> dict[str, Any]:
         s = self.settings
