@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.scrollbar import ScrollBar, ScrollBarRender
 
 from reuse_console.store.lab import Lab
 
@@ -119,6 +120,14 @@ class ConsoleCommands(Provider):
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
+class CellScrollBarRender(ScrollBarRender):
+    """Scrollbar thumbs in whole cells: Textual draws a thumb's ends as partial-block glyphs, which
+    over SSH in 256 colours read as stray blocks inside the content beside them."""
+
+    VERTICAL_BARS: ClassVar[list[str]] = [" "] * 8
+    HORIZONTAL_BARS: ClassVar[list[str]] = [" "] * 8
+
+
 class ConsoleApp(App[None]):
     """reuse-console's console."""
 
@@ -146,6 +155,7 @@ class ConsoleApp(App[None]):
 
     def __init__(self, config: ConsoleConfig) -> None:
         super().__init__()
+        ScrollBar.renderer = CellScrollBarRender  # class-wide: every scrollbar of the console
         self.config = config
         self.listing: LabListing | None = None  # the Lab screen's latest read, for the palette
 

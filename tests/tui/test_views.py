@@ -253,3 +253,12 @@ async def test_the_pickers_descriptions_line_up_with_long_ids(lab: Lab) -> None:
         options = app.screen.query_one("#pick-options")
         prompts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
         assert [p.index("unet") for p in prompts] == [len(long_id) + 2] * 2
+
+
+def test_scrollbar_thumbs_are_whole_cells() -> None:
+    """Textual's thumb ends are partial blocks (▂, ▆) that read as stray glyphs in 256 colours."""
+    from reuse_console.tui.app import CellScrollBarRender
+
+    for position in (0.0, 3.3, 7.7, 12.5):
+        segments = CellScrollBarRender.render_bar(size=20, virtual_size=55, window_size=20, position=position)
+        assert {segment.text for segment in segments.segments} == {" "}
