@@ -10,7 +10,8 @@ files, jobs) in a temporary lab, then times, in the same run:
   first       Lab.entries() with no index yet: the same reads plus writing the index
   entries     Lab.entries() again: one stat per file, attributes from the index
   one file    Lab.entries() after one object was added: the index plus one file read
-  console     the console's first page: the Checkpoints tab's rows (tui/screens/lab.py)
+  console     the console's first page: the Checkpoints tab's rows (tui/screens/lab.py), and the
+              console itself started headless until that table is filled (app start-up included)
   cli         `reuse-console ls --json` as a subprocess (includes interpreter start-up)
 and prints the times and the ratio to the reference (and of cached to uncached).
 
@@ -87,6 +88,25 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def console_first_screen(lab: Lab, rows: int) -> None:
+    """Start the console headless (Textual's test driver, 160x48) and wait until the Checkpoints
+    table holds every checkpoint: the first screen a user sees, app start-up included."""
+    import asyncio
+
+    from reuse_console.tui.app import ConsoleApp, ConsoleConfig
+
+    async def run() -> None:
+        app = ConsoleApp(ConsoleConfig(lab=lab, system_stats=False, lab_poll_s=60.0))
+        async with app.run_test(size=(160, 48)) as pilot:
+            while (
+                not app.screen.query("#table-checkpoints")
+                or app.screen.query_one("#table-checkpoints").row_count < rows
+            ):
+                await pilot.pause(0.01)
+
+    asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=1000)
@@ -113,6 +133,7 @@ def main() -> None:
 
         t_console, page = timed(lambda: first_page(lab), args.repeat)
         assert len(page.rows["checkpoints"]) == counts["checkpoints"]
+        t_screen, _ = timed(lambda: console_first_screen(lab, counts["checkpoints"]), 1)
         cli = [sys.executable, "-m", "reuse_console.tui.cli", "ls", "--json", "--lab", str(lab.root)]
         t_cli, _ = timed(lambda: subprocess.run(cli, check=True, capture_output=True), args.repeat)
         t_help, _ = timed(
@@ -130,16 +151,17 @@ def main() -> None:
         ("Lab.entries() (index)", t_entries),
         ("  after adding one", t_one),
         ("console first page", t_console),
+        ("  console on screen", t_screen),
         ("ls --json (subprocess)", t_cli),
     ]
     for label, t in rows:
         print(f"{label:26}{t:9.3f}{t / t_ref:13.2f}{t / t_uncached:12.3f}")
     print(f"{'  of which start-up':26}{t_help:9.3f}   (reuse-console --help)")
     target = 1.0 if args.objects <= 1000 else 2.0
-    verdict = "OK" if t_entries < target and t_console < 3.0 else "SLOW"
+    verdict = "OK" if t_entries < target and t_screen < 3.0 else "SLOW"
     print(
         f"target: Lab.entries() for {args.objects} objects under {target:g} s and the console's first page "
-        f"under 3 s: {verdict} ({t_entries:.3f} s and {t_console:.3f} s, median of {args.repeat})"
+        f"under 3 s: {verdict} ({t_entries:.3f} s and {t_screen:.3f} s, median of {args.repeat})"
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -65,7 +66,7 @@ def _load(path: Path) -> dict[str, tuple[Stat, Any]]:
 
 def _save(path: Path, files: dict[str, tuple[Stat, Any]]) -> None:
     """Write the index whole, atomically; a lab we cannot write is simply listed uncached."""
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{socket.gethostname()}{path.name}")  # unique across NFS clients
     try:
         payload = json.dumps({"version": VERSION, "files": {k: [list(s), v] for k, (s, v) in files.items()}})
         tmp.write_text(payload)
