@@ -62,15 +62,20 @@ class ConsoleConfig:
 OBJECT_PREFIXES = ("Layers of", "Scan ", "Comparison ", "Grid ", "Plan ", "Run ", "Job ")
 
 
-def binding_commands(screen: Any, taken: set[str]) -> list[PaletteCommand]:
+def binding_commands(
+    screen: Any, taken: set[str], covered: frozenset[str] | set[str] = frozenset()
+) -> list[PaletteCommand]:
     """Every action bound on `screen` (its own keys and its focused widget's) as a palette command,
-    named "<Screen>: <description> (<keys>)", so the palette offers what the keys do."""
+    named "<Screen>: <description> (<keys>)", so the palette offers what the keys do; actions the
+    screen's own palette commands already run (`covered`, by action name) are left out."""
     from .screens.help import key_rows
 
     label = type(screen).__name__.removesuffix("Screen") or "Screen"
     out: list[PaletteCommand] = []
     for row in key_rows(screen):
         if row.where == "everywhere" or not row.binding_id:  # the console's own bindings, not Textual's
+            continue
+        if row.action.split("(")[0] in covered:
             continue
         name = f"{label}: {row.description} ({row.keys})"
         if name not in taken:
@@ -90,7 +95,8 @@ class ConsoleCommands(Provider):
         screen = self.screen
         if isinstance(screen, ConsoleScreen):
             out.extend(screen.palette_commands())
-        out.extend(binding_commands(screen, {name for name, _, _ in out}))
+        own = {getattr(callback, "__name__", "").removeprefix("action_") for _, _, callback in out}
+        out.extend(binding_commands(screen, {name for name, _, _ in out}, own))
         listing = app.listing
         if listing is not None:
             openers: dict[str, tuple[str, Callable[[str], object]]] = {
