@@ -59,8 +59,9 @@ from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import KINDS
 from reuse_console.engine.swaps.confirm import Confirmation, confirm_in_fp32
 from reuse_console.engine.swaps.partial import PartialForward
-from reuse_console.engine.swaps.scan import ScanResult, Variant, evaluate_variants, plan_variants
+from reuse_console.engine.swaps.scan import evaluate_variants
 from reuse_console.engine.swaps.scan_inputs import Loaded, load_inputs
+from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants
 from reuse_console.store.lab import Lab
 
 CPU = torch.device("cpu")

@@ -26,7 +26,8 @@ from reuse_console.engine.evaluation.evaluate import EvalBatch
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import KINDS, LayerIndex
 from reuse_console.engine.models.layout import spatial_dims
-from reuse_console.engine.swaps.scan import Variant, evaluate_variants, plan_variants
+from reuse_console.engine.swaps.scan import evaluate_variants
+from reuse_console.engine.swaps.variants import Variant, plan_variants
 
 CPU = torch.device("cpu")
 MODELS = ("unet", "pspnet", "monai-basicunet", "smp-unet", "monai-dynunet", "tv-lraspp", "monai-unet3d")

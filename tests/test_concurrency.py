@@ -24,7 +24,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from reuse_console.engine.swaps.scan import ScanResult, Variant
+    from reuse_console.engine.swaps.variants import ScanResult, Variant
     from reuse_console.engine.swaps.scan_store import progress_path, write_scan
     from reuse_console.store.lab import Lab
     from reuse_console.store.runs import RunWriter

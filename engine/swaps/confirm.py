@@ -18,7 +18,7 @@ import numpy as np
 
 from reuse_console.engine.core.events import Message, Reporter
 from reuse_console.engine.evaluation.metrics import nanmean
-from reuse_console.engine.swaps.scan import ScanResult, Variant
+from reuse_console.engine.swaps.variants import ScanResult, Variant
 from reuse_console.store.errors import UserError
 
 

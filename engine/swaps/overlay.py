@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reuse_console.engine.swaps.scan import ScanResult
 from reuse_console.engine.swaps.scan_store import load_scan
+from reuse_console.engine.swaps.variants import ScanResult
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 

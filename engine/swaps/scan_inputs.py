@@ -19,8 +19,9 @@ from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import load_model, model_in_channels
 from reuse_console.engine.swaps.donors import donor_tensors
 from reuse_console.engine.swaps.recalibration import Calibration
-from reuse_console.engine.swaps.scan import Variant, evaluate_variants
+from reuse_console.engine.swaps.scan import evaluate_variants
 from reuse_console.engine.swaps.swap import check_compatible
+from reuse_console.engine.swaps.variants import Variant
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 

@@ -20,7 +20,6 @@ from reuse_console.engine.evaluation.metrics import check_empty
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.swaps.confirm import Confirmation, confirm_in_fp32
 from reuse_console.engine.swaps.recalibration import Calibration
-from reuse_console.engine.swaps.scan import ScanResult, Variant, plan_variants, swap_variant
 from reuse_console.engine.swaps.scan_inputs import (
     ALIGNED_OPTION,
     DonorAligner,
@@ -33,6 +32,7 @@ from reuse_console.engine.swaps.scan_inputs import (
 )
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
 from reuse_console.engine.swaps.swap import SwapSpec, check_alpha
+from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants, swap_variant
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from reuse_console.engine.evaluation.metrics import nanmean
-from reuse_console.engine.swaps.scan import ScanResult, Variant
+from reuse_console.engine.swaps.variants import ScanResult, Variant
 from reuse_console.store.errors import UserError
 from reuse_console.store.h5 import atomic_h5, attr_str, get_json, open_h5, read_strings, set_json, stamp, write_strings
 from reuse_console.store.lab import Lab

@@ -28,10 +28,10 @@ from reuse_console.engine.models.layers import KINDS, Layer
 from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.models.registry import checkpoint_path
 from reuse_console.engine.swaps.recalibration import Calibration
-from reuse_console.engine.swaps.scan import ScanResult, swap_variant
 from reuse_console.engine.swaps.scan_inputs import calibration_for, evaluate_loaded, load_inputs
 from reuse_console.engine.swaps.scan_store import write_scan
 from reuse_console.engine.swaps.swap import Swap, SwapSpec, check_alpha, donor_like
+from reuse_console.engine.swaps.variants import ScanResult, swap_variant
 from reuse_console.store.checkpoints import read_meta
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab

@@ -14,7 +14,7 @@ from torch import nn
 
 from reuse_console.engine.evaluation.evaluate import EvalBatch
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
-from reuse_console.engine.swaps.scan import Variant
+from reuse_console.engine.swaps.variants import Variant
 
 
 def conv_bn(cin: int, cout: int, bias: bool = True) -> nn.Sequential:

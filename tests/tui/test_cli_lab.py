@@ -22,8 +22,8 @@ from toydata import write_toy
 from reuse_console.engine.compare.rmse import Comparison, write_comparison
 from reuse_console.engine.grids.experiment import CellRecord, Experiment, write_experiment
 from reuse_console.engine.reuse.plans import PlanTensor, ReusePlan, write_plan
-from reuse_console.engine.swaps.scan import ScanResult, Variant
 from reuse_console.engine.swaps.scan_store import write_scan
+from reuse_console.engine.swaps.variants import ScanResult, Variant
 
 CLASSES = ["background", "RV", "MYO", "LV"]
 TINY = ["--arch-config", '{"base_width": 4}', "--batch", "4", "--device", "cpu", "--progress", "none"]

@@ -17,7 +17,7 @@ class _Scan:
     """The fields `scan_dice_drops` reads, with hand-set Dice."""
 
     def __init__(self, name: str, rv_after: list[float]) -> None:
-        from reuse_console.engine.swaps.scan import Variant
+        from reuse_console.engine.swaps.variants import Variant
 
         self.name, self.present = name, [True, True]
         self.baseline = np.array([[0.9, 0.8]])

@@ -12,8 +12,8 @@ from toydata import write_toy  # noqa: E402
 
 from reuse_console.engine.models.layers import LayerIndex  # noqa: E402
 from reuse_console.engine.models.registry import build_model, default_config, save_model  # noqa: E402
-from reuse_console.engine.swaps.scan import ScanResult, plan_variants  # noqa: E402
 from reuse_console.engine.swaps.scan_store import write_scan  # noqa: E402
+from reuse_console.engine.swaps.variants import ScanResult, plan_variants  # noqa: E402
 from reuse_console.store.checkpoints import CheckpointMeta, read_meta  # noqa: E402
 
 CLASSES = ["background", "RV", "MYO", "LV"]

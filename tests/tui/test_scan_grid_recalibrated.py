@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reuse_console.engine.swaps.scan import ScanResult, Variant
+from reuse_console.engine.swaps.variants import ScanResult, Variant
 from reuse_console.tui.widgets.scan_grid import scan_grid
 
 

@@ -42,8 +42,9 @@ from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import save_model
 from reuse_console.engine.reuse.plans import universe
 from reuse_console.engine.reuse.transfer import freeze
-from reuse_console.engine.swaps.scan import evaluate_variants, plan_variants
+from reuse_console.engine.swaps.scan import evaluate_variants
 from reuse_console.engine.swaps.swap import Swap, SwapSpec
+from reuse_console.engine.swaps.variants import plan_variants
 from reuse_console.store.checkpoints import CheckpointMeta
 from reuse_console.store.errors import UserError
 

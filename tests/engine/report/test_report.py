@@ -16,8 +16,8 @@ from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.registry import build_model, default_config, save_model
 from reuse_console.engine.report.build import make_report, scan_arrays
 from reuse_console.engine.reuse.plans import infer_plan, save_plan
-from reuse_console.engine.swaps.scan import ScanResult, plan_variants
 from reuse_console.engine.swaps.scan_store import write_scan
+from reuse_console.engine.swaps.variants import ScanResult, plan_variants
 from reuse_console.store.checkpoints import CheckpointMeta
 from reuse_console.store.errors import UserError
 

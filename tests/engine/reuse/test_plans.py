@@ -18,7 +18,7 @@ from reuse_console.engine.reuse.plans import (
     save_plan,
     universe,
 )
-from reuse_console.engine.swaps.scan import ScanResult, Variant
+from reuse_console.engine.swaps.variants import ScanResult, Variant
 from reuse_console.store.errors import UserError
 
 BN = ("RM", "RV", "RW", "RB")

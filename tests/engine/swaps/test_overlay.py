@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reuse_console.engine.swaps.overlay import build_overlay, donor_label
-from reuse_console.engine.swaps.scan import ScanResult, Variant
+from reuse_console.engine.swaps.variants import ScanResult, Variant
 from reuse_console.store.errors import UserError
 
 CLASSES = ["background", "RV", "LV"]

@@ -14,7 +14,8 @@ from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.models.norm_stats import recalibrate, tracked_norms
 from reuse_console.engine.swaps.recalibration import Calibration
-from reuse_console.engine.swaps.scan import evaluate_variants, plan_variants
+from reuse_console.engine.swaps.scan import evaluate_variants
+from reuse_console.engine.swaps.variants import plan_variants
 from reuse_console.store.errors import UserError
 
 CPU = torch.device("cpu")

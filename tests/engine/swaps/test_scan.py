@@ -20,8 +20,9 @@ from mini_nets import (
 
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.swaps.partial import PartialForward
-from reuse_console.engine.swaps.scan import Variant, evaluate_variants, plan_variants
+from reuse_console.engine.swaps.scan import evaluate_variants
 from reuse_console.engine.swaps.swap import Swap
+from reuse_console.engine.swaps.variants import Variant, plan_variants
 
 CPU = torch.device("cpu")
 CLASSES = ["background", "a", "b", "c"]

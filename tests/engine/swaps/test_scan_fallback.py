@@ -16,9 +16,10 @@ from reuse_console.engine.core.events import Message
 from reuse_console.engine.evaluation.evaluate import EvalBatch
 from reuse_console.engine.models.layers import LayerIndex
 from reuse_console.engine.swaps.partial import PartialForward
-from reuse_console.engine.swaps.scan import Variant, evaluate_variants
+from reuse_console.engine.swaps.scan import evaluate_variants
 from reuse_console.engine.swaps.scan_inputs import Loaded
 from reuse_console.engine.swaps.scan_lab import evaluate_and_store
+from reuse_console.engine.swaps.variants import Variant
 
 CPU = torch.device("cpu")
 CLASSES = ["background", "a", "b"]
