@@ -31,18 +31,18 @@ from reuse_console.engine.swaps.scan_inputs import (
     rule_options,
 )
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
-from reuse_console.engine.swaps.swap import SwapSpec, check_alpha
-from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants, swap_variant
+from reuse_console.engine.swaps.swap import check_alpha
+from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
 
 
-def _stem(ref: str) -> str:
+def stem(ref: str) -> str:
     name = Path(ref).name
     return name[:-3] if name.endswith(".h5") else name
 
 
-def _choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
+def choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
     """The scan's id: a new one, or (with `resume`) the one whose progress file exists."""
     if name is not None:
         check_name(name)
@@ -323,7 +323,7 @@ def run_scan(
     check_empty(empty), check_per(per)  # before the name is claimed
     confirmation = Confirmation.parse(confirm, confirm_at, precision)
     aligned = "-aligned" if align is not None else ""
-    chosen = _choose_name(lab, name, f"{_stem(recipient)}-vs-{_stem(donor)}{aligned}", resume)
+    chosen = choose_name(lab, name, f"{stem(recipient)}-vs-{stem(donor)}{aligned}", resume)
     loaded = load_inputs(
         lab,
         recipient,
@@ -338,7 +338,7 @@ def run_scan(
         per=per,
     )
     calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
-    recal_options = _recalibration_options(recalibrate, calibration)
+    recal_options = recalibration_options(recalibrate, calibration)
     wanted = LayerIndex.parse_kinds(kinds)
     variants = plan_variants(loaded.index.select(layers), wanted, alphas)
     if not variants:
@@ -378,7 +378,7 @@ def run_scan(
     )
 
 
-def _recalibration_options(asked: int | None, calibration: Calibration | None) -> dict[str, Any]:
+def recalibration_options(asked: int | None, calibration: Calibration | None) -> dict[str, Any]:
     """The scan options that say how it recalibrated (none for a plain scan: older scans resume):
     the batches asked for, those the training subjects gave, and the scope."""
     if calibration is None:
@@ -388,76 +388,3 @@ def _recalibration_options(asked: int | None, calibration: Calibration | None) -
         "recalibrate_batches": len(calibration.batches),
         "recalibrate_scope": calibration.scope,
     }
-
-
-def run_swap(
-    lab: Lab,
-    recipient: str,
-    donor: str,
-    data: str,
-    *,
-    layers: str,
-    kinds: str,
-    alpha: float = 1.0,
-    precision: str = "fp32",
-    device: str = "auto",
-    name: str | None = None,
-    batch: int = 32,
-    split: str = "val",
-    partial: bool = True,
-    recalibrate: int | None = None,
-    recalibrate_scope: str = "all",
-    align: DonorAligner | None = None,
-    empty: str = "one",
-    per: str = "subject",
-    report: Reporter = silent,
-) -> ScanResult:
-    """One swap of several tensors at once: Dice beside the baseline, kept as a one-variant scan."""
-    check_empty(empty), check_per(per)  # before the name is claimed
-    aligned = "-aligned" if align is not None else ""
-    chosen = _choose_name(lab, name, f"swap-{_stem(recipient)}-vs-{_stem(donor)}{aligned}", False)
-    loaded = load_inputs(
-        lab,
-        recipient,
-        donor,
-        data,
-        device=device,
-        precision=precision,
-        batch=batch,
-        split=split,
-        align=align,
-        empty=empty,
-        per=per,
-    )
-    calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
-    spec = SwapSpec.parse(recipient, donor, loaded.index, layers, kinds, alpha)
-    variant = swap_variant(loaded.index.layers, spec.targets, spec.alpha, layers.strip())
-    options = {
-        "recipient": recipient,
-        "donor": donor,
-        "data": data,
-        "layers": layers,
-        "kinds": variant.kind,
-        "alphas": [spec.alpha],
-        "precision": loaded.precision,
-        "split": split,
-        "batch": batch,
-        "size": loaded.extra["size"],
-        "swap": spec.describe(),
-        **_recalibration_options(recalibrate, calibration),
-        **ALIGNED_OPTION.get(align is not None, {}),
-        **rule_options(loaded),
-    }
-    return evaluate_and_store(
-        lab,
-        loaded,
-        [variant],
-        name=chosen,
-        recipient=recipient,
-        donor=donor,
-        data=data,
-        options=options,
-        partial=partial,
-        calibration=calibration,
-        report=report,
-    )

@@ -203,7 +203,7 @@ async def test_layer_statistics_and_rmse_are_the_engines(test_lab: Lab) -> None:
 @pytest.mark.slow
 @run_async
 async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
-    from reuse_console.engine.swaps.scan_lab import run_swap
+    from reuse_console.engine.swaps.swap_lab import run_swap
 
     app = make_app(test_lab)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -240,7 +240,7 @@ async def test_swap_round_trip_shows_the_engines_dice(test_lab: Lab) -> None:
 @run_async
 async def test_swap_lab_takes_the_recipients_initial_weights_as_donor(test_lab: Lab) -> None:
     """The donor picker offers init and random:0; a try with donor init is `swap R init`'s."""
-    from reuse_console.engine.swaps.scan_lab import run_swap
+    from reuse_console.engine.swaps.swap_lab import run_swap
 
     app = make_app(test_lab)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -265,7 +265,7 @@ async def test_swap_lab_takes_the_recipients_initial_weights_as_donor(test_lab: 
 @run_async
 async def test_swap_lab_recalibrates_like_swap_recalibrate(test_lab: Lab) -> None:
     """Key c: each try also with norm statistics re-estimated; the values are `swap --recalibrate 8`'s."""
-    from reuse_console.engine.swaps.scan_lab import run_swap
+    from reuse_console.engine.swaps.swap_lab import run_swap
 
     app = make_app(test_lab)
     async with app.run_test(size=(100, 30)) as pilot:

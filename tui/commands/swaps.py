@@ -135,7 +135,7 @@ def swap(
 
     Example: reuse-console swap unet-seg unet-ae --data acdc --layers 1-5 --kinds RM,RV
     """
-    from reuse_console.engine.swaps.scan_lab import run_swap
+    from reuse_console.engine.swaps.swap_lab import run_swap
     from reuse_console.store.lab import Lab
 
     from ..progress import make_reporter

@@ -172,8 +172,9 @@ def test_recalibrated_scan_is_stored_beside_the_raw_one_and_resumes(lab) -> None
     from swap_lab import make_lab
 
     from reuse_console.engine.core.events import Message, VariantDone
-    from reuse_console.engine.swaps.scan_lab import run_scan, run_swap
+    from reuse_console.engine.swaps.scan_lab import run_scan
     from reuse_console.engine.swaps.scan_store import progress_path, read_scan
+    from reuse_console.engine.swaps.swap_lab import run_swap
 
     make_lab(lab)
     opts = dict(layers="1-4", kinds="RM,RW,W", device="cpu", chunk_variants=4, recalibrate=2)

@@ -139,7 +139,7 @@ def test_killed_ignore_scan_resumes_keeping_variants_with_empty_cells(lab: Lab) 
 def test_swap_and_bad_rules(lab: Lab) -> None:
     from swap_lab import make_checkpoint, make_data
 
-    from reuse_console.engine.swaps.scan_lab import run_swap
+    from reuse_console.engine.swaps.swap_lab import run_swap
     from reuse_console.store.errors import UserError
 
     slices = make_frames(lab)

@@ -158,8 +158,8 @@ def test_traced_run_failing_mid_scan_falls_back_and_redoes_the_chunk(lab, monkey
 def test_swap_full_forward_gives_the_default_paths_dice(lab) -> None:
     from swap_lab import make_lab
 
-    from reuse_console.engine.swaps.scan_lab import run_swap
     from reuse_console.engine.swaps.session import SwapSession
+    from reuse_console.engine.swaps.swap_lab import run_swap
 
     make_lab(lab)
     opts = dict(layers="9,18,head", kinds="W", device="cpu")

@@ -118,8 +118,8 @@ def test_bad_requests_are_user_errors(swap_lab, session) -> None:
 
 
 def test_same_numbers_as_the_swap_command_and_saved_like_it(swap_lab, session) -> None:
-    from reuse_console.engine.swaps.scan_lab import run_swap
     from reuse_console.engine.swaps.scan_store import load_scan
+    from reuse_console.engine.swaps.swap_lab import run_swap
 
     outcome = session.evaluate([("1", "RM"), ("1", "RV")])
     command = run_swap(swap_lab, "unet-seg", "unet-ae", "acdc", layers="1", kinds="RM,RV", device="cpu")
