@@ -262,3 +262,13 @@ def test_scrollbar_thumbs_are_whole_cells() -> None:
     for position in (0.0, 3.3, 7.7, 12.5):
         segments = CellScrollBarRender.render_bar(size=20, virtual_size=55, window_size=20, position=position)
         assert {segment.text for segment in segments.segments} == {" "}
+
+
+@run_async
+async def test_help_shows_a_remapped_key_as_remapped(lab: Lab) -> None:
+    app = make_app(lab, keymap={"plan.save": "ctrl+s"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "plans", "plan-a", "PlanScreen")
+        await pilot.press("f1")
+        rows = {row.description: row.keys for row in app.screen.rows}
+        assert rows["Save"] == "^s"
