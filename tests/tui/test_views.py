@@ -272,3 +272,24 @@ async def test_help_shows_a_remapped_key_as_remapped(lab: Lab) -> None:
         await pilot.press("f1")
         rows = {row.description: row.keys for row in app.screen.rows}
         assert rows["Save"] == "^s"
+
+
+@run_async
+async def test_lab_tables_keep_the_free_text_column_last(lab: Lab) -> None:
+    """At 80 columns the long summary or command is what gets cut, not the time behind it."""
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.listing is not None, 20, "the lab listing")
+        await pilot.pause()
+        heads = {
+            kind: [str(c.label) for c in app.screen.query_one(f"#table-{kind}").columns.values()]
+            for kind in ("runs", "plans", "jobs", "checkpoints")
+        }
+        assert heads["runs"] == heads["plans"] == ["id", "created", "summary"]
+        assert heads["jobs"] == ["id", "status", "started", "command"]
+        assert heads["checkpoints"][-1] == "created"
+        app.screen.show_kind("plans")
+        await pilot.pause()
+        table = app.screen.query_one("#table-plans")
+        row = [str(c) for c in table.get_row_at(0)]
+        assert row[0] == "plan-a" and row[1][:4].isdigit() and row[2].startswith("arch=unet")

@@ -46,6 +46,16 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+def display_order(kind: str, values: list[Any]) -> list[Any]:
+    """A row's or header's values in the order shown: the free-text column (summary, command) last,
+    so at 80 columns it is the one cut, not `created`/`started` behind it (checkpoints as listed)."""
+    columns = COLUMNS[kind]
+    long = next((columns.index(c) for c in ("summary", "command") if c in columns), None)
+    if long is None or kind == "checkpoints":
+        return list(values)
+    return [v for i, v in enumerate(values) if i != long] + [values[long]]
+
+
 def short_time(iso: str) -> str:
     """`2025-01-02T03:04:05+00:00` -> `2025-01-02 03:04` (what a table has room for)."""
     return iso.replace("T", " ")[:16] if iso else ""
@@ -225,7 +235,7 @@ class LabScreen(ConsoleScreen):
     def on_mount(self) -> None:
         for kind, _ in KIND_TABS:
             table = self.query_one(f"#table-{kind}", LabTable)
-            for column in COLUMNS[kind]:
+            for column in display_order(kind, list(COLUMNS[kind])):
                 table.add_column(column, key=column)
         self.reload()
         self.set_interval(self.console.config.lab_poll_s, self.reload, name="lab poll")
@@ -275,7 +285,7 @@ class LabScreen(ConsoleScreen):
             table.clear()
             for row in rows:
                 cells = [Text(c, style="red") if row.error and i == 1 else c for i, c in enumerate(row.cells)]
-                table.add_row(*cells, key=row.id)
+                table.add_row(*display_order(kind, cells), key=row.id)
             if keep is not None and keep in {r.id for r in rows}:
                 table.move_cursor(row=table.get_row_index(keep))
 
