@@ -293,3 +293,26 @@ async def test_lab_tables_keep_the_free_text_column_last(lab: Lab) -> None:
         table = app.screen.query_one("#table-plans")
         row = [str(c) for c in table.get_row_at(0)]
         assert row[0] == "plan-a" and row[1][:4].isdigit() and row[2].startswith("arch=unet")
+
+
+@run_async
+async def test_experiment_view_follows_a_running_grid(lab: Lab) -> None:
+    """A grid rewrites its experiment after every cell; the view re-reads it while it runs."""
+    from reuse_console.engine.grids.experiment import read_experiment, write_experiment
+
+    path = lab.path("experiments", "grid")
+    finished = read_experiment(path)
+    running = read_experiment(path)
+    running.status = "running"
+    for cell in running.cells[6:]:  # the last row (seg finetune) not trained yet
+        cell.dice = np.full_like(cell.dice, np.nan)
+    write_experiment(path, running)
+    app = make_app(lab, lab_poll_s=0.5)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "experiments", "grid", "ExperimentScreen")
+        table = app.screen.query_one("#exp-table")
+        assert "6/8 cells  running" in plain(app.screen.query_one("#view-head"))
+        assert _row_text(table, 3)[3] == "0" and _row_text(table, 3)[4].startswith("-")
+        write_experiment(path, finished)
+        await wait_until(pilot, lambda: "complete" in plain(app.screen.query_one("#view-head")), 20, "the update")
+        assert _row_text(table, 3)[3] == "2"

@@ -9,7 +9,7 @@ difference) so five Dice columns fit 80 columns, like `reuse-console show`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,7 @@ class ExperimentView:
     rmse_kinds: tuple[str, ...] = ()
     rmse_axis: tuple[str, ...] = ()
     rmse: dict[str, tuple[tuple[float | None, ...], ...]] | None = None  # kind -> per row, per layer
+    status: str = "complete"  # "running" while the grid still trains cells (the view re-reads it)
 
 
 def row_key(source: str, mode: str, subjects: Any) -> str:
@@ -122,7 +123,7 @@ def build_view(exp: Any) -> ExperimentView:
         else "mean and ± std over seeds (no random-init row to compare with)"
     )
     labels = tuple({"background": "bg", "fg": "mean fg"}.get(c, c) for c in cols)  # as `show` heads them
-    view = ExperimentView(exp.name, title, labels, tuple(rows), legend)
+    view = ExperimentView(exp.name, title, labels, tuple(rows), legend, status=exp.status)
     if exp.rmse is None or not len(exp.cells):
         return view
     numbered = [li for li, n in enumerate(exp.rmse_index) if n is not None]
@@ -140,7 +141,7 @@ def build_view(exp: Any) -> ExperimentView:
             series.append(tuple(float(v) if math.isfinite(v) else None for v in values))
         if any(v is not None for s in series for v in s):
             per_kind[kind] = tuple(series)
-    return ExperimentView(view.name, view.title, view.columns, view.rows, view.legend, tuple(per_kind), axis, per_kind)
+    return replace(view, rmse_kinds=tuple(per_kind), rmse_axis=axis, rmse=per_kind)
 
 
 def cell_lines(view: ExperimentView) -> tuple[bool, bool]:

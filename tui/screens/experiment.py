@@ -74,9 +74,19 @@ class ExperimentScreen(ResultScreen):
 
         return build_view(load_experiment(self.console.lab, self.obj_id))
 
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_interval(self.console.config.lab_poll_s, self._poll, name="experiment poll")
+
+    def _poll(self) -> None:
+        """A grid still running writes its experiment after every cell: read it again."""
+        if self.data is not None and self.data.status == "running":
+            self.load()
+
     def show(self, view: ExperimentView) -> None:
         self.set_head(view.title)
         table = self.query_one("#exp-table", DataTable)
+        first, keep = not table.columns, table.cursor_row if table.row_count else 0
         table.clear(columns=True)
         for col in ("source", "mode", "n", "s"):
             table.add_column(col, key=col)
@@ -88,7 +98,10 @@ class ExperimentScreen(ResultScreen):
         if not view.rows:
             self.query_one("#exp-detail", Static).update(Text("no cells yet", style="dim"))
         self._charts()
-        table.focus()
+        if table.row_count:
+            table.move_cursor(row=min(keep, table.row_count - 1))
+        if first:  # a re-read of a running grid leaves the focus where the user put it
+            table.focus()
 
     def _charts(self) -> None:
         view = self.data
