@@ -75,7 +75,7 @@ class ExperimentScreen(ResultScreen):
         return build_view(load_experiment(self.console.lab, self.obj_id))
 
     def on_mount(self) -> None:
-        super().on_mount()
+        """Start the re-read timer (Textual runs ResultScreen.on_mount too, which reads the file)."""
         self.set_interval(self.console.config.lab_poll_s, self._poll, name="experiment poll")
 
     def _poll(self) -> None:

@@ -77,7 +77,7 @@ class RunScreen(ResultScreen):
             yield Static("", id="run-body")
 
     def on_mount(self) -> None:
-        super().on_mount()
+        """Start the re-read timer (Textual runs ResultScreen.on_mount too, which reads the file)."""
         self.set_interval(max(1.0, self.console.config.job_poll_s * 4), self._poll, name="run poll")
 
     def _poll(self) -> None:
