@@ -316,3 +316,30 @@ async def test_experiment_view_follows_a_running_grid(lab: Lab) -> None:
         write_experiment(path, finished)
         await wait_until(pilot, lambda: "complete" in plain(app.screen.query_one("#view-head")), 20, "the update")
         assert _row_text(table, 3)[3] == "2"
+
+
+@run_async
+async def test_a_cka_comparison_opens_in_the_measure_modal(lab: Lab) -> None:
+    """CKA comparisons share the comparisons folder; Enter on one shows it, not an RMSE error."""
+    from reuse_console.engine.compare.cka_store import Similarity, write_similarity
+
+    sim = Similarity(
+        ["m-a", "m-b"],
+        ["1", "2"],
+        [1, 2],
+        [(0, 1)],
+        np.array([[0.9, 0.4]]),
+        np.array([[0.8, 0.3]]),
+        np.array([[8, 8], [8, 8]]),
+        data="acdc",
+        samples=12,
+        name="cka2",
+    )
+    write_similarity(lab.path("comparisons", "cka2"), sim)
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.listing is not None, 20, "the lab listing")
+        app.open_view("comparisons", "cka2")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "MeasureModal", 30, "the CKA modal")
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "LabScreen"

@@ -1,6 +1,7 @@
 """The Comparison view (Enter on an RMSE comparison in the Lab): per-layer RMSE of N models, for one
 pair (layers x kinds) or as the matrix of every pair for one kind (layers x pairs), with a
 sparkline per kind or pair (`c`). `v` shows the same comparison in the Scan view (charts, BN view).
+A CKA comparison or a predictor table (same folder) opens in the measure modal instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import ContentSwitcher, DataTable, Static
 
 from ..render.comparison_view import Layout, matrix_layout, pair_layout, spark_lines
+from .measure_modal import MeasureModal, measure_of
 from .result import ResultScreen
 
 
@@ -62,9 +64,15 @@ class ComparisonScreen(ResultScreen):
     def read(self) -> Any:
         from reuse_console.engine.compare.rmse import read_comparison
 
+        if measure_of(self.console.lab, self.obj_id) is not None:
+            return None  # CKA or a predictor table: shown by the measure modal instead
         return read_comparison(self.console.lab.resolve(self.obj_id, "comparisons").path, self.obj_id)
 
     def show(self, comp: Any) -> None:
+        if comp is None:
+            self.app.pop_screen()
+            self.app.push_screen(MeasureModal(self.console.lab, self.obj_id))
+            return
         self._layout()
         self.query_one("#cmp-table", DataTable).focus()
 
