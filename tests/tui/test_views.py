@@ -343,3 +343,19 @@ async def test_a_cka_comparison_opens_in_the_measure_modal(lab: Lab) -> None:
         await wait_until(pilot, lambda: type(app.screen).__name__ == "MeasureModal", 30, "the CKA modal")
         await pilot.press("escape")
         assert type(app.screen).__name__ == "LabScreen"
+
+
+@pytest.mark.parametrize("name", ["plan-a", "bad/name"])
+@run_async
+async def test_saving_a_plan_under_a_taken_or_bad_name_says_so_in_one_line(lab: Lab, name: str) -> None:
+    before = sorted(p.name for p in lab.folder("plans").iterdir())
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "plans", "plan-a", "PlanScreen")
+        await pilot.press("space", "s")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "PromptModal", 10, "the name prompt")
+        app.screen.query_one("Input").value = name
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "ErrorModal", 20, "the error box")
+        assert "\n" not in app.screen.message and app.screen.detail == ""
+    assert sorted(p.name for p in lab.folder("plans").iterdir()) == before
