@@ -62,3 +62,24 @@ def test_local_grid_keeps_experiment_names_and_lab_states(lab: Lab) -> None:
     rows = grid_status(lab, study, "g", grid_running=True)
     assert [r.run for r in rows] == ["g.random-n2-s0", "g.random-n2-s1", "g.random-n2-s2"]
     assert {(r.state, r.node) for r in rows} == {("queued", "")}
+
+
+def test_the_jobs_screen_cells_table_shows_requeued_cells_and_their_nodes() -> None:
+    from rich.console import Console
+
+    from reuse_console.engine.grids.status import CellStatus
+    from reuse_console.tui.widgets.job_view import cells_line, cells_table
+
+    cells = (
+        CellStatus("a", "cell-a", "done", 2, 2, 0.8, node="node-a"),
+        CellStatus("b", "cell-b", "requeued", 1, 2, node="node-b"),
+        CellStatus("c", "cell-c", "running", 0, 2, node="node-c"),
+    )
+    console = Console(width=80, record=True)
+    console.print(cells_table(cells, 10))
+    console.print(cells_line(cells))
+    text = console.export_text()
+    lines = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+    assert lines["b"][:2] == ["requeued", "node-b"] and lines["c"][:2] == ["running", "node-c"]
+    assert lines["a"][:2] == ["done", "2/2"]  # a finished cell's node is no longer news
+    assert "1 running" in text and "1 requeued" in text and "1 done" in text
