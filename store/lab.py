@@ -1,6 +1,7 @@
 """The lab directory: one folder per kind, one HDF5 file per object, ids, listing and lookup.
 
-Listing reads only each file's root attributes, so it stays fast for thousands of objects, and
+Listing reads only each file's root attributes, and only of files new or changed since the last
+listing (the per-kind listing index, store/listing_index.py), so it stays fast for 10,000 objects;
 an unreadable file is listed with its reason instead of breaking the listing.
 """
 
