@@ -373,17 +373,6 @@ def _wait_until_done(lab: Lab, job: Job, seconds: float) -> Job:
         time.sleep(0.1)
 
 
-def _cancel_cluster_cells(lab: Lab, job: Job) -> None:
-    """A grid job running on SLURM or Ray: its scheduler's jobs are cancelled too
-    (engine/jobs/cluster_cancel.py), before its process stops following them."""
-    from reuse_console.engine.jobs.cluster_cancel import cancel_grid, is_cluster_grid
-    from reuse_console.engine.jobs.resume import grid_of
-
-    found = grid_of(job)
-    if found is not None and is_cluster_grid(lab, found[1]):
-        cancel_grid(lab, found[1])
-
-
 def cancel_job(lab: Lab, ref: str, grace_s: float = 5.0) -> Job:
     """Stop a running job: SIGTERM to its process group, SIGKILL after `grace_s` seconds; a grid
     on SLURM or Ray also has its cluster jobs cancelled.
@@ -397,7 +386,9 @@ def cancel_job(lab: Lab, ref: str, grace_s: float = 5.0) -> Job:
         raise UserError(f"job {job.id} runs on host {job.host}; cancel it there")
     folder = lab.folder("jobs")
     write_json_atomic(_side(folder, job.id, ".cancel"), {"requested": now_iso(), "by_pid": os.getpid()})
-    _cancel_cluster_cells(lab, job)
+    from reuse_console.engine.jobs.cluster_cancel import cancel_job_cells
+
+    cancel_job_cells(lab, job)  # a grid on SLURM or Ray: its scheduler's jobs too
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(job.pgid, signal.SIGTERM)
     job = _wait_until_done(lab, job, grace_s)

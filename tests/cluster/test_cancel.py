@@ -104,7 +104,8 @@ def test_the_slurm_grid_process_stops_without_resubmitting_once_asked(lab: Lab, 
 
 
 def test_cancelling_a_grid_job_cancels_its_cluster_jobs(lab: Lab, tmp_path: Path, fake_scancel: Path) -> None:
-    from reuse_console.engine.jobs.control import Job, _cancel_cluster_cells
+    from reuse_console.engine.jobs.cluster_cancel import cancel_job_cells
+    from reuse_console.engine.jobs.control import Job
 
     (tmp_path / "g.toml").write_text(STUDY)
     _slurm_grid(lab)
@@ -119,7 +120,7 @@ def test_cancelling_a_grid_job_cancels_its_cluster_jobs(lab: Lab, tmp_path: Path
         log_path=tmp_path / "l",
         cwd=str(tmp_path),
     )
-    _cancel_cluster_cells(lab, job)
+    cancel_job_cells(lab, job)
     assert fake_scancel.read_text().split() == ["5", "6"] and cancel_requested(lab, "g")
     with pytest.raises(UserError):
         cancel_grid(lab, "other")
