@@ -359,3 +359,17 @@ async def test_saving_a_plan_under_a_taken_or_bad_name_says_so_in_one_line(lab: 
         await wait_until(pilot, lambda: type(app.screen).__name__ == "ErrorModal", 20, "the error box")
         assert "\n" not in app.screen.message and app.screen.detail == ""
     assert sorted(p.name for p in lab.folder("plans").iterdir()) == before
+
+
+@run_async
+async def test_the_palette_opens_grids_plans_runs_and_comparisons_by_name(lab: Lab) -> None:
+    from reuse_console.tui.app import ConsoleCommands
+
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.listing is not None, 20, "the lab listing")
+        commands = {name: callback for name, _, callback in ConsoleCommands(app.screen)._commands()}
+        assert {"Grid grid", "Plan plan-a", "Run run-a", "Comparison cmp3"} <= set(commands)
+        assert "Lab: Open (⏎)" in commands  # the screen's keys, by name
+        commands["Plan plan-a"]()
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "PlanScreen", 20, "the plan view")
