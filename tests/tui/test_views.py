@@ -373,3 +373,18 @@ async def test_the_palette_opens_grids_plans_runs_and_comparisons_by_name(lab: L
         assert "Lab: Open (⏎)" in commands  # the screen's keys, by name
         commands["Plan plan-a"]()
         await wait_until(pilot, lambda: type(app.screen).__name__ == "PlanScreen", 20, "the plan view")
+
+
+@run_async
+async def test_enter_in_the_matrix_picks_the_pair_under_the_cursor(lab: Lab) -> None:
+    with h5py.File(lab.path("comparisons", "cmp3"), "r") as f:
+        relative = f["relative"][()]
+    app = make_app(lab)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open(pilot, "comparisons", "cmp3", "ComparisonScreen")
+        table = app.screen.query_one("#cmp-table")
+        await pilot.press("m", "right", "right", "right", "enter")  # the matrix (RM), column 2-3, Enter
+        assert [str(c.label) for c in table.columns.values()] == ["layer", "RM", "W"]
+        assert _row_text(table, 0)[1:] == [f"{v:.3f}" for v in relative[2, 0]]  # pair 3 = (m-b, m-c)
+        await pilot.press("enter")  # on a pair's column: that kind's matrix
+        assert [str(c.label) for c in table.columns.values()][1:] == ["1-2", "1-3", "2-3"]

@@ -29,7 +29,8 @@ class ComparisonScreen(ResultScreen):
         "RMS (green small, red at 1 or more; the line under the table gives the absolute RMSE of the "
         "cell under the cursor). Pair layout: one pair of models, a column per kind (p: next pair). "
         "Matrix layout (m): one kind, a column per pair of models, numbered as in the title (k: next "
-        "kind). c switches to sparklines: each column against layer number. v opens the "
+        "kind). Enter on a cell opens its pair (matrix) or its kind's matrix (pair). c switches to "
+        "sparklines: each column against layer number. v opens the "
         "comparison in the Scan view, whose b shows BN scale/shift."
     )
     BINDINGS: ClassVar = [
@@ -87,12 +88,14 @@ class ComparisonScreen(ResultScreen):
         head = Text.assemble(("comparison ", "dim"), (self.obj_id, "bold"), f"  {len(comp.models)} models\n")
         self.set_head(head.append_text(self.shown.title))
         table = self.query_one("#cmp-table", DataTable)
+        row = table.cursor_row if table.row_count else 0
         table.clear(columns=True)
         table.add_column("layer", key="layer")
         for column in self.shown.columns:
             table.add_column(Text(column, justify="right"), key=column)
         for layer, cells in self.shown.rows:
             table.add_row(Text(layer, style="bold"), *cells, key=layer)
+        table.move_cursor(row=min(row, max(0, table.row_count - 1)), column=1)  # the layer stays, on a value
         self._sparks()
 
     def _sparks(self) -> None:
@@ -110,6 +113,18 @@ class ComparisonScreen(ResultScreen):
         key = (str(event.cell_key.row_key.value), str(event.cell_key.column_key.value))
         detail = self.shown.details.get(key, Text("relative RMSE = RMSE / RMS of the pair's first model", style="dim"))
         self.query_one("#cmp-detail", Static).update(detail)
+
+    @on(DataTable.CellSelected, "#cmp-table")
+    def _selected(self, event: DataTable.CellSelected) -> None:
+        """Enter picks: in the matrix, the pair under the cursor; in a pair, the kind's matrix."""
+        comp, column = self.data, event.coordinate.column - 1
+        if comp is None or column < 0:
+            return
+        if self.matrix:
+            self.pair, self.matrix = column, False
+        else:
+            self.kind, self.matrix = column, True
+        self._layout()
 
     def action_matrix(self) -> None:
         self.matrix = not self.matrix
