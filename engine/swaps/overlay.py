@@ -119,8 +119,9 @@ def _groups(scans: Sequence[ScanResult]) -> list[list[ScanResult]]:
 
 
 def _label(members: list[ScanResult]) -> str:
-    """A scan's donor; a pair set's donor, or the donors' common stem (`unet-ae*` for seed twins)."""
-    donors = list(dict.fromkeys(donor_label(s.donor) for s in members))
+    """A scan's donor; a pair set's donor, or the donors' common stem (`unet-ae*` for seed twins);
+    `aligned` when the donor was aligned on the fly (`scan --align`)."""
+    donors = list(dict.fromkeys(donor_label(s.donor) + (" aligned" if s.options.get("align") else "") for s in members))
     if len(members) == 1:
         return donors[0]
     stem = os.path.commonprefix(donors).rstrip("-_:")

@@ -53,6 +53,9 @@ def test_lines_means_and_bands_by_hand() -> None:
 
 def test_labels_and_refusals() -> None:
     assert [donor_label(d) for d in ("init", "random:7", "unet-ae")] == ["init", "random", "unet-ae"]
+    raw, aligned = _scan("r", "ae-s1", [[0.5, 0.5]] * 4), _scan("a", "ae-s1", [[0.5, 0.5]] * 4)
+    aligned.options["align"] = "weights"  # scan --align: the same donor, its channels reordered
+    assert [line.label for line in build_overlay([raw, aligned]).lines] == ["ae-s1", "ae-s1 aligned"]
     with pytest.raises(UserError, match="at least one scan"):
         build_overlay([])
     other = _scan("x", "ae", [[0.5, 0.5]] * 4)
