@@ -37,7 +37,7 @@ def epoch_series(history: Any) -> list[tuple[str, list[float | None], float]]:
         series = [None if v != v else float(v) for v in values]
         finite = [v for v in series if v is not None]
         top = 1.0 if column.startswith("val_dice") else max(finite, default=1.0)
-        out.append((("Dice " if column.startswith("val_dice") else "") + label, series, top))
+        out.append((f"Dice {label}" if column.startswith("val_dice") else label.upper(), series, top))
     return out
 
 
@@ -49,7 +49,15 @@ def run_body(run_id: str, history: Any, width: int) -> Group:
     cell = max(1, min(3, (width - label_w - 10) // max(1, history.n_epochs)))
     for label, values, top in epoch_series(history):
         last = next((v for v in reversed(values) if v is not None), None)
-        note = "-" if last is None else f"{last:.3f}"
+        note = (
+            "-"
+            if last is None
+            else f"{last:.2f} dB"
+            if label == "PSNR"
+            else f"{last:.4g}"
+            if label == "MSE"
+            else f"{last:.3f}"
+        )
         parts.append(spark_line(label, values, top, label_width=label_w, cell=cell, note=note))
     parts += [Text(""), render_run(run_id, history)]
     return Group(*parts)
