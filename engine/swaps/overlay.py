@@ -162,18 +162,15 @@ def set_members(lab: Lab, scans: Sequence[ScanResult]) -> list[ScanResult]:
     return [load_scan(lab, e.id) for e in lab.entries("scans") if e.ok and e.summary.get("pairs") in keys]
 
 
-def related_scans(lab: Lab, ref: str, limit: int = 6) -> list[ScanResult]:
-    """The scan `ref`, the other members of its `--pairs` set, and the lab's other finished scans
-    of the same recipient on the same data (other donors, init, random), up to `limit` scans."""
+def related_scans(lab: Lab, ref: str, limit: int = 8) -> list[ScanResult]:
+    """The scan `ref` and the lab's other finished scans of the same recipient on the same data
+    (other donors, init, random; up to `limit`), with every other member of their `--pairs` sets."""
     first = load_scan(lab, ref)
-    key = pair_set(first)
-    chosen = [first]
-    for entry in lab.entries("scans"):
-        if entry.id == first.name or not entry.ok or len(chosen) >= limit:
-            continue
+    entries = [e for e in lab.entries("scans") if e.ok and e.id != first.name]
+    names = [first.name]
+    for entry in entries:
         s = entry.summary
-        same_set = key is not None and s.get("pairs") == key
-        same_recipient = s.get("recipient") == first.recipient and s.get("data") == first.data
-        if same_set or (same_recipient and not s.get("pairs")):
-            chosen.append(load_scan(lab, entry.id))
-    return chosen
+        if len(names) < limit and s.get("recipient") == first.recipient and s.get("data") == first.data:
+            names.append(entry.id)
+    chosen = [first] + [load_scan(lab, n) for n in names[1:]]
+    return chosen + [s for s in set_members(lab, chosen) if s.name not in names]

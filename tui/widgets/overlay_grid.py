@@ -69,8 +69,7 @@ def overlay_grid(view: Any, title: str) -> Grid:
         "cells: the open scan; detail: every line there ([lowest, highest] pair); charts: one axis per kind, "
         "`spread` rows: the band over pairs"
     )
-    names = ", ".join(f"{line.label} ({len(line.scans)})" for line in view.lines)
-    head = Text.assemble(("overlay ", "dim"), (title, "bold"), (f"  {len(view.lines)} lines: ", "dim"), names)
+    head = Text.assemble(("overlay ", "dim"), (title, "bold"), (f"  {len(view.lines)} lines", "dim"))
     head.append("  (v: back)", style="yellow")
     return Grid(
         title=head,

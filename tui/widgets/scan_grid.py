@@ -343,10 +343,18 @@ def chart_lines(grid: Grid, width: int, height: int = 2) -> list[Text]:
         for series in panel.series:
             rows = level_rows(series.values, height, series.lo, series.hi, series.style_of, cell)
             for r, row in enumerate(rows):
-                label = series.label[: label_w - 1].ljust(label_w) if r == height - 1 else " " * label_w
+                label = _fit(series.label, label_w - 1).ljust(label_w) if r == height - 1 else " " * label_w
                 line = Text(label)
                 line.append_text(row)
                 if r == height - 1:
                     line.append(f" {series.note}", style="dim")
                 lines.append(line)
     return lines
+
+
+def _fit(label: str, width: int) -> str:
+    """`label` in `width` characters, cut in the middle so both ends stay readable (`unet-ae… aligned`)."""
+    if len(label) <= width:
+        return label
+    head = (width - 1) // 2
+    return label[:head] + "…" + label[len(label) - (width - 1 - head) :]
