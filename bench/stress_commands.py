@@ -302,6 +302,7 @@ def compare_h5_datasets(ref: Path, obj: Path) -> list[str]:
 
 
 def _equal(x: np.ndarray, y: np.ndarray) -> bool:
+    x, y = np.asarray(x), np.asarray(y)  # a scalar dataset reads as a Python value (bytes for a string)
     if x.dtype.kind == "f":
         return x.shape == y.shape and np.array_equal(x, y, equal_nan=True)
     return x.shape == y.shape and bool(np.all(x == y))

@@ -153,7 +153,8 @@ def main() -> None:
     idle = asyncio.run(console_latencies(lab, args.keys, on_jobs=False))
     ref_ms = statistics.median(ref) * 1000
 
-    from reuse_console.engine.jobs.control import cancel_job, list_jobs, read_events, start_job
+    from reuse_console.engine.jobs.cancel import cancel_job
+    from reuse_console.engine.jobs.control import list_jobs, read_events, start_job
 
     argv = [
         "train",

@@ -20,6 +20,7 @@ import numpy as np
 from reuse_console.engine.compare.rmse import run_rmse
 from reuse_console.engine.core.device import pick_device
 from reuse_console.engine.core.events import Finished, Message, Reporter, silent
+from reuse_console.engine.core.names import init_name
 from reuse_console.engine.data.importer import import_dataset
 from reuse_console.engine.data.phantom import make_phantom
 from reuse_console.engine.demo_similarity import ALIGNED_SCAN, OTHER_SCAN, similarity_steps
@@ -159,8 +160,8 @@ def train_models(lab: Lab, cfg: DemoConfig, *, device: str, precision: str, repo
             _stage(report, f"resume {name}")
             resume_training(lab, name, device=device, report=report)
             continue
-        for kind in ("runs", "checkpoints"):
-            lab.path(kind, name).unlink(missing_ok=True)  # killed before its first epoch ended: redo
+        for kind, obj in (("runs", name), ("checkpoints", name), ("checkpoints", init_name(name))):
+            lab.path(kind, obj).unlink(missing_ok=True)  # killed before its first epoch ended: redo
         _stage(report, f"train {name} ({task} on {data}, {cfg.epochs} epochs)")
         spec = TrainSpec(
             data=data,

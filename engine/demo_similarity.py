@@ -19,7 +19,7 @@ from reuse_console.engine.compare.align_states import aligned_donor
 from reuse_console.engine.compare.cka_lab import run_cka
 from reuse_console.engine.core.events import Message, Reporter, silent
 from reuse_console.engine.reuse.plans import scan_dice_drops
-from reuse_console.engine.reuse.predict import run_predict
+from reuse_console.engine.reuse.predict_lab import run_predict
 from reuse_console.engine.reuse.predict_store import read_predictor
 from reuse_console.engine.swaps.scan_lab import run_scan
 from reuse_console.engine.swaps.scan_store import load_scan, progress_path

@@ -413,7 +413,7 @@ def test_nothing_listens_while_the_console_runs_a_job_and_a_grid_runs_workers(sm
     finally:
         grid.kill()
         grid.wait(timeout=30)
-        from reuse_console.engine.jobs.control import cancel_job
+        from reuse_console.engine.jobs.cancel import cancel_job
 
         cancel_job(lab, job.id)
     assert checks > 0, "the grid's worker processes were never seen"

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from reuse_console.store.errors import UserError
 
-from .commands import align, cka, compare, data, demo, jobs, lab, models, predict, reuse, swaps, train
+from .commands import align, cka, cluster, compare, data, demo, jobs, lab, models, predict, reuse, swaps, train
 from .output import stderr
 
 app = typer.Typer(
@@ -66,7 +66,7 @@ def _tidy(root: Path | None) -> None:
         pass
 
 
-for group in (lab, data, models, train, swaps, compare, cka, align, predict, reuse, jobs, demo):
+for group in (lab, data, models, train, swaps, compare, cka, align, predict, reuse, cluster, jobs, demo):
     group.register(app)
 
 

@@ -51,7 +51,7 @@ class _Recorder(TorchFunctionMode):
         self.params = {id(t): name for name, t in model.state_dict(keep_vars=True).items()}
         self.constants = 0
 
-    def bind(self, value: Any, node: fx.Node) -> None:
+    def remember(self, value: Any, node: fx.Node) -> None:
         """`value` (a tensor, or a tuple or list of them) is now node `node`'s output."""
         if isinstance(value, torch.Tensor):
             self.nodes[id(value)] = node
@@ -59,7 +59,7 @@ class _Recorder(TorchFunctionMode):
         elif isinstance(value, (tuple, list)):
             for i, item in enumerate(value):
                 if isinstance(item, torch.Tensor):
-                    self.bind(item, self.graph.call_function(operator.getitem, (node, i)))
+                    self.remember(item, self.graph.call_function(operator.getitem, (node, i)))
 
     def arg(self, value: Any) -> Any:
         """A node for every tensor in `value` (an attribute node for parameters and stray tensors)."""
@@ -75,7 +75,7 @@ class _Recorder(TorchFunctionMode):
                 self.constants += 1
             self.attrs[name] = v
             node = self.graph.get_attr(name)
-            self.bind(v, node)
+            self.remember(v, node)
             return node
 
         return tree_map(one, value)
@@ -87,7 +87,7 @@ class _Recorder(TorchFunctionMode):
             return out  # inside a module's own code, or a shape, a dtype, a bool: not a graph value
         target, swap = _OPERATORS.get(func, (func, False))
         call_args = self.arg(tuple(reversed(args)) if swap else tuple(args))
-        self.bind(out, self.graph.call_function(target, call_args, self.arg(kwargs)))
+        self.remember(out, self.graph.call_function(target, call_args, self.arg(kwargs)))
         return out
 
 
@@ -110,12 +110,12 @@ def record(model: nn.Module, x: torch.Tensor) -> fx.GraphModule:
             rec.depth -= 1
             if rec.depth == 0:
                 rec.attrs[name] = mod
-                rec.bind(out, rec.graph.call_module(name, rec.arg(tuple(args)), rec.arg(kwargs)))
+                rec.remember(out, rec.graph.call_module(name, rec.arg(tuple(args)), rec.arg(kwargs)))
 
         hooks.append(module.register_forward_pre_hook(enter, with_kwargs=True))
         hooks.append(module.register_forward_hook(leave, with_kwargs=True))
     placeholder = rec.graph.placeholder("x")
-    rec.bind(x, placeholder)
+    rec.remember(x, placeholder)
     try:
         with rec:
             out = model(x)

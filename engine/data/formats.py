@@ -28,7 +28,7 @@ from reuse_console.store.errors import UserError
 FORMATS = ("acdc", "nnunet", "folders", "rvsc", "dicom")
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _FRAME = re.compile(r"^(?P<subject>.+?)_(?:frame\d+|ed|es)$", re.IGNORECASE)
-_PATIENT = re.compile(r"^patient\d+$")
+PATIENT_DIR = re.compile(r"^patient\d+$")
 
 
 @dataclass
@@ -114,7 +114,7 @@ def read_acdc(root: Path) -> Source:
     """ACDC training layout: patientNNN/ with Info.cfg, frameXX(+_gt) for ED and ES (4D ignored)."""
     candidates = [root] + [root / sub for sub in ("training", "testing")]
     patients = sorted(
-        {p for c in candidates if c.is_dir() for p in c.iterdir() if p.is_dir() and _PATIENT.match(p.name)},
+        {p for c in candidates if c.is_dir() for p in c.iterdir() if p.is_dir() and PATIENT_DIR.match(p.name)},
         key=lambda p: (p.name, str(p)),
     )
     if not patients:
@@ -224,52 +224,6 @@ def read_folders(root: Path, classes: list[str] | None = None) -> Source:
     volumes.sort(key=lambda v: (v.subject, v.volume))
     names = list(classes) if classes else list(CARDIAC_CLASSES)
     return Source("folders", root, volumes, dict(enumerate(names)))
-
-
-def detect_format(root: Path) -> str:
-    """Guess the layout of `root` from what is in it."""
-    if (root / "dataset.json").exists():
-        return "nnunet"
-    if (root / "images").is_dir() and (root / "labels").is_dir():
-        return "folders"
-    for c in [root, root / "TrainingSet", root / "Test1Set", root / "Test2Set"]:
-        patients = [p for p in c.iterdir() if p.is_dir() and _PATIENT.match(p.name)] if c.is_dir() else []
-        if any(d.is_dir() and d.name.lower().endswith("dicom") for p in patients for d in p.iterdir()):
-            return "rvsc"
-    for c in (root, root / "training"):
-        if c.is_dir() and any(p.is_dir() and _PATIENT.match(p.name) for p in c.iterdir()):
-            return "acdc"
-    raise UserError(f"{root}: cannot tell its layout; give --format {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
-
-
-def read_source(root: Path, fmt: str = "auto", classes: list[str] | None = None) -> Source:
-    """Find the volumes of a collection in one of FORMATS (or detect it)."""
-    root = Path(root)
-    if not root.exists():
-        raise UserError(f"{root}: no such folder")
-    if not root.is_dir():
-        raise UserError(f"{root}: not a folder")
-    if not any(root.iterdir()):
-        raise UserError(f"{root}: empty folder")
-    if fmt == "auto":
-        fmt = detect_format(root)
-    if classes is not None and fmt not in ("folders", "dicom"):
-        raise UserError("--classes applies to --format folders and dicom only (the others declare their labels)")
-    if fmt == "acdc":
-        return read_acdc(root)
-    if fmt == "nnunet":
-        return read_nnunet(root)
-    if fmt == "folders":
-        return read_folders(root, classes)
-    if fmt == "rvsc":
-        from reuse_console.engine.data.rvsc import read_rvsc
-
-        return read_rvsc(root)
-    if fmt == "dicom":
-        from reuse_console.engine.data.dicom_series import read_dicom
-
-        return read_dicom(root, classes)
-    raise UserError(f"unknown format {fmt!r}: choose {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
 
 
 def load_nifti(path: Path, *, integer: bool = False) -> tuple[np.ndarray, tuple[float, float, float]]:

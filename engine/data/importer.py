@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from reuse_console.engine.core.events import Finished, Message, Progress, Reporter, Started, silent
-from reuse_console.engine.data.formats import Volume, VolumeRef, load_volume, map_classes, read_source
+from reuse_console.engine.data.formats import Volume, VolumeRef, load_volume, map_classes
 from reuse_console.engine.data.slices import SliceSet, place_volume, split_subjects, write_slices
 from reuse_console.engine.data.source_grid import Placement
+from reuse_console.engine.data.sources import read_source
 from reuse_console.engine.data.volumes import IGNORE
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name

@@ -36,19 +36,19 @@ from reuse_console.engine.data.formats import Source, Volume, VolumeRef
 from reuse_console.store.errors import UserError
 
 SETS = ("TrainingSet", "Test1Set", "Test2Set")
-_PATIENT = re.compile(r"^patient\d+$", re.IGNORECASE)
+PATIENT_DIR = re.compile(r"^patient\d+$", re.IGNORECASE)
 _CONTOUR = re.compile(r"^(?P<image>.+)-(?P<kind>[io])contour-manual\.txt$", re.IGNORECASE)
 DECLARED = {0: "background", 1: "RV"}
 
 
 def _patients(root: Path) -> tuple[Path, list[Path]]:
     """The set folder to read and its patient folders (root may be the set or the folder above)."""
-    if not any(_PATIENT.match(p.name) for p in root.iterdir() if p.is_dir()):
+    if not any(PATIENT_DIR.match(p.name) for p in root.iterdir() if p.is_dir()):
         for name in SETS:
             if (root / name).is_dir():
                 root = root / name
                 break
-    patients = sorted((p for p in root.iterdir() if p.is_dir() and _PATIENT.match(p.name)), key=lambda p: p.name)
+    patients = sorted((p for p in root.iterdir() if p.is_dir() and PATIENT_DIR.match(p.name)), key=lambda p: p.name)
     if not patients:
         raise UserError(f"{root}: no RVSC patient folders (patientNN/ with PNNdicom/) found; is --format right?")
     return root, patients

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from reuse_console.engine.core.events import EpochEnd, Event, Message, Reporter, silent
+from reuse_console.engine.core.names import init_name
 from reuse_console.engine.evaluation.evaluate import evaluate_checkpoint
 from reuse_console.engine.grids.naming import CONTENT, EXPERIMENT, content_name
 from reuse_console.engine.grids.study import Cell, Study
@@ -36,12 +37,17 @@ def run_id(study: Study, experiment: str, cell: Cell, naming: str = EXPERIMENT) 
     return cell_id(experiment, cell)
 
 
+def _started(cid: str) -> tuple[tuple[str, str], ...]:
+    """What a run writes before its first epoch ends: its run file, best checkpoint and `.init`."""
+    return (("runs", cid), ("checkpoints", cid), ("checkpoints", init_name(cid)))
+
+
 def cell_state(lab: Lab, cid: str, epochs: int) -> str:
     """done (all epochs trained), partial (resumable), stale (killed before its first epoch) or new."""
     last = lab.path("checkpoints", last_name(cid))
     if last.exists():
         return DONE if read_meta(last).epoch >= epochs else PARTIAL
-    if lab.path("runs", cid).exists() or lab.path("checkpoints", cid).exists():
+    if any(lab.path(kind, name).exists() for kind, name in _started(cid)):
         return STALE
     return NEW
 
@@ -121,8 +127,8 @@ def train_spec(
         resume_training(lab, cid, device=device, precision=precision, workers=workers, report=report)
         return "resumed"
     if state == STALE:  # killed before its first checkpoint: nothing to keep
-        for kind in ("runs", "checkpoints"):
-            lab.path(kind, cid).unlink(missing_ok=True)
+        for kind, name in _started(cid):
+            lab.path(kind, name).unlink(missing_ok=True)
     train(lab, spec, device=device, precision=precision, workers=workers, report=report)
     return "trained"
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from reuse_console.engine.grids.cluster_status import QUEUED, REQUEUED, RUNNING, read_cluster_status, request_cancel
+from reuse_console.engine.jobs.control import Job
+from reuse_console.engine.jobs.resume import grid_of
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
-
-if TYPE_CHECKING:
-    from reuse_console.engine.jobs.control import Job
 
 CLUSTER_EXECUTORS = ("slurm", "ray")
 
@@ -75,8 +73,6 @@ def cancel_grid(lab: Lab, experiment: str) -> GridCancel:
 def cancel_job_cells(lab: Lab, job: Job) -> None:
     """`jobs cancel` / the console's cancel of a grid job running on SLURM or Ray: its scheduler's
     jobs are cancelled too, before its process stops following them (other jobs: nothing)."""
-    from reuse_console.engine.jobs.resume import grid_of
-
     found = grid_of(job)
     if found is not None and is_cluster_grid(lab, found[1]):
         cancel_grid(lab, found[1])

@@ -373,22 +373,15 @@ def _wait_until_done(lab: Lab, job: Job, seconds: float) -> Job:
         time.sleep(0.1)
 
 
-def cancel_job(lab: Lab, ref: str, grace_s: float = 5.0) -> Job:
-    """Stop a running job: SIGTERM to its process group, SIGKILL after `grace_s` seconds; a grid
-    on SLURM or Ray also has its cluster jobs cancelled.
-
-    A job that is not running is returned unchanged.
-    """
-    job = get_job(lab, ref)
-    if not job.active:
-        return job
+def request_stop(lab: Lab, job: Job) -> None:
+    """Record that `job` was cancelled (its status reads `cancelled`, not `failed`)."""
     if job.host != socket.gethostname():
         raise UserError(f"job {job.id} runs on host {job.host}; cancel it there")
-    folder = lab.folder("jobs")
-    write_json_atomic(_side(folder, job.id, ".cancel"), {"requested": now_iso(), "by_pid": os.getpid()})
-    from reuse_console.engine.jobs.cluster_cancel import cancel_job_cells
+    write_json_atomic(_side(lab.folder("jobs"), job.id, ".cancel"), {"requested": now_iso(), "by_pid": os.getpid()})
 
-    cancel_job_cells(lab, job)  # a grid on SLURM or Ray: its scheduler's jobs too
+
+def stop_job(lab: Lab, job: Job, grace_s: float = 5.0) -> Job:
+    """SIGTERM to the job's process group, SIGKILL after `grace_s` seconds; the job as it ends."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(job.pgid, signal.SIGTERM)
     job = _wait_until_done(lab, job, grace_s)

@@ -22,7 +22,6 @@ from typing import Any
 
 import tomllib
 
-from reuse_console.engine.grids.grid import CellRunner
 from reuse_console.engine.grids.leases import DEFAULT_LEASE_S
 from reuse_console.engine.grids.naming import CONTENT, EXPERIMENT
 from reuse_console.store.errors import UserError
@@ -151,23 +150,3 @@ def die_with_parent() -> None:
         import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-
-
-def make_runner(
-    settings: ExecutorSettings,
-    lab: Lab,
-    experiment: str,
-    *,
-    device: str = "auto",
-    precision: str = "fp32",
-) -> CellRunner | None:
-    """The cell runner of a cluster executor (None: train here, as `grid` always did)."""
-    if settings.kind == "slurm":
-        from reuse_console.engine.jobs.executors_slurm import SlurmRunner
-
-        return SlurmRunner(settings, lab, experiment, device=device, precision=precision)
-    if settings.kind == "ray":
-        from reuse_console.engine.jobs.executors_ray import RayRunner
-
-        return RayRunner(settings, lab, experiment, device=device, precision=precision)
-    return None

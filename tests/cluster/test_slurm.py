@@ -17,7 +17,8 @@ from reuse_console.engine.core.events import Message
 from reuse_console.engine.grids.cells import run_id
 from reuse_console.engine.grids.cluster_status import grid_cells, status_path
 from reuse_console.engine.grids.grid import run_grid
-from reuse_console.engine.jobs.executors import executor_settings, make_runner
+from reuse_console.engine.jobs.executors import executor_settings
+from reuse_console.engine.jobs.runners import make_runner
 from reuse_console.store.checkpoints import read_meta
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

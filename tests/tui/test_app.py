@@ -150,7 +150,8 @@ async def test_lab_lists_filters_and_opens_a_checkpoints_layer_tree(test_lab: La
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one("#table-checkpoints")
         await wait_until(pilot, lambda: table.row_count == 6, 20, "checkpoints listed")
-        assert app.screen.query_one("#table-scans").row_count == 1
+        scans = app.screen.query_one("#table-scans")  # the rest follows the first page
+        await wait_until(pilot, lambda: scans.row_count == 1, 20, "the other kinds listed")
         assert app.screen.query_one("#table-datasets").row_count == 1
         app.screen.show_kind("checkpoints")
         await pilot.press("a", "e")  # typing on a table starts the filter

@@ -168,7 +168,8 @@ async def test_a_grid_built_in_the_form_runs_and_shows_its_cells(test_lab: Lab) 
 @pytest.mark.slow
 @run_async
 async def test_a_cancelled_training_job_resumes_with_one_key(test_lab: Lab) -> None:
-    from reuse_console.engine.jobs.control import cancel_job, get_job
+    from reuse_console.engine.jobs.cancel import cancel_job
+    from reuse_console.engine.jobs.control import get_job
     from reuse_console.store.checkpoints import read_meta
 
     app = make_app(test_lab)

@@ -8,7 +8,7 @@ from test_app import make_app, plain, run_async, wait_until
 from textual.css.query import NoMatches
 
 from reuse_console.engine.compare.cka_lab import run_cka
-from reuse_console.engine.reuse.predict import run_predict
+from reuse_console.engine.reuse.predict_lab import run_predict
 from reuse_console.engine.reuse.predict_store import newest_for_scan, read_predictor
 from reuse_console.tui.screens.measure_modal import MeasureModal, PredictorModal
 

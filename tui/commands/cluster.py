@@ -45,7 +45,8 @@ def cluster_runner(
     precision: str,
 ) -> tuple[CellRunner | None, str | None]:
     """The cell runner and naming of `grid --executor` (None, None: train here as always)."""
-    from reuse_console.engine.jobs.executors import executor_settings, make_runner, study_executor_table
+    from reuse_console.engine.jobs.executors import executor_settings, study_executor_table
+    from reuse_console.engine.jobs.runners import make_runner
 
     settings = executor_settings(
         study_executor_table(study_path), kind=executor, ray_address=ray_address, partition=partition

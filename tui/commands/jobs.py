@@ -166,7 +166,8 @@ def cancel(
 
     Example: reuse-console jobs cancel train-acdc --yes
     """
-    from reuse_console.engine.jobs.control import cancel_job, get_job
+    from reuse_console.engine.jobs.cancel import cancel_job
+    from reuse_console.engine.jobs.control import get_job
 
     the_lab = Lab.from_option(lab)
     job = get_job(the_lab, ref)

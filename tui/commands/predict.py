@@ -53,7 +53,7 @@ def predict(
 
     Example: reuse-console predict scan-seg-vs-ae-acdc --measures rmse,aligned-rmse,cka --recalibrated
     """
-    from reuse_console.engine.reuse.predict import run_predict
+    from reuse_console.engine.reuse.predict_lab import run_predict
     from reuse_console.store.lab import Lab
 
     from ..progress import make_reporter

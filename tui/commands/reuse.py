@@ -14,7 +14,6 @@ from ..options import DeviceOpt, JsonOpt, LabOpt, NameOpt, PrecisionOpt, Progres
 from ..output import emit_json, sigterm_as_interrupt, stderr, stdout
 from ..render.results import render_experiment, render_plan
 from .cluster import ExecutorOpt, PartitionOpt, RayAddressOpt, cancel_cluster_grid, cluster_runner, show_grid_status
-from .cluster import register as register_cluster
 
 plan_app = typer.Typer(
     help=(
@@ -340,5 +339,4 @@ def report(
 def register(app: typer.Typer) -> None:
     app.add_typer(plan_app, name="plan")
     app.command("grid")(grid)
-    register_cluster(app)
     app.command("report")(report)

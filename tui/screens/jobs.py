@@ -299,7 +299,7 @@ class JobsScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="jobs-cancel", name="cancelling the job")
     def cancel(self, job_id: str) -> None:
-        from reuse_console.engine.jobs.control import cancel_job
+        from reuse_console.engine.jobs.cancel import cancel_job
 
         self.post_message(self.JobCancelled(cancel_job(self.console.lab, job_id)))
 

@@ -108,7 +108,7 @@ class PredictorModal(MeasureModal):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="measure", name="the predictor table")
     def read(self) -> None:
-        from reuse_console.engine.reuse.predict import run_predict
+        from reuse_console.engine.reuse.predict_lab import run_predict
         from reuse_console.engine.reuse.predict_store import newest_for_scan
 
         from ..render.predictor import render_predictor

@@ -21,10 +21,11 @@ from dicom_replica import (
 )
 
 from reuse_console.engine.data.classes import map_classes
-from reuse_console.engine.data.formats import load_volume, read_source
+from reuse_console.engine.data.formats import load_volume
 from reuse_console.engine.data.importer import import_dataset
 from reuse_console.engine.data.phantom import make_phantom, make_subject
 from reuse_console.engine.data.slices import load_slices, read_dataset_info
+from reuse_console.engine.data.sources import read_source
 from reuse_console.engine.data.volumes import IGNORE
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab

@@ -66,7 +66,7 @@ def test_cells_of_a_grid_killed_between_cells(lab) -> None:
 
 def test_counts_list_every_state() -> None:
     cells = [CellStatus("a", "g.a", "done"), CellStatus("b", "g.b", "failed"), CellStatus("c", "g.c", "done")]
-    assert counts(cells) == {"queued": 0, "running": 0, "done": 2, "failed": 1, "stopped": 0}
+    assert counts(cells) == {"queued": 0, "running": 0, "requeued": 0, "done": 2, "failed": 1, "stopped": 0}
 
 
 def test_subjects_and_seeds_as_typed() -> None:

@@ -18,9 +18,9 @@ import psutil
 import pytest
 
 from reuse_console.engine.core.events import Finished, Started, StepEnd
+from reuse_console.engine.jobs.cancel import cancel_job
 from reuse_console.engine.jobs.control import (
     Job,
-    cancel_job,
     get_job,
     list_jobs,
     read_events,

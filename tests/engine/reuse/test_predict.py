@@ -8,7 +8,7 @@ from predict_lab import permuted_copy, scan_with_drops
 from scipy import stats
 from swap_lab import make_lab
 
-from reuse_console.engine.reuse.predict import run_predict
+from reuse_console.engine.reuse.predict_lab import run_predict
 from reuse_console.engine.reuse.predict_stats import auc, bootstrap_interval, ranks, spearman
 from reuse_console.engine.reuse.predict_store import read_predictor
 from reuse_console.engine.swaps.scan_lab import run_scan
