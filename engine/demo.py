@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the stages are imported where the demo reaches them
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of one demo flavour; `quick` fits CI (about 3 minutes on 2 CPU cores)."""
+    """Sizes of one demo flavour; `quick` fits CI (about 4 minutes on 2 CPU cores)."""
 
     subjects: dict[str, int]
     size: int

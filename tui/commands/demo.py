@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def demo(
     quick: Annotated[
-        bool, typer.Option("--quick", help="Reduced sizes for CI: about 3 minutes on 2 CPU cores.")
+        bool, typer.Option("--quick", help="Reduced sizes for CI: about 4 minutes on 2 CPU cores.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom and the import split.")] = 0,
     device: DeviceOpt = "auto",
@@ -44,7 +44,7 @@ def demo(
 
     Phantom data sets acdc, t1, rvsc -> import -> seg and ae UNets on acdc (seeds 0 and 1), t1 and rvsc -> experiment 1: scan of the acdc seg model with its auto-encoder's tensors over two seed pairs, raw and with recalibrated norm statistics, and against its own initial weights -> a donor of another seed, raw and aligned, CKA and predictor tables (does RMSE predict the drop?) -> RMSE of the models -> one reuse plan per donor -> experiment 3: a transfer grid (random init, auto2seg, seg2seg, rvsc2acdc and the controls meanvar, reinit, selffer; freeze and finetune; two training-subject counts; two seeds) -> figures -> the console.
 
-    Every step is skipped when its result is already in the lab, so running it again (or after a kill) only does what is missing. The full demo takes about 25 minutes on 2 CPU cores, --quick about 5.
+    Every step is skipped when its result is already in the lab, so running it again (or after a kill) only does what is missing. The full demo takes about 25 minutes on 2 CPU cores, --quick about 4.
 
     Example: reuse-console --lab demo-lab demo --quick
     """
