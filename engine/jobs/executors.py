@@ -24,6 +24,8 @@ import tomllib
 
 from reuse_console.engine.grids.leases import DEFAULT_LEASE_S
 from reuse_console.engine.grids.naming import CONTENT, EXPERIMENT
+from reuse_console.engine.grids.remote import task_argv
+from reuse_console.engine.training.spec import TrainSpec
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
 
@@ -150,3 +152,25 @@ def die_with_parent() -> None:
         import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+class ClusterRunner:
+    """What the SLURM and Ray runners share: the grid they run and the command line of one cell."""
+
+    def __init__(
+        self, settings: ExecutorSettings, lab: Lab, experiment: str, *, device: str = "auto", precision: str = "fp32"
+    ) -> None:
+        self.settings, self.lab, self.experiment = settings, lab, experiment
+        self.device, self.precision = device, precision
+
+    def argv(self, spec: TrainSpec) -> list[str]:
+        """The `reuse-console grid-cell` command a task runs for `spec` on its node."""
+        s = self.settings
+        return task_argv(
+            str(self.lab.root.resolve()),
+            spec,
+            device=self.device,
+            precision=self.precision,
+            threads=s.threads or s.cpus_per_task,
+            lease_s=s.lease_s,
+        )

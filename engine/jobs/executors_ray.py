@@ -30,8 +30,7 @@ from reuse_console.engine.grids.cluster_status import (
     write_cluster_status,
 )
 from reuse_console.engine.grids.leases import lease_path, read_lease
-from reuse_console.engine.grids.remote import task_argv
-from reuse_console.engine.jobs.executors import ExecutorSettings, die_with_parent
+from reuse_console.engine.jobs.executors import ClusterRunner, ExecutorSettings, die_with_parent
 from reuse_console.engine.training.spec import TrainSpec
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab
@@ -45,7 +44,7 @@ def run_cell_command(argv: list[str]) -> int:
     return code
 
 
-class RayRunner:
+class RayRunner(ClusterRunner):
     """Run a grid's cells as Ray tasks and wait for them (a `CellRunner`)."""
 
     def __init__(
@@ -55,19 +54,7 @@ class RayRunner:
             import ray  # noqa: F401
         except ImportError:
             raise UserError("--executor ray needs Ray: pip install 'reuse-console[ray]'") from None
-        self.settings, self.lab, self.experiment = settings, lab, experiment
-        self.device, self.precision = device, precision
-
-    def argv(self, spec: TrainSpec) -> list[str]:
-        s = self.settings
-        return task_argv(
-            str(self.lab.root.resolve()),
-            spec,
-            device=self.device,
-            precision=self.precision,
-            threads=s.threads or s.cpus_per_task,
-            lease_s=s.lease_s,
-        )
+        super().__init__(settings, lab, experiment, device=device, precision=precision)
 
     def __call__(self, todo: list[tuple[int, str, TrainSpec]], done: Callable[[int], None], report: Reporter) -> None:
         if not todo:

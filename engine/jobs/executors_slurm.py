@@ -33,8 +33,8 @@ from reuse_console.engine.grids.cluster_status import (
     clear_cancel,
     write_cluster_status,
 )
-from reuse_console.engine.grids.remote import task_argv
 from reuse_console.engine.jobs.executors import (
+    ClusterRunner,
     ExecutorSettings,
     check_existing,
     check_private,
@@ -79,14 +79,13 @@ def squeue(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-class SlurmRunner:
+class SlurmRunner(ClusterRunner):
     """Run a grid's cells as a SLURM job array and wait for them (a `CellRunner`)."""
 
     def __init__(
         self, settings: ExecutorSettings, lab: Lab, experiment: str, *, device: str = "auto", precision: str = "fp32"
     ) -> None:
-        self.settings, self.lab, self.experiment = settings, lab, experiment
-        self.device, self.precision = device, precision
+        super().__init__(settings, lab, experiment, device=device, precision=precision)
         folder = lab.root / "jobs" / "slurm" / experiment
         check_existing(folder, lab.root.resolve())  # refused before anything else (and before sbatch)
         if shutil.which("sbatch") is None:
@@ -111,17 +110,6 @@ class SlurmRunner:
         if s.mem_gb:
             params["mem"] = f"{int(s.mem_gb * 1024)}MB"
         return params
-
-    def argv(self, spec: TrainSpec) -> list[str]:
-        s = self.settings
-        return task_argv(
-            str(self.lab.root.resolve()),
-            spec,
-            device=self.device,
-            precision=self.precision,
-            threads=s.threads or s.cpus_per_task,
-            lease_s=s.lease_s,
-        )
 
     def __call__(self, todo: list[tuple[int, str, TrainSpec]], done: Callable[[int], None], report: Reporter) -> None:
         if not todo:
