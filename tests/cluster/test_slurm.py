@@ -71,6 +71,7 @@ def _job_of(lab, cell: str) -> tuple[str, str]:
     return (row["job"], row["state"]) if row else ("", "")
 
 
+@pytest.mark.race  # see the Makefile's test-cluster-chaos: a kill can land after the cell's last epoch
 def test_killed_and_requeued_tasks_resume_and_still_match_local(slurm, tmp_path, local_result) -> None:
     epochs = 8
     lab = make_lab(tmp_path / "lab")
@@ -99,8 +100,9 @@ def test_killed_and_requeued_tasks_resume_and_still_match_local(slurm, tmp_path,
     assert_same_results(lab, result["exp"], ref_lab, ref)
     folder = lab.root / "jobs" / "slurm" / "g"
     _, rows = grid_cells(lab, "g")
-    assert rows[0].tries == 2  # the killed task was submitted again ...
     logs = {k: "".join(p.read_text() for p in folder.glob(f"{hit[k]}_*log.err")) for k in hit}
-    assert f"resuming {runs[1]} after epoch" in logs[1]  # ... and the requeued one resumed in its own job
-    second = "".join(p.read_text() for p in folder.glob(f"{rows[0].job}_*log.err"))
-    assert f"resuming {runs[0]} after epoch" in second
+    assert f"resuming {runs[1]} after epoch" in logs[1]  # the requeued one resumed in its own job
+    # the killed task ran its cell again from its last epoch: resubmitted by the grid (a second
+    # try, another job id) or, when SLURM requeued the killed job itself, under the same id
+    again = "".join(p.read_text() for p in folder.glob(f"{rows[0].job}_*log.err"))
+    assert rows[0].tries in (1, 2) and f"resuming {runs[0]} after epoch" in again
