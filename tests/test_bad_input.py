@@ -336,6 +336,15 @@ ROWS: list[Row] = [
         f"scan seg ae --data toy --precision bf16 --confirm 0.02 --confirm-at 5% {L}",
         "--confirm-at '5%'",
     ),
+    row(
+        "cache-mb-0", "scan --cache-mb 0", f"scan seg ae --data toy --layers 1 --kinds RM --cache-mb 0 {L}", "positive"
+    ),
+    row(
+        "cache-mb-small",
+        "scan --cache-mb below one slice's activations",
+        f"scan seg ae --data toy --layers 1 --kinds RM --cache-mb 0.001 {L}",
+        "one slice alone needs",
+    ),
     # -- options out of range ---------------------------------------------------------------------------
     row("train-epochs-0", "train --epochs 0", f"train --data toy --epochs 0 {L}", "--epochs"),
     row("train-batch-0", "train --batch 0", f"train --data toy --epochs 1 --batch 0 {L}", "--batch"),

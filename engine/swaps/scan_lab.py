@@ -30,6 +30,7 @@ from reuse_console.engine.swaps.scan_inputs import (
     load_inputs,
     rule_options,
 )
+from reuse_console.engine.swaps.scan_memory import bound_cache, check_cache_mb
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
 from reuse_console.engine.swaps.swap import check_alpha
 from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants
@@ -311,6 +312,7 @@ def run_scan(
     align: DonorAligner | None = None,
     empty: str = "one",
     per: str = "subject",
+    cache_mb: float | None = None,
     report: Reporter = silent,
 ) -> ScanResult:
     """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`; with
@@ -318,9 +320,10 @@ def run_scan(
     `empty` and `per`: eval's empty-reference rule and Dice unit (kept in the options).
     `pairs`: the `R:D,R:D` set this scan belongs to (`scan --pairs`), kept so the set's scans
     are read together (engine/swaps/overlay.py). `confirm` MARGIN (a bf16/fp16 scan): variants
-    whose drop lies within MARGIN of a `confirm_at` threshold are re-evaluated in fp32."""
+    whose drop lies within MARGIN of a `confirm_at` threshold are re-evaluated in fp32. `cache_mb`:
+    smaller evaluation batches keep the activations within that many MB (engine/swaps/scan_memory.py)."""
     alphas = tuple(check_alpha(a) for a in alphas)
-    check_empty(empty), check_per(per)  # before the name is claimed
+    check_empty(empty), check_per(per), check_cache_mb(cache_mb)  # before the name is claimed
     confirmation = Confirmation.parse(confirm, confirm_at, precision)
     aligned = "-aligned" if align is not None else ""
     chosen = choose_name(lab, name, f"{stem(recipient)}-vs-{stem(donor)}{aligned}", resume)
@@ -343,6 +346,10 @@ def run_scan(
     variants = plan_variants(loaded.index.select(layers), wanted, alphas)
     if not variants:
         raise UserError(f"layers {layers!r} have none of the kinds {','.join(wanted)}: nothing to scan")
+    bounded: dict[str, Any] = {}
+    if cache_mb is not None:
+        precisions = (loaded.precision, *(("fp32",) if confirmation else ()))
+        loaded, bounded = bound_cache(loaded, variants, cache_mb, precisions, report)
     options = {
         "recipient": recipient,
         "donor": donor,
@@ -359,6 +366,7 @@ def run_scan(
         **(confirmation.options() if confirmation else {}),
         **ALIGNED_OPTION.get(align is not None, {}),
         **rule_options(loaded),
+        **bounded,
     }
     return evaluate_and_store(
         lab,

@@ -88,6 +88,16 @@ PerOpt = Annotated[
         "ACDC's ED and ES, scored apart and averaged as units, as `eval --per volume`).",
     ),
 ]
+CacheMbOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--cache-mb",
+        help="Keep the scan's activations (cached ones plus a variant's re-run) within this many MB: a probe "
+        "measures their peak, and the validation batches are split to the largest size that fits (the chosen size "
+        "is kept in the scan's options; Dice does not change). E.g. --cache-mb 256.",
+        show_default=False,
+    ),
+]
 FullForwardOpt = Annotated[
     bool,
     typer.Option("--full-forward", help="Run the whole model per variant (no partial re-execution); for checking."),
@@ -222,6 +232,7 @@ def scan(
     align: AlignOpt = False,
     empty: EmptyOpt = "one",
     per: PerOpt = "subject",
+    cache_mb: CacheMbOpt = None,
     progress: ProgressOpt = "rich",
     json_out: JsonOpt = False,
     lab: LabOpt = None,
@@ -271,6 +282,7 @@ def scan(
                     align=_aligner(align),
                     empty=empty,
                     per=per,
+                    cache_mb=cache_mb,
                     report=report,
                 )
             )
