@@ -9,7 +9,11 @@ One run, same models and data, for UNet and PSPNet:
                    how much of the gain is the memory format alone.
   engine fp32      engine.scan.evaluate_variants on every variant: batches outside, partial re-execution
                    from cached activations, in-place swaps, freed activations kept in the heap.
-  engine bf16      the same with bf16 autocast.
+  fp32 folded      engine fp32 with every conv -> batch-norm pair run as one convolution folded from
+                   the live tensors (engine/swaps/fold.py): a speed lever, not bit-exact.
+  engine bf16      the same with bf16 autocast; conv -> batch-norm pairs folded (the default in bf16).
+  bf16 unfolded    engine bf16 with the norms run apart on bf16-rounded conv outputs: the fold's
+                   effect on max |dDice| (the cancellation it removes) and on speed.
   bf16 bf16-head   engine bf16 with the class-score layer in bf16 too (before: engine bf16 computes
                    it in fp32, engine/evaluation/precision.py): the lever's effect on max |dDice|.
   bf16+confirm     engine bf16, then `scan --confirm 0.02 --confirm-at 0.05`: the baseline and the
@@ -208,9 +212,9 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         naive[label].update(dice)
         seconds[label] = seconds.get(label, 0.0) + spent
 
-    def run_engine(precision: str, exact_head: bool = True) -> None:
+    def run_engine(precision: str, exact_head: bool = True, fold: bool | None = None, label: str = "") -> None:
         nonlocal engine_used
-        label = f"engine {precision}" if exact_head else f"{precision} bf16-head"
+        label = label or (f"engine {precision}" if exact_head else f"{precision} bf16-head")
         key = label.removeprefix("engine ")
         peaks[precision].append(peak_flops(precision))
         t0 = time.perf_counter()
@@ -225,6 +229,7 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
             device=CPU,
             precision=precision,
             exact_head=exact_head,
+            fold=fold,
         )
         seconds[label] = time.perf_counter() - t0
         peaks[precision].append(peak_flops(precision))
@@ -255,6 +260,7 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         confirm_in_fp32(result, variants, Confirmation(0.02, (0.05,)), loaded.present, fp32, silent)
         seconds["bf16+confirm"] = seconds["engine bf16"] + time.perf_counter() - t0
         engine_dice["bf16+confirm"] = result.dice.mean(axis=1)[sample]
+        full["bf16+confirm"] = (result.baseline, result.dice)
         confirmed[0] = int(np.sum(result.confirmed))
 
     # the naive loops are split around the engine runs, so a change of machine load during the
@@ -263,7 +269,9 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
     run_naive("naive fp32", first)
     run_naive("naive+cl fp32", first)
     run_engine("fp32")
+    run_engine("fp32", fold=True, label="fp32 folded")
     run_engine("bf16")
+    run_engine("bf16", fold=False, label="bf16 unfolded")
     run_engine("bf16", exact_head=False)
     run_confirm()
     run_naive("naive+cl fp32", second)
@@ -289,7 +297,14 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
                 "floor": 100 * flops_naive * len(sample) / peak["fp32"] / seconds[label],
             }
         )
-    modes = (("engine fp32", "fp32"), ("engine bf16", "bf16"), ("bf16 bf16-head", "bf16"), ("bf16+confirm", "bf16"))
+    modes = (
+        ("engine fp32", "fp32"),
+        ("fp32 folded", "fp32"),
+        ("engine bf16", "bf16"),
+        ("bf16 unfolded", "bf16"),
+        ("bf16 bf16-head", "bf16"),
+        ("bf16+confirm", "bf16"),
+    )
     for label, precision in modes:
         key = label.removeprefix("engine ")
         rate = len(variants) / seconds[label]
@@ -302,6 +317,7 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
                 "rate": rate,
                 "speedup": rate / base_rate,
                 "ddice": float(np.abs(engine_dice[key] - reference).max()),
+                "ddice_all": float(np.abs(full[key][1].mean(axis=1) - full["fp32"][1].mean(axis=1)).max()),
                 "floor": 100 * flops_engine / peak[precision] / seconds[label],
                 "engine": engine_used,
             }
@@ -353,18 +369,20 @@ def main() -> None:
     for arch in args.archs:
         rows += bench_arch(lab, arch, args)
     print(
-        f"\n{'arch':8} {'mode':14} {'variants':>8} {'seconds':>8} {'var/s':>7} {'speedup':>8} {'max|dDice|':>11} {'floor':>7}"
+        f"\n{'arch':7} {'mode':14} {'var':>4} {'s':>6} {'var/s':>6} {'speedup':>7} {'|dDice|':>8} {'all':>8} {'floor':>6}"
     )
     for r in rows:
+        ddice_all = f"{r['ddice_all']:>8.1e}" if "ddice_all" in r else f"{'':>8}"
         print(
-            f"{r['arch']:8} {r['mode']:14} {r['variants']:>8} {r['seconds']:>8.1f} {r['rate']:>7.3f} "
-            f"{r.get('speedup', 1.0):>7.1f}x {r['ddice']:>11.2e} {r['floor']:>6.1f}%"
+            f"{r['arch']:7} {r['mode']:14} {r['variants']:>4} {r['seconds']:>6.1f} {r['rate']:>6.2f} "
+            f"{r.get('speedup', 1.0):>6.1f}x {r['ddice']:>8.1e} {ddice_all} {r['floor']:>5.1f}%"
         )
+    print("|dDice|: max against naive fp32 on the sampled variants; all: against engine fp32, every variant")
     unet = {r["mode"]: r for r in rows if r["arch"] == "unet"} or {r["mode"]: r for r in rows}
     fp32, bf16, sure = unet["engine fp32"], unet["engine bf16"], unet["bf16+confirm"]
     print(
         f"scan speedup: fp32 {fp32['speedup']:.1f}x, bf16 {bf16['speedup']:.1f}x; "
-        f"max |dDice| fp32 {fp32['ddice']:.2g}, bf16 {bf16['ddice']:.2g}; "
+        f"max |dDice| fp32 {fp32['ddice']:.2g}, bf16 {max(bf16['ddice'], bf16['ddice_all']):.2g}; "
         f"floor fp32 {fp32['floor']:.0f}%, bf16 {bf16['floor']:.0f}%; "
         f"confirm {sure['seconds'] / bf16['seconds']:.2f}x bf16"
     )

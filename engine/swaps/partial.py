@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from reuse_console.engine.swaps.fold import fold_conv_norms
 from reuse_console.engine.swaps.trace import opaque_modules, outputs_agree, trace
 
 _INPLACE_FUNCTIONS: dict[Any, Any] = {
@@ -160,7 +161,13 @@ class Downstream:
         """The modules this part calls (their submodules run too); None: the whole model."""
         if self._group is None:
             return None
-        return tuple(str(n.target) for n in self._group.nodes if n.op == "call_module")
+        owners = self._engine.owners
+        paths: list[str] = []
+        for n in self._group.nodes:
+            if n.op == "call_module":
+                paths.append(str(n.target))
+            paths.extend(owners.get(n, ()))
+        return tuple(paths)
 
     def run(self) -> Any:
         """The model output with the model's current tensors."""
@@ -180,15 +187,21 @@ class PartialForward:
 
     `groups` maps a group name to the state-dict keys its variants change. If tracing fails,
     `partial` is False and `reason` says why; `run` then re-runs the whole model per variant.
+    With `fold`, each conv -> batch-norm pair runs as one convolution folded from the current
+    tensors (engine/swaps/fold.py): what bf16 needs to stay close to fp32.
     """
 
-    def __init__(self, model: nn.Module, groups: Mapping[str, Collection[str]], *, trace: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, groups: Mapping[str, Collection[str]], *, trace: bool = True, fold: bool = False
+    ) -> None:
         self.model = model
         self.group_keys = {name: tuple(keys) for name, keys in groups.items()}
         self.groups: dict[str, Group] = {}
         self.reason = "" if trace else "partial re-execution switched off"
         self.opaque: tuple[str, ...] = ()  # modules kept whole because their own code traces wrongly
         self._trace = trace
+        self.fold = fold
+        self.owners: dict[fx.Node, tuple[str, ...]] = {}  # folded nodes -> the module paths they run
         self._gm: fx.GraphModule | None = None
         self._opaque_ids: set[int] = set()
         if trace:
@@ -205,6 +218,7 @@ class PartialForward:
         """Use the full forward from now on, saying why."""
         self._gm = None
         self.groups = {}
+        self.owners = {}
         self.opaque = ()
         self.reason = reason
 
@@ -216,6 +230,7 @@ class PartialForward:
         gm = trace(self.model, opaque)
         self._opaque_ids = {id(m) for m in opaque}
         self._modules = _pure_graph(gm)
+        self.owners = fold_conv_norms(gm, self._modules) if self.fold else {}
         self._gm = gm
         self._nodes = [n for n in gm.graph.nodes if n.op != "output"]
         self._output = next(n for n in gm.graph.nodes if n.op == "output")
@@ -233,6 +248,8 @@ class PartialForward:
         starts: set[fx.Node] = set()
         for node in self._nodes:
             if node.op == "call_module" and any(_module_owns(node.target, k) for k in keys):
+                starts.add(node)
+            elif node in self.owners and any(_module_owns(p, k) for p in self.owners[node] for k in keys):
                 starts.add(node)
             elif node.op == "get_attr" and any(k == node.target or k.startswith(node.target + ".") for k in keys):
                 starts.add(node)
