@@ -26,27 +26,35 @@ import numpy as np
 import torch
 
 
-def dice_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_base(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Each reference voxel's first confusion bin, flat (B*N,): (sample * C + target) * C, or
+    B*C*C (a bin that is dropped) where the target is no class. A prediction added to it gives
+    the voxel's bin; a scan computes it once per batch and reuses it for every variant."""
+    b = target.shape[0]
+    target = target.reshape(b, -1).long()
+    real = (target >= 0) & (target < num_classes)
+    rows = target + (torch.arange(b, device=target.device) * num_classes).unsqueeze(1)
+    return torch.where(real, rows * num_classes, b * num_classes * num_classes).reshape(-1)
+
+
+def dice_counts(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, base: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-sample counts (B, 3, C): intersection, predicted and reference voxels per class.
 
-    `pred` and `target` are integer label maps of shape (B, ...). Voxels whose target is no class
-    (IGNORE, the padding of 3D blocks: engine/data/volumes.py) count nowhere.
+    `pred` (classes 0..C-1) and `target` are integer label maps of shape (B, ...). Voxels whose
+    target is no class (IGNORE, the padding of 3D blocks: engine/data/volumes.py) count nowhere.
+    One bincount gives each sample's confusion matrix (reference x prediction): its diagonal,
+    column and row sums are the three counts. `base` is `confusion_base(target)`, if known.
     """
     b = pred.shape[0]
-    pred = pred.reshape(b, -1).long()
-    target = target.reshape(b, -1).long()
-    offsets = (torch.arange(b, device=pred.device) * num_classes).unsqueeze(1)
-    size = b * num_classes
-
-    def count(labels: torch.Tensor) -> torch.Tensor:
-        flat = labels.reshape(-1)
-        return torch.bincount(flat, minlength=size + 1)[:size].reshape(b, num_classes).to(torch.float64)
-
-    dump = torch.full_like(pred, size)  # voxels that disagree land in a bin that is dropped
-    real = (target >= 0) & (target < num_classes)
-    inter = count(torch.where((pred == target) & real, pred + offsets, dump))
-    counted_pred = count(torch.where(real, pred + offsets, dump))
-    return torch.stack([inter, counted_pred, count(torch.where(real, target + offsets, dump))], dim=1)
+    if base is None:
+        base = confusion_base(target, num_classes)
+    size = b * num_classes * num_classes
+    bins = torch.bincount(base + pred.reshape(-1).long(), minlength=size)[:size]
+    confusion = bins.reshape(b, num_classes, num_classes).to(torch.float64)
+    inter = torch.diagonal(confusion, dim1=1, dim2=2)
+    return torch.stack([inter, confusion.sum(dim=1), confusion.sum(dim=2)], dim=1)
 
 
 EMPTY_RULES = ("one", "ignore")
@@ -119,9 +127,16 @@ class DiceAccumulator:
         self.num_classes = num_classes
         self.counts = np.zeros((num_subjects, 3, num_classes), dtype=np.float64)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, subject: torch.Tensor | np.ndarray) -> None:
-        """Add a batch: label maps (B, H, W) or (B, D, H, W) and each sample's subject index 0..S-1."""
-        per_slice = dice_counts(pred, target, self.num_classes).cpu().numpy()
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        subject: torch.Tensor | np.ndarray,
+        base: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch: label maps (B, H, W) or (B, D, H, W) and each sample's subject index 0..S-1
+        (`base`: the target's `confusion_base`, when the caller keeps it)."""
+        per_slice = dice_counts(pred, target, self.num_classes, base).cpu().numpy()
         np.add.at(self.counts, np.asarray(subject, dtype=np.int64), per_slice)
 
     def per_subject(self, empty: str = "one") -> np.ndarray:

@@ -25,7 +25,7 @@ from torch import nn
 
 from reuse_console.engine.core.device import autocast, memory_format
 from reuse_console.engine.core.events import Message, Reporter, VariantDone, silent
-from reuse_console.engine.evaluation.metrics import DiceAccumulator
+from reuse_console.engine.evaluation.metrics import DiceAccumulator, confusion_base
 from reuse_console.engine.evaluation.precision import exact_heads
 from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.swaps.partial import Downstream, PartialFailed, PartialForward
@@ -221,18 +221,19 @@ def evaluate_variants(
                 for b in batches:
                     x = b.images.to(device).contiguous(memory_format=fmt)
                     labels = b.labels.to(device)
+                    base = confusion_base(labels, num_classes)  # the same for every variant
 
                     def visit(group: str, downstream: Any) -> None:
                         # called by engine.run below, within this iteration: the loop variables are current
                         for i in by_group[group]:
                             with swaps[i], recal.using(i) if recal is not None else nullcontext():  # noqa: B023
                                 out = downstream.run()
-                            accs[i].update(out.argmax(dim=1), labels, b.subject)  # noqa: B023
+                            accs[i].update(out.argmax(dim=1), labels, b.subject, base)  # noqa: B023
 
                     with torch.inference_mode(), autocast(device, precision):
                         out = engine.run(x, visit, chunk, to_end=base_acc is not None)  # noqa: B023
                     if base_acc is not None:
-                        base_acc.update(out.argmax(dim=1), labels, b.subject)
+                        base_acc.update(out.argmax(dim=1), labels, b.subject, base)
                 return accs, base_acc
 
             try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from reuse_console.engine.evaluation.metrics import DiceAccumulator, DiceResult, dice_counts, psnr
+from reuse_console.engine.evaluation.metrics import DiceAccumulator, DiceResult, confusion_base, dice_counts, psnr
 
 
 def _dice_by_sets(pred: np.ndarray, ref: np.ndarray, c: int) -> float:
@@ -71,6 +71,25 @@ def test_dice_counts_per_sample() -> None:
     # sample 0: inter (1,1,0), pred (1,2,0), ref (1,1,1); sample 1: inter (1,0,1), pred (1,0,2), ref (2,0,1)
     assert counts[0].tolist() == [[1, 1, 0], [1, 2, 0], [1, 1, 1]]
     assert counts[1].tolist() == [[1, 0, 1], [1, 0, 2], [2, 0, 1]]
+
+
+@pytest.mark.parametrize("shape", [(5, 9, 7), (3, 4, 6, 5)])
+def test_dice_counts_against_per_class_loops_with_padding(shape: tuple[int, ...]) -> None:
+    """The one-bincount confusion counts equal counting each class with numpy masks; padding
+    voxels (IGNORE 255 in the reference) count nowhere; a kept `confusion_base` gives the same."""
+    g = torch.Generator().manual_seed(len(shape))
+    pred = torch.randint(0, 4, shape, generator=g)
+    ref = torch.randint(0, 4, shape, generator=g)
+    ref[torch.rand(shape, generator=g) < 0.2] = 255
+    counts = dice_counts(pred, ref, 4).numpy()
+    assert np.array_equal(counts, dice_counts(pred, ref, 4, confusion_base(ref, 4)).numpy())
+    p, r = pred.numpy(), ref.numpy()
+    for b in range(shape[0]):
+        real = r[b] != 255
+        for c in range(4):
+            assert counts[b, 0, c] == np.sum((p[b] == c) & (r[b] == c))
+            assert counts[b, 1, c] == np.sum((p[b] == c) & real)
+            assert counts[b, 2, c] == np.sum(r[b] == c)
 
 
 def test_psnr_formula() -> None:
