@@ -94,7 +94,7 @@ CacheMbOpt = Annotated[
         "--cache-mb",
         help="Keep the scan's activations (cached ones plus a variant's re-run) within this many MB: a probe "
         "measures their peak, and the validation batches are split to the largest size that fits (the chosen size "
-        "is kept in the scan's options; Dice does not change). E.g. --cache-mb 256.",
+        "is kept in the scan's options; Dice does not change; --recalibrate's batches keep --batch). E.g. --cache-mb 256.",
         show_default=False,
     ),
 ]
