@@ -8,7 +8,7 @@ LAB ?= demo-lab
 # slurm-wlm and munge run the one-node SLURM of the cluster tests (tests/cluster/slurm.sh)
 APT_PACKAGES := hdf5-tools tmux slurm-wlm munge
 
-.PHONY: setup system-deps demo demo-quick test test-fast test-cluster-chaos lint bench stress clean
+.PHONY: setup system-deps demo demo-quick test test-fast lint bench stress clean
 
 setup: $(STAMP)
 
@@ -43,12 +43,7 @@ lint: $(STAMP)
 	$(BIN)/python tests/support/package_tree.py mypy
 
 test: $(STAMP) system-deps lint
-	$(BIN)/python -m pytest -q -m "not race"
-
-# the SLURM kill/requeue test: whether `scancel --signal=KILL` lands before slurmstepd's KillWait lets a
-# fast cell finish is a race on an idle box (it passed 3 of 4 runs), so it is kept out of `make test`
-test-cluster-chaos: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -m race
+	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not cluster"

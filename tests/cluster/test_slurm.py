@@ -1,15 +1,20 @@
 """`grid --executor slurm` on a real one-node SLURM cluster (tests/cluster/slurm.sh): the 4-cell grid
 as a job array gives the local executor's results bit for bit; a task killed (`scancel
 --signal=KILL`) and one requeued (`scontrol requeue`, as preemption does) resume from their last
-epoch and still match; resubmitting a finished grid submits nothing."""
+epoch and still match; resubmitting a finished grid submits nothing. The kill and the requeue land
+on a task frozen mid-cell (stopped, then suspended), so a fast cell cannot finish before them."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 from conftest import assert_same_results, make_lab, tiny_study
 
@@ -22,6 +27,7 @@ from reuse_console.engine.jobs.runners import make_runner
 from reuse_console.store.checkpoints import read_meta
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+SLICE_S = 0.25  # how long a cell runs between two stops while the kill test looks for it mid-run
 
 
 def _slurm_grid(lab, study, **kw):
@@ -62,18 +68,63 @@ def _epoch(lab, run: str) -> int:
         return 0
 
 
-def _job_of(lab, cell: str) -> tuple[str, str]:
+def _job_of(lab, cell: str) -> str:
     try:
         data = json.loads(status_path(lab, "g").read_text())
     except (OSError, ValueError):
-        return "", ""
+        return ""
     row = next((c for c in data["cells"] if c["cell"] == cell), None)
-    return (row["job"], row["state"]) if row else ("", "")
+    return row["job"] if row else ""
 
 
-@pytest.mark.race  # see the Makefile's test-cluster-chaos: a kill can land after the cell's last epoch
+def _cell_process(run: str) -> int | None:
+    """The pid of the `grid-cell` process training `run` (its spec, in the argv, names it)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "grid-cell" in argv and any(run in a for a in argv):
+            return proc.pid
+    return None
+
+
+def _frozen(pid: int) -> bool:
+    """Is the process stopped (state T), so that it writes nothing more?"""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return True
+        except (OSError, IndexError):
+            return False  # gone
+        time.sleep(0.01)
+    return False
+
+
+def _catch_mid_run(lab, job: str, run: str, epochs: int) -> int | None:
+    """Stop the task's cell process (SIGSTOP) and read its epoch: after epoch 1 and before its last,
+    suspend the task in SLURM too and return that epoch (the task stays frozen: a kill or requeue of
+    a suspended task is a SIGKILL, no SIGTERM that would let it run on); otherwise let it go on
+    (SIGCONT) and return None."""
+    pid = _cell_process(run)
+    if pid is None:
+        return None  # not started (or gone)
+    os.kill(pid, signal.SIGSTOP)
+    if not _frozen(pid):
+        return None
+    epoch = _epoch(lab, run)
+    assert epoch < epochs, f"{run} went through its epochs between two looks: make the cells longer"
+    if epoch < 1:
+        os.kill(pid, signal.SIGCONT)
+        return None
+    subprocess.run(["scontrol", "suspend", job], check=True, timeout=60)
+    return epoch
+
+
 def test_killed_and_requeued_tasks_resume_and_still_match_local(slurm, tmp_path, local_result) -> None:
-    epochs = 8
+    """The first two cells run in slices of SLICE_S (stopped in between) from their process's start
+    until one is caught stopped after epoch 1 and before its last (a slice is far shorter than its
+    epochs); its task is then suspended and killed (`scancel --signal=KILL`) or requeued
+    (`scontrol requeue`) while frozen, so it cannot finish first, whatever the load."""
+    epochs = 12
     lab = make_lab(tmp_path / "lab")
     study = tiny_study(epochs)
     cells = study.cells()
@@ -82,17 +133,21 @@ def test_killed_and_requeued_tasks_resume_and_still_match_local(slurm, tmp_path,
     worker = threading.Thread(target=lambda: result.update(exp=_slurm_grid(lab, study)), daemon=True)
     worker.start()
     hit: dict[int, str] = {}
+    caught: dict[int, int] = {}
     actions = {0: ["scancel", "--signal=KILL"], 1: ["scontrol", "requeue"]}
     deadline = time.time() + 400
     while len(hit) < 2 and time.time() < deadline and worker.is_alive():
         for k, cmd in actions.items():
-            if k in hit:
+            job = _job_of(lab, cells[k].name)
+            if k in hit or not job:
                 continue
-            job, state = _job_of(lab, cells[k].name)
-            if state == "running" and 1 <= _epoch(lab, runs[k]) < epochs - 2:
+            epoch = _catch_mid_run(lab, job, runs[k], epochs)
+            if epoch is not None:
                 subprocess.run([*cmd, job], check=True, timeout=60)
-                hit[k] = job
-        time.sleep(0.1)
+                hit[k], caught[k] = job, epoch
+                if k == 1:  # SLURM holds a task requeued while suspended: release it, as an admin would
+                    subprocess.run(["scontrol", "release", job], check=False, timeout=60)
+        time.sleep(SLICE_S)
     worker.join(600)
     assert len(hit) == 2, f"no cell was caught mid-way: {hit}"
     assert "exp" in result, "the grid did not finish"
@@ -101,8 +156,8 @@ def test_killed_and_requeued_tasks_resume_and_still_match_local(slurm, tmp_path,
     folder = lab.root / "jobs" / "slurm" / "g"
     _, rows = grid_cells(lab, "g")
     logs = {k: "".join(p.read_text() for p in folder.glob(f"{hit[k]}_*log.err")) for k in hit}
-    assert f"resuming {runs[1]} after epoch" in logs[1]  # the requeued one resumed in its own job
-    # the killed task ran its cell again from its last epoch: resubmitted by the grid (a second
-    # try, another job id) or, when SLURM requeued the killed job itself, under the same id
+    assert f"resuming {runs[1]} after epoch {caught[1]}" in logs[1]  # the requeued task resumed in its own job
+    # the killed task's cell was submitted again (another job id) and resumed from its last epoch
     again = "".join(p.read_text() for p in folder.glob(f"{rows[0].job}_*log.err"))
-    assert rows[0].tries in (1, 2) and f"resuming {runs[0]} after epoch" in again
+    assert rows[0].tries == 2 and rows[0].job != hit[0]
+    assert f"resuming {runs[0]} after epoch {caught[0]}" in again
