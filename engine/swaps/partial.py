@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from reuse_console.engine.swaps.fold import fold_conv_norms
+from reuse_console.engine.swaps.fold import fuse_conv_chains
 from reuse_console.engine.swaps.trace import opaque_modules, outputs_agree, trace
 
 _INPLACE_FUNCTIONS: dict[Any, Any] = {
@@ -187,8 +187,8 @@ class PartialForward:
 
     `groups` maps a group name to the state-dict keys its variants change. If tracing fails,
     `partial` is False and `reason` says why; `run` then re-runs the whole model per variant.
-    With `fold`, each conv -> batch-norm pair runs as one convolution folded from the current
-    tensors (engine/swaps/fold.py): what bf16 needs to stay close to fp32.
+    A conv and the ReLU after it run as one oneDNN call; with `fold` a batch norm between them is
+    folded in from the current tensors (engine/swaps/fold.py): what bf16 needs to stay close to fp32.
     """
 
     def __init__(
@@ -230,7 +230,7 @@ class PartialForward:
         gm = trace(self.model, opaque)
         self._opaque_ids = {id(m) for m in opaque}
         self._modules = _pure_graph(gm)
-        self.owners = fold_conv_norms(gm, self._modules) if self.fold else {}
+        self.owners = fuse_conv_chains(gm, self._modules, fold=self.fold)
         self._gm = gm
         self._nodes = [n for n in gm.graph.nodes if n.op != "output"]
         self._output = next(n for n in gm.graph.nodes if n.op == "output")

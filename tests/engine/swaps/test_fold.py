@@ -8,7 +8,7 @@ import torch
 from mini_nets import DirectParam, MiniResNet, MiniUNet, naive_output, pair
 from torch import nn
 
-from reuse_console.engine.swaps.fold import ConvNorm
+from reuse_console.engine.swaps.fold import ConvChain
 from reuse_console.engine.swaps.partial import PartialForward
 from reuse_console.engine.swaps.swap import Swap
 
@@ -30,7 +30,7 @@ def _conv_norm(dims: int, bias: bool, affine: bool) -> tuple[nn.Module, nn.Modul
 @pytest.mark.parametrize(("bias", "affine"), [(True, True), (False, True), (True, False), (False, False)])
 def test_folded_equals_the_modules_run_apart(dims: int, bias: bool, affine: bool) -> None:
     conv, norm = _conv_norm(dims, bias, affine)
-    fused = ConvNorm(conv, norm, "c", "n")
+    fused = ConvChain(conv, "c", norm, "n")
     x = torch.randn(2, 3, *([6] * dims))
     assert fused.folds()
     with torch.no_grad():
@@ -43,7 +43,7 @@ def test_folded_equals_the_modules_run_apart(dims: int, bias: bool, affine: bool
 
 def test_train_mode_norms_and_hooked_modules_run_unfolded() -> None:
     conv, norm = _conv_norm(2, True, True)
-    fused = ConvNorm(conv, norm, "c", "n")
+    fused = ConvChain(conv, "c", norm, "n")
     x = torch.randn(4, 3, 6, 6)
     norm.train()  # recalibration: batch statistics, running ones updated
     assert not fused.folds()
@@ -105,8 +105,58 @@ def test_bf16_fold_removes_the_cancellation_error() -> None:
         exact = norm(conv(x))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             apart = norm(conv(x)).float()
-            folded = ConvNorm(conv, norm, "c", "n")(x).float()
+            folded = ConvChain(conv, "c", norm, "n")(x).float()
     err_apart = float((apart - exact).abs().max())
     err_folded = float((folded - exact).abs().max())
     assert err_folded < 0.1 < err_apart
     assert err_folded * 10 < err_apart
+
+
+class _ConvActs(nn.Module):
+    """Conv -> ReLU module, conv -> F.relu, conv -> LeakyReLU, conv -> BN -> ReLU(inplace)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.c3, self.c4 = (nn.Conv2d(c, 8, 3, padding=1) for c in (1, 8, 8, 8))
+        self.act1, self.act3 = nn.ReLU(), nn.LeakyReLU(0.1)
+        self.bn4, self.act4 = nn.BatchNorm2d(8).eval(), nn.ReLU(inplace=True)
+        with torch.no_grad():
+            self.bn4.running_mean.uniform_(-1, 1)
+            self.bn4.running_var.uniform_(0.5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.c1(x))
+        x = nn.functional.relu(self.c2(x))
+        x = self.act3(self.c3(x))
+        return self.act4(self.bn4(self.c4(x)))
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_activations_fused_into_the_convolution_give_the_same_bits(fold: bool) -> None:
+    """ReLU and leaky ReLU applied by oneDNN inside the convolution: the very values eager gives
+    in fp32; under bf16 autocast oneDNN rounds once, after the leaky ReLU's multiply, where eager
+    rounds before and after it, so values may differ by a bf16 rounding (the BN only folds with
+    `fold`, and then to rounding)."""
+    model = _ConvActs().eval()
+    engine = PartialForward(model, {"c1": ["c1.weight"]}, fold=fold)
+    assert len(engine.owners) == 4 if fold else 3
+    x = torch.randn(2, 1, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for precision in (torch.float32, torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == torch.bfloat16):
+                got, want = engine.run(x, lambda name, part: None), model(x)
+            if precision == torch.bfloat16:
+                assert torch.allclose(got.float(), want.float(), rtol=2**-6, atol=0.05 if fold else 2**-8)
+            elif fold:
+                assert torch.allclose(got, want, atol=1e-5)
+            else:
+                assert torch.equal(got, want)
+
+
+def test_a_hooked_activation_runs_as_built() -> None:
+    model = _ConvActs().eval()
+    engine = PartialForward(model, {"c1": ["c1.weight"]})
+    x = torch.randn(2, 1, 12, 12)
+    model.act1.register_forward_hook(lambda m, a, out: out * 0 + 1)
+    with torch.inference_mode():
+        assert torch.equal(engine.run(x, lambda name, part: None), model(x))
