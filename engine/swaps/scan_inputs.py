@@ -151,6 +151,18 @@ def calibration_for(loaded: Loaded, batches: int | None, scope: str, batch: int)
     return Calibration(images, scope)
 
 
+def recalibration_options(asked: int | None, calibration: Calibration | None) -> dict[str, Any]:
+    """The scan options that say how it recalibrated (none for a plain scan: older scans resume):
+    the batches asked for, those the training subjects gave, and the scope."""
+    if calibration is None:
+        return {}
+    return {
+        "recalibrate": asked,
+        "recalibrate_batches": len(calibration.batches),
+        "recalibrate_scope": calibration.scope,
+    }
+
+
 def evaluate_loaded(loaded: Loaded, variants: list[Variant], **options: Any) -> tuple[np.ndarray, np.ndarray, str]:
     """`evaluate_variants` on what `load_inputs` loaded (`options`: baseline, done, calibration, ...),
     Dice under the loaded empty-reference rule (also what `on_chunk` sees)."""

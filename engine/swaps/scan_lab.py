@@ -1,9 +1,9 @@
 """Scans and swaps from the lab: load recipient, donor and data, evaluate, store, resume.
 
-`run_scan` evaluates every single (layer, kind, alpha) variant; `run_swap` evaluates one
-variant changing several tensors at once and stores it as a one-variant scan. Both check that
-the recipient and donor match tensor for tensor, and evaluate on the data set's validation
-subjects, resampled to the size the recipient was trained at.
+`run_scan` evaluates every single (layer, kind, alpha) variant; with `at_once` (`reuse-console
+swap`, the Swap lab's save) it evaluates one variant changing several tensors at once and stores
+it as a one-variant scan. Both check that the recipient and donor match tensor for tensor, and
+evaluate on the data set's validation subjects, resampled to the size the recipient was trained at.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from reuse_console.engine.swaps.scan_inputs import (
     check_per,
     evaluate_loaded,
     load_inputs,
+    recalibration_options,
     rule_options,
 )
 from reuse_console.engine.swaps.scan_memory import bound_cache, check_cache_mb
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
-from reuse_console.engine.swaps.swap import check_alpha
-from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants
+from reuse_console.engine.swaps.swap import SwapSpec, check_alpha
+from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants, swap_variant
 from reuse_console.store.errors import UserError
 from reuse_console.store.lab import Lab, check_name
 
@@ -287,6 +288,22 @@ def _provenance(options: dict[str, Any], engine: str = "") -> dict[str, Any]:
     return out
 
 
+def _plan(
+    index: LayerIndex, recipient: str, donor: str, layers: str, kinds: str, alphas: tuple[float, ...], at_once: bool
+) -> tuple[list[Variant], dict[str, Any]]:
+    """The variants to evaluate and the options that say what they are: each (layer, kind, alpha)
+    alone, or (`at_once`) one swap of them all, whose options keep its description."""
+    if at_once:
+        spec = SwapSpec.parse(recipient, donor, index, layers, kinds, alphas[0])
+        variant = swap_variant(index.layers, spec.targets, spec.alpha, layers.strip())
+        return [variant], {"kinds": variant.kind, "alphas": [spec.alpha], "swap": spec.describe()}
+    wanted = LayerIndex.parse_kinds(kinds)
+    variants = plan_variants(index.select(layers), wanted, alphas)
+    if not variants:
+        raise UserError(f"layers {layers!r} have none of the kinds {','.join(wanted)}: nothing to scan")
+    return variants, {"kinds": ",".join(wanted), "alphas": list(alphas)}
+
+
 def run_scan(
     lab: Lab,
     recipient: str,
@@ -313,6 +330,7 @@ def run_scan(
     empty: str = "one",
     per: str = "subject",
     cache_mb: float | None = None,
+    at_once: bool = False,
     report: Reporter = silent,
 ) -> ScanResult:
     """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`; with
@@ -321,12 +339,17 @@ def run_scan(
     `pairs`: the `R:D,R:D` set this scan belongs to (`scan --pairs`), kept so the set's scans
     are read together (engine/swaps/overlay.py). `confirm` MARGIN (a bf16/fp16 scan): variants
     whose drop lies within MARGIN of a `confirm_at` threshold are re-evaluated in fp32. `cache_mb`:
-    smaller evaluation batches keep the activations within that many MB (engine/swaps/scan_memory.py)."""
+    smaller evaluation batches keep the activations within that many MB (engine/swaps/scan_memory.py).
+    `at_once`: one swap of every listed kind of the listed layers together at the one alpha
+    (`reuse-console swap`), Dice beside the baseline, kept as a one-variant scan named `swap-...`."""
     alphas = tuple(check_alpha(a) for a in alphas)
     check_empty(empty), check_per(per), check_cache_mb(cache_mb)  # before the name is claimed
+    if at_once and len(alphas) != 1:
+        raise UserError(f"a swap takes one alpha, not {len(alphas)}")
     confirmation = Confirmation.parse(confirm, confirm_at, precision)
     aligned = "-aligned" if align is not None else ""
-    chosen = choose_name(lab, name, f"{stem(recipient)}-vs-{stem(donor)}{aligned}", resume)
+    base = f"{'swap-' if at_once else ''}{stem(recipient)}-vs-{stem(donor)}{aligned}"
+    chosen = choose_name(lab, name, base, resume)
     loaded = load_inputs(
         lab,
         recipient,
@@ -341,11 +364,7 @@ def run_scan(
         per=per,
     )
     calibration = calibration_for(loaded, recalibrate, recalibrate_scope, batch)
-    recal_options = recalibration_options(recalibrate, calibration)
-    wanted = LayerIndex.parse_kinds(kinds)
-    variants = plan_variants(loaded.index.select(layers), wanted, alphas)
-    if not variants:
-        raise UserError(f"layers {layers!r} have none of the kinds {','.join(wanted)}: nothing to scan")
+    variants, planned = _plan(loaded.index, recipient, donor, layers, kinds, alphas, at_once)
     bounded: dict[str, Any] = {}
     if cache_mb is not None:
         precisions = (loaded.precision, *(("fp32",) if confirmation else ()))
@@ -355,13 +374,12 @@ def run_scan(
         "donor": donor,
         "data": data,
         "layers": layers,
-        "kinds": ",".join(wanted),
-        "alphas": list(alphas),
+        **planned,
         "precision": loaded.precision,
         "split": split,
         "batch": batch,
         "size": loaded.extra["size"],
-        **recal_options,
+        **recalibration_options(recalibrate, calibration),
         **({"pairs": pairs} if pairs else {}),
         **(confirmation.options() if confirmation else {}),
         **ALIGNED_OPTION.get(align is not None, {}),
@@ -384,15 +402,3 @@ def run_scan(
         confirmation=confirmation,
         report=report,
     )
-
-
-def recalibration_options(asked: int | None, calibration: Calibration | None) -> dict[str, Any]:
-    """The scan options that say how it recalibrated (none for a plain scan: older scans resume):
-    the batches asked for, those the training subjects gave, and the scope."""
-    if calibration is None:
-        return {}
-    return {
-        "recalibrate": asked,
-        "recalibrate_batches": len(calibration.batches),
-        "recalibrate_scope": calibration.scope,
-    }
