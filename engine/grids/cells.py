@@ -90,23 +90,6 @@ def forward_events(report: Reporter) -> Reporter:
     return inner
 
 
-def train_cell(
-    lab: Lab,
-    study: Study,
-    experiment: str,
-    cell: Cell,
-    *,
-    device: str = "auto",
-    precision: str = "fp32",
-    workers: int | None = None,
-    report: Reporter = silent,
-    naming: str = EXPERIMENT,
-) -> str:
-    """Train (or finish) one cell; returns what was done: kept (nothing to do), resumed or trained."""
-    spec = cell_spec(study, cell, run_id(study, experiment, cell, naming))
-    return train_spec(lab, spec, device=device, precision=precision, workers=workers, report=report)
-
-
 def train_spec(
     lab: Lab,
     spec: TrainSpec,
@@ -116,7 +99,9 @@ def train_spec(
     workers: int | None = None,
     report: Reporter = silent,
 ) -> str:
-    """Bring run `spec.name` to its last epoch: kept (done), resumed (from its last epoch) or trained."""
+    """Bring run `spec.name` to its last epoch: kept (done), resumed (from its last epoch) or trained.
+    The one way a cell is trained: by the grid process and its workers (`cell_spec` of a study's
+    cell) and by a cluster task (engine/grids/remote.py, under the cell's lease)."""
     cid = spec.name
     if not cid:
         raise ValueError("a cell's spec names its run")

@@ -32,7 +32,7 @@ from reuse_console.engine.grids.cells import (
     finish_record,
     forward_events,
     run_id,
-    train_cell,
+    train_spec,
 )
 from reuse_console.engine.grids.experiment import CellRecord, Experiment, read_experiment, write_experiment
 from reuse_console.engine.grids.naming import EXPERIMENT, check_naming
@@ -295,17 +295,8 @@ def _run_grid(
     else:
         for n, k in enumerate(to_train, start=1):
             report(Message(f"cell {cells[k].name} ({n}/{len(to_train)} to train) on {first}"))
-            train_cell(
-                lab,
-                study,
-                name,
-                cells[k],
-                device=first,
-                precision=precision,
-                workers=workers,
-                report=forward_events(report),
-                naming=naming,
-            )
+            spec = cell_spec(study, cells[k], ids[k])
+            train_spec(lab, spec, device=first, precision=precision, workers=workers, report=forward_events(report))
             record(k, evaluate(k))
     if study.reference:
         report(Message(f"RMSE of every cell against {study.reference}"))

@@ -5,17 +5,18 @@ command line built here from the cell's TrainSpec (as JSON in the argv, so nothi
 from the lab to decide what to run, and nothing is unpickled). The task re-derives the cell's
 content name from the spec and refuses a spec whose name does not match, takes the cell's lease
 (engine/grids/leases.py) and brings the run to its last epoch: kept when done, resumed from its
-last epoch when a predecessor was killed, preempted or requeued, trained otherwise.
+last epoch when a predecessor was killed, preempted or requeued, trained otherwise, by the same
+`train_spec` as the grid process (engine/grids/cells.py).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from reuse_console.engine.core.events import Reporter, silent
-from reuse_console.engine.grids.cells import train_spec
 from reuse_console.engine.grids.leases import DEFAULT_LEASE_S, holding_lease, lease_path
 from reuse_console.engine.grids.naming import content_name
 from reuse_console.engine.training.spec import TrainSpec
@@ -63,19 +64,11 @@ def parse_spec(text: str) -> TrainSpec:
     return spec
 
 
-def run_cell_task(
-    lab: Lab,
-    spec: TrainSpec,
-    *,
-    device: str = "auto",
-    precision: str = "fp32",
-    workers: int | None = None,
-    lease_s: float = DEFAULT_LEASE_S,
-    report: Reporter = silent,
-) -> str:
-    """Train (or resume, or keep) one content-named cell under its lease; returns what was done.
-    A task requeued on another node waits up to one lease for its predecessor's to expire."""
+@contextmanager
+def cell_lease(lab: Lab, spec: TrainSpec, lease_s: float = DEFAULT_LEASE_S) -> Iterator[None]:
+    """Hold the cell's lease for the block (a cluster task training it: `train_spec`). A task
+    requeued on another node waits up to one lease for its predecessor's to expire."""
     name = spec.name or ""
     path = lease_path(lab.folder("runs", create=True), name)
     with holding_lease(path, f"cell {name}", lease_s=lease_s, wait_s=lease_s * 1.25, poll_s=min(2.0, lease_s / 4)):
-        return train_spec(lab, spec, device=device, precision=precision, workers=workers, report=report)
+        yield

@@ -19,7 +19,7 @@ import numpy as np
 
 from reuse_console.engine.core.device import applied_threads, use_threads
 from reuse_console.engine.core.events import EpochEnd, Event, Message, Reporter, from_dict
-from reuse_console.engine.grids.cells import evaluate_cell, train_cell
+from reuse_console.engine.grids.cells import cell_spec, evaluate_cell, run_id, train_spec
 from reuse_console.engine.grids.naming import EXPERIMENT
 from reuse_console.engine.grids.study import Cell, Study
 from reuse_console.store.errors import UserError
@@ -177,17 +177,8 @@ def _worker_main(
         if k is None:
             return
         try:
-            how = train_cell(
-                lab,
-                study,
-                name,
-                cells[k],
-                device=device,
-                precision=precision,
-                workers=workers,
-                report=forward,
-                naming=naming,
-            )
+            spec = cell_spec(study, cells[k], run_id(study, name, cells[k], naming))
+            how = train_spec(lab, spec, device=device, precision=precision, workers=workers, report=forward)
             dice = evaluate_cell(lab, study, name, cells[k], classes, device=device, precision=precision, naming=naming)
             results.put(("done", w, k, dice.tolist(), how))
         except KeyboardInterrupt:

@@ -110,7 +110,8 @@ def grid_cell(
 
     from reuse_console.engine.core.device import use_threads
     from reuse_console.engine.core.events import EpochEnd, Event, Message
-    from reuse_console.engine.grids.remote import parse_spec, run_cell_task
+    from reuse_console.engine.grids.cells import train_spec
+    from reuse_console.engine.grids.remote import cell_lease, parse_spec
     from reuse_console.store.lab import Lab
 
     def log(event: Event) -> None:  # the task's log (submitit's folder, Ray's worker logs): plain lines
@@ -122,8 +123,9 @@ def grid_cell(
     use_threads(threads, device)
     cell = parse_spec(spec)
     signal.signal(signal.SIGUSR2, signal.default_int_handler)  # preemption notice: stop like Ctrl-C
-    with sigterm_as_interrupt():
-        how = run_cell_task(Lab.from_option(lab), cell, device=device, precision=precision, lease_s=lease, report=log)
+    the_lab = Lab.from_option(lab)
+    with sigterm_as_interrupt(), cell_lease(the_lab, cell, lease):
+        how = train_spec(the_lab, cell, device=device, precision=precision, report=log)
     stderr.print(f"cell {cell.name}: {how}")
 
 
