@@ -49,7 +49,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "convolution": (
         "conv2d conv3d convolution _convolution mkldnn_convolution conv_transpose2d conv_transpose3d "
         "convolution_overrideable slow_conv_transpose2d _slow_conv2d_forward _nnpack_spatial_convolution "
-        "mkldnn_convolution_transpose"
+        "mkldnn_convolution_transpose mkldnn::_convolution_pointwise"
     ).split(),
     "batch norm": (
         "batch_norm _batch_norm_impl_index native_batch_norm _native_batch_norm_legit "
@@ -80,7 +80,7 @@ ORDER = [*CATEGORIES, CHECK, REST, PYTHON]
 
 def category(name: str) -> str:
     """The category of an op by its profiler name ("aten::conv2d" -> convolution)."""
-    return BY_OP.get(name.removeprefix("aten::"), REST)
+    return BY_OP.get(name.removeprefix("aten::"), BY_OP.get(name, REST))
 
 
 def _range(event: Any) -> str | None:
