@@ -80,6 +80,16 @@ def test_lab_checkpoints(snap_compare, test_lab: Lab, size) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
+def test_lab_checkpoints_long_ids(snap_compare, tmp_path: Path, size) -> None:
+    """Grid-cell ids (41 characters): at 80 columns `created` goes and ids lose their middle to `…`."""
+    from test_lab_columns import long_id_lab
+
+    run = steps(lambda p: p.app.screen.show_kind("checkpoints"))
+    assert snap_compare(snapshot_app(long_id_lab(tmp_path / "lab")), terminal_size=size, run_before=run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", SIZES)
 def test_layers(snap_compare, test_lab: Lab, size) -> None:
     run = steps(
         lambda p: p.app.open_layers("unet-seg"),

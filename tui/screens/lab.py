@@ -19,6 +19,7 @@ from textual.widgets import ContentSwitcher, DataTable, Input, TabbedContent, Ta
 
 from reuse_console.store.lab import Entry, Lab
 
+from ..render.lab_columns import checkpoint_score, fit_columns, short_time, summary_text
 from ..widgets.empty_lab import EmptyLab
 from ..widgets.inputs import ConsoleInput
 from .base import ConsoleScreen
@@ -48,38 +49,13 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 def display_order(kind: str, values: list[Any]) -> list[Any]:
     """A row's or header's values in the order shown: the free-text column (summary, command) last,
-    so at 80 columns it is the one cut, not `created`/`started` behind it (checkpoints as listed)."""
+    so at 80 columns it is the one cut, not `created`/`started` behind it (checkpoints as listed:
+    fitted to the width instead, tui/render/lab_columns.py)."""
     columns = COLUMNS[kind]
     long = next((columns.index(c) for c in ("summary", "command") if c in columns), None)
     if long is None or kind == "checkpoints":
         return list(values)
     return [v for i, v in enumerate(values) if i != long] + [values[long]]
-
-
-def short_time(iso: str) -> str:
-    """`2025-01-02T03:04:05+00:00` -> `2025-01-02 03:04` (what a table has room for)."""
-    return iso.replace("T", " ")[:16] if iso else ""
-
-
-def summary_text(summary: dict[str, Any]) -> str:
-    """Scalar summary fields as `k=v` pairs."""
-    parts = []
-    for key, value in summary.items():
-        if isinstance(value, (dict, list)) or key == "kind":
-            continue
-        if isinstance(value, float):
-            value = f"{value:.3f}"
-        parts.append(f"{key}={value}")
-    return " ".join(parts)
-
-
-def checkpoint_score(summary: dict[str, Any]) -> str:
-    """Dice (foreground mean) for segmentation checkpoints, PSNR for auto-encoders."""
-    if isinstance(summary.get("dice_fg"), (int, float)):
-        return f"Dice {summary['dice_fg']:.3f}"
-    if isinstance(summary.get("psnr"), (int, float)):
-        return f"PSNR {summary['psnr']:.1f}"
-    return "-"
 
 
 @dataclass(frozen=True)
@@ -212,6 +188,7 @@ class LabScreen(ConsoleScreen):
         super().__init__()
         self.listing: LabListing | None = None
         self._shown: dict[str, tuple[Row, ...]] = {}
+        self._drawn: dict[str, tuple[Any, ...]] = {}  # per kind: rows, headers and cells as drawn
         # The tab the screen itself last chose; the user choosing another one (keys, mouse,
         # palette) means the first listing, read in a worker, must not move them away from it.
         self._chosen_tab = f"tab-{KIND_TABS[0][0]}"
@@ -234,9 +211,7 @@ class LabScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         for kind, _ in KIND_TABS:
-            table = self.query_one(f"#table-{kind}", LabTable)
-            for column in display_order(kind, list(COLUMNS[kind])):
-                table.add_column(column, key=column)
+            self._draw(kind, ())
         self.reload()
         self.set_interval(self.console.config.lab_poll_s, self.reload, name="lab poll")
 
@@ -277,17 +252,33 @@ class LabScreen(ConsoleScreen):
         for kind, label in KIND_TABS:
             rows = tuple(r for r in self.listing.rows.get(kind, []) if all(w in r.haystack for w in words))
             tabs.get_tab(f"tab-{kind}").label = f"{label} {len(rows)}"
-            if self._shown.get(kind) == rows:
-                continue
             self._shown[kind] = rows
-            table = self.query_one(f"#table-{kind}", LabTable)
-            keep = self._cursor_id(table)
-            table.clear()
-            for row in rows:
-                cells = [Text(c, style="red") if row.error and i == 1 else c for i, c in enumerate(row.cells)]
-                table.add_row(*display_order(kind, cells), key=row.id)
-            if keep is not None and keep in {r.id for r in rows}:
-                table.move_cursor(row=table.get_row_index(keep))
+            self._draw(kind, rows)
+
+    def _draw(self, kind: str, rows: tuple[Row, ...]) -> None:
+        """Put `rows` in the kind's table (checkpoints fitted to its width), keeping the cursor on
+        the same object; nothing when the table shows them so already."""
+        table = self.query_one(f"#table-{kind}", LabTable)
+        heads = display_order(kind, list(COLUMNS[kind]))
+        cells = [display_order(kind, [*r.cells, *[""] * (len(heads) - len(r.cells))]) for r in rows]
+        if kind == "checkpoints":  # the width less the vertical scrollbar's column
+            heads, cells = fit_columns(heads, cells, (table.size.width or self.app.size.width) - 1)
+        drawn = (rows, tuple(heads), tuple(map(tuple, cells)))
+        if self._drawn.get(kind) == drawn:
+            return
+        self._drawn[kind] = drawn
+        keep = self._cursor_id(table)
+        table.clear(columns=True)  # column widths follow the cells (a narrower id column too)
+        for column in heads:
+            table.add_column(column, key=column)
+        for row, line in zip(rows, cells):
+            table.add_row(*(Text(c, style="red") if row.error and c == row.error else c for c in line), key=row.id)
+        if keep is not None and keep in {r.id for r in rows}:
+            table.move_cursor(row=table.get_row_index(keep))
+
+    def on_resize(self) -> None:
+        """A new width fits the Checkpoints table again (once the tables have their new size)."""
+        self.call_after_refresh(self._fill)
 
     @staticmethod
     def _cursor_id(table: DataTable) -> str | None:
