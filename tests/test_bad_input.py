@@ -345,6 +345,9 @@ ROWS: list[Row] = [
         f"scan seg ae --data toy --layers 1 --kinds RM --cache-mb 0.001 {L}",
         "one slice alone needs",
     ),
+    row(
+        "stack-0", "scan --stack 0", f"scan seg ae --data toy --layers 1 --kinds RM --stack 0 {L}", "at least 1 (got 0)"
+    ),
     # -- options out of range ---------------------------------------------------------------------------
     row("train-epochs-0", "train --epochs 0", f"train --data toy --epochs 0 {L}", "--epochs"),
     row("train-batch-0", "train --batch 0", f"train --data toy --epochs 1 --batch 0 {L}", "--batch"),

@@ -125,6 +125,24 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def exact_fp32(device: torch.device, precision: str) -> Iterator[None]:
+    """Within the block, fp32 matmuls and convolutions on CUDA round nothing to TF32 (cuDNN's default
+    for convolutions keeps 10 mantissa bits of the inputs): what an exact (fp32) scan needs. Nothing
+    changes off CUDA or in bf16/fp16; the previous settings are put back after."""
+    if device.type != "cuda" or precision != "fp32":
+        yield
+        return
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def memory_format(device: torch.device, ndim: int = 4) -> torch.memory_format:
     """The layout for a tensor of `ndim` axes: channels_last for (B, C, H, W), channels_last_3d for
     3D blocks (B, C, D, H, W), where convolutions are faster with it (CUDA and CPU oneDNN; measured

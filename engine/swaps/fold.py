@@ -38,6 +38,10 @@ def _hooked(module: nn.Module | None) -> bool:
     return module is not None and bool(module._forward_hooks or module._forward_pre_hooks)
 
 
+def _batched(t: torch.Tensor | None) -> bool:
+    return t is not None and torch._C._functorch.is_batchedtensor(t)
+
+
 def _oneDNN_conv() -> Callable[..., torch.Tensor] | None:  # noqa: N802 - oneDNN is its name
     if not torch.backends.mkldnn.is_available():
         return None
@@ -103,6 +107,8 @@ class ConvChain:
         """The convolution and activation in one oneDNN call, or None where it does not apply."""
         conv, act, op = self.conv, self.act, _oneDNN_conv()
         if act is None or op is None or x.device.type != "cpu" or _hooked(act.module) or _hooked(conv):
+            return None
+        if any(_batched(t) for t in (x, weight, bias)):  # under vmap (stacked variants): the op has no batching rule
             return None
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or x.ndim not in (4, 5):
             return None

@@ -33,6 +33,7 @@ from reuse_console.engine.swaps.scan_inputs import (
 )
 from reuse_console.engine.swaps.scan_memory import bound_cache, check_cache_mb
 from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
+from reuse_console.engine.swaps.stacked import check_stack
 from reuse_console.engine.swaps.swap import SwapSpec, check_alpha
 from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants, swap_variant
 from reuse_console.store.errors import UserError
@@ -128,6 +129,7 @@ def evaluate_and_store(
     partial: bool = True,
     calibration: Calibration | None = None,
     confirmation: Confirmation | None = None,
+    stack: int | None = None,
     report: Reporter = silent,
 ) -> ScanResult:
     """Evaluate `variants` (resuming from a progress file), write `scans/<name>.h5`; with
@@ -154,6 +156,7 @@ def evaluate_and_store(
             partial=partial,
             calibration=calibration,
             confirmation=confirmation,
+            stack=stack,
             report=report,
         )
 
@@ -173,6 +176,7 @@ def _evaluate_and_store(
     partial: bool,
     calibration: Calibration | None,
     confirmation: Confirmation | None,
+    stack: int | None,
     report: Reporter,
 ) -> ScanResult:
     progress = progress_path(lab, name)
@@ -227,6 +231,7 @@ def _evaluate_and_store(
         done=done,
         chunk_variants=chunk_variants,
         partial=partial,
+        stack=stack,
         report=report,
         on_chunk=save_progress,
     )
@@ -238,7 +243,7 @@ def _evaluate_and_store(
             variants,
             confirmation,
             loaded.present,
-            lambda chosen: evaluate_loaded(fp32, chosen, partial=partial, report=report)[:2],
+            lambda chosen: evaluate_loaded(fp32, chosen, partial=partial, stack=stack, report=report)[:2],
             report,
         )
     if calibration is not None:
@@ -331,6 +336,7 @@ def run_scan(
     per: str = "subject",
     cache_mb: float | None = None,
     at_once: bool = False,
+    stack: int | None = None,
     report: Reporter = silent,
 ) -> ScanResult:
     """Every single (layer, kind, alpha) swap of `recipient` towards `donor`, Dice on `data`; with
@@ -340,10 +346,11 @@ def run_scan(
     are read together (engine/swaps/overlay.py). `confirm` MARGIN (a bf16/fp16 scan): variants
     whose drop lies within MARGIN of a `confirm_at` threshold are re-evaluated in fp32. `cache_mb`:
     smaller evaluation batches keep the activations within that many MB (engine/swaps/scan_memory.py).
+    `stack` K: variants of a group per downstream pass (engine/swaps/stacked.py; None: the device's default).
     `at_once`: one swap of every listed kind of the listed layers together at the one alpha
     (`reuse-console swap`), Dice beside the baseline, kept as a one-variant scan named `swap-...`."""
     alphas = tuple(check_alpha(a) for a in alphas)
-    check_empty(empty), check_per(per), check_cache_mb(cache_mb)  # before the name is claimed
+    check_empty(empty), check_per(per), check_cache_mb(cache_mb), check_stack(stack)  # before the name is claimed
     if at_once and len(alphas) != 1:
         raise UserError(f"a swap takes one alpha, not {len(alphas)}")
     confirmation = Confirmation.parse(confirm, confirm_at, precision)
@@ -400,5 +407,6 @@ def run_scan(
         partial=partial,
         calibration=calibration,
         confirmation=confirmation,
+        stack=stack,
         report=report,
     )
