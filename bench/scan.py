@@ -36,6 +36,12 @@ base width 16, PSPNet width 0.25) and kept in --lab, so a second run skips train
 
     .venv/bin/python bench/scan.py [--lab bench-lab] [--archs unet,pspnet] [--naive-variants 12]
 
+With --device cuda everything (training, naive loops, engine) runs on the GPU and the floor is the
+GPU's measured matmul peak (fp32 without TF32, as an exact scan runs; bench/scan_floor.py); the
+engine rows stack --stack variants per pass (default: the device's, 8 on a GPU, engine/swaps/stacked.py)
+and two more rows, fp32 stack=1 and bf16 stack=1, evaluate one variant at a time for comparison.
+bench/gpu.sh runs it with the CUDA tests and bench/scan_target.py.
+
 With --models (unet, pspnet, monai-basicunet, smp-unet, monai-dynunet, tv-lraspp, monai-unet3d) it measures instead, on untrained models
 and random data, whether each takes the fast path and its speedup over the naive loop
 (bench/scan_models.py): no lab, no training.
@@ -56,22 +62,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from scan_floor import device_name, peak_flops, scan_flops
 from scan_models import MODELS
 from scan_models import run as run_models
-from torch.utils.flop_counter import FlopCounterMode
 
 from reuse_console.engine.core.events import silent
 from reuse_console.engine.evaluation.evaluate import evaluate_seg
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import KINDS
 from reuse_console.engine.swaps.confirm import Confirmation, confirm_in_fp32
-from reuse_console.engine.swaps.partial import PartialForward
 from reuse_console.engine.swaps.scan import evaluate_variants
 from reuse_console.engine.swaps.scan_inputs import Loaded, load_inputs
+from reuse_console.engine.swaps.stacked import default_stack
 from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants
 from reuse_console.store.lab import Lab
 
-CPU = torch.device("cpu")
 CONFIGS = {"unet": {"base_width": 16}, "pspnet": {"width": 0.25}}
 
 
@@ -102,16 +107,17 @@ def prepare(lab: Lab, args: argparse.Namespace) -> None:
                 seed=1 if task == "seg" else 2,
                 name=name,
             )
-            result = train(lab, spec, device="cpu", precision=args.train_precision)
+            result = train(lab, spec, device=args.device, precision=args.train_precision)
             print(f"trained {name}: {args.epochs} epochs in {time.perf_counter() - t0:.0f} s, {result.best_metrics}")
 
 
 def naive_dice(loaded: Loaded, variant: Variant, *, channels_last: bool) -> np.ndarray:
-    """Mean Dice per class of one variant, the obvious way."""
+    """Mean Dice per class of one variant, the obvious way (on the loaded model's device)."""
+    device = loaded.device
     model = copy.deepcopy(loaded.model).to(memory_format=torch.contiguous_format)
     state = model.state_dict()
     for key in variant.keys:
-        state[key] = torch.lerp(state[key], loaded.donor[key].to(state[key].dtype), variant.alpha)
+        state[key] = torch.lerp(state[key], loaded.donor[key].to(state[key]), variant.alpha)  # device and dtype
     model.load_state_dict(state)
     if channels_last:
         result = evaluate_seg(
@@ -120,82 +126,49 @@ def naive_dice(loaded: Loaded, variant: Variant, *, channels_last: bool) -> np.n
             loaded.subjects,
             loaded.classes,
             loaded.present,
-            CPU,
+            device,
         )
         return result.mean
     acc = DiceAccumulator(len(loaded.classes), len(loaded.subjects))
     model.eval()
     with torch.no_grad():
         for b in loaded.batches:
-            acc.update(model(b.images).argmax(dim=1), b.labels, b.subject)
+            acc.update(model(b.images.to(device)).argmax(dim=1), b.labels.to(device), b.subject)
     return acc.per_subject().mean(axis=0)
 
 
 def naive_part(
-    root: str, arch: str, indices: list[int], channels_last: bool, threads: int
+    root: str, arch: str, indices: list[int], channels_last: bool, threads: int, device: str = "cpu"
 ) -> tuple[dict[int, np.ndarray], float, float]:
     """Naive Dice of some variants, run in a child process: (dice by variant, seconds, fp32 peak)."""
     torch.set_num_threads(threads)
-    loaded = load_inputs(Lab(root), f"bench-{arch}-seg", f"bench-{arch}-ae", "bench", device="cpu", batch=32)
+    loaded = load_inputs(Lab(root), f"bench-{arch}-seg", f"bench-{arch}-ae", "bench", device=device, batch=32)
     variants = plan_variants(loaded.index.layers, KINDS, (1.0,))
-    peak = peak_flops("fp32")
+    peak = peak_flops("fp32", loaded.device)
+    if loaded.device.type == "cuda":  # CUDA's first calls out of the timing
+        naive_dice(loaded, variants[indices[0]], channels_last=channels_last)
     t0 = time.perf_counter()
     dice = {i: naive_dice(loaded, variants[i], channels_last=channels_last) for i in indices}
     return dice, time.perf_counter() - t0, peak
 
 
-def peak_flops(precision: str, n: int = 2048, repeat: int = 5) -> float:
-    """FLOP/s of the best of `repeat` n x n matmuls at `precision`."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
 def count_flops(loaded: Loaded, variants: list[Variant]) -> tuple[float, float]:
-    """(full forward, engine) FLOPs over the whole validation set, counted on the first batch and
-    scaled by the number of slices (FLOPs are linear in the batch size)."""
-    model = loaded.model
-    groups: dict[str, list[str]] = {}
-    for v in variants:
-        groups.setdefault(v.group, [])
-        groups[v.group].extend(k for k in v.keys if k not in groups[v.group])
-    per_group = {g: sum(1 for v in variants if v.group == g) for g in groups}
-    engine = PartialForward(model, groups)
-    b = loaded.batches[0]
-    x = b.images.contiguous(memory_format=torch.channels_last)
-    downstream = 0.0
-
-    def visit(name: str, part: Any) -> None:
-        nonlocal downstream
-        with FlopCounterMode(display=False) as counter:
-            part.run()
-        downstream += counter.get_total_flops() * per_group[name]
-
-    with torch.inference_mode():
-        with FlopCounterMode(display=False) as counter:
-            model(x)
-        full = counter.get_total_flops()
-        engine.run(x, visit)
-    scale = sum(int(b.images.shape[0]) for b in loaded.batches) / int(x.shape[0])
-    return full * scale, (full + downstream) * scale
+    """(full forward, engine) FLOPs over the whole validation set (bench/scan_floor.py)."""
+    return scan_flops(loaded.model, loaded.batches, variants)
 
 
 def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    loaded = load_inputs(lab, f"bench-{arch}-seg", f"bench-{arch}-ae", "bench", device="cpu", batch=32)
+    loaded = load_inputs(lab, f"bench-{arch}-seg", f"bench-{arch}-ae", "bench", device=args.device, batch=32)
+    device = loaded.device
+    stack = args.stack or default_stack(device)
     variants = plan_variants(loaded.index.layers, KINDS, (1.0,))
     step = max(1, len(variants) // args.naive_variants)
     sample = list(range(0, len(variants), step))[: args.naive_variants]
     slices = sum(int(b.images.shape[0]) for b in loaded.batches)
     print(
-        f"{arch}: {len(variants)} variants, {len(loaded.subjects)} val subjects, {slices} slices of 128 px "
-        f"(load average {os.getloadavg()[0]:.1f}); "
-        f"naive on {len(sample)} of them"
+        f"{arch} on {device_name(device)}: {len(variants)} variants, {len(loaded.subjects)} val subjects, "
+        f"{slices} slices of 128 px (load average {os.getloadavg()[0]:.1f}); naive on {len(sample)} of them; "
+        f"{stack} variants per pass"
     )
     flops_naive, flops_engine = count_flops(loaded, variants)
     peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
@@ -210,16 +183,20 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         # in a fresh process: the engine tunes malloc process-wide, the obvious script does not
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(1) as pool:
-            dice, spent, peak = pool.apply(naive_part, (str(lab.root), arch, part, label != "naive fp32", args.threads))
+            dice, spent, peak = pool.apply(
+                naive_part, (str(lab.root), arch, part, label != "naive fp32", args.threads, args.device)
+            )
         peaks["fp32"].append(peak)
         naive[label].update(dice)
         seconds[label] = seconds.get(label, 0.0) + spent
 
-    def run_engine(precision: str, exact_head: bool = True, fold: bool | None = None, label: str = "") -> None:
+    def run_engine(
+        precision: str, exact_head: bool = True, fold: bool | None = None, label: str = "", k: int = stack
+    ) -> None:
         nonlocal engine_used
         label = label or (f"engine {precision}" if exact_head else f"{precision} bf16-head")
         key = label.removeprefix("engine ")
-        peaks[precision].append(peak_flops(precision))
+        peaks[precision].append(peak_flops(precision, device))
         t0 = time.perf_counter()
         base, dice, engine_used = evaluate_variants(
             loaded.model,
@@ -229,13 +206,14 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
             classes=loaded.classes,
             present=loaded.present,
             num_subjects=len(loaded.subjects),
-            device=CPU,
+            device=device,
             precision=precision,
             exact_head=exact_head,
             fold=fold,
+            stack=k,
         )
         seconds[label] = time.perf_counter() - t0
-        peaks[precision].append(peak_flops(precision))
+        peaks[precision].append(peak_flops(precision, device))
         engine_dice[key] = dice.mean(axis=1)[sample]
         full[key] = (base, dice)
 
@@ -254,8 +232,9 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
                 classes=loaded.classes,
                 present=loaded.present,
                 num_subjects=len(loaded.subjects),
-                device=CPU,
+                device=device,
                 precision="fp32",
+                stack=stack,
             )
             return out[0], out[1]
 
@@ -271,15 +250,21 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
     first, second = sample[::2], sample[1::2]
     run_naive("naive fp32", first)
     run_naive("naive+cl fp32", first)
+    if device.type == "cuda":  # CUDA's and cuDNN's first calls (library loads, autotuning) out of the timings
+        run_engine("fp32")
+        run_engine("bf16")
     run_engine("fp32")
     run_engine("fp32", fold=False, label="fp32 unfolded")
     run_engine("bf16")
     run_engine("bf16", fold=False, label="bf16 unfolded")
     run_engine("bf16", exact_head=False)
     run_confirm()
+    if stack > 1:
+        run_engine("fp32", label="fp32 stack=1", k=1)
+        run_engine("bf16", label="bf16 stack=1", k=1)
     run_naive("naive+cl fp32", second)
     run_naive("naive fp32", second)
-    peaks["fp32"].append(peak_flops("fp32"))
+    peaks["fp32"].append(peak_flops("fp32", device))
 
     reference = np.stack([naive["naive fp32"][i] for i in sample])
     peak = {p: float(np.mean(v)) for p, v in peaks.items()}
@@ -307,6 +292,7 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         ("bf16 unfolded", "bf16"),
         ("bf16 bf16-head", "bf16"),
         ("bf16+confirm", "bf16"),
+        *((("fp32 stack=1", "fp32"), ("bf16 stack=1", "bf16")) if stack > 1 else ()),
     )
     for label, precision in modes:
         key = label.removeprefix("engine ")
@@ -348,6 +334,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--train-precision", default="bf16", help="precision for training the models (fp32 or bf16)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where training, naive loops and scans run")
+    parser.add_argument("--stack", type=int, default=None, help="variants per pass (default: the device's)")
     parser.add_argument("--models", default="", help=f"untrained models to check instead: {','.join(MODELS)}")
     parser.add_argument("--size", type=int, default=64, help="--models: image size in px")
     parser.add_argument("--batches", type=int, default=2, help="--models: validation batches")

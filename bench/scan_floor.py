@@ -1,0 +1,92 @@
+"""The floor of a scan: the FLOPs it cannot avoid and the hardware's measured peak, on CPU or GPU.
+
+Shared by bench/scan.py (trained UNet and PSPNet) and bench/scan_target.py (the GPU target). The
+peak is the best of a few square matmuls at the scan's precision: 2048^3 on a CPU, 8192^3 on a GPU
+(smaller ones do not fill it), fp32 on CUDA without TF32 (what an exact scan runs, core/device.py
+`exact_fp32`), timed with CUDA events after a warm-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from reuse_console.engine.core.device import exact_fp32
+from reuse_console.engine.swaps.partial import PartialForward
+from reuse_console.engine.swaps.variants import Variant
+
+CPU = torch.device("cpu")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a timer read after it counts that work)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    return "CPU"
+
+
+def peak_flops(precision: str, device: torch.device = CPU, n: int | None = None, repeat: int = 5) -> float:
+    """FLOP/s of the best of `repeat` n x n matmuls at `precision` on `device`."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16" else torch.float32
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    best = float("inf")
+    with exact_fp32(device, precision):
+        torch.mm(a, b)
+        sync(device)
+        for _ in range(repeat):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                torch.mm(a, b)
+                end.record()
+                end.synchronize()
+                best = min(best, start.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                torch.mm(a, b)
+                best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def scan_flops(model: nn.Module, batches: Sequence[Any], variants: Sequence[Variant]) -> tuple[float, float]:
+    """(one full forward, the engine's scan) FLOPs over all `batches`: the engine runs the baseline
+    forward plus each variant's downstream part. Counted on the first batch and scaled by the number
+    of slices (FLOPs are linear in the batch size)."""
+    groups: dict[str, list[str]] = {}
+    for v in variants:
+        groups.setdefault(v.group, [])
+        groups[v.group].extend(k for k in v.keys if k not in groups[v.group])
+    per_group = {g: sum(1 for v in variants if v.group == g) for g in groups}
+    engine = PartialForward(model, groups)
+    device = next(model.parameters()).device
+    x = batches[0].images.to(device).contiguous(memory_format=torch.channels_last)
+    downstream = 0.0
+
+    def visit(name: str, part: Any) -> None:
+        nonlocal downstream
+        with FlopCounterMode(display=False) as counter:
+            part.run()
+        downstream += counter.get_total_flops() * per_group[name]
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        full = counter.get_total_flops()
+        engine.run(x, visit)
+    scale = sum(int(b.images.shape[0]) for b in batches) / int(x.shape[0])
+    return full * scale, (full + downstream) * scale
