@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from reuse_console.engine.core.device import exact_fp32
 from reuse_console.engine.swaps.partial import PartialForward
@@ -63,30 +63,46 @@ def peak_flops(precision: str, device: torch.device = CPU, n: int | None = None,
     return 2 * n**3 / best
 
 
+def _fused_conv_flops(x_shape: list[int], w_shape: list[int], *args: Any, out_shape: list[int], **kwargs: Any) -> int:
+    return conv_flop_count(x_shape, w_shape, out_shape)
+
+
+def counter() -> FlopCounterMode:
+    """A FLOP counter that also counts the engine's fused convolutions (engine/swaps/fold.py calls
+    oneDNN's `_convolution_pointwise`, which torch's counter does not know)."""
+    mapping: dict[Any, Any] = {}
+    fused = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+    if fused is not None:
+        mapping[fused] = _fused_conv_flops  # keyed by the overload packet, as torch's own formulas
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
 def scan_flops(model: nn.Module, batches: Sequence[Any], variants: Sequence[Variant]) -> tuple[float, float]:
     """(one full forward, the engine's scan) FLOPs over all `batches`: the engine runs the baseline
     forward plus each variant's downstream part. Counted on the first batch and scaled by the number
-    of slices (FLOPs are linear in the batch size)."""
+    of slices (FLOPs are linear in the batch size). Downstream parts are counted unfolded: a norm's
+    variants need not re-run the conv before it (the folded engine does, to be faster and closer
+    to fp32), so those FLOPs are not part of the floor."""
     groups: dict[str, list[str]] = {}
     for v in variants:
         groups.setdefault(v.group, [])
         groups[v.group].extend(k for k in v.keys if k not in groups[v.group])
     per_group = {g: sum(1 for v in variants if v.group == g) for g in groups}
-    engine = PartialForward(model, groups)
+    engine = PartialForward(model, groups, fold=False)
     device = next(model.parameters()).device
     x = batches[0].images.to(device).contiguous(memory_format=torch.channels_last)
     downstream = 0.0
 
     def visit(name: str, part: Any) -> None:
         nonlocal downstream
-        with FlopCounterMode(display=False) as counter:
+        with counter() as flops:
             part.run()
-        downstream += counter.get_total_flops() * per_group[name]
+        downstream += flops.get_total_flops() * per_group[name]
 
     with torch.inference_mode():
-        with FlopCounterMode(display=False) as counter:
+        with counter() as flops:
             model(x)
-        full = counter.get_total_flops()
+        full = flops.get_total_flops()
         engine.run(x, visit)
     scale = sum(int(b.images.shape[0]) for b in batches) / int(x.shape[0])
     return full * scale, (full + downstream) * scale
