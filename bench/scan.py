@@ -191,7 +191,7 @@ def bench_arch(lab: Lab, arch: str, args: argparse.Namespace) -> list[dict[str, 
         seconds[label] = seconds.get(label, 0.0) + spent
 
     def run_engine(
-        precision: str, exact_head: bool = True, fold: bool | None = None, label: str = "", k: int = stack
+        precision: str, exact_head: bool = True, fold: bool = True, label: str = "", k: int = stack
     ) -> None:
         nonlocal engine_used
         label = label or (f"engine {precision}" if exact_head else f"{precision} bf16-head")
