@@ -163,7 +163,7 @@ def evaluate_variants(
     report: Reporter = silent,
     on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
     exact_head: bool = True,
-    fold: bool = True,
+    fold: bool | None = None,
     stack: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Dice (S, C) of the unchanged model and (V, S, C) of every variant, and the engine used.
@@ -174,9 +174,10 @@ def evaluate_variants(
     (and, for scope all, the baseline) is evaluated with its norm statistics re-estimated
     (engine/swaps/recalibration.py); the model's own statistics are put back at the end. In
     bf16/fp16 the class-score layers run in fp32 (`exact_head`, engine/evaluation/precision.py).
-    With `fold` (the default) each conv -> batch norm -> ReLU runs as one convolution folded from
-    the live tensors (engine/swaps/fold.py): in bf16 it removes most of the rounding error, in fp32
-    it only reorders rounding (the bench's Dice are identical) and is ~1.4x faster.
+    With `fold` (default: in bf16/fp16) each conv -> batch norm -> ReLU runs as one convolution
+    folded from the live tensors (engine/swaps/fold.py): in bf16 it removes most of the rounding
+    error and is faster; in fp32 it only reorders rounding but re-runs each norm variant's conv and
+    measured no faster, so fp32 keeps bit-exact values (a conv and its ReLU still fuse).
     `stack` K: up to K variants of a group in one downstream pass (engine/swaps/stacked.py; None: 1 on
     CPU, 8 on CUDA; not with `calibration`). On CUDA an fp32 scan runs without TF32.
     """
@@ -193,6 +194,7 @@ def evaluate_variants(
     for v in todo:
         groups.setdefault(v.group, [])
         groups[v.group].extend(k for k in v.keys if k not in groups[v.group])
+    fold = precision != "fp32" if fold is None else fold
     engine = PartialForward(model, groups, trace=partial, fold=fold)
     if partial and batches:  # also when tracing failed: modules that trace wrongly may be kept whole
         # in fp32 whatever the scan's precision: this checks the graph, and a folded bf16 graph is
