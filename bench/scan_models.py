@@ -73,6 +73,11 @@ def build(name: str, seed: int) -> nn.Module:
         model = smp.Unet(encoder_name="resnet18", encoder_weights=None, in_channels=1, classes=CLASSES)
     else:
         raise SystemExit(f"unknown model {name!r}: choose from {', '.join(MODELS)}")
+    return randomise_norms(model, seed)
+
+
+def randomise_norms(model: nn.Module, seed: int) -> nn.Module:
+    """Varied running statistics and affines in every batch norm (fresh ones are identities)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from scan_floor import device_name, peak_flops, scan_flops, sync
+from scan_models import randomise_norms
 from torch import nn
 
 from reuse_console.engine.core.events import Event, Message
@@ -44,17 +45,7 @@ SUBJECTS = 10
 def build(width: int, classes: int, seed: int) -> nn.Module:
     """An untrained UNet whose norms have varied statistics and affines (fresh ones are identities)."""
     torch.manual_seed(seed)
-    model = UNet(1, classes, base_width=width)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.3)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
+    return randomise_norms(UNet(1, classes, base_width=width), seed)
 
 
 def data(model: nn.Module, device: torch.device, slices: int, size: int, batch: int, classes: int) -> list[EvalBatch]:

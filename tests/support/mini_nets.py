@@ -115,7 +115,7 @@ def randomise_bn(model: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.3)

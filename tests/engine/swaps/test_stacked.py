@@ -17,6 +17,7 @@ from mini_nets import (
     labelled_batches,
     naive_dice,
     pair,
+    randomise_bn,
     unet_or_pspnet_pair,
 )
 
@@ -315,11 +316,11 @@ def test_torchvision_and_smp_models_stack_exactly(monkeypatch: pytest.MonkeyPatc
     def lraspp(seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
         tv = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
-        return _randomised(adapt(tv, IOAdapter(input="repeat", channels=3)), seed)
+        return randomise_bn(adapt(tv, IOAdapter(input="repeat", channels=3)), seed)
 
     def smp_unet(seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
-        return _randomised(smp.Unet(encoder_name="resnet18", encoder_weights=None, in_channels=1, classes=3), seed)
+        return randomise_bn(smp.Unet(encoder_name="resnet18", encoder_weights=None, in_channels=1, classes=3), seed)
 
     recipient, donor = lraspp(1), lraspp(2)
     batches = labelled_batches(recipient, classes=3, n=1, size=64)
@@ -339,19 +340,6 @@ def test_torchvision_and_smp_models_stack_exactly(monkeypatch: pytest.MonkeyPatc
     assert all("doesn't match the broadcast shape" in why for why in stacker.looped.values())
     for i, out in got.items():
         _same_up_to_ties(out, looped[i], variants[i].id)
-
-
-def _randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.3)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
 
 
 # -- CUDA ----------------------------------------------------------------------------------------------
