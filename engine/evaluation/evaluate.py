@@ -25,6 +25,7 @@ from reuse_console.engine.evaluation.metrics import (
     DiceAccumulator,
     DiceResult,
     check_empty,
+    class_map,
     dice_from_counts,
     group_counts,
     nanmean_rows,
@@ -128,7 +129,7 @@ def evaluate_seg(
     *,
     keep_predictions: bool = False,
 ) -> DiceResult:
-    """Dice of argmax(logits) per class per subject over all of its slices (see metrics.py).
+    """Dice of the class map (argmax of the logits) per class per subject over all of its slices (see metrics.py).
 
     With `keep_predictions`, `result.extra["predictions"]` and `["references"]` hold one uint8
     array (slices, H, W) per subject, in slice order (for writing NIfTI files).
@@ -139,7 +140,7 @@ def evaluate_seg(
     with _EvalMode(model), torch.inference_mode(), exact_heads(model, len(classes), precision):
         for b in batches:
             logits = _forward(model, b.images, device, precision)
-            pred = logits.argmax(dim=1)
+            pred = class_map(logits)
             labels = b.labels.to(device, non_blocking=True)
             acc.update(pred, labels, b.subject)
             if keep_predictions:

@@ -25,7 +25,7 @@ from torch import nn
 
 from reuse_console.engine.core.device import autocast, exact_fp32, memory_format
 from reuse_console.engine.core.events import Message, Reporter, VariantDone, silent
-from reuse_console.engine.evaluation.metrics import DiceAccumulator, confusion_base
+from reuse_console.engine.evaluation.metrics import DiceAccumulator, class_map, confusion_base
 from reuse_console.engine.evaluation.precision import exact_heads
 from reuse_console.engine.models.layout import with_layout
 from reuse_console.engine.swaps.partial import Downstream, PartialFailed, PartialForward
@@ -241,7 +241,7 @@ def evaluate_variants(
                     base = confusion_base(labels, num_classes)  # the same for every variant
 
                     def take(i: int, out: torch.Tensor) -> None:
-                        accs[i].update(out.argmax(dim=1), labels, b.subject, base)  # noqa: B023
+                        accs[i].update(class_map(out), labels, b.subject, base)  # noqa: B023
 
                     def visit(group: str, downstream: Any) -> None:
                         # called by engine.run below, within this iteration: the loop variables are current
@@ -256,7 +256,7 @@ def evaluate_variants(
                     with torch.inference_mode(), autocast(device, precision):
                         out = engine.run(x, visit, chunk, to_end=base_acc is not None)  # noqa: B023
                     if base_acc is not None:
-                        base_acc.update(out.argmax(dim=1), labels, b.subject, base)
+                        base_acc.update(class_map(out), labels, b.subject, base)
                 return accs, base_acc
 
             try:

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from reuse_console.engine.evaluation.metrics import DiceAccumulator, DiceResult, confusion_base, dice_counts, psnr
+from reuse_console.engine.evaluation.metrics import (
+    DiceAccumulator,
+    DiceResult,
+    class_map,
+    confusion_base,
+    dice_counts,
+    psnr,
+)
 
 
 def _dice_by_sets(pred: np.ndarray, ref: np.ndarray, c: int) -> float:
@@ -96,3 +103,22 @@ def test_psnr_formula() -> None:
     assert psnr(0.01, 1.0) == pytest.approx(20.0)
     assert psnr(4.0, 8.0) == pytest.approx(10 * math.log10(16.0))
     assert psnr(0.0, 1.0) == math.inf
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("shape", [(3, 4, 9, 7), (2, 3, 5, 6, 4), (2, 20, 6, 6)])
+def test_class_map_is_numpys_argmax_in_every_layout_with_ties_and_nans(shape: tuple[int, ...], layout: str) -> None:
+    gen = torch.Generator().manual_seed(len(shape) * 7 + shape[1])
+    scores = torch.randint(0, 3, shape, generator=gen).float()  # few values: many ties
+    flat = scores.reshape(-1)
+    flat[torch.randperm(flat.numel(), generator=gen)[: flat.numel() // 10]] = float("nan")
+    flat[:3] = float("nan")  # a voxel whose first scores are NaN
+    want = np.argmax(scores.numpy(), axis=1)  # numpy: the first maximum, NaN counted largest
+    if layout == "channels_last":
+        fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+        scores = scores.contiguous(memory_format=fmt)
+    elif layout == "strided":  # a view whose class dimension is neither innermost nor contiguous
+        scores = torch.cat([scores, scores], dim=-1)[..., : shape[-1]]
+    got = class_map(scores)
+    assert got.dtype == torch.long and got.shape == scores.shape[:1] + scores.shape[2:]
+    np.testing.assert_array_equal(got.numpy(), want)
