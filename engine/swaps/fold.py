@@ -15,7 +15,7 @@ torch.compile's CPU backend calls), bit for bit the same values, in fp32 and bf1
 The fold is computed at every call from the modules' current tensors, so a swap of any of the
 conv's or the norm's tensors (W, B, RM, RV, RW, RB) is honoured. It is only used while the norm
 uses its running statistics and no module of the chain has hooks (recalibration's train-mode
-norms, the fp32 class-score hook); otherwise the modules run as the user built them.
+norms, the fp32 class-score layers); otherwise the modules run as the user built them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ _RELUS = (F.relu, torch.relu)
 
 
 def _hooked(module: nn.Module | None) -> bool:
-    return module is not None and bool(module._forward_hooks or module._forward_pre_hooks)
+    """Whether the module has hooks or a forward of its own instance (the fp32 class-score layers):
+    calling its parts directly would skip them."""
+    if module is None:
+        return False
+    return bool(module._forward_hooks or module._forward_pre_hooks) or "forward" in vars(module)
 
 
 def _batched(t: torch.Tensor | None) -> bool:

@@ -86,7 +86,7 @@ class _LowPrecision(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if torch.is_autocast_enabled(self.device_type):  # off inside the fp32 class-score hook
+        if torch.is_autocast_enabled(self.device_type):  # off inside the fp32 class-score layers
             if func in _LOW_PRECISION_OPS:
                 args = tuple(self._low(a) for a in args)
                 kwargs = {k: self._low(v) for k, v in kwargs.items()}
