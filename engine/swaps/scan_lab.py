@@ -9,8 +9,7 @@ evaluate on the data set's validation subjects, resampled to the size the recipi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,86 +31,13 @@ from reuse_console.engine.swaps.scan_inputs import (
     rule_options,
 )
 from reuse_console.engine.swaps.scan_memory import bound_cache, check_cache_mb
-from reuse_console.engine.swaps.scan_store import progress_path, read_scan, write_scan
+from reuse_console.engine.swaps.scan_names import Known, choose_name, resume_state, stem
+from reuse_console.engine.swaps.scan_store import progress_path, write_scan
 from reuse_console.engine.swaps.stacked import check_stack
 from reuse_console.engine.swaps.swap import SwapSpec, check_alpha
 from reuse_console.engine.swaps.variants import ScanResult, Variant, plan_variants, swap_variant
 from reuse_console.store.errors import UserError
-from reuse_console.store.lab import Lab, check_name
-
-
-def stem(ref: str) -> str:
-    name = Path(ref).name
-    return name[:-3] if name.endswith(".h5") else name
-
-
-def choose_name(lab: Lab, name: str | None, base: str, resume: bool) -> str:
-    """The scan's id: a new one, or (with `resume`) the one whose progress file exists."""
-    if name is not None:
-        check_name(name)
-        if resume:
-            if lab.exists("scans", name):
-                raise UserError(f"scan {name!r} is already finished: nothing to resume")
-            if not progress_path(lab, name).exists():
-                raise UserError(f"no unfinished scan {name!r} to resume (start it without --resume)")
-            return name
-        if progress_path(lab, name).exists():
-            raise UserError(
-                f"an unfinished scan {name!r} exists: add --resume to continue it, or choose another --name"
-            )
-        lab.ensure_new("scans", name)
-        return name
-    base = "".join(ch if ch.isalnum() or ch in "._+-" else "-" for ch in base)[:90] or "scan"
-    if resume:
-        if progress_path(lab, base).exists():
-            return base
-        if lab.exists("scans", base):
-            raise UserError(f"scan {base!r} is already finished: nothing to resume (drop --resume to start another)")
-        raise UserError(f"no unfinished scan {base!r} to resume (give its --name)")
-    # the next free name (no unfinished scan of that name either), claimed: one another job claims meanwhile is skipped
-    return lab.unique_name("scans", base, free=lambda candidate: not progress_path(lab, candidate).exists())
-
-
-@dataclass
-class _Known:
-    """What an unfinished scan had finished: raw and (with --recalibrate) recalibrated Dice."""
-
-    baseline: np.ndarray | None = None
-    done: dict[str, np.ndarray] = field(default_factory=dict)
-    recalibrated_baseline: np.ndarray | None = None
-    recalibrated: dict[str, np.ndarray] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def _finished(variants: list[Variant], dice: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The evaluated variants' Dice: rows not all NaN (under --empty ignore some cells are NaN)."""
-    if dice is None:
-        return {}
-    return {v.id: d for v, d in zip(variants, dice) if not np.isnan(d).all()}
-
-
-def _resume_state(path: Path, options: dict[str, Any], variants: list[Variant]) -> _Known:
-    """Finished variants of an unfinished scan, after checking it was started the same way."""
-    old = read_scan(path)
-    for key in dict.fromkeys([*options, *old.options]):  # an option only one of them has differs too
-        value = options.get(key)
-        if old.options.get(key) != value:
-            raise UserError(
-                f"the unfinished scan was started with {key}={old.options.get(key)!r}, not {value!r}: "
-                "repeat its options to resume, or start another with --name"
-            )
-    if [v.id for v in old.variants] != [v.id for v in variants]:
-        raise UserError("the unfinished scan planned other variants: start another with --name")
-    recal_base = old.recalibrated_baseline
-    if recal_base is not None and np.isnan(recal_base).any():
-        recal_base = None
-    return _Known(
-        old.baseline,
-        _finished(old.variants, old.dice),
-        recal_base,
-        _finished(old.variants, old.recalibrated),
-        old.seconds,
-    )
+from reuse_console.store.lab import Lab
 
 
 def evaluate_and_store(
@@ -180,7 +106,7 @@ def _evaluate_and_store(
     report: Reporter,
 ) -> ScanResult:
     progress = progress_path(lab, name)
-    known = _resume_state(progress, options, variants) if resume else _Known()
+    known = resume_state(progress, options, variants) if resume else Known()
     baseline, done, spent = known.baseline, known.done, known.seconds
     if resume:
         report(Message(f"resuming scan {name}: {len(done)} of {len(variants)} variants already done"))
