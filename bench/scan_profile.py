@@ -3,11 +3,12 @@
 For UNet and PSPNet from the bench lab (bench/scan.py trains them), an evenly spread, fixed subset
 of the variants is scanned with engine.swaps.scan.evaluate_variants under torch.profiler (CPU
 activities), after a short warm-up scan (kernels created, malloc tuned). Every op's *self* time
-(nested ops counted once) is put in a category by its name (CATEGORIES below); the Dice update is
-wrapped in a `dice` range, so the ops it runs (and its numpy work) count as argmax+Dice whatever
-their name; likewise the check of the traced graph against the model (PartialForward.verify, once
-per scan) counts as "trace check". "Python & rest" is the wall time no op accounts for: the engine's graph walk, swaps,
-Python around the ops and the profiler's own overhead.
+(nested ops counted once) is put in a category by its name (CATEGORIES below); the Dice update and
+the class map it counts (`class_map`) are wrapped in a `dice` range, so the ops they run count as
+argmax+Dice whatever their name; likewise the check of the traced graph against the model
+(PartialForward.verify, once per scan) counts as "trace check". "Python & rest" is the wall time
+no op accounts for: the engine's graph walk, swaps, Python around the ops and the profiler's own
+overhead.
 
 Printed: one column per arch x precision, each category as a share of that scan's wall time, and
 the ops with the most time among "other ops" and the conversions (with the op that called them,
@@ -23,7 +24,7 @@ import os
 import textwrap
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from reuse_console.engine.evaluation.metrics import DiceAccumulator
 from reuse_console.engine.models.layers import KINDS
+from reuse_console.engine.swaps import scan as scan_module
 from reuse_console.engine.swaps.partial import PartialForward
 from reuse_console.engine.swaps.scan import evaluate_variants
 from reuse_console.engine.swaps.scan_inputs import Loaded, load_inputs
@@ -45,7 +47,7 @@ REST = "other ops"
 PYTHON = "Python & rest"
 
 # category -> aten op names (without "aten::"); an op not named here counts as "other ops"
-CATEGORIES: dict[str, tuple[str, ...]] = {
+CATEGORIES: dict[str, Sequence[str]] = {
     "convolution": (
         "conv2d conv3d convolution _convolution mkldnn_convolution conv_transpose2d conv_transpose3d "
         "convolution_overrideable slow_conv_transpose2d _slow_conv2d_forward _nnpack_spatial_convolution "
@@ -71,7 +73,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "max_pool2d max_pool2d_with_indices max_pool3d max_pool3d_with_indices adaptive_avg_pool2d "
         "_adaptive_avg_pool2d avg_pool2d mean"
     ).split(),
-    DICE: ("argmax",),
+    DICE: ("argmax", "max", "bincount", "index_add_"),
 }
 RANGES = {"dice": DICE, "verify": CHECK}  # profiler ranges put around these calls: all they run counts there
 BY_OP = {op: category for category, ops in CATEGORIES.items() for op in ops}
@@ -119,15 +121,16 @@ def shares(events: Iterable[Any], wall_us: float) -> tuple[dict[str, float], dic
     return seconds, rest, conversions
 
 
-def _ranged(cls: Any, method: str, name: str) -> None:
-    """Wrap `cls.method` in a profiler range called `name` (this process only)."""
-    inner = getattr(cls, method)
+def _ranged(owner: Any, attribute: str, name: str) -> None:
+    """Wrap `owner.attribute` (a class's method or a module's function) in a profiler range called
+    `name` (this process only)."""
+    inner = getattr(owner, attribute)
 
-    def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def traced(*args: Any, **kwargs: Any) -> Any:
         with record_function(name):
-            return inner(self, *args, **kwargs)
+            return inner(*args, **kwargs)
 
-    setattr(cls, method, traced)
+    setattr(owner, attribute, traced)
 
 
 def scan(loaded: Loaded, variants: list[Variant], precision: str, batches: list[Any] | None = None) -> None:
@@ -168,6 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _ranged(DiceAccumulator, "update", "dice")
+    _ranged(scan_module, "class_map", "dice")  # the class maps Dice is counted on (as the scan calls it)
     _ranged(PartialForward, "verify", "verify")
     lab = Lab(args.lab)
     columns: dict[str, dict[str, Any]] = {}
