@@ -8,6 +8,7 @@ peak is the best of a few square matmuls at the scan's precision: 2048^3 on a CP
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,12 +31,20 @@ def sync(device: torch.device) -> None:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model with its bf16 hardware and any cap on oneDNN's instruction
+    set (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 runs the kernels of a CPU without AMX on one with it)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    model, flags = "CPU", set[str]()
     for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    return "CPU"
+        if line.startswith("model name") and model == "CPU":
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    bf16 = "AMX" if "amx_bf16" in flags else "AVX512-BF16, no AMX" if "avx512_bf16" in flags else "no bf16 unit"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    capped = f", oneDNN capped at {cap}" if cap else ""
+    return f"{model} ({bf16}{capped}, {torch.get_num_threads()} threads)"
 
 
 def peak_flops(precision: str, device: torch.device = CPU, n: int | None = None, repeat: int = 5) -> float:
