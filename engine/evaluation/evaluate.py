@@ -129,7 +129,8 @@ def evaluate_seg(
     *,
     keep_predictions: bool = False,
 ) -> DiceResult:
-    """Dice of the class map (argmax of the logits) per class per subject over all of its slices (see metrics.py).
+    """Dice of the class map (argmax of the logits) per class per subject over all of its slices
+    (see metrics.py).
 
     With `keep_predictions`, `result.extra["predictions"]` and `["references"]` hold one uint8
     array (slices, H, W) per subject, in slice order (for writing NIfTI files).
@@ -155,7 +156,7 @@ def evaluate_seg(
                         preds[s].append(p[i])
                         refs[s].append(g[i])
     result = DiceResult.from_accumulator(acc, list(classes), list(present), list(subjects))
-    result.extra["counts"] = acc.counts.copy()
+    result.extra["counts"] = acc.counts
     if keep_predictions:
         result.extra["predictions"] = [np.stack(p) if p else np.zeros((0, 0, 0), np.uint8) for p in preds]
         result.extra["references"] = [np.stack(g) if g else np.zeros((0, 0, 0), np.uint8) for g in refs]

@@ -116,7 +116,7 @@ def reference_voxels(batches: Iterable[Any], num_classes: int, num_units: int) -
     acc = DiceAccumulator(num_classes, num_units)
     for b in batches:
         acc.update(b.labels, b.labels, b.subject)
-    return acc.counts[:, 2, :].copy()
+    return acc.counts[:, 2, :]
 
 
 def group_counts(counts: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
@@ -157,7 +157,7 @@ class DiceAccumulator:
 
     @property
     def counts(self) -> np.ndarray:
-        """Per subject (S, 3, C): intersection, predicted and reference voxels per class."""
+        """Per subject (S, 3, C): intersection, predicted and reference voxels per class (a copy)."""
         if self._sums is None:
             return np.zeros((self.num_subjects, 3, self.num_classes), dtype=np.float64)
         return self._sums.cpu().numpy().copy()

@@ -3,8 +3,8 @@
 Under bf16 autocast the convolution that produces the class scores rounds them to 8 mantissa bits,
 so pixels where two scores almost tie can flip class. The head convolutions compute in fp32 from
 the bf16 activations they get: their `forward` is replaced for the block, so it works the same in
-the full forward, the traced partial forward, and for any user model. Heads are the convolutions and linear layers with
-one output channel per class. What it buys (bench/scan.py, Intel Xeon with AMX): max |dDice| of a
+the full forward, the traced partial forward, and for any user model. Heads are the convolutions
+and linear layers with one output channel per class. What it buys (bench/scan.py, Intel Xeon with AMX): max |dDice| of a
 1-epoch UNet 0.0009 -> 0.0001; trained PSPNet 0.0014 -> 0.0012; trained UNet 0.0172 -> 0.0173, so
 a trained UNet's bf16 error comes from its body, not its head: from batch norms cancelling the
 bf16-rounded conv outputs, which scans remove by folding (engine/swaps/fold.py). It costs about

@@ -176,8 +176,8 @@ def evaluate_variants(
     bf16/fp16 the class-score layers run in fp32 (`exact_head`, engine/evaluation/precision.py).
     With `fold` (default: in bf16/fp16) each conv -> batch norm -> ReLU runs as one convolution
     folded from the live tensors (engine/swaps/fold.py): in bf16 it removes most of the rounding
-    error and is faster; in fp32 it only reorders rounding but re-runs each norm variant's conv and
-    measured no faster, so fp32 keeps bit-exact values (a conv and its ReLU still fuse).
+    error and is faster; in fp32 it only reorders rounding (up to 1.8e-5 Dice on the bench models)
+    and is at most ~1.15x faster, so fp32 keeps bit-exact values (a conv and its ReLU still fuse).
     `stack` K: up to K variants of a group in one downstream pass (engine/swaps/stacked.py; None: 1 on
     CPU, 8 on CUDA; not with `calibration`). On CUDA an fp32 scan runs without TF32.
     """
