@@ -119,6 +119,7 @@ def _catch_mid_run(lab, job: str, run: str, epochs: int) -> int | None:
     return epoch
 
 
+@pytest.mark.race  # `make test-cluster-chaos`: see the Makefile
 def test_killed_and_requeued_tasks_resume_and_still_match_local(slurm, tmp_path, local_result) -> None:
     """The first two cells run in slices of SLICE_S (stopped in between) from their process's start
     until one is caught stopped after epoch 1 and before its last (a slice is far shorter than its
